@@ -1,0 +1,153 @@
+//! Configuration: the TOML file an operator writes, with a documented default for every key.
+//!
+//! Owns parsing and defaults only. Nothing here opens sockets or files other than the config
+//! file itself; `server.rs` turns a `Config` into running parts. Every key is documented in
+//! `examples/smart-presence.toml`, which a test parses so the two cannot drift apart.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration. Unknown keys are an error, so typos do not pass silently.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The service domain: used in our own URIs (`sip:rls@DOMAIN`) and To tags' Contact.
+    pub domain: String,
+    /// Where sled and the generated TLS certificate live.
+    pub data_dir: PathBuf,
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a full `tracing` filter string).
+    pub log_level: String,
+    pub sip: SipConfig,
+    pub tls: TlsConfig,
+    pub numbers: NumbersConfig,
+    pub admin: AdminConfig,
+}
+
+/// Listening addresses and SIP-layer limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    /// Log every SIP message sent and received (at info level). Off by default: messages
+    /// carry subscribers' address books.
+    pub log_messages: bool,
+    /// Largest message accepted on a stream transport, in bytes (UDP is capped at 65,535).
+    pub max_message_size: usize,
+    /// A TCP/TLS connection with no traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// The most concurrent TCP/TLS connections; new ones are refused beyond it.
+    pub max_connections: usize,
+    /// RFC 3261 T1 (ms): base for retransmission timers (E, F, J).
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (ms): cap of the retransmission interval.
+    pub t2_ms: u64,
+}
+
+/// TLS certificate. When both paths are empty, a self-signed certificate is generated into
+/// `data_dir/tls/` on first start and reused afterwards.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Phone-number handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumbersConfig {
+    /// ISO 3166 region used for national numbers when the subscriber's own region is unknown.
+    pub default_region: String,
+}
+
+/// The local management endpoint the CLI talks to while the server runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Empty disables it. Keep it on loopback: it has no authentication.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+            log_level: "info".into(),
+            sip: SipConfig::default(),
+            tls: TlsConfig::default(),
+            numbers: NumbersConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            udp: vec![any_v4(5060), any_v6(5060)],
+            tcp: vec![any_v4(5060), any_v6(5060)],
+            tls: vec![any_v4(5061), any_v6(5061)],
+            log_messages: false,
+            max_message_size: 1 << 20,
+            idle_timeout_secs: 600,
+            max_connections: 10_000,
+            t1_ms: 500,
+            t2_ms: 4_000,
+        }
+    }
+}
+
+impl Default for NumbersConfig {
+    fn default() -> Self {
+        NumbersConfig { default_region: "FR".into() }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: Some("127.0.0.1:5080".parse().expect("valid literal")) }
+    }
+}
+
+fn any_v4(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+fn any_v6(port: u16) -> SocketAddr {
+    SocketAddr::from(([0u16; 8], port))
+}
+
+impl Config {
+    /// Reads a TOML file; a missing file is an error (the caller decides whether to default).
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let text = include_str!("../examples/smart-presence.toml");
+        let parsed = Config::parse(text).expect("example config parses");
+        let default = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        assert!(Config::parse("domian = \"x\"").is_err());
+    }
+}

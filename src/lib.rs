@@ -1,0 +1,23 @@
+//! smart-presence: a SIP presence server for "smart contacts".
+//!
+//! Data flows through the stages in this order, each a module that owns one concern:
+//!
+//! - [`transport`]: sockets (UDP, TCP, TLS), stream framing, the connection table.
+//! - [`sip`]: the message type every other stage sees, its parser and writer.
+//! - [`transaction`]: RFC 3261 §17 retransmission absorption and client timers.
+//! - [`core`]: routes requests to handlers and answers what needs no handler.
+//! - [`numbers`] and [`index`]: phone-number normalisation and the sled binding index
+//!   (resolution).
+//! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
+//!
+//! [`server`] wires the parts; [`config`] holds the settings.
+
+pub mod body;
+pub mod config;
+pub mod core;
+pub mod index;
+pub mod numbers;
+pub mod server;
+pub mod sip;
+pub mod transaction;
+pub mod transport;
