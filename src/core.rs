@@ -1,1 +1,296 @@
-//! (being written)
+//! The SIP core: parses what the transports hand in, absorbs retransmissions through the
+//! server transactions, answers what needs no handler (OPTIONS, 400, 405, 501, ACK) and
+//! routes SUBSCRIBE, PUBLISH, REGISTER and NOTIFY to their handlers; responses go to the
+//! client transactions.
+//!
+//! Owns routing and the response path. It must not know what a subscription or a binding
+//! is: that is the handlers' business.
+
+use crate::sip::{self, check_request, top_via, HeaderName, Message, Method, Request, Response};
+use crate::transaction::{Begin, ClientTransactions, ServerKey, ServerTransactions, Timers};
+use crate::transport::{Inbound, Protocol, Sender, Source, Target};
+use bytes::Bytes;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a handler returns: the work of answering one request.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Serves one method. It must call `tx.respond` exactly once with a final response.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture;
+}
+
+/// The handlers for the methods the core routes; a method without one gets 501.
+#[derive(Default, Clone)]
+pub struct Handlers {
+    pub subscribe: Option<Arc<dyn Handler>>,
+    pub publish: Option<Arc<dyn Handler>>,
+    pub register: Option<Arc<dyn Handler>>,
+    pub notify: Option<Arc<dyn Handler>>,
+}
+
+impl Handlers {
+    fn for_method(&self, m: &Method) -> Option<&Arc<dyn Handler>> {
+        match m {
+            Method::Subscribe => self.subscribe.as_ref(),
+            Method::Publish => self.publish.as_ref(),
+            Method::Register => self.register.as_ref(),
+            Method::Notify => self.notify.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The `Allow` value: what we really serve.
+    fn allow(&self) -> String {
+        let mut methods = vec!["OPTIONS", "ACK"];
+        for (h, name) in [
+            (&self.subscribe, "SUBSCRIBE"),
+            (&self.notify, "NOTIFY"),
+            (&self.publish, "PUBLISH"),
+            (&self.register, "REGISTER"),
+        ] {
+            if h.is_some() {
+                methods.push(name);
+            }
+        }
+        methods.join(", ")
+    }
+}
+
+pub struct Core {
+    sender: Arc<Sender>,
+    server_tx: ServerTransactions,
+    client_tx: Arc<ClientTransactions>,
+    handlers: Handlers,
+    allow: String,
+    log_messages: bool,
+}
+
+impl Core {
+    /// Handlers that send requests (NOTIFY) share `client_tx`, built from the same sender.
+    pub fn new(
+        sender: Arc<Sender>,
+        client_tx: Arc<ClientTransactions>,
+        timers: Timers,
+        handlers: Handlers,
+        log_messages: bool,
+    ) -> Arc<Core> {
+        Arc::new(Core {
+            server_tx: ServerTransactions::new(timers.f()),
+            client_tx,
+            allow: handlers.allow(),
+            handlers,
+            sender,
+            log_messages,
+        })
+    }
+
+    pub fn client_transactions(&self) -> Arc<ClientTransactions> {
+        self.client_tx.clone()
+    }
+
+    async fn process(self: Arc<Self>, data: Bytes, source: Source) {
+        if self.log_messages {
+            tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(&data));
+        }
+        match sip::parse_message(data) {
+            Ok(Message::Request(req)) => self.on_request(req, source).await,
+            Ok(Message::Response(resp)) => {
+                if !self.client_tx.on_response(resp) {
+                    tracing::debug!(remote = %source.remote, "response matches no transaction");
+                }
+            }
+            Err(e) => tracing::debug!(remote = %source.remote, "dropping unparseable message: {e}"),
+        }
+    }
+
+    async fn on_request(self: Arc<Self>, mut req: Request, source: Source) {
+        stamp_via(&mut req, &source);
+        let key = ServerKey::of(&req);
+        if let Err(bad) = check_request(&mut req, source.protocol.is_reliable()) {
+            let tx = self.server_tx(None, &req, source);
+            return tx.respond(Response::with_reason(&req, 400, bad.0)).await;
+        }
+        let key = if source.protocol == Protocol::Udp { key } else { None };
+        if let Some(k) = &key {
+            match self.server_tx.begin(k) {
+                Begin::New => {}
+                Begin::InProgress => return,
+                Begin::Answered(bytes, target) => {
+                    let _ = self.sender.send(&target, bytes).await;
+                    return;
+                }
+            }
+        }
+        let tx = self.server_tx(key, &req, source);
+        match &req.method {
+            Method::Ack => {}
+            Method::Options => tx.respond(self.options(&req)).await,
+            Method::Cancel => tx.respond(Response::to(&req, 481)).await,
+            m => match self.handlers.for_method(m) {
+                Some(h) => h.handle(req, tx).await,
+                None if is_known_routed(m) => tx.respond(Response::to(&req, 501)).await,
+                None => {
+                    let resp = Response::to(&req, 405).header(HeaderName::Allow, self.allow.clone());
+                    tx.respond(resp).await
+                }
+            },
+        }
+    }
+
+    fn server_tx(self: &Arc<Self>, key: Option<ServerKey>, req: &Request, source: Source) -> ServerTx {
+        ServerTx { core: self.clone(), key, target: response_target(req, &source), source }
+    }
+
+    fn options(&self, req: &Request) -> Response {
+        Response::to(req, 200)
+            .header(HeaderName::Allow, self.allow.clone())
+            .header(HeaderName::Accept, "application/resource-lists+xml, application/pidf+xml")
+            .header(HeaderName::AcceptEncoding, "deflate")
+            .header(HeaderName::Supported, "eventlist, recipient-list-subscribe")
+            .header(HeaderName::AllowEvents, "presence")
+    }
+
+    pub fn sender(&self) -> &Arc<Sender> {
+        &self.sender
+    }
+}
+
+fn is_known_routed(m: &Method) -> bool {
+    matches!(m, Method::Subscribe | Method::Publish | Method::Register | Method::Notify)
+}
+
+/// The transports' sink: hands each message to the core on its own task.
+pub struct CoreSink(pub Arc<Core>);
+
+impl Inbound for CoreSink {
+    fn receive(&self, data: Bytes, source: Source) {
+        tokio::spawn(self.0.clone().process(data, source));
+    }
+}
+
+/// One request being answered: where the response goes, and its transaction.
+pub struct ServerTx {
+    core: Arc<Core>,
+    key: Option<ServerKey>,
+    target: Target,
+    source: Source,
+}
+
+impl ServerTx {
+    /// Sends the final response and stores it for retransmissions.
+    pub async fn respond(self, resp: Response) {
+        let bytes = resp.to_bytes();
+        if self.core.log_messages {
+            tracing::info!(remote = %self.target.remote, "send:\n{}", String::from_utf8_lossy(&bytes));
+        }
+        if let Some(key) = &self.key {
+            self.core.server_tx.complete(key, bytes.clone(), self.target);
+        }
+        if let Err(e) = self.core.sender.send(&self.target, bytes).await {
+            tracing::debug!(remote = %self.target.remote, "response not sent: {e}");
+        }
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: note in the top Via where the request really came from.
+fn stamp_via(req: &mut Request, source: &Source) {
+    let Some(header) = req.headers.0.iter_mut().find(|h| h.name == HeaderName::Via) else { return };
+    let text = header.text().into_owned();
+    let elements = sip::message::split_list(&text);
+    let Some(top) = elements.first() else { return };
+    let Ok(via) = sip::Via::parse(top) else { return };
+    let ip = source.remote.ip().to_string();
+    let host_is_ip = via.host.trim_matches(['[', ']']) == ip;
+    let wants_rport = via.param("rport").is_some();
+    if host_is_ip && !wants_rport {
+        return;
+    }
+    let mut stamped = split_off_params(top, &["received", "rport"]);
+    if wants_rport {
+        stamped.push_str(&format!(";rport={}", source.remote.port()));
+    }
+    stamped.push_str(&format!(";received={ip}"));
+    for other in &elements[1..] {
+        stamped.push_str(", ");
+        stamped.push_str(other);
+    }
+    header.value = Bytes::from(stamped);
+}
+
+/// A Via element without the named parameters.
+fn split_off_params(via: &str, drop: &[&str]) -> String {
+    let mut parts = via.split(';');
+    let mut out = parts.next().unwrap_or("").to_string();
+    for p in parts {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if !drop.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    out
+}
+
+/// Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4): back on the connection over
+/// streams; over UDP to the source address when rport was asked, else to the source IP
+/// and the Via port.
+fn response_target(req: &Request, source: &Source) -> Target {
+    let mut target = source.reply_target();
+    if source.protocol == Protocol::Udp {
+        if let Ok(via) = top_via(&req.headers) {
+            let rport = via.param("rport").is_some();
+            if !rport {
+                let port = via.port.unwrap_or(5060);
+                target.remote = SocketAddr::new(source.remote.ip(), port);
+            }
+        }
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(via: &str) -> Request {
+        let raw = format!("OPTIONS sip:x SIP/2.0\r\nVia: {via}\r\nCall-ID: c\r\n\r\n");
+        match sip::parse_message(Bytes::from(raw)) {
+            Ok(Message::Request(r)) => r,
+            _ => panic!(),
+        }
+    }
+
+    fn source() -> Source {
+        let remote = "192.0.2.7:40791".parse().unwrap();
+        Source { protocol: Protocol::Udp, remote, local: "127.0.0.1:5060".parse().unwrap(), conn: None }
+    }
+
+    #[test]
+    fn rport_is_filled_and_received_added() {
+        let mut r = req("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKa;rport, SIP/2.0/UDP p:5060;branch=z9hG4bKb");
+        stamp_via(&mut r, &source());
+        let via = r.headers.get(&HeaderName::Via).unwrap().to_string();
+        assert_eq!(via, "SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKa;rport=40791;received=192.0.2.7, SIP/2.0/UDP p:5060;branch=z9hG4bKb");
+        assert_eq!(response_target(&r, &source()).remote, source().remote);
+    }
+
+    #[test]
+    fn without_rport_response_goes_to_via_port() {
+        let mut r = req("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKa");
+        stamp_via(&mut r, &source());
+        assert!(r.headers.get(&HeaderName::Via).unwrap().ends_with(";received=192.0.2.7"));
+        assert_eq!(response_target(&r, &source()).remote, "192.0.2.7:5062".parse().unwrap());
+    }
+}

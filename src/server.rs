@@ -1,1 +1,60 @@
-//! (being written)
+//! Wires the parts: binds the transports, builds the core and its handlers, and runs until
+//! told to stop. The only place that knows every part; it holds no logic of its own.
+
+use crate::config::Config;
+use crate::core::{Core, CoreSink, Handlers};
+use crate::transaction::{ClientTransactions, Timers};
+use crate::transport::{self, BoundAddrs, StreamLimits, Transports};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A started server. Dropping it does not stop it: call `shutdown`.
+pub struct Server {
+    addrs: BoundAddrs,
+    shutdown: watch::Sender<bool>,
+    client_tx: Arc<ClientTransactions>,
+}
+
+impl Server {
+    /// Binds everything the config asks for and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tls = if config.sip.tls.is_empty() {
+            None
+        } else {
+            let (cert, key) = (config.tls.cert_file.as_deref(), config.tls.key_file.as_deref());
+            Some(transport::tls::acceptor(cert, key, &config.data_dir, &config.domain)?)
+        };
+        let limits = StreamLimits {
+            max_message: config.sip.max_message_size,
+            idle_timeout: Duration::from_secs(config.sip.idle_timeout_secs),
+            max_connections: config.sip.max_connections,
+        };
+        let sip = &config.sip;
+        let transports = Transports::bind(&sip.udp, &sip.tcp, &sip.tls, tls, limits, shutdown_rx).await?;
+        let addrs = transports.local_addrs();
+        let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
+        let sender = transports.sender();
+        let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
+        let handlers = Handlers::default();
+        let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages);
+        transports.run(Arc::new(CoreSink(core)));
+        tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "smart-presence listening");
+        Ok(Server { addrs, shutdown, client_tx })
+    }
+
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// Closes the listeners, then gives our pending requests up to `grace` to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.client_tx.pending() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!("smart-presence stopped");
+    }
+}

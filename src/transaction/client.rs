@@ -1,0 +1,99 @@
+//! Client transactions for the requests we send (NOTIFY): Timer E retransmission over UDP
+//! from T1 doubling to T2, Timer F (64*T1) timeout on every transport (RFC 3261 §17.1.2).
+
+use super::Timers;
+use crate::sip::{new_branch, top_via, CSeq, HeaderName, Request, Response};
+use crate::transport::{Protocol, Sender, Target};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// How a client transaction ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The final response (2xx-6xx).
+    Response(Response),
+    /// Timer F fired with no final response.
+    Timeout,
+    /// The transport could not send the request at all.
+    TransportError(String),
+}
+
+pub struct ClientTransactions {
+    timers: Timers,
+    sender: Arc<Sender>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+}
+
+impl ClientTransactions {
+    pub fn new(timers: Timers, sender: Arc<Sender>) -> Self {
+        ClientTransactions { timers, sender, pending: Mutex::new(HashMap::new()) }
+    }
+
+    /// Sends `req` with a fresh top Via (sent-by `local`) and waits for its outcome.
+    pub async fn request(&self, mut req: Request, target: Target, local: SocketAddr) -> Outcome {
+        let branch = new_branch();
+        let via = format!("SIP/2.0/{} {};branch={branch};rport", target.protocol.via_name(), sent_by(local));
+        req.headers.0.insert(0, crate::sip::Header::new(HeaderName::Via, via));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(branch.clone(), tx);
+        let outcome = self.run(req.to_bytes(), target, rx).await;
+        self.pending.lock().remove(&branch);
+        outcome
+    }
+
+    async fn run(&self, data: Bytes, target: Target, mut rx: oneshot::Receiver<Response>) -> Outcome {
+        if let Err(e) = self.sender.send(&target, data.clone()).await {
+            return Outcome::TransportError(e.to_string());
+        }
+        let deadline = tokio::time::Instant::now() + self.timers.f();
+        let mut interval = self.timers.t1;
+        loop {
+            let wait = if target.protocol == Protocol::Udp { interval } else { self.timers.f() };
+            let next = (tokio::time::Instant::now() + wait).min(deadline);
+            tokio::select! {
+                r = &mut rx => return r.map_or(Outcome::Timeout, Outcome::Response),
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Outcome::Timeout;
+            }
+            let _ = self.sender.send(&target, data.clone()).await;
+            interval = (interval * 2).min(self.timers.t2);
+        }
+    }
+
+    /// Hands a received response to its transaction; false when none matches (a stray or
+    /// late response, or a provisional one we do not act on).
+    pub fn on_response(&self, resp: Response) -> bool {
+        if resp.status < 200 {
+            return true;
+        }
+        let Some(branch) = top_via(&resp.headers).ok().and_then(|v| v.branch().map(str::to_string)) else {
+            return false;
+        };
+        let method_ok = resp
+            .headers
+            .get(&HeaderName::CSeq)
+            .and_then(|c| CSeq::parse(&c).ok())
+            .is_some();
+        match self.pending.lock().remove(&branch) {
+            Some(tx) if method_ok => tx.send(resp).is_ok(),
+            _ => false,
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+}
+
+fn sent_by(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}

@@ -1,0 +1,174 @@
+//! TCP and TLS connections: accept, frame by Content-Length, answer keep-alives, write
+//! queued messages, close on idle, oversize input or errors.
+
+use super::connections::ConnHandle;
+use super::{Protocol, SendError, Sender, Source};
+use crate::sip::framing::{Frame, Framer};
+use bytes::Bytes;
+use socket2::{Domain, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const WRITE_QUEUE: usize = 1024;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+pub async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, sender: Arc<Sender>) {
+    let mut shutdown = sender.shutdown.clone();
+    let protocol = if tls.is_some() { Protocol::Tls } else { Protocol::Tcp };
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("{protocol:?} accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if sender.connections.len() >= sender.limits.max_connections {
+            tracing::warn!(%remote, "connection refused: {} connections open", sender.limits.max_connections);
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        let sender = sender.clone();
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move { serve(tcp, Protocol::Tcp, remote, sender).await });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve(stream, Protocol::Tls, remote, sender).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Opens a TCP connection to a client that has none open (its Contact, say).
+pub async fn connect(remote: SocketAddr, sender: &Arc<Sender>) -> Result<ConnHandle, SendError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote))
+        .await
+        .map_err(|_| SendError::NoConnection(remote))??;
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr()?;
+    let (handle, rx) = register(sender, Protocol::Tcp, remote);
+    let (id, sender) = (handle.id, sender.clone());
+    tokio::spawn(async move { run_connection(tcp, id, rx, Protocol::Tcp, remote, local, sender).await });
+    Ok(handle)
+}
+
+fn register(sender: &Sender, protocol: Protocol, remote: SocketAddr) -> (ConnHandle, mpsc::Receiver<Bytes>) {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let handle = sender.connections.insert(protocol, remote, tx);
+    (handle, rx)
+}
+
+async fn serve<S>(stream: S, protocol: Protocol, remote: SocketAddr, sender: Arc<Sender>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let local = match local_addr_of(&stream) {
+        Some(a) => a,
+        None => return,
+    };
+    let (handle, rx) = register(&sender, protocol, remote);
+    run_connection(stream, handle.id, rx, protocol, remote, local, sender).await;
+}
+
+/// The local address; TLS wraps TCP, so both expose it through this trait.
+fn local_addr_of<S: 'static>(stream: &S) -> Option<SocketAddr> {
+    let any = stream as &dyn std::any::Any;
+    if let Some(tcp) = any.downcast_ref::<TcpStream>() {
+        return tcp.local_addr().ok();
+    }
+    any.downcast_ref::<tokio_rustls::server::TlsStream<TcpStream>>()
+        .and_then(|tls| tls.get_ref().0.local_addr().ok())
+}
+
+async fn run_connection<S>(
+    stream: S,
+    id: super::ConnId,
+    rx: mpsc::Receiver<Bytes>,
+    protocol: Protocol,
+    remote: SocketAddr,
+    local: SocketAddr,
+    sender: Arc<Sender>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let source = Source { protocol, remote, local, conn: Some(id) };
+    let reason = read_loop(reader, source, &sender).await;
+    tracing::debug!(%remote, "{protocol:?} connection closed: {reason}");
+    sender.connections.remove(id, protocol, remote);
+    writer_task.abort();
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: &Sender) -> String {
+    let mut framer = Framer::new(sender.limits.max_message);
+    let mut shutdown = sender.shutdown.clone();
+    loop {
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(data))) => {
+                    if let Some(sink) = sender.sink.get() {
+                        sink.receive(data, source);
+                    }
+                }
+                Ok(Some(Frame::Ping)) => {
+                    if let Some(conn) = source.conn.and_then(|id| sender.connections.get(id)) {
+                        let _ = conn.try_send(Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return format!("framing error: {e}"),
+            }
+        }
+        let buf = framer.buffer();
+        buf.reserve(8192);
+        let read = tokio::select! {
+            r = tokio::time::timeout(sender.limits.idle_timeout, reader.read_buf(buf)) => r,
+            _ = shutdown.changed() => return "server shutting down".into(),
+        };
+        match read {
+            Ok(Ok(0)) => return "closed by peer".into(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("read error: {e}"),
+            Err(_) => return "idle timeout".into(),
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(data) = rx.recv().await {
+        if writer.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
