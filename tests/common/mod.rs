@@ -1,0 +1,167 @@
+//! Shared test harness: starts a real server on loopback ports and talks to it over real
+//! sockets. Each test gets its own data directory.
+#![allow(dead_code)]
+
+use smart_presence::config::Config;
+use smart_presence::server::Server;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        config.sip.udp = vec![any];
+        config.sip.tcp = vec![any];
+        config.sip.tls = vec![any];
+        config.admin.listen = None;
+        config.data_dir = dir.path().to_path_buf();
+        config.domain = "example.org".into();
+        tune(&mut config);
+        let server = Server::start(&config).await.expect("server starts");
+        TestServer { server, dir, config }
+    }
+
+    pub fn udp(&self) -> SocketAddr {
+        self.server.addrs().udp[0]
+    }
+
+    pub fn tcp(&self) -> SocketAddr {
+        self.server.addrs().tcp[0]
+    }
+
+    pub fn tls(&self) -> SocketAddr {
+        self.server.addrs().tls[0]
+    }
+}
+
+/// A request with every mandatory header, from `local` over `proto` (UDP, TCP, TLS).
+pub fn request(method: &str, proto: &str, local: SocketAddr, branch: &str, extra: &str, body: &str) -> String {
+    format!(
+        "{method} sip:rls@example.org SIP/2.0\r\n\
+         Via: SIP/2.0/{proto} {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.org>;tag=from{branch}\r\n\
+         To: <sip:rls@example.org>\r\n\
+         Call-ID: call-{branch}\r\n\
+         CSeq: 1 {method}\r\n\
+         {extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+pub struct UdpClient {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl UdpClient {
+    pub async fn new(server: SocketAddr) -> UdpClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        UdpClient { socket, server }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    pub async fn send(&self, data: &[u8]) {
+        self.socket.send_to(data, self.server).await.unwrap();
+    }
+
+    /// The next datagram, or None after `wait`.
+    pub async fn recv_within(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 65_535];
+        match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    pub async fn recv(&self) -> String {
+        self.recv_within(WAIT).await.expect("a datagram from the server")
+    }
+}
+
+/// Reads one Content-Length-framed message from a stream.
+pub async fn read_message<S: AsyncReadExt + Unpin>(stream: &mut S, pending: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = find(pending, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let msg: Vec<u8> = pending.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        let mut buf = [0u8; 8192];
+        let n = match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub async fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("tcp connect")
+}
+
+pub async fn write_all<S: AsyncWriteExt + Unpin>(s: &mut S, data: &[u8]) {
+    s.write_all(data).await.unwrap();
+}
+
+/// The status line of a response.
+pub fn status(msg: &str) -> &str {
+    msg.lines().next().unwrap_or("")
+}
+
+/// The value of the first header `name` (case-insensitive).
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    let head = msg.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A TLS client connection that trusts the server's generated certificate.
+pub async fn tls_connect(server: &TestServer) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::ServerName;
+    let pem = std::fs::read(server.dir.path().join("tls/cert.pem")).expect("generated cert");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tcp_connect(server.tls()).await;
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake")
+}
