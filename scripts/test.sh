@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the real peers the tests use (Debian packages), then runs
+# every test target. Works on a fresh Debian 12 machine with a Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests need: package -> a file it installs.
+declare -A needs=(
+  [sip-tester]=/usr/bin/sipp
+  [libxml2-utils]=/usr/bin/xmllint
+  [liblinphone-dev]=/usr/include/linphone/core.h
+  [kamailio]=/usr/sbin/kamailio
+  [kamailio-presence-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so
+  [pkg-config]=/usr/bin/pkg-config
+)
+missing=()
+for pkg in "${!needs[@]}"; do
+  [ -e "${needs[$pkg]}" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq "${missing[@]}"
+fi
+
+# Kamailio's package enables its service on install where systemd runs; the tests start
+# their own instances on loopback ports, so nothing else is needed.
+cargo test --all-targets "$@"
