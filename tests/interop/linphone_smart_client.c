@@ -1,0 +1,444 @@
+/*
+ * linphone_smart_client: a real liblinphone 5.1 client acting as the Linphone
+ * app's "smart contact list", for interop tests of the smart-presence server.
+ *
+ * It creates a LinphoneCore (no media devices), one proxy config pointing at
+ * --server with a route and a dial prefix, one friend list with an RLS URI
+ * and subscriptions enabled, and one friend per phone number given on the
+ * command line. It then iterates the core for --duration seconds.
+ *
+ * stdout (line-buffered, machine-readable, nothing else is written there):
+ *   PRESENCE <number-as-given> <open|closed|none> <contact-uri|-> <t_ms>
+ *       printed whenever what liblinphone reports for that number changes
+ *       (the presence model liblinphone stores for the number, read with
+ *       linphone_friend_get_presence_model_for_uri_or_tel()).
+ *   FINAL <number> USER <sip-uri>     at exit, when basic=open and a contact is set
+ *   FINAL <number> NOTUSER            otherwise
+ *
+ * stderr: human-readable event log (registration, SUBSCRIBE state changes,
+ * NOTIFYs received, presence callbacks), and liblinphone's own logs with
+ * --log-level.
+ *
+ * Build: tests/interop/build.sh [output-path]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linphone/core.h>
+#include <linphone/api/c-types.h>
+#include <linphone/api/c-content.h>
+#include <linphone/logging.h>
+
+typedef struct {
+	const char *number;        /* as given on the command line */
+	LinphoneFriend *fr;
+	char last_basic[16];       /* last printed state, "" = never printed */
+	char *last_contact;
+} Tracked;
+
+static struct timespec g_start;
+static Tracked *g_tracked = NULL;
+static int g_ntracked = 0;
+static volatile sig_atomic_t g_stop = 0;
+
+static long long now_ms(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)(ts.tv_sec - g_start.tv_sec) * 1000LL + (ts.tv_nsec - g_start.tv_nsec) / 1000000LL;
+}
+
+static void elog(const char *fmt, ...) {
+	va_list ap;
+	fprintf(stderr, "[%6lld ms] ", now_ms());
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void on_signal(int sig) {
+	(void)sig;
+	g_stop = 1;
+}
+
+/* ---- what liblinphone concluded for one number ---- */
+
+static const LinphonePresenceModel *model_for(const Tracked *t) {
+	return linphone_friend_get_presence_model_for_uri_or_tel(t->fr, t->number);
+}
+
+static void read_state(const Tracked *t, const char **basic, char **contact) {
+	const LinphonePresenceModel *m = model_for(t);
+	*contact = NULL;
+	if (!m) {
+		*basic = "none";
+		return;
+	}
+	*basic = linphone_presence_model_get_basic_status(m) == LinphonePresenceBasicStatusOpen ? "open" : "closed";
+	*contact = linphone_presence_model_get_contact(m); /* malloc'd or NULL */
+}
+
+/* Print a PRESENCE line for every tracked number whose state changed. */
+static void check_changes(const char *why) {
+	for (int i = 0; i < g_ntracked; i++) {
+		Tracked *t = &g_tracked[i];
+		const char *basic;
+		char *contact;
+		read_state(t, &basic, &contact);
+		const char *c = contact && contact[0] ? contact : "-";
+		int changed = strcmp(t->last_basic, basic) != 0 ||
+			(t->last_contact && strcmp(t->last_contact, c) != 0);
+		/* Nothing to report before anything was ever received. */
+		if (t->last_basic[0] == '\0' && strcmp(basic, "none") == 0) changed = 0;
+		if (changed) {
+			long long ms = now_ms();
+			printf("PRESENCE %s %s %s %lld\n", t->number, basic, c, ms);
+			fflush(stdout);
+			elog("presence change for %s -> %s %s (detected in %s)", t->number, basic, c, why);
+			snprintf(t->last_basic, sizeof t->last_basic, "%s", basic);
+			free(t->last_contact);
+			t->last_contact = strdup(c);
+		}
+		if (contact) bctbx_free(contact);
+	}
+}
+
+/* ---- callbacks ---- */
+
+static void on_log(LinphoneLoggingService *ls, const char *domain, LinphoneLogLevel lev, const char *msg) {
+	(void)ls;
+	const char *l = lev == LinphoneLogLevelDebug ? "debug" : lev == LinphoneLogLevelTrace ? "trace" :
+		lev == LinphoneLogLevelMessage ? "message" : lev == LinphoneLogLevelWarning ? "warning" :
+		lev == LinphoneLogLevelError ? "error" : "fatal";
+	fprintf(stderr, "[%6lld ms] liblinphone %s %s: %s\n", now_ms(), domain ? domain : "", l, msg);
+}
+
+static void on_global_state(LinphoneCore *lc, LinphoneGlobalState gs, const char *msg) {
+	(void)lc;
+	elog("core global state: %s (%s)", linphone_global_state_to_string(gs), msg ? msg : "");
+}
+
+static void on_registration(LinphoneCore *lc, LinphoneProxyConfig *cfg, LinphoneRegistrationState st, const char *msg) {
+	(void)lc; (void)cfg;
+	elog("REGISTER state: %s (%s)", linphone_registration_state_to_string(st), msg ? msg : "");
+}
+
+static void on_subscription_state(LinphoneCore *lc, LinphoneEvent *ev, LinphoneSubscriptionState st) {
+	(void)lc;
+	const LinphoneAddress *res = linphone_event_get_resource(ev);
+	char *r = res ? linphone_address_as_string(res) : NULL;
+	elog("SUBSCRIBE state: %s event=%s resource=%s reason=%s", linphone_subscription_state_to_string(st),
+		linphone_event_get_name(ev) ? linphone_event_get_name(ev) : "?", r ? r : "?",
+		linphone_reason_to_string(linphone_event_get_reason(ev)));
+	if (r) bctbx_free(r);
+}
+
+static void on_notify(LinphoneCore *lc, LinphoneEvent *ev, const char *event_name, const LinphoneContent *body) {
+	(void)lc; (void)ev;
+	const char *type = body ? linphone_content_get_type(body) : NULL;
+	const char *sub = body ? linphone_content_get_subtype(body) : NULL;
+	elog("NOTIFY received: event=%s content=%s/%s size=%zu", event_name ? event_name : "?",
+		type ? type : "-", sub ? sub : "-", body ? linphone_content_get_size(body) : (size_t)0);
+}
+
+static void on_presence_friend(LinphoneCore *lc, LinphoneFriend *fr) {
+	(void)lc;
+	bctbx_list_t *nums = linphone_friend_get_phone_numbers(fr);
+	elog("core cb notify_presence_received for friend %s", nums ? (const char *)nums->data : "?");
+	bctbx_list_free_with_data(nums, bctbx_free);
+	check_changes("core notify_presence_received");
+}
+
+static void on_presence_uri_or_tel(LinphoneCore *lc, LinphoneFriend *fr, const char *uri_or_tel, const LinphonePresenceModel *m) {
+	(void)lc; (void)fr;
+	char *c = m ? linphone_presence_model_get_contact(m) : NULL;
+	elog("core cb notify_presence_received_for_uri_or_tel uri_or_tel=%s basic=%s contact=%s", uri_or_tel ? uri_or_tel : "?",
+		m ? (linphone_presence_model_get_basic_status(m) == LinphonePresenceBasicStatusOpen ? "open" : "closed") : "none",
+		c ? c : "-");
+	if (c) bctbx_free(c);
+	check_changes("core notify_presence_received_for_uri_or_tel");
+}
+
+static void on_list_presence(LinphoneFriendList *fl, const bctbx_list_t *friends) {
+	(void)fl;
+	elog("friend-list cb presence_received for %zu friend(s)", bctbx_list_size(friends));
+	check_changes("friend-list presence_received");
+}
+
+/* ---- setup helpers ---- */
+
+static void usage(FILE *f, const char *argv0) {
+	fprintf(f,
+		"usage: %s --server HOST:PORT [options] NUMBER...\n"
+		"  --server HOST:PORT       SIP server (loopback only; IPv6 as [::1]:PORT)\n"
+		"  --transport udp|tcp      default udp\n"
+		"  --identity SIP-URI       default sip:alice@example.org\n"
+		"  --rls SIP-URI            friend list RLS URI, default sip:rls@example.org\n"
+		"  --dial-prefix CC         account dial prefix (country calling code), default 33\n"
+		"  --duration SECONDS       exit after this long, default 10\n"
+		"  --register yes|no        send REGISTER, default yes; 'no' also sets\n"
+		"                           [sip] subscribe_presence_only_when_registered=0\n"
+		"  --workdir DIR            where config/db files go (created); default: a new /tmp dir\n"
+		"  --log-level LEVEL        liblinphone logs on stderr: none|error|warning|message|debug (default none)\n"
+		"  --subscribe-when-registered-only yes|no  override [sip] subscribe_presence_only_when_registered\n"
+		"stdout: PRESENCE <number> <open|closed|none> <contact|-> <t_ms>, then FINAL lines at exit.\n",
+		argv0);
+}
+
+static int write_file(const char *path, const char *content) {
+	FILE *f = fopen(path, "w");
+	if (!f) return -1;
+	fputs(content, f);
+	return fclose(f);
+}
+
+int main(int argc, char **argv) {
+	const char *server = NULL, *transport = "udp", *identity = "sip:alice@example.org";
+	const char *rls = "sip:rls@example.org", *dial_prefix = "33", *workdir = NULL;
+	const char *log_level = "none", *only_registered = NULL;
+	double duration = 10;
+	int do_register = 1;
+
+	clock_gettime(CLOCK_MONOTONIC, &g_start);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	static const struct option opts[] = {
+		{"server", required_argument, 0, 's'},
+		{"transport", required_argument, 0, 't'},
+		{"identity", required_argument, 0, 'i'},
+		{"rls", required_argument, 0, 'r'},
+		{"dial-prefix", required_argument, 0, 'p'},
+		{"duration", required_argument, 0, 'd'},
+		{"register", required_argument, 0, 'R'},
+		{"workdir", required_argument, 0, 'w'},
+		{"log-level", required_argument, 0, 'l'},
+		{"subscribe-when-registered-only", required_argument, 0, 'S'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': server = optarg; break;
+		case 't': transport = optarg; break;
+		case 'i': identity = optarg; break;
+		case 'r': rls = optarg; break;
+		case 'p': dial_prefix = optarg; break;
+		case 'd': duration = atof(optarg); break;
+		case 'R':
+			if (strcmp(optarg, "yes") == 0) do_register = 1;
+			else if (strcmp(optarg, "no") == 0) do_register = 0;
+			else { fprintf(stderr, "--register must be yes or no\n"); return 2; }
+			break;
+		case 'w': workdir = optarg; break;
+		case 'l': log_level = optarg; break;
+		case 'S':
+			if (strcmp(optarg, "yes") && strcmp(optarg, "no")) { fprintf(stderr, "--subscribe-when-registered-only must be yes or no\n"); return 2; }
+			only_registered = optarg;
+			break;
+		case 'h': usage(stdout, argv[0]); return 0;
+		default: usage(stderr, argv[0]); return 2;
+		}
+	}
+	if (!server || optind >= argc) {
+		usage(stderr, argv[0]);
+		return 2;
+	}
+	if (strcmp(transport, "udp") && strcmp(transport, "tcp")) {
+		fprintf(stderr, "--transport must be udp or tcp\n");
+		return 2;
+	}
+	/* Loopback only. */
+	if (strncmp(server, "127.", 4) != 0 && strncmp(server, "[::1]", 5) != 0 && strncmp(server, "localhost:", 10) != 0) {
+		fprintf(stderr, "refusing non-loopback server '%s' (use 127.x.x.x:PORT or [::1]:PORT)\n", server);
+		return 2;
+	}
+
+	char tmpl[] = "/tmp/linphone_smart_client.XXXXXX";
+	if (!workdir) {
+		workdir = mkdtemp(tmpl);
+		if (!workdir) { perror("mkdtemp"); return 1; }
+	} else if (mkdir(workdir, 0700) != 0 && errno != EEXIST) {
+		perror("mkdir workdir");
+		return 1;
+	}
+
+	/* ---- logging ---- */
+	LinphoneFactory *factory = linphone_factory_get();
+	LinphoneLoggingService *ls = linphone_logging_service_get();
+	LinphoneLoggingServiceCbs *lscbs = linphone_factory_create_logging_service_cbs(factory);
+	linphone_logging_service_cbs_set_log_message_written(lscbs, on_log);
+	linphone_logging_service_add_callbacks(ls, lscbs);
+	if (strcmp(log_level, "none") == 0) linphone_logging_service_set_log_level_mask(ls, 0);
+	else if (strcmp(log_level, "error") == 0) linphone_logging_service_set_log_level(ls, LinphoneLogLevelError);
+	else if (strcmp(log_level, "warning") == 0) linphone_logging_service_set_log_level(ls, LinphoneLogLevelWarning);
+	else if (strcmp(log_level, "message") == 0) linphone_logging_service_set_log_level(ls, LinphoneLogLevelMessage);
+	else linphone_logging_service_set_log_level(ls, LinphoneLogLevelDebug);
+
+	/* ---- config file, written before the core reads it ---- */
+	char path_rc[4096], path_db[4096], buf[16384];
+	snprintf(path_rc, sizeof path_rc, "%s/linphonerc", workdir);
+	snprintf(path_db, sizeof path_db, "%s/linphone.db", workdir);
+	int sub_only_reg = only_registered ? strcmp(only_registered, "yes") == 0 : do_register;
+	snprintf(buf, sizeof buf,
+		"[sip]\n"
+		"subscribe_presence_only_when_registered=%d\n"
+		"[sound]\n"
+		"echocancellation=0\n"
+		"[video]\n"
+		"capture=0\n"
+		"display=0\n"
+		"automatically_initiate=0\n"
+		"automatically_accept=0\n"
+		"[storage]\n"
+		"uri=%s\n"
+		"[misc]\n"
+		"config-uri=\n"
+		"version_check_url_root=\n"
+		"[net]\n"
+		"firewall_policy=0\n",
+		sub_only_reg, path_db);
+	if (write_file(path_rc, buf) != 0) { perror("write linphonerc"); return 1; }
+	linphone_factory_set_data_dir(factory, workdir);
+	linphone_factory_set_config_dir(factory, workdir);
+	linphone_factory_set_download_dir(factory, workdir);
+
+	/* ---- core ---- */
+	LinphoneCore *lc = linphone_factory_create_core_3(factory, path_rc, NULL, NULL);
+	if (!lc) { fprintf(stderr, "linphone_factory_create_core_3 failed\n"); return 1; }
+	LinphoneCoreCbs *cbs = linphone_factory_create_core_cbs(factory);
+	linphone_core_cbs_set_global_state_changed(cbs, on_global_state);
+	linphone_core_cbs_set_registration_state_changed(cbs, on_registration);
+	linphone_core_cbs_set_subscription_state_changed(cbs, on_subscription_state);
+	linphone_core_cbs_set_notify_received(cbs, on_notify);
+	linphone_core_cbs_set_notify_presence_received(cbs, on_presence_friend);
+	linphone_core_cbs_set_notify_presence_received_for_uri_or_tel(cbs, on_presence_uri_or_tel);
+	linphone_core_add_callbacks(lc, cbs);
+
+	/* No media: files instead of sound cards, no video. */
+	linphone_core_set_use_files(lc, TRUE);
+	linphone_core_enable_video_capture(lc, FALSE);
+	linphone_core_enable_video_display(lc, FALSE);
+
+	/* Local SIP port: random, only for the chosen transport. */
+	LinphoneTransports *tr = linphone_factory_create_transports(factory);
+	linphone_transports_set_udp_port(tr, strcmp(transport, "udp") == 0 ? LC_SIP_TRANSPORT_RANDOM : LC_SIP_TRANSPORT_DISABLED);
+	linphone_transports_set_tcp_port(tr, strcmp(transport, "tcp") == 0 ? LC_SIP_TRANSPORT_RANDOM : LC_SIP_TRANSPORT_DISABLED);
+	linphone_transports_set_tls_port(tr, LC_SIP_TRANSPORT_DISABLED);
+	linphone_transports_set_dtls_port(tr, LC_SIP_TRANSPORT_DISABLED);
+	linphone_core_set_transports(lc, tr);
+	linphone_transports_unref(tr);
+
+	if (linphone_core_start(lc) != 0) { fprintf(stderr, "linphone_core_start failed\n"); return 1; }
+
+	/* ---- proxy config (must exist, with a dial prefix, before friends are added) ---- */
+	LinphoneAddress *ident = linphone_factory_create_address(factory, identity);
+	if (!ident) { fprintf(stderr, "bad --identity %s\n", identity); return 2; }
+	char server_uri[512];
+	snprintf(server_uri, sizeof server_uri, "sip:%s;transport=%s", server, transport);
+	LinphoneProxyConfig *cfg = linphone_core_create_proxy_config(lc);
+	linphone_proxy_config_edit(cfg);
+	linphone_proxy_config_set_identity_address(cfg, ident);
+	if (linphone_proxy_config_set_server_addr(cfg, server_uri) != 0) {
+		fprintf(stderr, "bad server address %s\n", server_uri);
+		return 2;
+	}
+	char route_uri[520];
+	snprintf(route_uri, sizeof route_uri, "<%s>", server_uri);
+	bctbx_list_t *routes = bctbx_list_append(NULL, route_uri);
+	linphone_proxy_config_set_routes(cfg, routes);
+	bctbx_list_free(routes);
+	linphone_proxy_config_set_dial_prefix(cfg, dial_prefix);
+	linphone_proxy_config_set_dial_escape_plus(cfg, FALSE);
+	linphone_proxy_config_enable_register(cfg, do_register ? TRUE : FALSE);
+	linphone_proxy_config_enable_publish(cfg, FALSE);
+	linphone_proxy_config_done(cfg);
+	if (linphone_core_add_proxy_config(lc, cfg) != 0) { fprintf(stderr, "linphone_core_add_proxy_config failed\n"); return 1; }
+	linphone_core_set_default_proxy_config(lc, cfg);
+	linphone_address_unref(ident);
+
+	/* ---- friend list with RLS URI ---- */
+	LinphoneFriendList *fl = linphone_core_create_friend_list(lc);
+	linphone_friend_list_set_display_name(fl, "smart-contacts");
+	linphone_friend_list_set_rls_uri(fl, rls);
+	LinphoneFriendListCbs *flcbs = linphone_factory_create_friend_list_cbs(factory);
+	linphone_friend_list_cbs_set_presence_received(flcbs, on_list_presence);
+	linphone_friend_list_add_callbacks(fl, flcbs);
+	linphone_core_add_friend_list(lc, fl);
+
+	g_ntracked = argc - optind;
+	g_tracked = calloc((size_t)g_ntracked, sizeof *g_tracked);
+	for (int i = 0; i < g_ntracked; i++) {
+		Tracked *t = &g_tracked[i];
+		t->number = argv[optind + i];
+		LinphoneFriend *fr = linphone_core_create_friend(lc);
+		linphone_friend_edit(fr);
+		char name[128];
+		snprintf(name, sizeof name, "Contact %d", i + 1);
+		linphone_friend_set_name(fr, name);
+		linphone_friend_add_phone_number(fr, t->number);
+		linphone_friend_enable_subscribes(fr, TRUE);
+		linphone_friend_set_inc_subscribe_policy(fr, LinphoneSPDeny);
+		linphone_friend_done(fr);
+		LinphoneFriendListStatus st = linphone_friend_list_add_friend(fl, fr);
+		if (st != LinphoneFriendListOK) elog("linphone_friend_list_add_friend(%s) returned %d", t->number, (int)st);
+		t->fr = fr; /* keep our ref */
+	}
+	linphone_friend_list_enable_subscriptions(fl, TRUE);
+	linphone_friend_list_update_subscriptions(fl);
+	elog("started: server=%s transport=%s identity=%s rls=%s dial-prefix=%s register=%s "
+		"subscribe_presence_only_when_registered=%d workdir=%s numbers=%d",
+		server, transport, identity, rls, dial_prefix, do_register ? "yes" : "no", sub_only_reg, workdir, g_ntracked);
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	long long end_ms = (long long)(duration * 1000.0);
+	while (!g_stop && now_ms() < end_ms) {
+		linphone_core_iterate(lc);
+		check_changes("iterate poll");
+		usleep(20000);
+	}
+
+	for (int i = 0; i < g_ntracked; i++) {
+		Tracked *t = &g_tracked[i];
+		const char *basic;
+		char *contact;
+		read_state(t, &basic, &contact);
+		if (strcmp(basic, "open") == 0 && contact && contact[0])
+			printf("FINAL %s USER %s\n", t->number, contact);
+		else
+			printf("FINAL %s NOTUSER\n", t->number);
+		if (contact) bctbx_free(contact);
+	}
+	fflush(stdout);
+
+	/* Orderly shutdown: lets liblinphone unsubscribe / unregister. */
+	elog("stopping core");
+	linphone_core_stop_async(lc);
+	for (int i = 0; i < 100 && linphone_core_get_global_state(lc) != LinphoneGlobalOff; i++) {
+		linphone_core_iterate(lc);
+		usleep(20000);
+	}
+	for (int i = 0; i < g_ntracked; i++) {
+		linphone_friend_unref(g_tracked[i].fr);
+		free(g_tracked[i].last_contact);
+	}
+	free(g_tracked);
+	linphone_friend_list_cbs_unref(flcbs);
+	linphone_friend_list_unref(fl);
+	linphone_proxy_config_unref(cfg);
+	linphone_core_cbs_unref(cbs);
+	linphone_core_unref(lc);
+	linphone_logging_service_cbs_unref(lscbs);
+	elog("done");
+	return 0;
+}
