@@ -155,7 +155,7 @@ static void on_presence_friend(LinphoneCore *lc, LinphoneFriend *fr) {
 	(void)lc;
 	bctbx_list_t *nums = linphone_friend_get_phone_numbers(fr);
 	elog("core cb notify_presence_received for friend %s", nums ? (const char *)nums->data : "?");
-	bctbx_list_free_with_data(nums, bctbx_free);
+	bctbx_list_free(nums); /* entries are const char*, owned by the friend */
 	check_changes("core notify_presence_received");
 }
 
