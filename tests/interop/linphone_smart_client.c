@@ -43,6 +43,7 @@ typedef struct {
 	LinphoneFriend *fr;
 	char last_basic[16];       /* last printed state, "" = never printed */
 	char *last_contact;
+	int last_sub_state;        /* last logged linphone_friend_get_subscription_state(), -1 = never */
 } Tracked;
 
 static struct timespec g_start;
@@ -113,14 +114,80 @@ static void check_changes(const char *why) {
 	}
 }
 
+/* Log changes of each friend's own subscription state (stderr only). */
+static void poll_friend_sub_states(void) {
+	for (int i = 0; i < g_ntracked; i++) {
+		Tracked *t = &g_tracked[i];
+		int st = (int)linphone_friend_get_subscription_state(t->fr);
+		if (st != t->last_sub_state) {
+			elog("friend %s subscription state: %s", t->number,
+				linphone_subscription_state_to_string((LinphoneSubscriptionState)st));
+			t->last_sub_state = st;
+		}
+	}
+}
+
 /* ---- callbacks ---- */
+
+/* liblinphone logs. Everything at or above --log-level is copied to stderr.
+ * Below it, a compact trace is still written: one line per SIP message sent or
+ * received (start line + CSeq, taken from belle-sip's own channel log) and
+ * liblinphone's lines about subscription states and RLMI/multipart handling.
+ * This is the only way to see list-SUBSCRIBE states: liblinphone 5.1 does not
+ * call the core's subscription_state_changed / notify_received callbacks for
+ * the friend list's own LinphoneEvent. */
+static int g_log_threshold = 0; /* 0 none, 1 error, 2 warning, 3 message, 4 debug */
+
+static int level_rank(LinphoneLogLevel lev) {
+	switch (lev) {
+	case LinphoneLogLevelDebug: case LinphoneLogLevelTrace: return 4;
+	case LinphoneLogLevelMessage: return 3;
+	case LinphoneLogLevelWarning: return 2;
+	default: return 1;
+	}
+}
+
+static void copy_line(char *dst, size_t n, const char *src) {
+	size_t i = 0;
+	while (src && src[i] && src[i] != '\r' && src[i] != '\n' && i + 1 < n) { dst[i] = src[i]; i++; }
+	dst[i] = '\0';
+}
 
 static void on_log(LinphoneLoggingService *ls, const char *domain, LinphoneLogLevel lev, const char *msg) {
 	(void)ls;
-	const char *l = lev == LinphoneLogLevelDebug ? "debug" : lev == LinphoneLogLevelTrace ? "trace" :
-		lev == LinphoneLogLevelMessage ? "message" : lev == LinphoneLogLevelWarning ? "warning" :
-		lev == LinphoneLogLevelError ? "error" : "fatal";
-	fprintf(stderr, "[%6lld ms] liblinphone %s %s: %s\n", now_ms(), domain ? domain : "", l, msg);
+	if (!msg) return;
+	if (level_rank(lev) <= g_log_threshold) {
+		const char *l = lev == LinphoneLogLevelDebug ? "debug" : lev == LinphoneLogLevelTrace ? "trace" :
+			lev == LinphoneLogLevelMessage ? "message" : lev == LinphoneLogLevelWarning ? "warning" :
+			lev == LinphoneLogLevelError ? "error" : "fatal";
+		fprintf(stderr, "[%6lld ms] liblinphone %s %s: %s\n", now_ms(), domain ? domain : "", l, msg);
+		return;
+	}
+	const char *sent = strstr(msg, "message sent to [");
+	const char *recv = strstr(msg, "new bytes from [");
+	if (sent || recv) {
+		const char *peer = strchr(sent ? sent : recv, '[');
+		char peerbuf[128], first[256] = "", cseq[64] = "";
+		copy_line(peerbuf, sizeof peerbuf, peer);
+		char *close = strchr(peerbuf, ']');
+		if (close) close[1] = '\0';
+		const char *nl = strchr(msg, '\n');
+		if (nl) copy_line(first, sizeof first, nl + 1);
+		const char *cs = strstr(msg, "\nCSeq:");
+		if (cs) copy_line(cseq, sizeof cseq, cs + 1);
+		if (first[0] == '\0' || (first[0] == '\r')) return; /* keep-alive */
+		elog("SIP %s %s: %s | %s", sent ? "sent to" : "recv from", peerbuf, first, cseq);
+		return;
+	}
+	if (strstr(msg, "subscription state") || strstr(msg, "Receiving new state") ||
+		strstr(msg, "subscription update skipped") || strstr(msg, "Notify presence for list") ||
+		strstr(msg, "rlmi") || strstr(msg, "Discarding") || strstr(msg, "Cannot find part") ||
+		strstr(msg, "multipart") || strstr(msg, "presence") || strstr(msg, "Presence") ||
+		(lev == LinphoneLogLevelError && domain && strcmp(domain, "liblinphone") == 0 && !strstr(msg, "soundcard"))) {
+		char line[600];
+		copy_line(line, sizeof line, msg);
+		elog("liblinphone: %s", line);
+	}
 }
 
 static void on_global_state(LinphoneCore *lc, LinphoneGlobalState gs, const char *msg) {
@@ -278,11 +345,14 @@ int main(int argc, char **argv) {
 	LinphoneLoggingServiceCbs *lscbs = linphone_factory_create_logging_service_cbs(factory);
 	linphone_logging_service_cbs_set_log_message_written(lscbs, on_log);
 	linphone_logging_service_add_callbacks(ls, lscbs);
-	if (strcmp(log_level, "none") == 0) linphone_logging_service_set_log_level_mask(ls, 0);
-	else if (strcmp(log_level, "error") == 0) linphone_logging_service_set_log_level(ls, LinphoneLogLevelError);
-	else if (strcmp(log_level, "warning") == 0) linphone_logging_service_set_log_level(ls, LinphoneLogLevelWarning);
-	else if (strcmp(log_level, "message") == 0) linphone_logging_service_set_log_level(ls, LinphoneLogLevelMessage);
-	else linphone_logging_service_set_log_level(ls, LinphoneLogLevelDebug);
+	if (strcmp(log_level, "none") == 0) g_log_threshold = 0;
+	else if (strcmp(log_level, "error") == 0) g_log_threshold = 1;
+	else if (strcmp(log_level, "warning") == 0) g_log_threshold = 2;
+	else if (strcmp(log_level, "message") == 0) g_log_threshold = 3;
+	else if (strcmp(log_level, "debug") == 0) g_log_threshold = 4;
+	else { fprintf(stderr, "--log-level must be none|error|warning|message|debug\n"); return 2; }
+	/* Message level is always needed for the compact SIP/subscription trace. */
+	linphone_logging_service_set_log_level(ls, g_log_threshold >= 4 ? LinphoneLogLevelDebug : LinphoneLogLevelMessage);
 
 	/* ---- config file, written before the core reads it ---- */
 	char path_rc[4096], path_db[4096], buf[16384];
@@ -380,6 +450,7 @@ int main(int argc, char **argv) {
 	for (int i = 0; i < g_ntracked; i++) {
 		Tracked *t = &g_tracked[i];
 		t->number = argv[optind + i];
+		t->last_sub_state = -1;
 		LinphoneFriend *fr = linphone_core_create_friend(lc);
 		linphone_friend_edit(fr);
 		char name[128];
@@ -405,6 +476,7 @@ int main(int argc, char **argv) {
 	while (!g_stop && now_ms() < end_ms) {
 		linphone_core_iterate(lc);
 		check_changes("iterate poll");
+		poll_friend_sub_states();
 		usleep(20000);
 	}
 
