@@ -258,6 +258,10 @@ static void usage(FILE *f, const char *argv0) {
 		"  --workdir DIR            where config/db files go (created); default: a new /tmp dir\n"
 		"  --log-level LEVEL        liblinphone logs on stderr: none|error|warning|message|debug (default none)\n"
 		"  --subscribe-when-registered-only yes|no  override [sip] subscribe_presence_only_when_registered\n"
+		"  --user-agent UA          User-Agent, split at the first '/' into name and version for\n"
+		"                           linphone_core_set_user_agent(); default 'Linphone/5.1.65 (belle-sip/5.1.64)'\n"
+		"                           (what linphonec 5.1.65 sends);\n"
+		"                           'none' leaves liblinphone's default ('User-Agent: Unknown')\n"
 		"stdout: PRESENCE <number> <open|closed|none> <contact|-> <t_ms>, then FINAL lines at exit.\n",
 		argv0);
 }
@@ -273,6 +277,10 @@ int main(int argc, char **argv) {
 	const char *server = NULL, *transport = "udp", *identity = "sip:alice@example.org";
 	const char *rls = "sip:rls@example.org", *dial_prefix = "33", *workdir = NULL;
 	const char *log_level = "none", *only_registered = NULL;
+	/* linphonec 5.1.65 announces "Linphone/5.1.65 (belle-sip/5.1.64)"; a bare
+	 * liblinphone core that never calls linphone_core_set_user_agent() sends
+	 * "User-Agent: Unknown". */
+	const char *user_agent = "Linphone/5.1.65 (belle-sip/5.1.64)";
 	double duration = 10;
 	int do_register = 1;
 
@@ -290,6 +298,7 @@ int main(int argc, char **argv) {
 		{"workdir", required_argument, 0, 'w'},
 		{"log-level", required_argument, 0, 'l'},
 		{"subscribe-when-registered-only", required_argument, 0, 'S'},
+		{"user-agent", required_argument, 0, 'U'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	int c;
@@ -312,6 +321,7 @@ int main(int argc, char **argv) {
 			if (strcmp(optarg, "yes") && strcmp(optarg, "no")) { fprintf(stderr, "--subscribe-when-registered-only must be yes or no\n"); return 2; }
 			only_registered = optarg;
 			break;
+		case 'U': user_agent = optarg; break;
 		case 'h': usage(stdout, argv[0]); return 0;
 		default: usage(stderr, argv[0]); return 2;
 		}
@@ -385,6 +395,13 @@ int main(int argc, char **argv) {
 	/* ---- core ---- */
 	LinphoneCore *lc = linphone_factory_create_core_3(factory, path_rc, NULL, NULL);
 	if (!lc) { fprintf(stderr, "linphone_factory_create_core_3 failed\n"); return 1; }
+	if (strcmp(user_agent, "none") != 0) {
+		char uaname[256];
+		snprintf(uaname, sizeof uaname, "%s", user_agent);
+		char *slash = strchr(uaname, '/');
+		if (slash) *slash = '\0';
+		linphone_core_set_user_agent(lc, uaname, slash ? slash + 1 : NULL);
+	}
 	LinphoneCoreCbs *cbs = linphone_factory_create_core_cbs(factory);
 	linphone_core_cbs_set_global_state_changed(cbs, on_global_state);
 	linphone_core_cbs_set_registration_state_changed(cbs, on_registration);
