@@ -244,6 +244,37 @@ static void on_list_presence(LinphoneFriendList *fl, const bctbx_list_t *friends
 
 /* ---- setup helpers ---- */
 
+static LinphoneProxyConfig *add_proxy(LinphoneCore *lc, LinphoneFactory *factory, const char *identity,
+	const char *server, const char *transport, const char *dial_prefix, int do_register) {
+	LinphoneAddress *ident = linphone_factory_create_address(factory, identity);
+	if (!ident) { fprintf(stderr, "bad --identity %s\n", identity); return NULL; }
+	char server_uri[512];
+	snprintf(server_uri, sizeof server_uri, "sip:%s;transport=%s", server, transport);
+	LinphoneProxyConfig *cfg = linphone_core_create_proxy_config(lc);
+	linphone_proxy_config_edit(cfg);
+	linphone_proxy_config_set_identity_address(cfg, ident);
+	if (linphone_proxy_config_set_server_addr(cfg, server_uri) != 0) {
+		fprintf(stderr, "bad server address %s\n", server_uri);
+		return NULL;
+	}
+	/* Route: the server itself (belle-sip adds ;lr). */
+	char route_uri[520];
+	snprintf(route_uri, sizeof route_uri, "<%s>", server_uri);
+	bctbx_list_t *routes = bctbx_list_append(NULL, route_uri);
+	linphone_proxy_config_set_routes(cfg, routes);
+	bctbx_list_free(routes);
+	/* Dial prefix = country calling code used to normalise national numbers. */
+	linphone_proxy_config_set_dial_prefix(cfg, dial_prefix);
+	linphone_proxy_config_set_dial_escape_plus(cfg, FALSE);
+	linphone_proxy_config_enable_register(cfg, do_register ? TRUE : FALSE);
+	linphone_proxy_config_enable_publish(cfg, FALSE);
+	linphone_proxy_config_done(cfg);
+	if (linphone_core_add_proxy_config(lc, cfg) != 0) { fprintf(stderr, "linphone_core_add_proxy_config failed\n"); return NULL; }
+	linphone_core_set_default_proxy_config(lc, cfg);
+	linphone_address_unref(ident);
+	return cfg;
+}
+
 static void usage(FILE *f, const char *argv0) {
 	fprintf(f,
 		"usage: %s --server HOST:PORT [options] NUMBER...\n"
@@ -262,6 +293,7 @@ static void usage(FILE *f, const char *argv0) {
 		"                           linphone_core_set_user_agent(); default 'Linphone/5.1.65 (belle-sip/5.1.64)'\n"
 		"                           (what linphonec 5.1.65 sends);\n"
 		"                           'none' leaves liblinphone's default ('User-Agent: Unknown')\n"
+		"  --proxy-after-friends    (experiment) add the proxy config after the friends\n"
 		"stdout: PRESENCE <number> <open|closed|none> <contact|-> <t_ms>, then FINAL lines at exit.\n",
 		argv0);
 }
@@ -282,6 +314,7 @@ int main(int argc, char **argv) {
 	 * "User-Agent: Unknown". */
 	const char *user_agent = "Linphone/5.1.65 (belle-sip/5.1.64)";
 	double duration = 10;
+	int proxy_after_friends = 0; /* test of the ordering requirement only */
 	int do_register = 1;
 
 	clock_gettime(CLOCK_MONOTONIC, &g_start);
@@ -299,6 +332,7 @@ int main(int argc, char **argv) {
 		{"log-level", required_argument, 0, 'l'},
 		{"subscribe-when-registered-only", required_argument, 0, 'S'},
 		{"user-agent", required_argument, 0, 'U'},
+		{"proxy-after-friends", no_argument, 0, 'A'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	int c;
@@ -322,6 +356,7 @@ int main(int argc, char **argv) {
 			only_registered = optarg;
 			break;
 		case 'U': user_agent = optarg; break;
+		case 'A': proxy_after_friends = 1; break;
 		case 'h': usage(stdout, argv[0]); return 0;
 		default: usage(stderr, argv[0]); return 2;
 		}
@@ -428,30 +463,11 @@ int main(int argc, char **argv) {
 	if (linphone_core_start(lc) != 0) { fprintf(stderr, "linphone_core_start failed\n"); return 1; }
 
 	/* ---- proxy config (must exist, with a dial prefix, before friends are added) ---- */
-	LinphoneAddress *ident = linphone_factory_create_address(factory, identity);
-	if (!ident) { fprintf(stderr, "bad --identity %s\n", identity); return 2; }
-	char server_uri[512];
-	snprintf(server_uri, sizeof server_uri, "sip:%s;transport=%s", server, transport);
-	LinphoneProxyConfig *cfg = linphone_core_create_proxy_config(lc);
-	linphone_proxy_config_edit(cfg);
-	linphone_proxy_config_set_identity_address(cfg, ident);
-	if (linphone_proxy_config_set_server_addr(cfg, server_uri) != 0) {
-		fprintf(stderr, "bad server address %s\n", server_uri);
-		return 2;
+	LinphoneProxyConfig *cfg = NULL;
+	if (!proxy_after_friends) {
+		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
+		if (!cfg) return 2;
 	}
-	char route_uri[520];
-	snprintf(route_uri, sizeof route_uri, "<%s>", server_uri);
-	bctbx_list_t *routes = bctbx_list_append(NULL, route_uri);
-	linphone_proxy_config_set_routes(cfg, routes);
-	bctbx_list_free(routes);
-	linphone_proxy_config_set_dial_prefix(cfg, dial_prefix);
-	linphone_proxy_config_set_dial_escape_plus(cfg, FALSE);
-	linphone_proxy_config_enable_register(cfg, do_register ? TRUE : FALSE);
-	linphone_proxy_config_enable_publish(cfg, FALSE);
-	linphone_proxy_config_done(cfg);
-	if (linphone_core_add_proxy_config(lc, cfg) != 0) { fprintf(stderr, "linphone_core_add_proxy_config failed\n"); return 1; }
-	linphone_core_set_default_proxy_config(lc, cfg);
-	linphone_address_unref(ident);
 
 	/* ---- friend list with RLS URI ---- */
 	LinphoneFriendList *fl = linphone_core_create_friend_list(lc);
@@ -480,6 +496,10 @@ int main(int argc, char **argv) {
 		LinphoneFriendListStatus st = linphone_friend_list_add_friend(fl, fr);
 		if (st != LinphoneFriendListOK) elog("linphone_friend_list_add_friend(%s) returned %d", t->number, (int)st);
 		t->fr = fr; /* keep our ref */
+	}
+	if (proxy_after_friends) {
+		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
+		if (!cfg) return 2;
 	}
 	linphone_friend_list_enable_subscriptions(fl, TRUE);
 	linphone_friend_list_update_subscriptions(fl);
