@@ -1,10 +1,11 @@
 #!/bin/sh
 # Build the liblinphone 5.1 interop client.
-#   tests/interop/build.sh [OUTPUT]     (default: target/interop/linphone_smart_client)
+#   tests/interop/build.sh [OUTPUT]     (default: <repo>/target/interop/linphone_smart_client)
 # Needs Debian 12's liblinphone-dev (5.1.x): apt-get install -y liblinphone-dev
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:-target/interop/linphone_smart_client}
+root=$(cd "$here/../.." && pwd)
+out=${1:-$root/target/interop/linphone_smart_client}
 
 die() { echo "build.sh: ERROR: $*" >&2; exit 1; }
 
