@@ -275,6 +275,26 @@ static LinphoneProxyConfig *add_proxy(LinphoneCore *lc, LinphoneFactory *factory
 	return cfg;
 }
 
+/* Add one friend with one phone number to the list and track it. */
+static void add_friend(LinphoneCore *lc, LinphoneFriendList *fl, const char *number) {
+	Tracked *t = &g_tracked[g_ntracked];
+	t->number = number;
+	t->last_sub_state = -1;
+	LinphoneFriend *fr = linphone_core_create_friend(lc);
+	linphone_friend_edit(fr);
+	char name[128];
+	snprintf(name, sizeof name, "Contact %d", g_ntracked + 1);
+	linphone_friend_set_name(fr, name);
+	linphone_friend_add_phone_number(fr, number);
+	linphone_friend_enable_subscribes(fr, TRUE);
+	linphone_friend_set_inc_subscribe_policy(fr, LinphoneSPDeny);
+	linphone_friend_done(fr);
+	LinphoneFriendListStatus st = linphone_friend_list_add_friend(fl, fr);
+	if (st != LinphoneFriendListOK) elog("linphone_friend_list_add_friend(%s) returned %d", number, (int)st);
+	t->fr = fr; /* keep our ref */
+	g_ntracked++;
+}
+
 static void usage(FILE *f, const char *argv0) {
 	fprintf(f,
 		"usage: %s --server HOST:PORT [options] NUMBER...\n"
@@ -294,6 +314,7 @@ static void usage(FILE *f, const char *argv0) {
 		"                           (what linphonec 5.1.65 sends);\n"
 		"                           'none' leaves liblinphone's default ('User-Agent: Unknown')\n"
 		"  --proxy-after-friends    (experiment) add the proxy config after the friends\n"
+		"  --add-later S:NUMBER     add a friend S seconds after start (address-book change); repeatable\n"
 		"stdout: PRESENCE <number> <open|closed|none> <contact|-> <t_ms>, then FINAL lines at exit.\n",
 		argv0);
 }
@@ -315,6 +336,11 @@ int main(int argc, char **argv) {
 	const char *user_agent = "Linphone/5.1.65 (belle-sip/5.1.64)";
 	double duration = 10;
 	int proxy_after_friends = 0; /* test of the ordering requirement only */
+	/* --add-later SECONDS:NUMBER: address-book change while subscribed. */
+	enum { MAX_LATER = 16 };
+	double later_at[MAX_LATER];
+	const char *later_num[MAX_LATER];
+	int n_later = 0, later_done = 0;
 	int do_register = 1;
 
 	clock_gettime(CLOCK_MONOTONIC, &g_start);
@@ -333,6 +359,7 @@ int main(int argc, char **argv) {
 		{"subscribe-when-registered-only", required_argument, 0, 'S'},
 		{"user-agent", required_argument, 0, 'U'},
 		{"proxy-after-friends", no_argument, 0, 'A'},
+		{"add-later", required_argument, 0, 'L'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	int c;
@@ -357,6 +384,14 @@ int main(int argc, char **argv) {
 			break;
 		case 'U': user_agent = optarg; break;
 		case 'A': proxy_after_friends = 1; break;
+		case 'L': {
+			const char *colon = strchr(optarg, ':');
+			if (!colon || n_later >= MAX_LATER) { fprintf(stderr, "--add-later SECONDS:NUMBER (max %d)\n", MAX_LATER); return 2; }
+			later_at[n_later] = atof(optarg);
+			later_num[n_later] = colon + 1;
+			n_later++;
+			break;
+		}
 		case 'h': usage(stdout, argv[0]); return 0;
 		default: usage(stderr, argv[0]); return 2;
 		}
@@ -478,25 +513,8 @@ int main(int argc, char **argv) {
 	linphone_friend_list_add_callbacks(fl, flcbs);
 	linphone_core_add_friend_list(lc, fl);
 
-	g_ntracked = argc - optind;
-	g_tracked = calloc((size_t)g_ntracked, sizeof *g_tracked);
-	for (int i = 0; i < g_ntracked; i++) {
-		Tracked *t = &g_tracked[i];
-		t->number = argv[optind + i];
-		t->last_sub_state = -1;
-		LinphoneFriend *fr = linphone_core_create_friend(lc);
-		linphone_friend_edit(fr);
-		char name[128];
-		snprintf(name, sizeof name, "Contact %d", i + 1);
-		linphone_friend_set_name(fr, name);
-		linphone_friend_add_phone_number(fr, t->number);
-		linphone_friend_enable_subscribes(fr, TRUE);
-		linphone_friend_set_inc_subscribe_policy(fr, LinphoneSPDeny);
-		linphone_friend_done(fr);
-		LinphoneFriendListStatus st = linphone_friend_list_add_friend(fl, fr);
-		if (st != LinphoneFriendListOK) elog("linphone_friend_list_add_friend(%s) returned %d", t->number, (int)st);
-		t->fr = fr; /* keep our ref */
-	}
+	g_tracked = calloc((size_t)(argc - optind + n_later), sizeof *g_tracked);
+	for (int i = optind; i < argc; i++) add_friend(lc, fl, argv[i]);
 	if (proxy_after_friends) {
 		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
 		if (!cfg) return 2;
@@ -511,6 +529,14 @@ int main(int argc, char **argv) {
 	signal(SIGTERM, on_signal);
 	long long end_ms = (long long)(duration * 1000.0);
 	while (!g_stop && now_ms() < end_ms) {
+		while (later_done < n_later && now_ms() >= (long long)(later_at[later_done] * 1000.0)) {
+			elog("address-book change: adding friend %s", later_num[later_done]);
+			add_friend(lc, fl, later_num[later_done]);
+			later_done++;
+			/* Needed: linphone_friend_list_add_friend() alone does not re-subscribe
+			 * (nothing was sent in the following 4 s). */
+			linphone_friend_list_update_subscriptions(fl);
+		}
 		linphone_core_iterate(lc);
 		check_changes("iterate poll");
 		poll_friend_sub_states();
