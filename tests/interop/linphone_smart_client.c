@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include <linphone/core.h>
 #include <linphone/api/c-types.h>
@@ -404,10 +405,22 @@ int main(int argc, char **argv) {
 		fprintf(stderr, "--transport must be udp or tcp\n");
 		return 2;
 	}
-	/* Loopback only. */
-	if (strncmp(server, "127.", 4) != 0 && strncmp(server, "[::1]", 5) != 0 && strncmp(server, "localhost:", 10) != 0) {
-		fprintf(stderr, "refusing non-loopback server '%s' (use 127.x.x.x:PORT or [::1]:PORT)\n", server);
-		return 2;
+	/* Loopback only: a literal 127.x.x.x:PORT or [::1]:PORT, nothing that needs DNS. */
+	{
+		char host[64];
+		const char *colon = strrchr(server, ':');
+		int ok = 0;
+		if (colon && colon != server && (size_t)(colon - server) < sizeof host && atoi(colon + 1) > 0) {
+			memcpy(host, server, (size_t)(colon - server));
+			host[colon - server] = '\0';
+			struct in_addr a4;
+			if (inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ok = 1;
+			if (strcmp(host, "[::1]") == 0) ok = 1;
+		}
+		if (!ok) {
+			fprintf(stderr, "refusing server '%s': use a loopback literal, 127.x.x.x:PORT or [::1]:PORT\n", server);
+			return 2;
+		}
 	}
 
 	char tmpl[] = "/tmp/linphone_smart_client.XXXXXX";
@@ -438,6 +451,9 @@ int main(int argc, char **argv) {
 	char path_rc[4096], path_db[4096], buf[16384];
 	snprintf(path_rc, sizeof path_rc, "%s/linphonerc", workdir);
 	snprintf(path_db, sizeof path_db, "%s/linphone.db", workdir);
+	/* Start from scratch: liblinphone persists friend lists in linphone.db and
+	 * would reload (and subscribe) the ones of a previous run. */
+	unlink(path_db);
 	int sub_only_reg = only_registered ? strcmp(only_registered, "yes") == 0 : do_register;
 	snprintf(buf, sizeof buf,
 		"[sip]\n"
