@@ -451,8 +451,8 @@ int main(int argc, char **argv) {
 	char path_rc[4096], path_db[4096], buf[16384];
 	snprintf(path_rc, sizeof path_rc, "%s/linphonerc", workdir);
 	snprintf(path_db, sizeof path_db, "%s/linphone.db", workdir);
-	/* Start from scratch: liblinphone persists friend lists in linphone.db and
-	 * would reload (and subscribe) the ones of a previous run. */
+	/* Start from scratch (precaution: liblinphone can store friend lists in
+	 * linphone.db; after our runs its friend tables were found empty). */
 	unlink(path_db);
 	int sub_only_reg = only_registered ? strcmp(only_registered, "yes") == 0 : do_register;
 	snprintf(buf, sizeof buf,
