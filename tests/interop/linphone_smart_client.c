@@ -106,7 +106,12 @@ static void check_changes(const char *why) {
 			long long ms = now_ms();
 			printf("PRESENCE %s %s %s %lld\n", t->number, basic, c, ms);
 			fflush(stdout);
-			elog("presence change for %s -> %s %s (detected in %s)", t->number, basic, c, why);
+			const LinphonePresenceModel *m = model_for(t);
+			int cp = m ? (int)linphone_presence_model_get_consolidated_presence(m) : -1;
+			elog("presence change for %s -> %s %s, consolidated=%s (detected in %s)", t->number, basic, c,
+				cp == LinphoneConsolidatedPresenceOnline ? "online" : cp == LinphoneConsolidatedPresenceBusy ? "busy" :
+				cp == LinphoneConsolidatedPresenceDoNotDisturb ? "dnd" : cp == LinphoneConsolidatedPresenceOffline ? "offline" : "none",
+				why);
 			snprintf(t->last_basic, sizeof t->last_basic, "%s", basic);
 			free(t->last_contact);
 			t->last_contact = strdup(c);
