@@ -15,9 +15,13 @@
  *   FINAL <number> USER <sip-uri>     at exit, when basic=open and a contact is set
  *   FINAL <number> NOTUSER            otherwise
  *
- * stderr: human-readable event log (registration, SUBSCRIBE state changes,
- * NOTIFYs received, presence callbacks), and liblinphone's own logs with
- * --log-level.
+ * stderr: human-readable event log: registration states, one line per SIP
+ * message sent/received, list-SUBSCRIBE state changes and RLMI handling (from
+ * liblinphone's log: liblinphone 5.1 does not report the friend list's
+ * subscription through the core callbacks), presence callbacks, and
+ * liblinphone's full logs with --log-level.
+ *
+ * Findings and gotchas: tests/interop/README.md.
  *
  * Build: tests/interop/build.sh [output-path]
  */
@@ -518,7 +522,9 @@ int main(int argc, char **argv) {
 
 	if (linphone_core_start(lc) != 0) { fprintf(stderr, "linphone_core_start failed\n"); return 1; }
 
-	/* ---- proxy config (must exist, with a dial prefix, before friends are added) ---- */
+	/* ---- proxy config with route and dial prefix, created before the friends like the
+	 * app does (README: the order does not matter as long as both exist before the
+	 * first linphone_core_iterate(); --proxy-after-friends tests that) ---- */
 	LinphoneProxyConfig *cfg = NULL;
 	if (!proxy_after_friends) {
 		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
