@@ -190,3 +190,25 @@ async fn udp_accepts_large_datagrams() {
 }
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn ipv6_loopback_udp_and_tcp() {
+    let v6: std::net::SocketAddr = "[::1]:0".parse().unwrap();
+    let s = TestServer::start_with(|c| {
+        c.sip.udp = vec![v6];
+        c.sip.tcp = vec![v6];
+        c.sip.tls = vec![];
+    })
+    .await;
+    let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    socket.send_to(request("OPTIONS", "UDP", local, "v6", "", "").as_bytes(), s.udp()).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf)).await.unwrap().unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(status(&resp), "SIP/2.0 200 OK");
+    assert!(header(&resp, "Via").unwrap().starts_with("SIP/2.0/UDP [::1]:"));
+    let mut tcp = tcp_connect(s.tcp()).await;
+    write_all(&mut tcp, request("OPTIONS", "TCP", local, "v6t", "", "").as_bytes()).await;
+    assert_eq!(status(&read_message(&mut tcp, &mut Vec::new()).await.unwrap()), "SIP/2.0 200 OK");
+}

@@ -1,0 +1,65 @@
+//! The binary: `serve` with a config file answers SIP and stops cleanly on SIGTERM; a bad
+//! config is refused with a message naming the problem.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = dir.path().join("sp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = []\ntls = []\n[admin]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smart-presence"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c = UdpClient::new(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut answered = false;
+    for i in 0..50 {
+        c.send(request("OPTIONS", "UDP", c.local(), &format!("cli{i}"), "", "").as_bytes()).await;
+        if c.recv_within(Duration::from_millis(100)).await.is_some() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the server answered OPTIONS");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+#[test]
+fn bad_config_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[sip]\nudpp = []\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smart-presence")).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("udpp"), "{err}");
+}
