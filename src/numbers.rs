@@ -219,13 +219,31 @@ fn slow_path(s: &str, region: Option<Region>) -> Result<E164, NumberError> {
     }
     let lower = s.to_ascii_lowercase();
     let looks_uri = lower.starts_with("tel:") || lower.contains(";phone-context=");
-    if !looks_uri && !s.chars().all(|c| c.is_ascii_digit() || is_text_separator(c) || c == '+') {
+    if !looks_uri
+        && (!s.chars().all(|c| c.is_ascii_digit() || is_text_separator(c) || c == '+')
+            || s.chars().filter(|&c| c == '+').count() > 1
+            || s.find('+').is_some_and(|i| i != 0))
+    {
         return Err(NumberError::Unparseable(s.to_string()));
     }
     let compact: String = s.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
     let international = compact.starts_with('+');
     // "00" is the international prefix of most of the world; when no region tells
     // otherwise, treat it as "+".
+    let intl_digits = if let Some(d) = compact.strip_prefix('+') {
+        Some(d)
+    } else if region.is_none() && compact.starts_with("00") {
+        Some(&compact[2..])
+    } else {
+        None
+    };
+    if !looks_uri {
+        if let Some(d) = intl_digits {
+            if let Some(r) = with_trunk_prefix(d, s) {
+                return r;
+            }
+        }
+    }
     let owned;
     let text: &str = if !international && region.is_none() && compact.starts_with("00") && !looks_uri {
         owned = format!("+{}", &compact[2..]);
@@ -236,9 +254,45 @@ fn slow_path(s: &str, region: Option<Region>) -> Result<E164, NumberError> {
     if region.is_none() && !text.trim_start().starts_with('+') && !looks_uri {
         return Err(NumberError::NeedsRegion(s.to_string()));
     }
-    let p = phonenumber::parse(region, text).map_err(|e| match e {
+    let p = phonenumber::parse(region, text).map_err(|e| parse_error(e, region.is_none(), s))?;
+    from_parsed(&p, s)
+}
+
+/// `+CC 0...`: the national part keeps its trunk prefix (`+33 (0)6 12 34 56 78`, or a
+/// `tel:06...;phone-context=+33`). The parser only strips it for allocated ranges, so read
+/// the rest as a national number of the code's main region: stripped where that region has
+/// a trunk prefix, kept where the zero belongs to the number (Italy).
+fn with_trunk_prefix(d: &str, s: &str) -> Option<Result<E164, NumberError>> {
+    let t = cc_table();
+    for len in 1..=3usize {
+        if len >= d.len() {
+            return None;
+        }
+        let cc: usize = d[..len].parse().ok()?;
+        if !t[cc].known {
+            continue;
+        }
+        let rest = &d[len..];
+        if !rest.starts_with('0') {
+            return None;
+        }
+        let region = t[cc].main_region?;
+        let p = match phonenumber::parse(Some(region), rest) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(parse_error(e, false, s))),
+        };
+        if p.code().value() as usize != cc {
+            return None;
+        }
+        return Some(from_parsed(&p, s));
+    }
+    None
+}
+
+fn parse_error(e: phonenumber::ParseError, no_region: bool, s: &str) -> NumberError {
+    match e {
         phonenumber::ParseError::InvalidCountryCode => {
-            if region.is_none() {
+            if no_region {
                 NumberError::NeedsRegion(s.to_string())
             } else {
                 NumberError::UnknownCountryCode(s.to_string())
@@ -249,7 +303,10 @@ fn slow_path(s: &str, region: Option<Region>) -> Result<E164, NumberError> {
         }
         phonenumber::ParseError::TooLong => NumberError::TooLong(s.to_string()),
         _ => NumberError::Unparseable(s.to_string()),
-    })?;
+    }
+}
+
+fn from_parsed(p: &phonenumber::PhoneNumber, s: &str) -> Result<E164, NumberError> {
     if p.extension().is_some() {
         return Err(NumberError::Extension(s.to_string()));
     }
@@ -323,15 +380,19 @@ fn cc_table() -> &'static [CcInfo; 1000] {
             if cc == 0 || cc >= 1000 {
                 continue;
             }
-            let lens = meta.descriptors().general().possible_length();
-            let (lo, hi) = if lens.is_empty() {
-                (2u8, 17u8)
-            } else {
-                (
-                    *lens.iter().min().expect("non-empty") as u8,
-                    *lens.iter().max().expect("non-empty") as u8,
-                )
-            };
+            // The general descriptor's lengths are not filled in by the crate's loader:
+            // take the union over the kinds of numbers a person can have.
+            use phonenumber::Type as T;
+            let d = meta.descriptors();
+            let lens = [
+                T::FixedLine, T::Mobile, T::TollFree, T::PremiumRate, T::SharedCost,
+                T::PersonalNumber, T::Voip, T::Pager, T::Uan, T::Voicemail,
+            ]
+            .into_iter()
+            .filter_map(|t| d.get(t))
+            .flat_map(|desc| desc.possible_length().iter().copied());
+            let (lo, hi) = lens.fold((u16::MAX, 0u16), |(lo, hi), l| (lo.min(l), hi.max(l)));
+            let (lo, hi) = if hi == 0 { (4u8, 15u8) } else { (lo as u8, hi as u8) };
             let e = &mut t[cc];
             if e.known {
                 e.min_len = e.min_len.min(lo);
@@ -560,7 +621,7 @@ mod tests {
         assert_eq!(x.region(), Some(Id::FR));
         assert_eq!(n("+14155552671").country_code(), 1);
         assert_eq!(n("+14155552671").region(), Some(Id::US));
-        assert_eq!(n("+447911123456").region(), Some(Id::GB));
+        assert_eq!(n("+447400123456").region(), Some(Id::GB));
         assert_eq!(n("+919876543210").country_code(), 91);
         assert_eq!(n("+5511987654321").country_code(), 55);
         assert_eq!(n("+390612345678").national_digits(), "0612345678");
