@@ -1,0 +1,147 @@
+//! XML helpers shared by the body parsers and writers.
+//!
+//! Reading: one hardened `NsReader` setup and one screen for the events no body of ours may
+//! carry (DOCTYPE, processing instructions, unknown entities, non-UTF-8 encodings).
+//! Writing: escaping straight into a `Vec<u8>`, copying untouched runs in one go.
+
+use quick_xml::escape::resolve_xml_entity;
+use quick_xml::events::attributes::Attribute;
+use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::name::{QName, ResolveResult};
+use quick_xml::NsReader;
+
+/// Deepest element nesting accepted in any body.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+pub(crate) fn reader(xml: &[u8]) -> NsReader<&[u8]> {
+    let mut r = NsReader::from_reader(xml);
+    let c = r.config_mut();
+    c.check_end_names = true;
+    c.check_comments = true;
+    c.expand_empty_elements = false;
+    c.trim_text(true);
+    r
+}
+
+/// Rejects what a presence body never needs and an attacker might use.
+/// Text is checked for entity references (only the 5 predefined and char refs pass).
+pub(crate) fn screen(event: &Event, seen_first: bool) -> Result<(), &'static str> {
+    match event {
+        Event::DocType(_) => Err("DOCTYPE not allowed"),
+        Event::PI(_) => Err("processing instruction not allowed"),
+        Event::Decl(_) if seen_first => Err("misplaced XML declaration"),
+        Event::Decl(d) => match d.encoding() {
+            None => Ok(()),
+            Some(Ok(enc)) if enc.eq_ignore_ascii_case(b"utf-8") => Ok(()),
+            Some(_) => Err("encoding must be UTF-8"),
+        },
+        Event::Text(t) => text(t).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// Unescaped text content; unknown entities and bad char refs are errors.
+pub(crate) fn text(t: &BytesText) -> Result<String, &'static str> {
+    let s = t.unescape_with(resolve_xml_entity).map_err(|_| "unknown or bad entity reference")?;
+    check_chars(&s)?;
+    Ok(s.into_owned())
+}
+
+/// Value of the unprefixed attribute `name`, unescaped; `Ok(None)` when absent.
+pub(crate) fn attr(e: &BytesStart, name: &[u8]) -> Result<Option<String>, &'static str> {
+    for a in e.attributes() {
+        let a: Attribute = a.map_err(|_| "malformed attribute")?;
+        if a.key == QName(name) {
+            let v = a
+                .unescape_value_with(resolve_xml_entity)
+                .map_err(|_| "unknown or bad entity reference")?;
+            check_chars(&v)?;
+            return Ok(Some(v.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Every attribute must parse and unescape, even the ones we ignore.
+pub(crate) fn check_attrs(e: &BytesStart) -> Result<(), &'static str> {
+    for a in e.attributes() {
+        let a = a.map_err(|_| "malformed attribute")?;
+        let v = a
+            .unescape_value_with(resolve_xml_entity)
+            .map_err(|_| "unknown or bad entity reference")?;
+        check_chars(&v)?;
+    }
+    Ok(())
+}
+
+/// XML 1.0 forbids C0 controls other than TAB, LF, CR (char refs could smuggle them in).
+fn check_chars(s: &str) -> Result<(), &'static str> {
+    if s.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
+        return Err("control character in XML");
+    }
+    Ok(())
+}
+
+/// True when the element resolved to namespace `ns`.
+pub(crate) fn in_ns(res: &ResolveResult, ns: &[u8]) -> bool {
+    matches!(res, ResolveResult::Bound(n) if n.0 == ns)
+}
+
+/// Appends `s` escaped for a double-quoted attribute value.
+/// TAB/LF/CR become char refs so attribute-value normalisation cannot alter them.
+pub fn escape_attr(out: &mut Vec<u8>, s: &str) {
+    escape(out, s, true)
+}
+
+/// Appends `s` escaped for element content.
+pub fn escape_text(out: &mut Vec<u8>, s: &str) {
+    escape(out, s, false)
+}
+
+fn escape(out: &mut Vec<u8>, s: &str, attr: bool) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let rep: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' if attr => b"&quot;",
+            b'\t' if attr => b"&#9;",
+            b'\n' if attr => b"&#10;",
+            b'\r' => b"&#13;",
+            // Not representable in XML 1.0: write U+FFFD rather than an ill-formed document.
+            0..=0x1f if !matches!(b, b'\t' | b'\n') => "\u{FFFD}".as_bytes(),
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(rep);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esc_attr(s: &str) -> String {
+        let mut v = Vec::new();
+        escape_attr(&mut v, s);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn escapes_attr_specials_only() {
+        assert_eq!(esc_attr("sip:+331@x.org;user=phone"), "sip:+331@x.org;user=phone");
+        assert_eq!(esc_attr("a&b<c>\"d'"), "a&amp;b&lt;c&gt;&quot;d'");
+        assert_eq!(esc_attr("a\tb\nc\rd\u{1}"), "a&#9;b&#10;c&#13;d\u{FFFD}");
+    }
+
+    #[test]
+    fn escapes_text() {
+        let mut v = Vec::new();
+        escape_text(&mut v, "a&b<c>\"\n");
+        assert_eq!(v, b"a&amp;b&lt;c&gt;\"\n");
+    }
+}
