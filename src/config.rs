@@ -22,6 +22,45 @@ pub struct Config {
     pub tls: TlsConfig,
     pub numbers: NumbersConfig,
     pub admin: AdminConfig,
+    pub subscription: SubscriptionConfig,
+    pub notify: NotifyConfig,
+}
+
+/// List subscriptions: lifetimes and the caps on what a SUBSCRIBE may carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionConfig {
+    /// Expires granted when the SUBSCRIBE has none (RFC 3856 §6.4: 3600).
+    pub default_expires: u32,
+    /// The most we grant; longer requests are shortened.
+    pub max_expires: u32,
+    /// Shorter non-zero requests get 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Most entries in one list (413 beyond).
+    pub max_entries: usize,
+    /// Most bytes of list XML after decompression (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most inflated/compressed ratio accepted (decompression bombs get 413).
+    pub max_compression_ratio: usize,
+}
+
+/// How NOTIFYs are written and paced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `auto` (by User-Agent), `linphone` or `rfc`.
+    pub format: String,
+    /// With `auto`: clients whose User-Agent contains one of these get the RFC spelling.
+    /// belle-sip 5.4 and later are recognised without being listed here.
+    pub rfc_user_agents: Vec<String>,
+    /// Compress NOTIFY bodies when the SUBSCRIBE's Accept-Encoding lists deflate.
+    pub compress: bool,
+    /// Largest NOTIFY body (as sent, after compression) over UDP; a larger state is split.
+    pub max_body_udp: usize,
+    /// The same over TCP and TLS.
+    pub max_body_stream: usize,
+    /// Least time between two NOTIFYs of one subscription for live updates (coalescing).
+    pub min_interval_ms: u64,
 }
 
 /// Listening addresses and SIP-layer limits.
@@ -81,6 +120,34 @@ impl Default for Config {
             tls: TlsConfig::default(),
             numbers: NumbersConfig::default(),
             admin: AdminConfig::default(),
+            subscription: SubscriptionConfig::default(),
+            notify: NotifyConfig::default(),
+        }
+    }
+}
+
+impl Default for SubscriptionConfig {
+    fn default() -> Self {
+        SubscriptionConfig {
+            default_expires: 3600,
+            max_expires: 3600,
+            min_expires: 60,
+            max_entries: 5000,
+            max_body_bytes: 1 << 20,
+            max_compression_ratio: 100,
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            format: "auto".into(),
+            rfc_user_agents: Vec::new(),
+            compress: true,
+            max_body_udp: 16 * 1024,
+            max_body_stream: 256 * 1024,
+            min_interval_ms: 1000,
         }
     }
 }

@@ -6,8 +6,9 @@
 //! - [`sip`]: the message type every other stage sees, its parser and writer.
 //! - [`transaction`]: RFC 3261 §17 retransmission absorption and client timers.
 //! - [`core`]: routes requests to handlers and answers what needs no handler.
-//! - [`numbers`] and [`index`]: phone-number normalisation and the sled binding index
-//!   (resolution).
+//! - [`subscription`]: list SUBSCRIBE dialogs, their lifetimes, live updates.
+//! - [`resolution`]: which entries are users, from [`numbers`] (E.164) and [`index`] (sled).
+//! - [`notification`]: NOTIFY requests from a resolved state.
 //! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
 //!
 //! [`server`] wires the parts; [`config`] holds the settings.
@@ -16,8 +17,11 @@ pub mod body;
 pub mod config;
 pub mod core;
 pub mod index;
+pub mod notification;
 pub mod numbers;
+pub mod resolution;
 pub mod server;
 pub mod sip;
+pub mod subscription;
 pub mod transaction;
 pub mod transport;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use smart_presence::config::Config;
+use smart_presence::index::cli::BindingsCommand;
 use smart_presence::server::Server;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,14 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Manage phone-number bindings: through the running server's admin endpoint, or
+    /// directly on the data directory when no server runs (see docs/bindings.md).
+    Bindings {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: BindingsCommand,
     },
 }
 
@@ -71,6 +80,11 @@ fn main() -> std::process::ExitCode {
                 let config = load_config(config.as_ref())?;
                 init_logging(&config.log_level);
                 serve(config).await
+            }
+            Command::Bindings { config, command } => {
+                let config = load_config(config.as_ref())?;
+                init_logging("warn");
+                smart_presence::index::cli::run(command, &config).await
             }
         }
     });

@@ -3,6 +3,8 @@
 
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
+use crate::index::{self, Index};
+use crate::subscription::{self, Shared, SubscribeHandler, Subscriptions};
 use crate::transaction::{ClientTransactions, Timers};
 use crate::transport::{self, BoundAddrs, StreamLimits, Transports};
 use std::sync::Arc;
@@ -14,6 +16,9 @@ pub struct Server {
     addrs: BoundAddrs,
     shutdown: watch::Sender<bool>,
     client_tx: Arc<ClientTransactions>,
+    index: Index,
+    subscriptions: Arc<Subscriptions>,
+    admin: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -32,16 +37,43 @@ impl Server {
             max_connections: config.sip.max_connections,
         };
         let sip = &config.sip;
-        let transports = Transports::bind(&sip.udp, &sip.tcp, &sip.tls, tls, limits, shutdown_rx).await?;
+        let transports = Transports::bind(&sip.udp, &sip.tcp, &sip.tls, tls, limits, shutdown_rx.clone()).await?;
         let addrs = transports.local_addrs();
         let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
+        let index = Index::open(&index::dir_in(&config.data_dir))?;
+        let admin = start_admin(config, &index, &shutdown_rx).await?;
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
-        let handlers = Handlers::default();
+        let subscriptions = Arc::new(Subscriptions::default());
+        let shared = Arc::new(Shared {
+            index: index.clone(),
+            client_tx: client_tx.clone(),
+            table: subscriptions.clone(),
+            min_interval: Duration::from_millis(config.notify.min_interval_ms),
+        });
+        tokio::spawn(subscription::live::follow(index.clone(), subscriptions.clone(), shutdown_rx.clone()));
+        let handlers = Handlers {
+            subscribe: Some(SubscribeHandler::new(shared, Arc::new(config.clone()))?),
+            ..Handlers::default()
+        };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages);
         transports.run(Arc::new(CoreSink(core)));
-        tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, "smart-presence listening");
-        Ok(Server { addrs, shutdown, client_tx })
+        tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, "smart-presence listening");
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin })
+    }
+
+    /// The binding index the server serves from (bind through it and watchers are told).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn subscriptions(&self) -> &Arc<Subscriptions> {
+        &self.subscriptions
+    }
+
+    /// Where the admin endpoint listens, when enabled.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
     }
 
     pub fn addrs(&self) -> &BoundAddrs {
@@ -57,4 +89,24 @@ impl Server {
         }
         tracing::info!("smart-presence stopped");
     }
+}
+
+/// Binds the admin endpoint (when configured) and serves it until shutdown.
+async fn start_admin(config: &Config, index: &Index, shutdown: &watch::Receiver<bool>) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(listen) = config.admin.listen else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind admin endpoint {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let mut stop = shutdown.clone();
+    let index = index.clone();
+    tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = index::admin::serve_on(listener, index, signal).await {
+            tracing::error!("admin endpoint: {e}");
+        }
+    });
+    Ok(Some(addr))
 }

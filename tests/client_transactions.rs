@@ -49,7 +49,7 @@ async fn udp_request_is_retransmitted_then_times_out() {
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = Target { protocol: Protocol::Udp, remote: peer.local_addr().unwrap(), conn: None };
     let started = Instant::now();
-    let task = tokio::spawn(async move { tx.request(notify(target.remote), target, local).await });
+    let task = tokio::spawn(async move { tx.request(notify(target.remote), target, &local.to_string()).await });
     let mut copies = 0;
     let mut buf = vec![0u8; 65_535];
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(600), peer.recv_from(&mut buf)).await {
@@ -67,7 +67,7 @@ async fn final_response_ends_the_transaction() {
     let (tx, local, _stop) = client(FAST).await;
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = Target { protocol: Protocol::Udp, remote: peer.local_addr().unwrap(), conn: None };
-    let task = tokio::spawn(async move { tx.request(notify(target.remote), target, local).await });
+    let task = tokio::spawn(async move { tx.request(notify(target.remote), target, &local.to_string()).await });
     let mut buf = vec![0u8; 65_535];
     // Ignore the first copy; answer the retransmission with 481.
     peer.recv_from(&mut buf).await.unwrap();
@@ -87,7 +87,7 @@ async fn tcp_request_is_not_retransmitted() {
     let (tx, local, _stop) = client(FAST).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = Target { protocol: Protocol::Tcp, remote: listener.local_addr().unwrap(), conn: None };
-    let task = tokio::spawn(async move { tx.request(notify(target.remote), target, local).await });
+    let task = tokio::spawn(async move { tx.request(notify(target.remote), target, &local.to_string()).await });
     let (mut conn, _) = listener.accept().await.unwrap();
     let mut pending = Vec::new();
     let first = read_message(&mut conn, &mut pending).await.expect("the NOTIFY");

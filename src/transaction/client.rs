@@ -7,7 +7,6 @@ use crate::transport::{Protocol, Sender, Target};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -33,10 +32,11 @@ impl ClientTransactions {
         ClientTransactions { timers, sender, pending: Mutex::new(HashMap::new()) }
     }
 
-    /// Sends `req` with a fresh top Via (sent-by `local`) and waits for its outcome.
-    pub async fn request(&self, mut req: Request, target: Target, local: SocketAddr) -> Outcome {
+    /// Sends `req` with a fresh top Via (`sent_by`: our host:port as the peer reaches us)
+    /// and waits for its outcome.
+    pub async fn request(&self, mut req: Request, target: Target, sent_by: &str) -> Outcome {
         let branch = new_branch();
-        let via = format!("SIP/2.0/{} {};branch={branch};rport", target.protocol.via_name(), sent_by(local));
+        let via = format!("SIP/2.0/{} {sent_by};branch={branch};rport", target.protocol.via_name());
         req.headers.0.insert(0, crate::sip::Header::new(HeaderName::Via, via));
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(branch.clone(), tx);
@@ -88,12 +88,5 @@ impl ClientTransactions {
 
     pub fn pending(&self) -> usize {
         self.pending.lock().len()
-    }
-}
-
-fn sent_by(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => a.to_string(),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     }
 }

@@ -2,6 +2,8 @@
 //! sockets. Each test gets its own data directory.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use smart_presence::config::Config;
 use smart_presence::server::Server;
 use std::net::SocketAddr;

@@ -1,0 +1,86 @@
+//! Resolution: which entries of a watched list are service users, and at which SIP URI.
+//!
+//! Classifies each entry once (phone number, plain SIP user, or neither) and answers from
+//! the binding index each time a full or partial state is built. Owns no state of its own:
+//! the index is the truth. Must not know about dialogs or SIP messages.
+
+use crate::index::{Index, IndexError};
+use crate::numbers::{self, Region, UriKind, E164};
+
+/// What an entry is watched by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Phone(E164),
+    /// A canonical `sip:user@host`: a user when some number is bound to it.
+    Sip(Box<str>),
+}
+
+/// One list entry: the URI as the client wrote it (echoed byte for byte) and its key.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub uri: Box<str>,
+    pub key: Option<Key>,
+}
+
+/// What we know of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The SIP URI the app will call.
+    pub contact: String,
+    /// When the binding was made (unix seconds): the last-seen time for long-term presence.
+    pub since: u64,
+}
+
+/// Classifies entries; national numbers use `region` (the subscriber's).
+pub fn classify(uris: Vec<String>, region: Option<Region>) -> Vec<Entry> {
+    uris.into_iter()
+        .map(|uri| {
+            let key = match numbers::from_uri(&uri, region) {
+                UriKind::Phone(n) => Some(Key::Phone(n)),
+                UriKind::Sip(s) => Some(Key::Sip(s.into())),
+                UriKind::Invalid(_) => None,
+            };
+            Entry { uri: uri.into(), key }
+        })
+        .collect()
+}
+
+/// The subscriber's region: the country of a number bound to his SIP URI, else `default`.
+pub fn subscriber_region(index: &Index, from_uri: &str, default: Option<Region>) -> Option<Region> {
+    let UriKind::Sip(uri) = numbers::from_uri(from_uri, None) else { return default };
+    match index.numbers_of(&uri) {
+        Ok(nums) => nums.first().and_then(|n| n.region()).or(default),
+        Err(_) => default,
+    }
+}
+
+/// Whether `key` is a user now, and as whom.
+pub fn user_of(index: &Index, key: &Key) -> Result<Option<User>, IndexError> {
+    match key {
+        Key::Phone(n) => Ok(index.lookup(*n)?.map(|b| User { contact: b.sip_uri, since: b.bound_at })),
+        Key::Sip(uri) => {
+            let bound = index.numbers_of(uri)?;
+            match bound.first() {
+                None => Ok(None),
+                Some(n) => {
+                    let since = index.lookup(*n)?.map_or(0, |b| b.bound_at);
+                    Ok(Some(User { contact: uri.to_string(), since }))
+                }
+            }
+        }
+    }
+}
+
+/// Resolves every entry: the user behind each, in entry order.
+pub fn resolve_all(index: &Index, entries: &[Entry]) -> Vec<Option<User>> {
+    entries
+        .iter()
+        .map(|e| match &e.key {
+            Some(k) => user_of(index, k).unwrap_or_else(|err| {
+                tracing::warn!("index lookup failed: {err}");
+                None
+            }),
+            None => None,
+        })
+        .collect()
+}

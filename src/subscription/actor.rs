@@ -1,0 +1,198 @@
+//! One task per list subscription. It owns the subscription's state (dialog, list,
+//! version, expiry) and sends its NOTIFYs one after another, so versions go out in order:
+//! the first at once, one after each refresh, coalesced ones for live changes, and the
+//! final `terminated` one. It ends, and unregisters, on unsubscribe, expiry, or a NOTIFY
+//! the subscriber rejects (RFC 6665 §4.2.2).
+
+use super::dialog::Dialog;
+use super::table::{SubId, Subscriptions};
+use crate::body::{ResourceState, UserPresence};
+use crate::index::Index;
+use crate::notification::{self, Format, SubState};
+use crate::resolution::{self, Entry, Key, User};
+use crate::transaction::{ClientTransactions, Outcome};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub enum Command {
+    /// An in-dialog SUBSCRIBE with Expires > 0 was answered 200.
+    Refresh { expires: u32 },
+    /// An in-dialog SUBSCRIBE with Expires 0 was answered 200.
+    Unsubscribe,
+    /// A watched key's binding changed; `removal` when it may have stopped being a user.
+    Changed { key: Key, removal: bool },
+    /// Changes were lost: send full state.
+    Resync,
+}
+
+/// What every subscription task shares.
+pub struct Shared {
+    pub index: Index,
+    pub client_tx: Arc<ClientTransactions>,
+    pub table: Arc<Subscriptions>,
+    pub min_interval: Duration,
+}
+
+pub struct Subscription {
+    pub id: SubId,
+    pub dialog: Dialog,
+    pub list_uri: String,
+    pub entries: Vec<Entry>,
+    pub version: u32,
+    pub expires_at: Instant,
+    pub format: Format,
+}
+
+/// Changes waiting for the next NOTIFY.
+#[derive(Default)]
+struct Pending {
+    keys: HashSet<Key>,
+    full: bool,
+    due: Option<Instant>,
+}
+
+impl Subscription {
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.entries.iter().filter_map(|e| e.key.clone())
+    }
+
+    fn remaining(&self) -> u32 {
+        self.expires_at.saturating_duration_since(Instant::now()).as_secs() as u32
+    }
+
+    /// Sends full state; false when the subscriber rejected it.
+    async fn send_full(&mut self, shared: &Shared, state: SubState) -> bool {
+        let users = resolution::resolve_all(&shared.index, &self.entries);
+        let all: Vec<(usize, Option<User>)> = users.into_iter().enumerate().collect();
+        self.send(shared, true, &all, state).await
+    }
+
+    async fn send_partial(&mut self, shared: &Shared, keys: &HashSet<Key>) -> bool {
+        let changed: Vec<(usize, Option<User>)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.key.as_ref().is_some_and(|k| keys.contains(k)))
+            .map(|(i, e)| (i, e.key.as_ref().and_then(|k| resolution::user_of(&shared.index, k).ok().flatten())))
+            .collect();
+        if changed.is_empty() {
+            return true;
+        }
+        let state = SubState::Active { expires: self.remaining() };
+        self.send(shared, false, &changed, state).await
+    }
+
+    async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
+        let resources: Vec<ResourceState> = items
+            .iter()
+            .map(|(i, user)| ResourceState { uri: &self.entries[*i].uri, user: user.as_ref().map(long_term_presence) })
+            .collect();
+        let requests = notification::list_notifies(
+            &mut self.dialog,
+            &self.list_uri,
+            &mut self.version,
+            full,
+            &resources,
+            self.format,
+            state,
+        );
+        drop(resources);
+        for req in requests {
+            if !deliver(shared, &self.dialog, req).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The last NOTIFY: `terminated`, without a body.
+    async fn send_terminated(&mut self, shared: &Shared, reason: &'static str) {
+        let req = notification::notify_request(&mut self.dialog, self.format, SubState::Terminated { reason }, None);
+        deliver(shared, &self.dialog, req).await;
+    }
+}
+
+/// A bound user is reported as reachable with his SIP URI even when offline, marked away,
+/// with the binding time as last seen ("long-term presence", as Flexisip does).
+fn long_term_presence(user: &User) -> UserPresence<'_> {
+    UserPresence { contact: &user.contact, basic_open: true, away: true, timestamp: Some(user.since) }
+}
+
+/// Sends one NOTIFY; false when the answer ends the subscription (RFC 6665 §4.2.2).
+async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> bool {
+    match shared.client_tx.request(req, dialog.target, &dialog.sent_by).await {
+        Outcome::Response(r) if (200..300).contains(&r.status) => true,
+        Outcome::Response(r) => {
+            let ends = matches!(r.status, 404 | 405 | 408 | 410 | 416 | 480..=485 | 489 | 501 | 604);
+            tracing::debug!(call_id = %dialog.call_id, status = r.status, "NOTIFY answered");
+            !ends
+        }
+        Outcome::Timeout => {
+            tracing::debug!(call_id = %dialog.call_id, "NOTIFY timed out");
+            false
+        }
+        Outcome::TransportError(e) => {
+            tracing::debug!(call_id = %dialog.call_id, "NOTIFY not sent: {e}");
+            false
+        }
+    }
+}
+
+/// Runs the subscription until it ends, then unregisters it.
+pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>, resync: Arc<AtomicBool>) {
+    let mut alive = sub.send_full(&shared, SubState::Active { expires: sub.remaining() }).await;
+    let mut last_sent = Instant::now();
+    let mut pending = Pending::default();
+    while alive {
+        let due = pending.due.map_or(sub.expires_at, |d| d.min(sub.expires_at));
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Command::Refresh { expires }) => {
+                    sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
+                    resync.store(false, Ordering::Release);
+                    pending = Pending::default();
+                    alive = sub.send_full(&shared, SubState::Active { expires }).await;
+                    last_sent = Instant::now();
+                }
+                Some(Command::Unsubscribe) | None => {
+                    sub.send_terminated(&shared, "timeout").await;
+                    break;
+                }
+                Some(Command::Changed { key, removal }) => {
+                    pending.full |= removal;
+                    pending.keys.insert(key);
+                    pending.due.get_or_insert(last_sent + shared.min_interval);
+                }
+                Some(Command::Resync) => {
+                    pending.full = true;
+                    pending.due.get_or_insert(last_sent + shared.min_interval);
+                }
+            },
+            _ = tokio::time::sleep_until(due) => {
+                if Instant::now() >= sub.expires_at {
+                    sub.send_terminated(&shared, "timeout").await;
+                    break;
+                }
+                let flush = std::mem::take(&mut pending);
+                let full = flush.full || resync.swap(false, Ordering::AcqRel);
+                alive = if full {
+                    sub.send_full(&shared, SubState::Active { expires: sub.remaining() }).await
+                } else {
+                    sub.send_partial(&shared, &flush.keys).await
+                };
+                last_sent = Instant::now();
+            }
+        }
+    }
+    shared.table.remove(sub.id, &sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
+}
+
+/// A fetch (RFC 6665 §4.4.3, Expires 0): one full-state NOTIFY that also terminates.
+pub async fn fetch(mut sub: Subscription, shared: &Shared) {
+    sub.send_full(shared, super::handler::FETCH_STATE).await;
+}
