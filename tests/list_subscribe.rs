@@ -100,6 +100,9 @@ async fn liblinphone_udp_lifecycle_initial_refresh_live_update_unsubscribe() {
     assert!(pidf.contains(&format!("entity=\"{BOB}\"")), "{pidf}");
     assert!(pidf.contains("<basic>open</basic>"));
     assert!(pidf.contains(">sip:bob@example.org</contact>"), "{pidf}");
+    // What went on the wire validates against the IETF schemas.
+    xmllint("rlmi.xsd", list.as_bytes());
+    xmllint("pidf-with-extensions.xsd", pidf.as_bytes());
 
     // Refresh in the dialog: no body, full state again with the next version.
     p.send(&replay(REFRESH_UDP, "127.0.0.1:40791", local, &[("hat5gpbsac", &tag)])).await;
@@ -310,4 +313,43 @@ async fn expires_is_capped_and_fetch_gets_one_terminated_notify() {
     assert_eq!(n.header("Subscription-State"), Some("terminated;reason=timeout"));
     assert!(rlmi(&n).contains("fullState=\"true\""));
     assert_eq!(s.server.subscriptions().len(), 1, "only the first one lives");
+}
+
+#[tokio::test]
+async fn large_state_is_split_full_then_partial() {
+    // A tiny UDP budget forces the split: 300 entries, 100 users.
+    let s = TestServer::start_with(|c| c.notify.max_body_udp = 1024).await;
+    let uris: Vec<String> = (0..300).map(|i| format!("sip:+3361000{i:04}@example.org;user=phone")).collect();
+    for i in (0..300).step_by(3) {
+        bind(&s, &format!("+3361000{i:04}"), &format!("sip:u{i}@example.org"));
+    }
+    let mut p = Peer::udp(s.udp()).await;
+    let local = p.local();
+    let body = resource_list(&uris);
+    p.send(list_subscribe("UDP", local, "split", "Accept-Encoding: deflate\r\n", &body).as_bytes()).await;
+    let mut notifies = Vec::new();
+    assert_eq!(p.response(&mut notifies).await.status(), Some(200));
+    let mut users = std::collections::HashSet::new();
+    let mut version = 0;
+    while users.len() < 100 {
+        let n = match notifies.pop() {
+            Some(n) => n,
+            None => p.notify(200).await,
+        };
+        let list = rlmi(&n);
+        assert!(list.contains(&format!("version=\"{version}\"")), "versions consecutive: {version}");
+        if version == 0 {
+            assert!(list.contains("fullState=\"true\""));
+            assert_eq!(list.matches("<resource ").count(), 300, "full state lists every resource");
+        } else {
+            assert!(list.contains("fullState=\"false\""));
+        }
+        for part in parts(&n).iter().skip(1) {
+            let entity = part.1.split("entity=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+            assert!(users.insert(entity), "each user once");
+        }
+        version += 1;
+    }
+    assert!(version > 2, "the state was split into {version} NOTIFYs");
+    assert_eq!(p.recv_within(Duration::from_millis(300)).await.map(|m| m.start_line().to_string()), None);
 }

@@ -167,3 +167,28 @@ pub async fn tls_connect(server: &TestServer) -> tokio_rustls::client::TlsStream
     let tcp = tcp_connect(server.tls()).await;
     connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake")
 }
+
+/// Validates an XML document against a schema of `presence-schemas/` with xmllint (Debian
+/// `libxml2-utils`); fails, never skips, when xmllint is missing.
+pub fn xmllint(schema: &str, doc: &[u8]) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presence-schemas").join(schema);
+    let mut child = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(&path)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}): install libxml2-utils (scripts/test.sh does)"));
+    child.stdin.take().unwrap().write_all(doc).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{schema} rejects:\n{}\n---\n{}",
+        String::from_utf8_lossy(doc),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
