@@ -114,7 +114,12 @@ fn check_limits(total: usize, input: usize, l: &InflateLimits) -> Result<(), Inf
     Ok(())
 }
 
-/// Compresses `data` in zlib framing (header `78 01`, fast level: see `benches/notify_body.rs`).
+/// Compresses `data` in zlib framing at the fast level, header `78 9c`.
+///
+/// Fast vs default, measured on a 500-entry / 100-user full state (84 KB raw, see
+/// `benches/notify_body.rs`): 6.5 KB in ~120 us vs 5.7 KB in ~420 us. The fast level is used,
+/// but the header says `78 9c` like every zlib default stream: its level bits are advisory
+/// (RFC 1950 §2.2, "not needed for decompression") and some decoders sniff exactly `78 9c`.
 pub fn deflate_zlib(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     deflate_zlib_into(data, &mut out);
@@ -123,7 +128,10 @@ pub fn deflate_zlib(data: &[u8]) -> Vec<u8> {
 
 /// Like [`deflate_zlib`], appending to a reused buffer.
 pub fn deflate_zlib_into(data: &[u8], out: &mut Vec<u8>) {
-    deflate_zlib_level(data, Compression::fast(), out)
+    let start = out.len();
+    deflate_zlib_level(data, Compression::fast(), out);
+    // 0x789c keeps CM/CINFO and the FCHECK rule ((CMF*256 + FLG) % 31 == 0).
+    out[start + 1] = 0x9c;
 }
 
 /// Zlib at an explicit level (for measurements; production uses [`deflate_zlib`]).
@@ -170,7 +178,7 @@ pub(crate) mod tests {
     fn round_trip_zlib_header() {
         let data = b"<resource-lists>hello hello hello</resource-lists>".repeat(20);
         let z = deflate_zlib(&data);
-        assert_eq!(z[0], 0x78);
+        assert_eq!(&z[..2], &[0x78, 0x9c]);
         assert!(has_zlib_header(&z));
         assert_eq!(inflate(&z, &InflateLimits::default()).unwrap(), data);
         let mut d = Vec::new();

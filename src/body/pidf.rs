@@ -72,7 +72,6 @@ pub fn parse(input: &[u8]) -> Result<Presence, PidfError> {
                 if done {
                     return Err(PidfError("content after root element"));
                 }
-                xml::check_attrs(e).map_err(PidfError)?;
                 let ctx = open(&mut pres, stack.last().copied(), xml::in_ns(&ns, NS), e)?;
                 if matches!(ev, Event::Start(_)) {
                     if stack.len() >= xml::MAX_DEPTH {
@@ -106,10 +105,16 @@ fn open(
     e: &BytesStart,
 ) -> Result<Ctx, PidfError> {
     let name = e.local_name();
+    let want: Option<&[u8]> = match (parent, ours, name.as_ref()) {
+        (None, true, b"presence") => Some(b"entity"),
+        (Some(Ctx::Presence), true, b"tuple") => Some(b"id"),
+        _ => None,
+    };
+    let value = xml::attrs(e, want).map_err(PidfError)?;
     let Some(parent) = parent else {
         return match (name.as_ref(), ours) {
             (b"presence", true) => {
-                let entity = xml::attr(e, b"entity").map_err(PidfError)?;
+                let entity = value;
                 let entity = entity.ok_or(PidfError("presence without entity"))?;
                 *pres = Some(Presence { entity, tuples: Vec::new() });
                 Ok(Ctx::Presence)
@@ -124,7 +129,7 @@ fn open(
             if p.tuples.len() >= MAX_TUPLES {
                 return Err(PidfError("too many tuples"));
             }
-            let id = xml::attr(e, b"id").map_err(PidfError)?.ok_or(PidfError("tuple without id"))?;
+            let id = value.ok_or(PidfError("tuple without id"))?;
             p.tuples.push(Tuple { id, basic: None, contact: None });
             Ctx::Tuple
         }

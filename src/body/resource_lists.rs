@@ -57,7 +57,8 @@ enum Ctx {
 
 /// Parses a resource-lists document into its distinct entry URIs, in document order.
 pub fn parse(xml: &[u8], max_entries: usize) -> Result<Vec<String>, ListError> {
-    let mut p = Parser { entries: Vec::new(), seen: HashSet::new(), max_entries };
+    let guess = max_entries.min(xml.len() / 32 + 1);
+    let mut p = Parser { entries: Vec::with_capacity(guess), seen: HashSet::with_capacity(guess), max_entries };
     p.run(xml)?;
     Ok(p.entries)
 }
@@ -83,7 +84,6 @@ impl Parser {
                     if root_done {
                         return Err(invalid("content after root element"));
                     }
-                    xml::check_attrs(e).map_err(invalid)?;
                     let ctx = self.element(&stack, xml::in_ns(&ns, NS), e)?;
                     if matches!(ev, Event::Start(_)) {
                         if stack.len() >= xml::MAX_DEPTH {
@@ -117,6 +117,8 @@ impl Parser {
         e: &quick_xml::events::BytesStart,
     ) -> Result<Ctx, ListError> {
         let name = e.local_name();
+        let is_entry = ours && name.as_ref() == b"entry" && stack.last() == Some(&Ctx::List);
+        let uri = xml::attrs(e, is_entry.then_some(b"uri".as_slice())).map_err(invalid)?;
         let Some(parent) = stack.last() else {
             return match (name.as_ref(), ours) {
                 (b"resource-lists", true) => Ok(Ctx::Root),
@@ -127,7 +129,6 @@ impl Parser {
         match (parent, ours, name.as_ref()) {
             (Ctx::Root | Ctx::List, true, b"list") => Ok(Ctx::List),
             (Ctx::List, true, b"entry") => {
-                let uri = xml::attr(e, b"uri").map_err(invalid)?;
                 self.add(uri.ok_or(invalid("entry without uri"))?)?;
                 Ok(Ctx::Other)
             }
@@ -136,13 +137,12 @@ impl Parser {
     }
 
     fn add(&mut self, uri: String) -> Result<(), ListError> {
-        if uri.is_empty() || self.seen.contains(&uri) {
+        if uri.is_empty() || !self.seen.insert(uri.clone()) {
             return Ok(());
         }
         if self.entries.len() >= self.max_entries {
             return Err(ListError::TooManyEntries { max: self.max_entries });
         }
-        self.seen.insert(uri.clone());
         self.entries.push(uri);
         Ok(())
     }

@@ -47,31 +47,21 @@ pub(crate) fn text(t: &BytesText) -> Result<String, &'static str> {
     Ok(s.into_owned())
 }
 
-/// Value of the unprefixed attribute `name`, unescaped; `Ok(None)` when absent.
-pub(crate) fn attr(e: &BytesStart, name: &[u8]) -> Result<Option<String>, &'static str> {
+/// Checks that every attribute parses and unescapes (even those we ignore) and returns the
+/// unescaped value of the unprefixed attribute `name`, if asked and present.
+pub(crate) fn attrs(e: &BytesStart, name: Option<&[u8]>) -> Result<Option<String>, &'static str> {
+    let mut found = None;
     for a in e.attributes() {
         let a: Attribute = a.map_err(|_| "malformed attribute")?;
-        if a.key == QName(name) {
-            let v = a
-                .unescape_value_with(resolve_xml_entity)
-                .map_err(|_| "unknown or bad entity reference")?;
-            check_chars(&v)?;
-            return Ok(Some(v.into_owned()));
-        }
-    }
-    Ok(None)
-}
-
-/// Every attribute must parse and unescape, even the ones we ignore.
-pub(crate) fn check_attrs(e: &BytesStart) -> Result<(), &'static str> {
-    for a in e.attributes() {
-        let a = a.map_err(|_| "malformed attribute")?;
         let v = a
             .unescape_value_with(resolve_xml_entity)
             .map_err(|_| "unknown or bad entity reference")?;
         check_chars(&v)?;
+        if found.is_none() && name.is_some_and(|n| a.key == QName(n)) {
+            found = Some(v.into_owned());
+        }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// XML 1.0 forbids C0 controls other than TAB, LF, CR (char refs could smuggle them in).
