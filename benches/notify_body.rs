@@ -8,8 +8,8 @@ use flate2::Compression;
 use rand::{Rng, SeedableRng};
 use smart_presence::body::deflate::deflate_zlib_level;
 use smart_presence::body::{
-    build, deflate_zlib_into, inflate, resource_lists, Flavor, InflateLimits, ListNotify, ResourceState,
-    UserPresence,
+    build, deflate_zlib_into, inflate, resource_lists, Flavor, InflateLimits, ListNotify,
+    ResourceState, UserPresence,
 };
 
 const FIXTURE: &[u8] =
@@ -19,7 +19,12 @@ const FIXTURE: &[u8] =
 fn numbers(n: usize) -> Vec<String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(500);
     let mut v: Vec<String> = (0..n)
-        .map(|_| format!("sip:+336{:08}@example.org;user=phone", rng.gen_range(0..100_000_000u32)))
+        .map(|_| {
+            format!(
+                "sip:+336{:08}@example.org;user=phone",
+                rng.gen_range(0..100_000_000u32)
+            )
+        })
         .collect();
     v.sort();
     v.dedup();
@@ -39,7 +44,9 @@ fn list_xml(uris: &[String]) -> Vec<u8> {
 
 fn bench_notify(c: &mut Criterion) {
     let uris = numbers(500);
-    let contacts: Vec<String> = (0..uris.len()).map(|i| format!("sip:user{i}@example.org")).collect();
+    let contacts: Vec<String> = (0..uris.len())
+        .map(|i| format!("sip:user{i}@example.org"))
+        .collect();
     let rs: Vec<ResourceState> = uris
         .iter()
         .zip(&contacts)
@@ -54,7 +61,13 @@ fn bench_notify(c: &mut Criterion) {
             }),
         })
         .collect();
-    let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+    let n = ListNotify {
+        list_uri: "sip:rls@example.org",
+        version: 0,
+        full_state: true,
+        resources: &rs,
+        flavor: Flavor::Linphone,
+    };
 
     let mut body = Vec::new();
     build(&n, &mut body);
@@ -86,7 +99,10 @@ fn bench_notify(c: &mut Criterion) {
         })
     });
     let mut z = Vec::with_capacity(body.len());
-    for (name, level) in [("build+zlib_fast", Compression::fast()), ("build+zlib_default", Compression::default())] {
+    for (name, level) in [
+        ("build+zlib_fast", Compression::fast()),
+        ("build+zlib_default", Compression::default()),
+    ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();
@@ -107,7 +123,12 @@ fn bench_parse(c: &mut Criterion) {
     let xml = list_xml(&uris);
     let mut big = Vec::new();
     deflate_zlib_level(&xml, Compression::default(), &mut big);
-    println!("generated list: {} entries, {} bytes XML, {} bytes deflated", uris.len(), xml.len(), big.len());
+    println!(
+        "generated list: {} entries, {} bytes XML, {} bytes deflated",
+        uris.len(),
+        xml.len(),
+        big.len()
+    );
     let limits = InflateLimits::default();
 
     let mut g = c.benchmark_group("subscribe_list");

@@ -27,7 +27,11 @@ impl Default for InflateLimits {
     /// 2 MiB out, at most 100:1 past 64 KiB. A 5,000-entry list is about 300 KB inflated and
     /// compresses about 5:1; 100 MB of zeros deflates about 1000:1.
     fn default() -> Self {
-        InflateLimits { max_output: 2 << 20, max_ratio: 100, ratio_floor: 64 << 10 }
+        InflateLimits {
+            max_output: 2 << 20,
+            max_ratio: 100,
+            ratio_floor: 64 << 10,
+        }
     }
 }
 
@@ -155,8 +159,9 @@ pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    const FIXTURE: &[u8] =
-        include_bytes!("../../fixtures/liblinphone-5.1/01-subscribe-initial-udp-4numbers-deflate.raw");
+    const FIXTURE: &[u8] = include_bytes!(
+        "../../fixtures/liblinphone-5.1/01-subscribe-initial-udp-4numbers-deflate.raw"
+    );
 
     pub(crate) fn fixture_body() -> &'static [u8] {
         let at = FIXTURE.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -192,7 +197,8 @@ pub(crate) mod tests {
         let data = b"<list><entry uri=\"sip:1@x\"/></list>".repeat(10);
         let mut c = Compress::new(Compression::default(), false);
         let mut raw = Vec::with_capacity(1024);
-        c.compress_vec(&data, &mut raw, FlushCompress::Finish).unwrap();
+        c.compress_vec(&data, &mut raw, FlushCompress::Finish)
+            .unwrap();
         assert_eq!(inflate(&raw, &InflateLimits::default()).unwrap(), data);
     }
 
@@ -216,9 +222,16 @@ pub(crate) mod tests {
     fn size_cap() {
         let data = vec![b'a'; 10_000];
         let z = deflate_zlib(&data);
-        let l = InflateLimits { max_output: 9_999, max_ratio: 1_000_000, ratio_floor: 0 };
+        let l = InflateLimits {
+            max_output: 9_999,
+            max_ratio: 1_000_000,
+            ratio_floor: 0,
+        };
         assert_eq!(inflate(&z, &l), Err(InflateError::TooLarge));
-        let l = InflateLimits { max_output: 10_000, ..l };
+        let l = InflateLimits {
+            max_output: 10_000,
+            ..l
+        };
         assert_eq!(inflate(&z, &l).unwrap().len(), 10_000);
         assert_eq!(InflateError::TooLarge.sip_status(), 413);
     }
@@ -234,7 +247,8 @@ pub(crate) mod tests {
             while c.total_in() - start < zeros.len() as u64 {
                 let done = (c.total_in() - start) as usize;
                 z.reserve(4096);
-                c.compress_vec(&zeros[done..], &mut z, FlushCompress::None).unwrap();
+                c.compress_vec(&zeros[done..], &mut z, FlushCompress::None)
+                    .unwrap();
             }
         }
         loop {
@@ -246,11 +260,21 @@ pub(crate) mod tests {
         assert!(z.len() < 1 << 20, "bomb is {} bytes", z.len());
         let t = Instant::now();
         // Ratio check alone (output cap out of the way).
-        let l = InflateLimits { max_output: usize::MAX, ..InflateLimits::default() };
+        let l = InflateLimits {
+            max_output: usize::MAX,
+            ..InflateLimits::default()
+        };
         assert_eq!(inflate(&z, &l), Err(InflateError::TooLarge));
         // Output cap alone.
-        let l = InflateLimits { max_ratio: usize::MAX, ..InflateLimits::default() };
+        let l = InflateLimits {
+            max_ratio: usize::MAX,
+            ..InflateLimits::default()
+        };
         assert_eq!(inflate(&z, &l), Err(InflateError::TooLarge));
-        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
     }
 }

@@ -64,7 +64,9 @@ pub fn parse(input: &[u8]) -> Result<Presence, PidfError> {
     let mut done = false;
     let mut first = true;
     loop {
-        let (ns, ev) = r.read_resolved_event().map_err(|_| PidfError("malformed XML"))?;
+        let (ns, ev) = r
+            .read_resolved_event()
+            .map_err(|_| PidfError("malformed XML"))?;
         xml::screen(&ev, !first).map_err(PidfError)?;
         first = false;
         match ev {
@@ -90,7 +92,9 @@ pub fn parse(input: &[u8]) -> Result<Presence, PidfError> {
                 let s = xml::text(t).map_err(PidfError)?;
                 text(&mut pres, stack.last().copied(), s.trim())?;
             }
-            Event::CData(_) if stack.is_empty() => return Err(PidfError("text outside root element")),
+            Event::CData(_) if stack.is_empty() => {
+                return Err(PidfError("text outside root element"))
+            }
             Event::Eof if !stack.is_empty() => return Err(PidfError("truncated XML")),
             Event::Eof => return pres.ok_or(PidfError("empty document")),
             _ => {}
@@ -116,7 +120,10 @@ fn open(
             (b"presence", true) => {
                 let entity = value;
                 let entity = entity.ok_or(PidfError("presence without entity"))?;
-                *pres = Some(Presence { entity, tuples: Vec::new() });
+                *pres = Some(Presence {
+                    entity,
+                    tuples: Vec::new(),
+                });
                 Ok(Ctx::Presence)
             }
             (b"presence", false) => Err(PidfError("presence not in PIDF namespace")),
@@ -130,7 +137,11 @@ fn open(
                 return Err(PidfError("too many tuples"));
             }
             let id = value.ok_or(PidfError("tuple without id"))?;
-            p.tuples.push(Tuple { id, basic: None, contact: None });
+            p.tuples.push(Tuple {
+                id,
+                basic: None,
+                contact: None,
+            });
             Ctx::Tuple
         }
         (Ctx::Tuple, true, b"status") => Ctx::Status,
@@ -172,12 +183,21 @@ mod tests {
 
     #[test]
     fn parses_what_we_write() {
-        let u = UserPresence { contact: "sip:b&o@x", basic_open: true, away: true, timestamp: Some(5) };
+        let u = UserPresence {
+            contact: "sip:b&o@x",
+            basic_open: true,
+            away: true,
+            timestamp: Some(5),
+        };
         let p = parse(&build_pidf("sip:+33@x;user=phone", &u)).unwrap();
         assert_eq!(p.entity, "sip:+33@x;user=phone");
         assert_eq!(
             p.tuples,
-            [Tuple { id: "t1".into(), basic: Some(Basic::Open), contact: Some("sip:b&o@x".into()) }]
+            [Tuple {
+                id: "t1".into(),
+                basic: Some(Basic::Open),
+                contact: Some("sip:b&o@x".into())
+            }]
         );
     }
 
@@ -196,8 +216,18 @@ mod tests {
         let p = parse(doc.as_bytes()).unwrap();
         assert_eq!(p.entity, "sip:alice@example.org");
         assert_eq!(p.tuples.len(), 2);
-        assert_eq!(p.tuples[0].contact.as_deref(), Some("sip:alice@example.org"));
-        assert_eq!(p.tuples[1], Tuple { id: "x2".into(), basic: Some(Basic::Closed), contact: None });
+        assert_eq!(
+            p.tuples[0].contact.as_deref(),
+            Some("sip:alice@example.org")
+        );
+        assert_eq!(
+            p.tuples[1],
+            Tuple {
+                id: "x2".into(),
+                basic: Some(Basic::Closed),
+                contact: None
+            }
+        );
     }
 
     #[test]

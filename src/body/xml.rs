@@ -42,7 +42,9 @@ pub(crate) fn screen(event: &Event, seen_first: bool) -> Result<(), &'static str
 
 /// Unescaped text content; unknown entities and bad char refs are errors.
 pub(crate) fn text(t: &BytesText) -> Result<String, &'static str> {
-    let s = t.unescape_with(resolve_xml_entity).map_err(|_| "unknown or bad entity reference")?;
+    let s = t
+        .unescape_with(resolve_xml_entity)
+        .map_err(|_| "unknown or bad entity reference")?;
     check_chars(&s)?;
     Ok(s.into_owned())
 }
@@ -66,7 +68,9 @@ pub(crate) fn attrs(e: &BytesStart, name: Option<&[u8]>) -> Result<Option<String
 
 /// XML 1.0 forbids C0 controls other than TAB, LF, CR (char refs could smuggle them in).
 fn check_chars(s: &str) -> Result<(), &'static str> {
-    if s.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
+    if s.bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
         return Err("control character in XML");
     }
     Ok(())
@@ -123,7 +127,10 @@ mod tests {
 
     #[test]
     fn escapes_attr_specials_only() {
-        assert_eq!(esc_attr("sip:+331@x.org;user=phone"), "sip:+331@x.org;user=phone");
+        assert_eq!(
+            esc_attr("sip:+331@x.org;user=phone"),
+            "sip:+331@x.org;user=phone"
+        );
         assert_eq!(esc_attr("a&b<c>\"d'"), "a&amp;b&lt;c&gt;&quot;d'");
         assert_eq!(esc_attr("a\tb\nc\rd\u{1}"), "a&#9;b&#10;c&#13;d\u{FFFD}");
     }
