@@ -313,6 +313,12 @@ mod tests {
     }
 
     #[test]
+    fn utf8_bom_and_non_ascii_uris() {
+        let d = format!("\u{FEFF}{}", doc(r#"<list><entry uri="sip:jörg@x.org"/></list>"#));
+        assert_eq!(ok(&d), ["sip:jörg@x.org"]);
+    }
+
+    #[test]
     fn too_many_entries_counts_distinct() {
         let d = doc(
             r#"<list><entry uri="sip:1@x"/><entry uri="sip:1@x"/><entry uri="sip:2@x"/></list>"#,
