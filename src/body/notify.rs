@@ -122,9 +122,10 @@ pub fn build_split(n: &ListNotify, max_body: usize) -> Vec<SplitNotify> {
     let mut body = Vec::new();
     let content_type = build(n, &mut body);
     if body.len() <= max_body {
+        let (version, full_state) = (n.version, n.full_state);
         return vec![SplitNotify {
-            version: n.version,
-            full_state: n.full_state,
+            version,
+            full_state,
             body,
             content_type,
         }];
@@ -135,51 +136,31 @@ pub fn build_split(n: &ListNotify, max_body: usize) -> Vec<SplitNotify> {
         .filter(|r| is_writable_uri(r.uri))
         .collect();
     let mut out = Vec::new();
-    let mut version = n.version;
-    let rest: Vec<&ResourceState> = if n.full_state {
-        let users: Vec<&ResourceState> = writable
-            .iter()
-            .copied()
-            .filter(|r| r.user.is_some())
-            .collect();
-        let base = w.size(version, true, writable.iter().map(|r| (*r, false)));
-        let k = w.fitting(&users, base, max_body, true);
-        // Index in `writable` of the first user left for the partial NOTIFYs.
-        let cut = writable
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.user.is_some())
-            .nth(k);
-        let cut = cut.map_or(writable.len(), |(i, _)| i);
-        let mut b = Vec::new();
-        w.body(
-            &mut b,
-            version,
-            true,
-            writable.iter().enumerate().map(|(i, r)| (*r, i < cut)),
-        );
-        out.push(SplitNotify {
-            version,
-            full_state: true,
-            body: b,
-            content_type: w.content_type(),
-        });
-        version = version.wrapping_add(1);
-        users[k..].to_vec()
+    let rest = if n.full_state {
+        let (first, rest) = w.split_first(&writable, n.version, max_body);
+        out.push(first);
+        rest
     } else {
         writable
     };
+    let mut version = n.version.wrapping_add(out.len() as u32);
     let mut left = &rest[..];
     while !left.is_empty() {
         let base = w.size(version, false, std::iter::empty());
         let k = w.fitting(left, base, max_body, false).max(1);
-        let mut b = Vec::new();
-        w.body(&mut b, version, false, left[..k].iter().map(|r| (*r, true)));
+        let mut body = Vec::new();
+        w.body(
+            &mut body,
+            version,
+            false,
+            left[..k].iter().map(|r| (*r, true)),
+        );
+        let content_type = w.content_type();
         out.push(SplitNotify {
             version,
             full_state: false,
-            body: b,
-            content_type: w.content_type(),
+            body,
+            content_type,
         });
         version = version.wrapping_add(1);
         left = &left[k..];
@@ -304,6 +285,43 @@ impl<'n> Writer<'n> {
             out.push(b'@');
             out.extend_from_slice(self.host.as_bytes());
         }
+    }
+
+    /// The full-state body of a split: every resource, instances for the users that fit.
+    /// Returns it with the users left for partial NOTIFYs.
+    fn split_first<'r>(
+        &self,
+        writable: &[&'r ResourceState<'r>],
+        version: u32,
+        max_body: usize,
+    ) -> (SplitNotify, Vec<&'r ResourceState<'r>>) {
+        let users: Vec<&ResourceState> = writable
+            .iter()
+            .copied()
+            .filter(|r| r.user.is_some())
+            .collect();
+        let base = self.size(version, true, writable.iter().map(|r| (*r, false)));
+        let k = self.fitting(&users, base, max_body, true);
+        // Index in `writable` of the first user left out.
+        let cut = writable
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.user.is_some())
+            .nth(k);
+        let cut = cut.map_or(writable.len(), |(i, _)| i);
+        let mut body = Vec::new();
+        let items = writable.iter().enumerate().map(|(i, r)| (*r, i < cut));
+        self.body(&mut body, version, true, items);
+        let content_type = self.content_type();
+        (
+            SplitNotify {
+                version,
+                full_state: true,
+                body,
+                content_type,
+            },
+            users[k..].to_vec(),
+        )
     }
 
     fn size<'r>(
