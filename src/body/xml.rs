@@ -35,16 +35,23 @@ pub(crate) fn screen(event: &Event, seen_first: bool) -> Result<(), &'static str
             Some(Ok(enc)) if enc.eq_ignore_ascii_case(b"utf-8") => Ok(()),
             Some(_) => Err("encoding must be UTF-8"),
         },
-        Event::Text(t) => text(t).map(|_| ()),
+        Event::Text(t) => {
+            let s = t
+                .unescape_with(resolve_xml_entity)
+                .map_err(|_| BAD_ENTITY)?;
+            check_chars(&s)
+        }
         _ => Ok(()),
     }
 }
+
+const BAD_ENTITY: &str = "unknown or bad entity reference";
 
 /// Unescaped text content; unknown entities and bad char refs are errors.
 pub(crate) fn text(t: &BytesText) -> Result<String, &'static str> {
     let s = t
         .unescape_with(resolve_xml_entity)
-        .map_err(|_| "unknown or bad entity reference")?;
+        .map_err(|_| BAD_ENTITY)?;
     check_chars(&s)?;
     Ok(s.into_owned())
 }
@@ -57,7 +64,7 @@ pub(crate) fn attrs(e: &BytesStart, name: Option<&[u8]>) -> Result<Option<String
         let a: Attribute = a.map_err(|_| "malformed attribute")?;
         let v = a
             .unescape_value_with(resolve_xml_entity)
-            .map_err(|_| "unknown or bad entity reference")?;
+            .map_err(|_| BAD_ENTITY)?;
         check_chars(&v)?;
         if found.is_none() && name.is_some_and(|n| a.key == QName(n)) {
             found = Some(v.into_owned());
