@@ -59,6 +59,8 @@ impl InflateError {
 const CHUNK: usize = 16 << 10;
 
 /// Inflates a zlib (or, failing a zlib header, raw deflate) body within `limits`.
+/// Data with a zlib-looking header that fails as zlib is retried as raw deflate.
+/// Trailing bytes after the end of the stream make the body corrupt.
 pub fn inflate(data: &[u8], limits: &InflateLimits) -> Result<Vec<u8>, InflateError> {
     if has_zlib_header(data) {
         match run(data, true, limits) {

@@ -16,7 +16,8 @@
 //! Resource URIs are echoed exactly as the client wrote them (only XML-escaped): liblinphone
 //! ignores a resource whose URI differs by a byte. **A `tel:` URI (or an empty one) is never
 //! written**: such resources are left out of the body entirely, because liblinphone 5.1 crashes
-//! on a `tel:` resource URI. See [`is_writable_uri`].
+//! on a `tel:` resource URI. See [`is_writable_uri`]. No `<name>` element is ever written
+//! either (liblinphone 5.1 risks a crash on a `<name>` for a resource matching no friend).
 //!
 //! # Splitting a full state ([`build_split`])
 //!
@@ -77,6 +78,12 @@ pub struct ContentType(String);
 impl ContentType {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<ContentType> for String {
+    fn from(c: ContentType) -> String {
+        c.0
     }
 }
 
@@ -644,6 +651,30 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
                 .collect();
             assert_eq!(seen, want);
         }
+    }
+
+    #[test]
+    fn split_partial_chunks_everything_listed() {
+        let data = many(100, 2);
+        let rs = states(&data);
+        let n = ListNotify {
+            list_uri: LIST,
+            version: 9,
+            full_state: false,
+            resources: &rs,
+            flavor: Flavor::Rfc,
+        };
+        let parts = build_split(&n, 6_000);
+        assert!(parts.len() > 1);
+        let mut listed = 0;
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!((p.version, p.full_state), (9 + i as u32, false));
+            assert!(p.body.len() <= 6_000);
+            listed += String::from_utf8_lossy(&p.body)
+                .matches("<resource ")
+                .count();
+        }
+        assert_eq!(listed, 100);
     }
 
     #[test]

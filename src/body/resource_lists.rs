@@ -314,7 +314,10 @@ mod tests {
 
     #[test]
     fn utf8_bom_and_non_ascii_uris() {
-        let d = format!("\u{FEFF}{}", doc(r#"<list><entry uri="sip:jörg@x.org"/></list>"#));
+        let d = format!(
+            "\u{FEFF}{}",
+            doc(r#"<list><entry uri="sip:jörg@x.org"/></list>"#)
+        );
         assert_eq!(ok(&d), ["sip:jörg@x.org"]);
     }
 
