@@ -696,4 +696,50 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
         );
         assert!(!String::from_utf8_lossy(&parts[0].body).contains("<instance"));
     }
+
+    /// RLMI `uri` attributes, unescaped, in order.
+    fn rlmi_uris(rlmi: &[u8]) -> Vec<String> {
+        use quick_xml::events::Event;
+        let mut r = quick_xml::Reader::from_reader(rlmi);
+        let mut v = Vec::new();
+        loop {
+            match r.read_event().expect("well-formed RLMI") {
+                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"resource" => {
+                    let a = e.try_get_attribute("uri").unwrap().unwrap();
+                    v.push(a.unescape_value().unwrap().into_owned());
+                }
+                Event::Eof => return v,
+                _ => {}
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the strings, the body stays a valid multipart whose XML gives them back.
+        #[test]
+        fn arbitrary_strings_round_trip(
+            uris in proptest::collection::vec("(sip:)?[^\\x00-\\x1f]{0,12}(\r\n--sp-rlmi-7c4d1e9a)?", 1..6),
+            contact in "[^\\x00-\\x1f]{1,12}",
+        ) {
+            let rs: Vec<ResourceState> = uris
+                .iter()
+                .enumerate()
+                .map(|(i, u)| ResourceState { uri: u, user: (i % 2 == 0).then(|| user(&contact).unwrap()) })
+                .collect();
+            let (body, _) = notify(&rs, Flavor::Linphone);
+            let delim = format!("\r\n--{BOUNDARY}");
+            let writable: Vec<&ResourceState> = rs.iter().filter(|r| is_writable_uri(r.uri)).collect();
+            let users = writable.iter().filter(|r| r.user.is_some()).count();
+            proptest::prop_assert_eq!(body.matches(&delim).count(), users + 1);
+            let rlmi = body.split(&delim).next().unwrap().split("\r\n\r\n").nth(1).unwrap();
+            let want: Vec<String> = writable.iter().map(|r| r.uri.to_owned()).collect();
+            proptest::prop_assert_eq!(rlmi_uris(rlmi.as_bytes()), want);
+            for part in body.split(&delim).skip(1).take(users) {
+                let xml = part.split_once("\r\n\r\n").unwrap().1;
+                let p = crate::body::pidf::parse(xml.as_bytes()).unwrap();
+                proptest::prop_assert!(writable.iter().any(|r| r.uri == p.entity));
+                proptest::prop_assert_eq!(p.tuples[0].contact.as_deref(), Some(contact.trim()));
+            }
+        }
+    }
 }
