@@ -118,8 +118,7 @@ fn open(
     let Some(parent) = parent else {
         return match (name.as_ref(), ours) {
             (b"presence", true) => {
-                let entity = value;
-                let entity = entity.ok_or(PidfError("presence without entity"))?;
+                let entity = value.ok_or(PidfError("presence without entity"))?;
                 *pres = Some(Presence {
                     entity,
                     tuples: Vec::new(),
