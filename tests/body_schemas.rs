@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn xmllint(schema: &str, doc: &[u8]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("presence-schemas").join(schema);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("presence-schemas")
+        .join(schema);
     let mut child = match Command::new("xmllint")
         .args(["--noout", "--nonet", "--schema"])
         .arg(&path)
@@ -21,7 +23,9 @@ fn xmllint(schema: &str, doc: &[u8]) {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => panic!("cannot run xmllint ({e}): install libxml2-utils (apt-get install libxml2-utils)"),
+        Err(e) => panic!(
+            "cannot run xmllint ({e}): install libxml2-utils (apt-get install libxml2-utils)"
+        ),
     };
     child.stdin.take().unwrap().write_all(doc).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -41,14 +45,22 @@ struct Part {
 
 impl Part {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.split("\r\n").find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        self.headers
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
     }
 }
 
 /// Splits a multipart body by RFC 2046 rules (independently of the writer).
 fn split_multipart(body: &[u8], content_type: &str) -> Vec<Part> {
-    let boundary = content_type.rsplit_once(";boundary=").expect("boundary is the last parameter").1;
-    assert!(!boundary.contains([';', ' ', '"']), "boundary last and unquoted: {content_type}");
+    let boundary = content_type
+        .rsplit_once(";boundary=")
+        .expect("boundary is the last parameter")
+        .1;
+    assert!(
+        !boundary.contains([';', ' ', '"']),
+        "boundary last and unquoted: {content_type}"
+    );
     let body = std::str::from_utf8(body).unwrap();
     let first = format!("--{boundary}\r\n");
     assert!(body.starts_with(&first), "no preamble");
@@ -59,13 +71,21 @@ fn split_multipart(body: &[u8], content_type: &str) -> Vec<Part> {
         .split(&format!("\r\n--{boundary}\r\n"))
         .map(|p| {
             let (headers, content) = p.split_once("\r\n\r\n").expect("headers end");
-            Part { headers: headers.to_owned(), content: content.as_bytes().to_vec() }
+            Part {
+                headers: headers.to_owned(),
+                content: content.as_bytes().to_vec(),
+            }
         })
         .collect()
 }
 
 fn user(contact: &str, away: bool) -> Option<UserPresence<'_>> {
-    Some(UserPresence { contact, basic_open: true, away, timestamp: Some(1_795_438_605) })
+    Some(UserPresence {
+        contact,
+        basic_open: true,
+        away,
+        timestamp: Some(1_795_438_605),
+    })
 }
 
 fn check_notify(n: &ListNotify) -> Vec<Part> {
@@ -81,12 +101,21 @@ fn check_body(body: &[u8], ct: &str, flavor: Flavor) -> Vec<Part> {
         Flavor::Linphone => "Content-Id",
         Flavor::Rfc => "Content-ID",
     };
-    let start = ct.split("start=\"").nth(1).unwrap().split('"').next().unwrap();
+    let start = ct
+        .split("start=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     for (i, p) in parts.iter().enumerate() {
         assert_eq!(p.header("Content-Transfer-Encoding"), Some("binary"));
         let id = p.header(id_header).expect("part id");
         if i == 0 {
-            assert_eq!(p.header("Content-Type"), Some("application/rlmi+xml;charset=\"UTF-8\""));
+            assert_eq!(
+                p.header("Content-Type"),
+                Some("application/rlmi+xml;charset=\"UTF-8\"")
+            );
             let bare = start.trim_matches(['<', '>']);
             match flavor {
                 Flavor::Linphone => assert_eq!(id, bare),
@@ -94,10 +123,16 @@ fn check_body(body: &[u8], ct: &str, flavor: Flavor) -> Vec<Part> {
             }
             xmllint("rlmi.xsd", &p.content);
         } else {
-            assert_eq!(p.header("Content-Type"), Some("application/pidf+xml;charset=\"UTF-8\""));
+            assert_eq!(
+                p.header("Content-Type"),
+                Some("application/pidf+xml;charset=\"UTF-8\"")
+            );
             let cid = id.trim_matches(['<', '>']);
             let rlmi = String::from_utf8_lossy(&parts[0].content);
-            assert!(rlmi.contains(&format!("cid=\"{cid}\"")), "RLMI points at {cid}");
+            assert!(
+                rlmi.contains(&format!("cid=\"{cid}\"")),
+                "RLMI points at {cid}"
+            );
             xmllint("pidf.xsd", &p.content);
             xmllint("pidf-with-extensions.xsd", &p.content);
         }
@@ -107,12 +142,30 @@ fn check_body(body: &[u8], ct: &str, flavor: Flavor) -> Vec<Part> {
 
 fn sample() -> Vec<ResourceState<'static>> {
     vec![
-        ResourceState { uri: "sip:+14155550100@example.org;user=phone", user: None },
-        ResourceState { uri: "sip:+33612345678@example.org;user=phone", user: user("sip:bob@example.org", false) },
-        ResourceState { uri: "sip:+33698765432@example.org;user=phone", user: user("sip:carol@example.org", true) },
-        ResourceState { uri: "tel:+33711223344", user: user("sip:never@example.org", false) },
-        ResourceState { uri: "sip:bob@example.org?a=1&b=2", user: user("sip:dave@example.org;gr=x&y", false) },
-        ResourceState { uri: "sip:0698765432@example.org;user=phone", user: None },
+        ResourceState {
+            uri: "sip:+14155550100@example.org;user=phone",
+            user: None,
+        },
+        ResourceState {
+            uri: "sip:+33612345678@example.org;user=phone",
+            user: user("sip:bob@example.org", false),
+        },
+        ResourceState {
+            uri: "sip:+33698765432@example.org;user=phone",
+            user: user("sip:carol@example.org", true),
+        },
+        ResourceState {
+            uri: "tel:+33711223344",
+            user: user("sip:never@example.org", false),
+        },
+        ResourceState {
+            uri: "sip:bob@example.org?a=1&b=2",
+            user: user("sip:dave@example.org;gr=x&y", false),
+        },
+        ResourceState {
+            uri: "sip:0698765432@example.org;user=phone",
+            user: None,
+        },
     ]
 }
 
@@ -121,7 +174,13 @@ fn notify_bodies_validate_both_flavors() {
     let rs = sample();
     for flavor in [Flavor::Linphone, Flavor::Rfc] {
         for (version, full_state) in [(0, true), (5, false)] {
-            let n = ListNotify { list_uri: "sip:rls@example.org", version, full_state, resources: &rs, flavor };
+            let n = ListNotify {
+                list_uri: "sip:rls@example.org",
+                version,
+                full_state,
+                resources: &rs,
+                flavor,
+            };
             let parts = check_notify(&n);
             assert_eq!(parts.len(), 1 + 3, "RLMI + 3 users (tel: left out)");
             let away = String::from_utf8_lossy(&parts[2].content).into_owned();
@@ -133,23 +192,44 @@ fn notify_bodies_validate_both_flavors() {
 #[test]
 fn empty_and_all_user_lists_validate() {
     for flavor in [Flavor::Linphone, Flavor::Rfc] {
-        let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &[], flavor };
+        let n = ListNotify {
+            list_uri: "sip:rls@example.org",
+            version: 0,
+            full_state: true,
+            resources: &[],
+            flavor,
+        };
         assert_eq!(check_notify(&n).len(), 1);
     }
 }
 
 #[test]
 fn split_bodies_validate() {
-    let uris: Vec<String> = (0..120).map(|i| format!("sip:+3361{i:07}@example.org;user=phone")).collect();
+    let uris: Vec<String> = (0..120)
+        .map(|i| format!("sip:+3361{i:07}@example.org;user=phone"))
+        .collect();
     let contacts: Vec<String> = (0..120).map(|i| format!("sip:u{i}@example.org")).collect();
     let rs: Vec<ResourceState> = uris
         .iter()
         .zip(&contacts)
         .enumerate()
-        .map(|(i, (u, c))| ResourceState { uri: u, user: if i % 3 == 0 { user(c, i % 2 == 0) } else { None } })
+        .map(|(i, (u, c))| ResourceState {
+            uri: u,
+            user: if i % 3 == 0 {
+                user(c, i % 2 == 0)
+            } else {
+                None
+            },
+        })
         .collect();
     for flavor in [Flavor::Linphone, Flavor::Rfc] {
-        let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor };
+        let n = ListNotify {
+            list_uri: "sip:rls@example.org",
+            version: 0,
+            full_state: true,
+            resources: &rs,
+            flavor,
+        };
         let bodies = build_split(&n, 8_000);
         assert!(bodies.len() > 1);
         for b in &bodies {
@@ -161,7 +241,12 @@ fn split_bodies_validate() {
 #[test]
 fn standalone_pidf_validates() {
     for away in [false, true] {
-        let p = UserPresence { contact: "sip:bob@example.org", basic_open: !away, away, timestamp: Some(0) };
+        let p = UserPresence {
+            contact: "sip:bob@example.org",
+            basic_open: !away,
+            away,
+            timestamp: Some(0),
+        };
         let doc = build_pidf("sip:+33612345678@example.org;user=phone", &p);
         xmllint("pidf.xsd", &doc);
         xmllint("pidf-with-extensions.xsd", &doc);
@@ -169,7 +254,9 @@ fn standalone_pidf_validates() {
 }
 
 fn fixture_body(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/liblinphone-5.1").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/liblinphone-5.1")
+        .join(name);
     let raw = std::fs::read(path).unwrap();
     let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     raw[at..].to_vec()
@@ -177,9 +264,16 @@ fn fixture_body(name: &str) -> Vec<u8> {
 
 #[test]
 fn fixture_lists_validate() {
-    let xml = body::inflate(&fixture_body("01-subscribe-initial-udp-4numbers-deflate.raw"), &Default::default()).unwrap();
+    let xml = body::inflate(
+        &fixture_body("01-subscribe-initial-udp-4numbers-deflate.raw"),
+        &Default::default(),
+    )
+    .unwrap();
     xmllint("resource-lists.xsd", &xml);
-    xmllint("resource-lists.xsd", &fixture_body("02-subscribe-initial-tcp-1number-uncompressed.raw"));
+    xmllint(
+        "resource-lists.xsd",
+        &fixture_body("02-subscribe-initial-tcp-1number-uncompressed.raw"),
+    );
 }
 
 #[test]

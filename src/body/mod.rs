@@ -21,7 +21,8 @@ mod xml;
 
 pub use deflate::{deflate_zlib, deflate_zlib_into, inflate, InflateError, InflateLimits};
 pub use notify::{
-    build, build_split, is_writable_uri, ContentType, Flavor, ListNotify, ResourceState, SplitNotify,
+    build, build_split, is_writable_uri, ContentType, Flavor, ListNotify, ResourceState,
+    SplitNotify,
 };
 pub use pidf::{Basic, PidfError, Presence, Tuple};
 pub use pidf_out::{build_pidf, build_pidf_into, UserPresence};

@@ -16,7 +16,8 @@
 //! Resource URIs are echoed exactly as the client wrote them (only XML-escaped): liblinphone
 //! ignores a resource whose URI differs by a byte. **A `tel:` URI (or an empty one) is never
 //! written**: such resources are left out of the body entirely, because liblinphone 5.1 crashes
-//! on a `tel:` resource URI. See [`is_writable_uri`].
+//! on a `tel:` resource URI. See [`is_writable_uri`]. No `<name>` element is ever written
+//! either (liblinphone 5.1 risks a crash on a `<name>` for a resource matching no friend).
 //!
 //! # Splitting a full state ([`build_split`])
 //!
@@ -80,6 +81,12 @@ impl ContentType {
     }
 }
 
+impl From<ContentType> for String {
+    fn from(c: ContentType) -> String {
+        c.0
+    }
+}
+
 impl std::fmt::Display for ContentType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -97,7 +104,11 @@ pub fn is_writable_uri(uri: &str) -> bool {
 /// Writes the whole body for `n` into `out` (appending) and returns its Content-Type value.
 pub fn build(n: &ListNotify, out: &mut Vec<u8>) -> ContentType {
     let w = Writer::new(n);
-    let items = n.resources.iter().filter(|r| is_writable_uri(r.uri)).map(|r| (r, r.user.is_some()));
+    let items = n
+        .resources
+        .iter()
+        .filter(|r| is_writable_uri(r.uri))
+        .map(|r| (r, r.user.is_some()));
     w.body(out, n.version, n.full_state, items);
     w.content_type()
 }
@@ -118,33 +129,46 @@ pub fn build_split(n: &ListNotify, max_body: usize) -> Vec<SplitNotify> {
     let mut body = Vec::new();
     let content_type = build(n, &mut body);
     if body.len() <= max_body {
-        return vec![SplitNotify { version: n.version, full_state: n.full_state, body, content_type }];
+        let (version, full_state) = (n.version, n.full_state);
+        return vec![SplitNotify {
+            version,
+            full_state,
+            body,
+            content_type,
+        }];
     }
-    let writable: Vec<&ResourceState> = n.resources.iter().filter(|r| is_writable_uri(r.uri)).collect();
+    let writable: Vec<&ResourceState> = n
+        .resources
+        .iter()
+        .filter(|r| is_writable_uri(r.uri))
+        .collect();
     let mut out = Vec::new();
-    let mut version = n.version;
-    let rest: Vec<&ResourceState> = if n.full_state {
-        let users: Vec<&ResourceState> = writable.iter().copied().filter(|r| r.user.is_some()).collect();
-        let base = w.size(version, true, writable.iter().map(|r| (*r, false)));
-        let k = w.fitting(&users, base, max_body, true);
-        // Index in `writable` of the first user left for the partial NOTIFYs.
-        let cut = writable.iter().enumerate().filter(|(_, r)| r.user.is_some()).nth(k);
-        let cut = cut.map_or(writable.len(), |(i, _)| i);
-        let mut b = Vec::new();
-        w.body(&mut b, version, true, writable.iter().enumerate().map(|(i, r)| (*r, i < cut)));
-        out.push(SplitNotify { version, full_state: true, body: b, content_type: w.content_type() });
-        version = version.wrapping_add(1);
-        users[k..].to_vec()
+    let rest = if n.full_state {
+        let (first, rest) = w.split_first(&writable, n.version, max_body);
+        out.push(first);
+        rest
     } else {
         writable
     };
+    let mut version = n.version.wrapping_add(out.len() as u32);
     let mut left = &rest[..];
     while !left.is_empty() {
         let base = w.size(version, false, std::iter::empty());
         let k = w.fitting(left, base, max_body, false).max(1);
-        let mut b = Vec::new();
-        w.body(&mut b, version, false, left[..k].iter().map(|r| (*r, true)));
-        out.push(SplitNotify { version, full_state: false, body: b, content_type: w.content_type() });
+        let mut body = Vec::new();
+        w.body(
+            &mut body,
+            version,
+            false,
+            left[..k].iter().map(|r| (*r, true)),
+        );
+        let content_type = w.content_type();
+        out.push(SplitNotify {
+            version,
+            full_state: false,
+            body,
+            content_type,
+        });
         version = version.wrapping_add(1);
         left = &left[k..];
     }
@@ -160,7 +184,11 @@ struct Writer<'n> {
 
 impl<'n> Writer<'n> {
     fn new(n: &ListNotify<'n>) -> Self {
-        Writer { list_uri: n.list_uri, flavor: n.flavor, host: cid_host(n.list_uri) }
+        Writer {
+            list_uri: n.list_uri,
+            flavor: n.flavor,
+            host: cid_host(n.list_uri),
+        }
     }
 
     fn content_type(&self) -> ContentType {
@@ -188,7 +216,11 @@ impl<'n> Writer<'n> {
         escape_attr(out, self.list_uri);
         out.extend_from_slice(b"\" version=\"");
         push_num(out, u64::from(version), 1);
-        out.extend_from_slice(if full_state { b"\" fullState=\"true\">\r\n" } else { b"\" fullState=\"false\">\r\n" });
+        out.extend_from_slice(if full_state {
+            b"\" fullState=\"true\">\r\n"
+        } else {
+            b"\" fullState=\"false\">\r\n"
+        });
         let mut cid = 0;
         for (r, with_user) in items.clone() {
             let inst = with_user && r.user.is_some();
@@ -262,6 +294,43 @@ impl<'n> Writer<'n> {
         }
     }
 
+    /// The full-state body of a split: every resource, instances for the users that fit.
+    /// Returns it with the users left for partial NOTIFYs.
+    fn split_first<'r>(
+        &self,
+        writable: &[&'r ResourceState<'r>],
+        version: u32,
+        max_body: usize,
+    ) -> (SplitNotify, Vec<&'r ResourceState<'r>>) {
+        let users: Vec<&ResourceState> = writable
+            .iter()
+            .copied()
+            .filter(|r| r.user.is_some())
+            .collect();
+        let base = self.size(version, true, writable.iter().map(|r| (*r, false)));
+        let k = self.fitting(&users, base, max_body, true);
+        // Index in `writable` of the first user left out.
+        let cut = writable
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.user.is_some())
+            .nth(k);
+        let cut = cut.map_or(writable.len(), |(i, _)| i);
+        let mut body = Vec::new();
+        let items = writable.iter().enumerate().map(|(i, r)| (*r, i < cut));
+        self.body(&mut body, version, true, items);
+        let content_type = self.content_type();
+        (
+            SplitNotify {
+                version,
+                full_state: true,
+                body,
+                content_type,
+            },
+            users[k..].to_vec(),
+        )
+    }
+
     fn size<'r>(
         &self,
         version: u32,
@@ -304,7 +373,10 @@ fn cid_host(list_uri: &str) -> &str {
     let rest = list_uri.split_once(':').map_or(list_uri, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let host = rest.split([';', '?', '>', ':']).next().unwrap_or("");
-    let plain = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let plain = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if plain {
         host
     } else {
@@ -319,11 +391,22 @@ mod tests {
     const LIST: &str = "sip:rls@example.org";
 
     fn user(contact: &str) -> Option<UserPresence<'_>> {
-        Some(UserPresence { contact, basic_open: true, away: false, timestamp: Some(1_795_438_605) })
+        Some(UserPresence {
+            contact,
+            basic_open: true,
+            away: false,
+            timestamp: Some(1_795_438_605),
+        })
     }
 
     fn notify<'a>(resources: &'a [ResourceState<'a>], flavor: Flavor) -> (String, ContentType) {
-        let n = ListNotify { list_uri: LIST, version: 0, full_state: true, resources, flavor };
+        let n = ListNotify {
+            list_uri: LIST,
+            version: 0,
+            full_state: true,
+            resources,
+            flavor,
+        };
         let mut out = Vec::new();
         let ct = build(&n, &mut out);
         (String::from_utf8(out).unwrap(), ct)
@@ -332,8 +415,14 @@ mod tests {
     #[test]
     fn linphone_flavor_exact_bytes() {
         let rs = [
-            ResourceState { uri: "sip:+33612345678@example.org;user=phone", user: user("sip:bob@example.org") },
-            ResourceState { uri: "sip:+33698765432@example.org;user=phone", user: None },
+            ResourceState {
+                uri: "sip:+33612345678@example.org;user=phone",
+                user: user("sip:bob@example.org"),
+            },
+            ResourceState {
+                uri: "sip:+33698765432@example.org;user=phone",
+                user: None,
+            },
         ];
         let (body, ct) = notify(&rs, Flavor::Linphone);
         assert_eq!(
@@ -365,13 +454,23 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
     #[test]
     fn linphone_rules() {
         let rs = [
-            ResourceState { uri: "sip:a@x", user: user("sip:a1@x") },
-            ResourceState { uri: "sip:b@x", user: user("sip:b1@x") },
+            ResourceState {
+                uri: "sip:a@x",
+                user: user("sip:a1@x"),
+            },
+            ResourceState {
+                uri: "sip:b@x",
+                user: user("sip:b1@x"),
+            },
         ];
         let (body, ct) = notify(&rs, Flavor::Linphone);
         assert!(ct.as_str().ends_with(&format!(";boundary={BOUNDARY}")));
         assert!(!body.contains("Content-ID") && !body.contains("Content-Id: <"));
-        assert_eq!(body.matches("Content-Transfer-Encoding: binary\r\n").count(), 3);
+        assert_eq!(
+            body.matches("Content-Transfer-Encoding: binary\r\n")
+                .count(),
+            3
+        );
         assert_eq!(body.matches("<contact priority=\"1\">").count(), 2);
         assert!(body.starts_with("--"), "no preamble");
         assert!(!body.replace("\r\n", "").contains('\n'), "CRLF only");
@@ -382,7 +481,10 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
 
     #[test]
     fn rfc_flavor_ids() {
-        let rs = [ResourceState { uri: "sip:a@x", user: user("sip:a1@x") }];
+        let rs = [ResourceState {
+            uri: "sip:a@x",
+            user: user("sip:a1@x"),
+        }];
         let (body, ct) = notify(&rs, Flavor::Rfc);
         assert_eq!(
             ct.as_str(),
@@ -405,10 +507,22 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
     #[test]
     fn tel_and_empty_uris_are_never_written() {
         let rs = [
-            ResourceState { uri: "tel:+33612345678", user: user("sip:t@x") },
-            ResourceState { uri: "TEL:+1", user: None },
-            ResourceState { uri: "", user: None },
-            ResourceState { uri: "sip:ok@x", user: None },
+            ResourceState {
+                uri: "tel:+33612345678",
+                user: user("sip:t@x"),
+            },
+            ResourceState {
+                uri: "TEL:+1",
+                user: None,
+            },
+            ResourceState {
+                uri: "",
+                user: None,
+            },
+            ResourceState {
+                uri: "sip:ok@x",
+                user: None,
+            },
         ];
         let (body, _) = notify(&rs, Flavor::Linphone);
         assert!(!body.to_ascii_lowercase().contains("tel:"));
@@ -419,7 +533,10 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
 
     #[test]
     fn uris_echoed_with_escaping_only() {
-        let rs = [ResourceState { uri: "sip:a&b\"<c>@x;user=phone", user: user("sip:c<d>@x") }];
+        let rs = [ResourceState {
+            uri: "sip:a&b\"<c>@x;user=phone",
+            user: user("sip:c<d>@x"),
+        }];
         let (body, _) = notify(&rs, Flavor::Linphone);
         assert!(body.contains("<resource uri=\"sip:a&amp;b&quot;&lt;c&gt;@x;user=phone\">"));
         assert!(body.contains("entity=\"sip:a&amp;b&quot;&lt;c&gt;@x;user=phone\""));
@@ -428,8 +545,17 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
 
     #[test]
     fn appends_and_versions() {
-        let rs = [ResourceState { uri: "sip:a@x", user: None }];
-        let n = ListNotify { list_uri: LIST, version: 41, full_state: false, resources: &rs, flavor: Flavor::Linphone };
+        let rs = [ResourceState {
+            uri: "sip:a@x",
+            user: None,
+        }];
+        let n = ListNotify {
+            list_uri: LIST,
+            version: 41,
+            full_state: false,
+            resources: &rs,
+            flavor: Flavor::Linphone,
+        };
         let mut out = b"keep".to_vec();
         build(&n, &mut out);
         let s = String::from_utf8(out).unwrap();
@@ -439,13 +565,25 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
 
     fn many(n: usize, every: usize) -> Vec<(String, String)> {
         (0..n)
-            .map(|i| (format!("sip:+336{i:08}@example.org;user=phone"), if i % every == 0 { format!("sip:u{i}@example.org") } else { String::new() }))
+            .map(|i| {
+                (
+                    format!("sip:+336{i:08}@example.org;user=phone"),
+                    if i % every == 0 {
+                        format!("sip:u{i}@example.org")
+                    } else {
+                        String::new()
+                    },
+                )
+            })
             .collect()
     }
 
     fn states(v: &[(String, String)]) -> Vec<ResourceState<'_>> {
         v.iter()
-            .map(|(u, c)| ResourceState { uri: u, user: if c.is_empty() { None } else { user(c) } })
+            .map(|(u, c)| ResourceState {
+                uri: u,
+                user: if c.is_empty() { None } else { user(c) },
+            })
             .collect()
     }
 
@@ -453,7 +591,13 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
     fn split_small_is_single() {
         let data = many(10, 2);
         let rs = states(&data);
-        let n = ListNotify { list_uri: LIST, version: 3, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+        let n = ListNotify {
+            list_uri: LIST,
+            version: 3,
+            full_state: true,
+            resources: &rs,
+            flavor: Flavor::Linphone,
+        };
         let parts = build_split(&n, 1 << 20);
         assert_eq!(parts.len(), 1);
         let mut whole = Vec::new();
@@ -467,13 +611,23 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
         let data = many(200, 5);
         let rs = states(&data);
         for flavor in [Flavor::Linphone, Flavor::Rfc] {
-            let n = ListNotify { list_uri: LIST, version: 7, full_state: true, resources: &rs, flavor };
+            let n = ListNotify {
+                list_uri: LIST,
+                version: 7,
+                full_state: true,
+                resources: &rs,
+                flavor,
+            };
             let max = 16_000;
             let parts = build_split(&n, max);
             assert!(parts.len() > 2, "{} parts", parts.len());
             let first = String::from_utf8(parts[0].body.clone()).unwrap();
             assert!(parts[0].full_state);
-            assert_eq!(first.matches("<resource ").count(), 200, "full state lists everyone");
+            assert_eq!(
+                first.matches("<resource ").count(),
+                200,
+                "full state lists everyone"
+            );
             let mut seen = Vec::new();
             for (i, p) in parts.iter().enumerate() {
                 assert_eq!(p.version, 7 + i as u32);
@@ -484,21 +638,109 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
                     seen.push(chunk.split('"').next().unwrap().to_owned());
                 }
                 if i > 0 {
-                    assert_eq!(s.matches("<resource ").count(), s.matches("<instance ").count());
+                    assert_eq!(
+                        s.matches("<resource ").count(),
+                        s.matches("<instance ").count()
+                    );
                 }
             }
-            let want: Vec<String> = data.iter().filter(|(_, c)| !c.is_empty()).map(|(u, _)| u.clone()).collect();
+            let want: Vec<String> = data
+                .iter()
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(u, _)| u.clone())
+                .collect();
             assert_eq!(seen, want);
         }
+    }
+
+    #[test]
+    fn split_partial_chunks_everything_listed() {
+        let data = many(100, 2);
+        let rs = states(&data);
+        let n = ListNotify {
+            list_uri: LIST,
+            version: 9,
+            full_state: false,
+            resources: &rs,
+            flavor: Flavor::Rfc,
+        };
+        let parts = build_split(&n, 6_000);
+        assert!(parts.len() > 1);
+        let mut listed = 0;
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!((p.version, p.full_state), (9 + i as u32, false));
+            assert!(p.body.len() <= 6_000);
+            listed += String::from_utf8_lossy(&p.body)
+                .matches("<resource ")
+                .count();
+        }
+        assert_eq!(listed, 100);
     }
 
     #[test]
     fn split_tiny_budget_still_progresses() {
         let data = many(20, 2);
         let rs = states(&data);
-        let n = ListNotify { list_uri: LIST, version: 0, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+        let n = ListNotify {
+            list_uri: LIST,
+            version: 0,
+            full_state: true,
+            resources: &rs,
+            flavor: Flavor::Linphone,
+        };
         let parts = build_split(&n, 10);
-        assert_eq!(parts.len(), 1 + 10, "one full state without users, then one user each");
+        assert_eq!(
+            parts.len(),
+            1 + 10,
+            "one full state without users, then one user each"
+        );
         assert!(!String::from_utf8_lossy(&parts[0].body).contains("<instance"));
+    }
+
+    /// RLMI `uri` attributes, unescaped, in order.
+    fn rlmi_uris(rlmi: &[u8]) -> Vec<String> {
+        use quick_xml::events::Event;
+        let mut r = quick_xml::Reader::from_reader(rlmi);
+        let mut v = Vec::new();
+        loop {
+            match r.read_event().expect("well-formed RLMI") {
+                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"resource" => {
+                    let a = e.try_get_attribute("uri").unwrap().unwrap();
+                    v.push(a.unescape_value().unwrap().into_owned());
+                }
+                Event::Eof => return v,
+                _ => {}
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the strings, the body stays a valid multipart whose XML gives them back.
+        #[test]
+        fn arbitrary_strings_round_trip(
+            uris in proptest::collection::vec("(sip:)?[^\\x00-\\x1f]{0,12}(\r\n--sp-rlmi-7c4d1e9a)?", 1..6),
+            contact in "[^\\x00-\\x1f]{1,12}",
+        ) {
+            let rs: Vec<ResourceState> = uris
+                .iter()
+                .enumerate()
+                .map(|(i, u)| ResourceState { uri: u, user: (i % 2 == 0).then(|| user(&contact).unwrap()) })
+                .collect();
+            let (body, _) = notify(&rs, Flavor::Linphone);
+            let delim = format!("\r\n--{BOUNDARY}");
+            let writable: Vec<&ResourceState> = rs.iter().filter(|r| is_writable_uri(r.uri)).collect();
+            let users = writable.iter().filter(|r| r.user.is_some()).count();
+            proptest::prop_assert_eq!(body.matches(&delim).count(), users + 1);
+            let rlmi = body.split(&delim).next().unwrap().split("\r\n\r\n").nth(1).unwrap();
+            let want: Vec<String> = writable.iter().map(|r| r.uri.to_owned()).collect();
+            proptest::prop_assert_eq!(rlmi_uris(rlmi.as_bytes()), want);
+            for part in body.split(&delim).skip(1).take(users) {
+                let xml = part.split_once("\r\n\r\n").unwrap().1;
+                let p = crate::body::pidf::parse(xml.as_bytes()).unwrap();
+                proptest::prop_assert!(writable.iter().any(|r| r.uri == p.entity));
+                let want = Some(contact.trim()).filter(|c| !c.is_empty());
+                proptest::prop_assert_eq!(p.tuples[0].contact.as_deref(), want);
+            }
+        }
     }
 }

@@ -64,7 +64,9 @@ pub fn parse(input: &[u8]) -> Result<Presence, PidfError> {
     let mut done = false;
     let mut first = true;
     loop {
-        let (ns, ev) = r.read_resolved_event().map_err(|_| PidfError("malformed XML"))?;
+        let (ns, ev) = r
+            .read_resolved_event()
+            .map_err(|_| PidfError("malformed XML"))?;
         xml::screen(&ev, !first).map_err(PidfError)?;
         first = false;
         match ev {
@@ -72,7 +74,6 @@ pub fn parse(input: &[u8]) -> Result<Presence, PidfError> {
                 if done {
                     return Err(PidfError("content after root element"));
                 }
-                xml::check_attrs(e).map_err(PidfError)?;
                 let ctx = open(&mut pres, stack.last().copied(), xml::in_ns(&ns, NS), e)?;
                 if matches!(ev, Event::Start(_)) {
                     if stack.len() >= xml::MAX_DEPTH {
@@ -91,7 +92,9 @@ pub fn parse(input: &[u8]) -> Result<Presence, PidfError> {
                 let s = xml::text(t).map_err(PidfError)?;
                 text(&mut pres, stack.last().copied(), s.trim())?;
             }
-            Event::CData(_) if stack.is_empty() => return Err(PidfError("text outside root element")),
+            Event::CData(_) if stack.is_empty() => {
+                return Err(PidfError("text outside root element"))
+            }
             Event::Eof if !stack.is_empty() => return Err(PidfError("truncated XML")),
             Event::Eof => return pres.ok_or(PidfError("empty document")),
             _ => {}
@@ -106,12 +109,20 @@ fn open(
     e: &BytesStart,
 ) -> Result<Ctx, PidfError> {
     let name = e.local_name();
+    let want: Option<&[u8]> = match (parent, ours, name.as_ref()) {
+        (None, true, b"presence") => Some(b"entity"),
+        (Some(Ctx::Presence), true, b"tuple") => Some(b"id"),
+        _ => None,
+    };
+    let value = xml::attrs(e, want).map_err(PidfError)?;
     let Some(parent) = parent else {
         return match (name.as_ref(), ours) {
             (b"presence", true) => {
-                let entity = xml::attr(e, b"entity").map_err(PidfError)?;
-                let entity = entity.ok_or(PidfError("presence without entity"))?;
-                *pres = Some(Presence { entity, tuples: Vec::new() });
+                let entity = value.ok_or(PidfError("presence without entity"))?;
+                *pres = Some(Presence {
+                    entity,
+                    tuples: Vec::new(),
+                });
                 Ok(Ctx::Presence)
             }
             (b"presence", false) => Err(PidfError("presence not in PIDF namespace")),
@@ -124,8 +135,12 @@ fn open(
             if p.tuples.len() >= MAX_TUPLES {
                 return Err(PidfError("too many tuples"));
             }
-            let id = xml::attr(e, b"id").map_err(PidfError)?.ok_or(PidfError("tuple without id"))?;
-            p.tuples.push(Tuple { id, basic: None, contact: None });
+            let id = value.ok_or(PidfError("tuple without id"))?;
+            p.tuples.push(Tuple {
+                id,
+                basic: None,
+                contact: None,
+            });
             Ctx::Tuple
         }
         (Ctx::Tuple, true, b"status") => Ctx::Status,
@@ -167,12 +182,21 @@ mod tests {
 
     #[test]
     fn parses_what_we_write() {
-        let u = UserPresence { contact: "sip:b&o@x", basic_open: true, away: true, timestamp: Some(5) };
+        let u = UserPresence {
+            contact: "sip:b&o@x",
+            basic_open: true,
+            away: true,
+            timestamp: Some(5),
+        };
         let p = parse(&build_pidf("sip:+33@x;user=phone", &u)).unwrap();
         assert_eq!(p.entity, "sip:+33@x;user=phone");
         assert_eq!(
             p.tuples,
-            [Tuple { id: "t1".into(), basic: Some(Basic::Open), contact: Some("sip:b&o@x".into()) }]
+            [Tuple {
+                id: "t1".into(),
+                basic: Some(Basic::Open),
+                contact: Some("sip:b&o@x".into())
+            }]
         );
     }
 
@@ -191,8 +215,18 @@ mod tests {
         let p = parse(doc.as_bytes()).unwrap();
         assert_eq!(p.entity, "sip:alice@example.org");
         assert_eq!(p.tuples.len(), 2);
-        assert_eq!(p.tuples[0].contact.as_deref(), Some("sip:alice@example.org"));
-        assert_eq!(p.tuples[1], Tuple { id: "x2".into(), basic: Some(Basic::Closed), contact: None });
+        assert_eq!(
+            p.tuples[0].contact.as_deref(),
+            Some("sip:alice@example.org")
+        );
+        assert_eq!(
+            p.tuples[1],
+            Tuple {
+                id: "x2".into(),
+                basic: Some(Basic::Closed),
+                contact: None
+            }
+        );
     }
 
     #[test]

@@ -132,7 +132,12 @@ mod tests {
 
     #[test]
     fn standalone_pidf_exact() {
-        let p = UserPresence { contact: "sip:bob@example.org", basic_open: true, away: false, timestamp: Some(0) };
+        let p = UserPresence {
+            contact: "sip:bob@example.org",
+            basic_open: true,
+            away: false,
+            timestamp: Some(0),
+        };
         let got = String::from_utf8(build_pidf("sip:+336@example.org;user=phone", &p)).unwrap();
         assert_eq!(
             got,
@@ -145,7 +150,12 @@ mod tests {
 
     #[test]
     fn away_adds_person_after_tuple() {
-        let p = UserPresence { contact: "sip:a&b@x", basic_open: false, away: true, timestamp: None };
+        let p = UserPresence {
+            contact: "sip:a&b@x",
+            basic_open: false,
+            away: true,
+            timestamp: None,
+        };
         let got = String::from_utf8(build_pidf("sip:e\"@x", &p)).unwrap();
         assert!(got.contains("xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\""));
         assert!(got.contains("entity=\"sip:e&quot;@x\""));

@@ -57,7 +57,12 @@ enum Ctx {
 
 /// Parses a resource-lists document into its distinct entry URIs, in document order.
 pub fn parse(xml: &[u8], max_entries: usize) -> Result<Vec<String>, ListError> {
-    let mut p = Parser { entries: Vec::new(), seen: HashSet::new(), max_entries };
+    let guess = max_entries.min(xml.len() / 32 + 1);
+    let mut p = Parser {
+        entries: Vec::with_capacity(guess),
+        seen: HashSet::with_capacity(guess),
+        max_entries,
+    };
     p.run(xml)?;
     Ok(p.entries)
 }
@@ -75,7 +80,9 @@ impl Parser {
         let mut root_done = false;
         let mut first = true;
         loop {
-            let (ns, ev) = r.read_resolved_event().map_err(|_| invalid("malformed XML"))?;
+            let (ns, ev) = r
+                .read_resolved_event()
+                .map_err(|_| invalid("malformed XML"))?;
             xml::screen(&ev, !first).map_err(invalid)?;
             first = false;
             match ev {
@@ -83,7 +90,6 @@ impl Parser {
                     if root_done {
                         return Err(invalid("content after root element"));
                     }
-                    xml::check_attrs(e).map_err(invalid)?;
                     let ctx = self.element(&stack, xml::in_ns(&ns, NS), e)?;
                     if matches!(ev, Event::Start(_)) {
                         if stack.len() >= xml::MAX_DEPTH {
@@ -117,17 +123,20 @@ impl Parser {
         e: &quick_xml::events::BytesStart,
     ) -> Result<Ctx, ListError> {
         let name = e.local_name();
+        let is_entry = ours && name.as_ref() == b"entry" && stack.last() == Some(&Ctx::List);
+        let uri = xml::attrs(e, is_entry.then_some(b"uri".as_slice())).map_err(invalid)?;
         let Some(parent) = stack.last() else {
             return match (name.as_ref(), ours) {
                 (b"resource-lists", true) => Ok(Ctx::Root),
-                (b"resource-lists", false) => Err(invalid("resource-lists not in RFC 4826 namespace")),
+                (b"resource-lists", false) => {
+                    Err(invalid("resource-lists not in RFC 4826 namespace"))
+                }
                 _ => Err(invalid("root element is not resource-lists")),
             };
         };
         match (parent, ours, name.as_ref()) {
             (Ctx::Root | Ctx::List, true, b"list") => Ok(Ctx::List),
             (Ctx::List, true, b"entry") => {
-                let uri = xml::attr(e, b"uri").map_err(invalid)?;
                 self.add(uri.ok_or(invalid("entry without uri"))?)?;
                 Ok(Ctx::Other)
             }
@@ -136,13 +145,14 @@ impl Parser {
     }
 
     fn add(&mut self, uri: String) -> Result<(), ListError> {
-        if uri.is_empty() || self.seen.contains(&uri) {
+        if uri.is_empty() || !self.seen.insert(uri.clone()) {
             return Ok(());
         }
         if self.entries.len() >= self.max_entries {
-            return Err(ListError::TooManyEntries { max: self.max_entries });
+            return Err(ListError::TooManyEntries {
+                max: self.max_entries,
+            });
         }
-        self.seen.insert(uri.clone());
         self.entries.push(uri);
         Ok(())
     }
@@ -192,20 +202,26 @@ mod tests {
             "../../fixtures/liblinphone-5.1/02-subscribe-initial-tcp-1number-uncompressed.raw"
         );
         let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert_eq!(parse(&raw[at..], 10).unwrap(), ["sip:+33612345678@example.org;user=phone"]);
+        assert_eq!(
+            parse(&raw[at..], 10).unwrap(),
+            ["sip:+33612345678@example.org;user=phone"]
+        );
     }
 
     #[test]
     fn nested_lists_flattened_and_dups_merged() {
-        let d = doc(r#"<list name="a"><entry uri="sip:1@x"/><list><entry uri="sip:2@x">
+        let d = doc(
+            r#"<list name="a"><entry uri="sip:1@x"/><list><entry uri="sip:2@x">
             <display-name>Two</display-name></entry><list><entry uri="sip:1@x"/></list></list>
-            <entry uri="sip:3@x"/></list><list><entry uri="sip:2@x"/><entry uri="sip:4@x"/></list>"#);
+            <entry uri="sip:3@x"/></list><list><entry uri="sip:2@x"/><entry uri="sip:4@x"/></list>"#,
+        );
         assert_eq!(ok(&d), ["sip:1@x", "sip:2@x", "sip:3@x", "sip:4@x"]);
     }
 
     #[test]
     fn unescapes_and_keeps_uri_as_written() {
-        let d = doc(r#"<list><entry uri="sip:a&amp;b@x;user=phone?h=&#65;&#x42;&lt;&quot;"/></list>"#);
+        let d =
+            doc(r#"<list><entry uri="sip:a&amp;b@x;user=phone?h=&#65;&#x42;&lt;&quot;"/></list>"#);
         assert_eq!(ok(&d), ["sip:a&b@x;user=phone?h=AB<\""]);
         let d = doc(r#"<list><entry uri="  sip:Case@X.org "/></list>"#);
         assert_eq!(ok(&d), ["  sip:Case@X.org "]);
@@ -213,9 +229,11 @@ mod tests {
 
     #[test]
     fn ignores_refs_externals_and_foreign_elements() {
-        let d = doc(r#"<list><entry-ref ref="a/b"/><external anchor="http://x/y"/>
+        let d = doc(
+            r#"<list><entry-ref ref="a/b"/><external anchor="http://x/y"/>
             <foo:entry xmlns:foo="urn:other" uri="sip:no@x"/><entry uri="sip:yes@x"><foo:bar xmlns:foo="urn:o"><entry uri="sip:deep@x"/></foo:bar></entry>
-            <entry uri=""/></list>"#);
+            <entry uri=""/></list>"#,
+        );
         assert_eq!(ok(&d), ["sip:yes@x"]);
     }
 
@@ -231,11 +249,21 @@ mod tests {
 <resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list><entry uri="&lol2;"/></list></resource-lists>"#;
         assert_eq!(err(bomb), ListError::Invalid("DOCTYPE not allowed"));
         let ext = doc(r#"<list><entry uri="&xxe;"/></list>"#);
-        assert_eq!(err(&ext), ListError::Invalid("unknown or bad entity reference"));
-        let in_text = doc(r#"<list><entry uri="sip:a@x"><display-name>&nbsp;</display-name></entry></list>"#);
-        assert_eq!(err(&in_text), ListError::Invalid("unknown or bad entity reference"));
+        assert_eq!(
+            err(&ext),
+            ListError::Invalid("unknown or bad entity reference")
+        );
+        let in_text =
+            doc(r#"<list><entry uri="sip:a@x"><display-name>&nbsp;</display-name></entry></list>"#);
+        assert_eq!(
+            err(&in_text),
+            ListError::Invalid("unknown or bad entity reference")
+        );
         let nul = doc(r#"<list><entry uri="sip:a@x&#0;"/></list>"#);
-        assert_eq!(err(&nul), ListError::Invalid("unknown or bad entity reference"));
+        assert_eq!(
+            err(&nul),
+            ListError::Invalid("unknown or bad entity reference")
+        );
         let ctl = doc(r#"<list><entry uri="sip:a@x&#1;"/></list>"#);
         assert_eq!(err(&ctl), ListError::Invalid("control character in XML"));
     }
@@ -243,7 +271,10 @@ mod tests {
     #[test]
     fn refuses_processing_instructions() {
         let d = doc(r#"<?xml-stylesheet href="http://evil/x.xsl"?><list/>"#);
-        assert_eq!(err(&d), ListError::Invalid("processing instruction not allowed"));
+        assert_eq!(
+            err(&d),
+            ListError::Invalid("processing instruction not allowed")
+        );
         let d = format!("{}<?xml version=\"1.0\"?>", doc("<list/>"));
         assert!(matches!(err(&d), ListError::Invalid(_)));
     }
@@ -267,17 +298,34 @@ mod tests {
             ListError::Invalid("encoding must be UTF-8")
         );
         assert_eq!(err(""), ListError::Invalid("empty document"));
-        assert_eq!(err(&format!("{HEAD}<list>")), ListError::Invalid("truncated XML"));
+        assert_eq!(
+            err(&format!("{HEAD}<list>")),
+            ListError::Invalid("truncated XML")
+        );
         assert_eq!(
             err(&format!("{}<x/>", doc("<list/>"))),
             ListError::Invalid("content after root element")
         );
-        assert_eq!(err(&doc("<list><entry/></list>")), ListError::Invalid("entry without uri"));
+        assert_eq!(
+            err(&doc("<list><entry/></list>")),
+            ListError::Invalid("entry without uri")
+        );
+    }
+
+    #[test]
+    fn utf8_bom_and_non_ascii_uris() {
+        let d = format!(
+            "\u{FEFF}{}",
+            doc(r#"<list><entry uri="sip:jörg@x.org"/></list>"#)
+        );
+        assert_eq!(ok(&d), ["sip:jörg@x.org"]);
     }
 
     #[test]
     fn too_many_entries_counts_distinct() {
-        let d = doc(r#"<list><entry uri="sip:1@x"/><entry uri="sip:1@x"/><entry uri="sip:2@x"/></list>"#);
+        let d = doc(
+            r#"<list><entry uri="sip:1@x"/><entry uri="sip:1@x"/><entry uri="sip:2@x"/></list>"#,
+        );
         assert_eq!(parse(d.as_bytes(), 2).unwrap().len(), 2);
         let e = parse(d.as_bytes(), 1).unwrap_err();
         assert_eq!(e, ListError::TooManyEntries { max: 1 });
@@ -292,7 +340,10 @@ mod tests {
 
     #[test]
     fn reasons_are_short_ascii() {
-        for e in [ListError::Invalid("malformed XML"), ListError::TooManyEntries { max: 3 }] {
+        for e in [
+            ListError::Invalid("malformed XML"),
+            ListError::TooManyEntries { max: 3 },
+        ] {
             let r = e.reason();
             assert!(r.is_ascii() && !r.contains(['\r', '\n']) && r.len() < 64);
         }
@@ -302,7 +353,9 @@ mod tests {
     #[test]
     fn mutated_inputs_never_panic() {
         use rand::{Rng, SeedableRng};
-        let base = doc(r#"<list name="x"><entry uri="sip:+331@x;user=phone"><display-name>A &amp; B</display-name></entry><list><entry uri="sip:2@x"/></list><![CDATA[x]]><!-- c --></list>"#);
+        let base = doc(
+            r#"<list name="x"><entry uri="sip:+331@x;user=phone"><display-name>A &amp; B</display-name></entry><list><entry uri="sip:2@x"/></list><![CDATA[x]]><!-- c --></list>"#,
+        );
         let base = base.as_bytes();
         let mut rng = rand::rngs::StdRng::seed_from_u64(4826);
         let alphabet = b"<>/=\"'&;#x!?[]-: \r\n\0\xff\xc3abc";

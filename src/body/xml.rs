@@ -35,48 +35,49 @@ pub(crate) fn screen(event: &Event, seen_first: bool) -> Result<(), &'static str
             Some(Ok(enc)) if enc.eq_ignore_ascii_case(b"utf-8") => Ok(()),
             Some(_) => Err("encoding must be UTF-8"),
         },
-        Event::Text(t) => text(t).map(|_| ()),
+        Event::Text(t) => {
+            let s = t
+                .unescape_with(resolve_xml_entity)
+                .map_err(|_| BAD_ENTITY)?;
+            check_chars(&s)
+        }
         _ => Ok(()),
     }
 }
 
+const BAD_ENTITY: &str = "unknown or bad entity reference";
+
 /// Unescaped text content; unknown entities and bad char refs are errors.
 pub(crate) fn text(t: &BytesText) -> Result<String, &'static str> {
-    let s = t.unescape_with(resolve_xml_entity).map_err(|_| "unknown or bad entity reference")?;
+    let s = t
+        .unescape_with(resolve_xml_entity)
+        .map_err(|_| BAD_ENTITY)?;
     check_chars(&s)?;
     Ok(s.into_owned())
 }
 
-/// Value of the unprefixed attribute `name`, unescaped; `Ok(None)` when absent.
-pub(crate) fn attr(e: &BytesStart, name: &[u8]) -> Result<Option<String>, &'static str> {
+/// Checks that every attribute parses and unescapes (even those we ignore) and returns the
+/// unescaped value of the unprefixed attribute `name`, if asked and present.
+pub(crate) fn attrs(e: &BytesStart, name: Option<&[u8]>) -> Result<Option<String>, &'static str> {
+    let mut found = None;
     for a in e.attributes() {
         let a: Attribute = a.map_err(|_| "malformed attribute")?;
-        if a.key == QName(name) {
-            let v = a
-                .unescape_value_with(resolve_xml_entity)
-                .map_err(|_| "unknown or bad entity reference")?;
-            check_chars(&v)?;
-            return Ok(Some(v.into_owned()));
-        }
-    }
-    Ok(None)
-}
-
-/// Every attribute must parse and unescape, even the ones we ignore.
-pub(crate) fn check_attrs(e: &BytesStart) -> Result<(), &'static str> {
-    for a in e.attributes() {
-        let a = a.map_err(|_| "malformed attribute")?;
         let v = a
             .unescape_value_with(resolve_xml_entity)
-            .map_err(|_| "unknown or bad entity reference")?;
+            .map_err(|_| BAD_ENTITY)?;
         check_chars(&v)?;
+        if found.is_none() && name.is_some_and(|n| a.key == QName(n)) {
+            found = Some(v.into_owned());
+        }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// XML 1.0 forbids C0 controls other than TAB, LF, CR (char refs could smuggle them in).
 fn check_chars(s: &str) -> Result<(), &'static str> {
-    if s.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
+    if s.bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
         return Err("control character in XML");
     }
     Ok(())
@@ -133,7 +134,10 @@ mod tests {
 
     #[test]
     fn escapes_attr_specials_only() {
-        assert_eq!(esc_attr("sip:+331@x.org;user=phone"), "sip:+331@x.org;user=phone");
+        assert_eq!(
+            esc_attr("sip:+331@x.org;user=phone"),
+            "sip:+331@x.org;user=phone"
+        );
         assert_eq!(esc_attr("a&b<c>\"d'"), "a&amp;b&lt;c&gt;&quot;d'");
         assert_eq!(esc_attr("a\tb\nc\rd\u{1}"), "a&#9;b&#10;c&#13;d\u{FFFD}");
     }
