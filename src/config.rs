@@ -24,6 +24,24 @@ pub struct Config {
     pub admin: AdminConfig,
     pub subscription: SubscriptionConfig,
     pub notify: NotifyConfig,
+    pub presence: PresenceConfig,
+}
+
+/// Presence state from PUBLISH (and registrars that publish).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Expires granted to a PUBLISH that has none.
+    pub default_expires: u32,
+    /// Shorter non-zero PUBLISH Expires get 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longer ones are shortened.
+    pub max_expires: u32,
+    /// Least time between two presence NOTIFYs about one presentity (RFC 3856 §6.10: 5 s).
+    pub notify_interval_secs: u64,
+    /// Report bound users who are offline as reachable (open, with an "away" activity and
+    /// their last-seen time), as Flexisip's long-term presence does; false reports closed.
+    pub long_term: bool,
 }
 
 /// List subscriptions: lifetimes and the caps on what a SUBSCRIBE may carry.
@@ -122,7 +140,14 @@ impl Default for Config {
             admin: AdminConfig::default(),
             subscription: SubscriptionConfig::default(),
             notify: NotifyConfig::default(),
+            presence: PresenceConfig::default(),
         }
+    }
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { default_expires: 3600, min_expires: 60, max_expires: 7200, notify_interval_secs: 5, long_term: true }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod core;
 pub mod index;
 pub mod notification;
+pub mod presence;
 pub mod numbers;
 pub mod resolution;
 pub mod server;

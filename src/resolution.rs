@@ -6,6 +6,7 @@
 
 use crate::index::{Index, IndexError};
 use crate::numbers::{self, Region, UriKind, E164};
+use crate::presence::{Live, PresenceStore};
 
 /// What an entry is watched by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,8 +28,10 @@ pub struct Entry {
 pub struct User {
     /// The SIP URI the app will call.
     pub contact: String,
-    /// When the binding was made (unix seconds): the last-seen time for long-term presence.
+    /// When the binding was made (unix seconds).
     pub since: u64,
+    /// His published presence, if any since start.
+    pub live: Option<Live>,
 }
 
 /// Classifies entries; national numbers use `region` (the subscriber's).
@@ -54,29 +57,28 @@ pub fn subscriber_region(index: &Index, from_uri: &str, default: Option<Region>)
     }
 }
 
-/// Whether `key` is a user now, and as whom.
-pub fn user_of(index: &Index, key: &Key) -> Result<Option<User>, IndexError> {
-    match key {
-        Key::Phone(n) => Ok(index.lookup(*n)?.map(|b| User { contact: b.sip_uri, since: b.bound_at })),
-        Key::Sip(uri) => {
-            let bound = index.numbers_of(uri)?;
-            match bound.first() {
-                None => Ok(None),
-                Some(n) => {
-                    let since = index.lookup(*n)?.map_or(0, |b| b.bound_at);
-                    Ok(Some(User { contact: uri.to_string(), since }))
-                }
-            }
-        }
-    }
+/// Whether `key` is a user now, as whom, and how present.
+pub fn user_of(index: &Index, presence: &PresenceStore, key: &Key) -> Result<Option<User>, IndexError> {
+    let (contact, since) = match key {
+        Key::Phone(n) => match index.lookup(*n)? {
+            Some(b) => (b.sip_uri, b.bound_at),
+            None => return Ok(None),
+        },
+        Key::Sip(uri) => match index.numbers_of(uri)?.first() {
+            Some(n) => (uri.to_string(), index.lookup(*n)?.map_or(0, |b| b.bound_at)),
+            None => return Ok(None),
+        },
+    };
+    let live = presence.live(&contact);
+    Ok(Some(User { contact, since, live }))
 }
 
 /// Resolves every entry: the user behind each, in entry order.
-pub fn resolve_all(index: &Index, entries: &[Entry]) -> Vec<Option<User>> {
+pub fn resolve_all(index: &Index, presence: &PresenceStore, entries: &[Entry]) -> Vec<Option<User>> {
     entries
         .iter()
         .map(|e| match &e.key {
-            Some(k) => user_of(index, k).unwrap_or_else(|err| {
+            Some(k) => user_of(index, presence, k).unwrap_or_else(|err| {
                 tracing::warn!("index lookup failed: {err}");
                 None
             }),

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
 use crate::index::{self, Index};
+use crate::presence::{PresenceStore, PublishHandler};
 use crate::subscription::{self, Shared, SubscribeHandler, Subscriptions};
 use crate::transaction::{ClientTransactions, Timers};
 use crate::transport::{self, BoundAddrs, StreamLimits, Transports};
@@ -45,15 +46,30 @@ impl Server {
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
+        let (presence, presence_changes) = PresenceStore::new();
+        let presence = Arc::new(presence);
         let shared = Arc::new(Shared {
             index: index.clone(),
+            presence: presence.clone(),
+            long_term: config.presence.long_term,
             client_tx: client_tx.clone(),
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
         });
         tokio::spawn(subscription::live::follow(index.clone(), subscriptions.clone(), shutdown_rx.clone()));
+        let interval = Duration::from_secs(config.presence.notify_interval_secs);
+        tokio::spawn(subscription::live::follow_presence(
+            presence_changes,
+            index.clone(),
+            subscriptions.clone(),
+            interval,
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
+        let publish = PublishHandler { store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
             subscribe: Some(SubscribeHandler::new(shared, Arc::new(config.clone()))?),
+            publish: Some(Arc::new(publish)),
             ..Handlers::default()
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages);

@@ -8,6 +8,7 @@ use super::dialog::Dialog;
 use super::table::{SubId, Subscriptions};
 use crate::body::{ResourceState, UserPresence};
 use crate::index::Index;
+use crate::presence::PresenceStore;
 use crate::notification::{self, Format, SubState};
 use crate::resolution::{self, Entry, Key, User};
 use crate::transaction::{ClientTransactions, Outcome};
@@ -33,6 +34,9 @@ pub enum Command {
 /// What every subscription task shares.
 pub struct Shared {
     pub index: Index,
+    pub presence: Arc<PresenceStore>,
+    /// Offline users still show as reachable (see `PresenceConfig::long_term`).
+    pub long_term: bool,
     pub client_tx: Arc<ClientTransactions>,
     pub table: Arc<Subscriptions>,
     pub min_interval: Duration,
@@ -67,7 +71,7 @@ impl Subscription {
 
     /// Sends full state; false when the subscriber rejected it.
     async fn send_full(&mut self, shared: &Shared, state: SubState) -> bool {
-        let users = resolution::resolve_all(&shared.index, &self.entries);
+        let users = resolution::resolve_all(&shared.index, &shared.presence, &self.entries);
         let all: Vec<(usize, Option<User>)> = users.into_iter().enumerate().collect();
         self.send(shared, true, &all, state).await
     }
@@ -78,7 +82,7 @@ impl Subscription {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.key.as_ref().is_some_and(|k| keys.contains(k)))
-            .map(|(i, e)| (i, e.key.as_ref().and_then(|k| resolution::user_of(&shared.index, k).ok().flatten())))
+            .map(|(i, e)| (i, e.key.as_ref().and_then(|k| resolution::user_of(&shared.index, &shared.presence, k).ok().flatten())))
             .collect();
         if changed.is_empty() {
             return true;
@@ -90,7 +94,7 @@ impl Subscription {
     async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
         let resources: Vec<ResourceState> = items
             .iter()
-            .map(|(i, user)| ResourceState { uri: &self.entries[*i].uri, user: user.as_ref().map(long_term_presence) })
+            .map(|(i, user)| ResourceState { uri: &self.entries[*i].uri, user: user.as_ref().map(|u| presence_of(u, shared.long_term)) })
             .collect();
         let requests = notification::list_notifies(
             &mut self.dialog,
@@ -117,10 +121,18 @@ impl Subscription {
     }
 }
 
-/// A bound user is reported as reachable with his SIP URI even when offline, marked away,
-/// with the binding time as last seen ("long-term presence", as Flexisip does).
-fn long_term_presence(user: &User) -> UserPresence<'_> {
-    UserPresence { contact: &user.contact, basic_open: true, away: true, timestamp: Some(user.since) }
+/// What a watcher is told of a user. Online: open. Offline with `long_term`: still open
+/// with his SIP URI, marked away, with his last-seen time (as Flexisip does), so the app
+/// keeps showing him as a user; else closed. The contact is always his bound SIP URI.
+fn presence_of(user: &User, long_term: bool) -> UserPresence<'_> {
+    let online = user.live.as_ref().is_some_and(|l| l.online);
+    let last_seen = user.live.as_ref().map_or(user.since, |l| l.updated);
+    UserPresence {
+        contact: &user.contact,
+        basic_open: online || long_term,
+        away: !online && long_term,
+        timestamp: Some(last_seen),
+    }
 }
 
 /// Sends one NOTIFY; false when the answer ends the subscription (RFC 6665 §4.2.2).

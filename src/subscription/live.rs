@@ -25,3 +25,54 @@ pub async fn follow(index: Index, table: Arc<Subscriptions>, mut shutdown: watch
         }
     }
 }
+
+/// Presence changes: each presentity that changed is announced to the subscriptions
+/// watching any of his numbers (or his SIP URI), at most once per `interval` (RFC 3856
+/// §6.10); changes inside the interval are coalesced into one at its end.
+pub async fn follow_presence(
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<Box<str>>,
+    index: Index,
+    table: Arc<Subscriptions>,
+    interval: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::collections::HashMap;
+    use tokio::time::Instant;
+    let mut last: HashMap<Box<str>, Instant> = HashMap::new();
+    let mut waiting: HashMap<Box<str>, Instant> = HashMap::new();
+    loop {
+        let next_due = waiting.values().min().copied();
+        let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + interval));
+        tokio::select! {
+            uri = changed.recv() => match uri {
+                Some(uri) => {
+                    let due = last.get(&uri).map_or(Instant::now(), |t| *t + interval);
+                    waiting.entry(uri).or_insert(due);
+                }
+                None => return,
+            },
+            _ = sleep => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = Instant::now();
+        let ready: Vec<Box<str>> = waiting.iter().filter(|(_, due)| **due <= now).map(|(u, _)| u.clone()).collect();
+        for uri in ready {
+            waiting.remove(&uri);
+            last.insert(uri.clone(), now);
+            let numbers = index.numbers_of(&uri).unwrap_or_default();
+            table.on_presence(&uri, &numbers);
+        }
+        last.retain(|_, t| now.duration_since(*t) < interval);
+    }
+}
+
+/// Expires publications once a second.
+pub async fn expire_presence(store: Arc<crate::presence::PresenceStore>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { store.expire(std::time::Instant::now()); }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

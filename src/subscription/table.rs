@@ -113,6 +113,15 @@ impl Subscriptions {
         }
     }
 
+    /// A user's presence changed: every subscription watching one of his numbers, or his
+    /// SIP URI, gets his new state.
+    pub fn on_presence(&self, uri: &str, numbers: &[crate::numbers::E164]) {
+        for n in numbers {
+            self.notify_watchers(&Key::Phone(*n), false);
+        }
+        self.notify_watchers(&Key::Sip(uri.into()), false);
+    }
+
     /// After a gap in the change feed: every subscription re-sends full state.
     pub fn resync_all(&self) {
         let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();

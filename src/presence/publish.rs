@@ -1,0 +1,103 @@
+//! The PUBLISH handler (RFC 3903): initial, refresh, modify and remove, for Event presence
+//! with PIDF bodies. Registrars integrate through it too (Kamailio's `pua_usrloc`).
+
+use super::store::{PresenceStore, PublishError, Published};
+use crate::body::{self, InflateLimits};
+use crate::config::PresenceConfig;
+use crate::core::{Handler, HandlerFuture, ServerTx};
+use crate::index::Index;
+use crate::numbers::{self, UriKind};
+use crate::sip::{HeaderName, Request, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct PublishHandler {
+    pub store: Arc<PresenceStore>,
+    pub index: Index,
+    pub config: PresenceConfig,
+}
+
+impl Handler for PublishHandler {
+    fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture {
+        let resp = self.serve(&req).unwrap_or_else(|r| r);
+        Box::pin(tx.respond(resp))
+    }
+}
+
+impl PublishHandler {
+    fn serve(&self, req: &Request) -> Result<Response, Response> {
+        let event = req.headers.get(&HeaderName::Event);
+        if event.as_deref().map(|e| e.split(';').next().unwrap_or("").trim()) != Some("presence") {
+            return Err(Response::to(req, 489).header(HeaderName::AllowEvents, "presence"));
+        }
+        let expires = self.expires(req)?;
+        let uri = self.presentity(req)?;
+        let etag = req.headers.get(&HeaderName::SipIfMatch).map(|e| e.trim().to_string());
+        let state = if req.body.is_empty() { None } else { Some(read_pidf(req)?) };
+        let life = Duration::from_secs(expires.into());
+        let result = match (etag, state, expires) {
+            (None, None, _) => return Err(Response::with_reason(req, 400, "Missing Body And SIP-If-Match")),
+            (None, Some(_), 0) => return Err(Response::with_reason(req, 400, "Expires 0 Without SIP-If-Match")),
+            (None, Some(s), _) => Ok(Some(self.store.publish(&uri, s, life))),
+            (Some(e), _, 0) => self.store.remove(&uri, &e).map(|_| None),
+            (Some(e), state, _) => self.store.update(&uri, &e, state, life).map(Some),
+        };
+        match result {
+            Ok(new_etag) => {
+                let mut resp = Response::to(req, 200).header(HeaderName::Expires, expires.to_string());
+                if let Some(tag) = new_etag {
+                    resp = resp.header(HeaderName::SipETag, tag);
+                }
+                Ok(resp)
+            }
+            Err(PublishError::UnknownEtag) => Err(Response::to(req, 412)),
+        }
+    }
+
+    fn expires(&self, req: &Request) -> Result<u32, Response> {
+        let asked = match req.headers.get(&HeaderName::Expires) {
+            None => self.config.default_expires,
+            Some(v) => v.trim().parse::<u32>().map_err(|_| Response::with_reason(req, 400, "Bad Expires"))?,
+        };
+        if asked != 0 && asked < self.config.min_expires {
+            return Err(Response::to(req, 423).header(HeaderName::MinExpires, self.config.min_expires.to_string()));
+        }
+        Ok(asked.min(self.config.max_expires))
+    }
+
+    /// The presentity: a SIP user, or the user a phone number is bound to.
+    fn presentity(&self, req: &Request) -> Result<String, Response> {
+        match numbers::from_uri(&req.uri, None) {
+            UriKind::Sip(uri) => Ok(uri),
+            UriKind::Phone(n) => match self.index.lookup(n) {
+                Ok(Some(b)) => Ok(b.sip_uri),
+                _ => Err(Response::to(req, 404)),
+            },
+            UriKind::Invalid(_) => Err(Response::to(req, 416)),
+        }
+    }
+}
+
+/// The published state: open when any tuple is open. 415 for other bodies, 400 for bad PIDF.
+fn read_pidf(req: &Request) -> Result<Published, Response> {
+    let ct = req.headers.get(&HeaderName::ContentType).unwrap_or_default();
+    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/pidf+xml") {
+        return Err(Response::to(req, 415).header(HeaderName::Accept, "application/pidf+xml"));
+    }
+    let mut deflated = false;
+    for coding in req.headers.list(&HeaderName::ContentEncoding) {
+        match coding.to_ascii_lowercase().as_str() {
+            "deflate" => deflated = true,
+            "identity" => {}
+            _ => return Err(Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate")),
+        }
+    }
+    let xml = if deflated {
+        body::inflate(&req.body, &InflateLimits::default()).map_err(|_| Response::with_reason(req, 400, "Bad Deflate Body"))?
+    } else {
+        req.body.to_vec()
+    };
+    let pidf = body::pidf::parse(&xml).map_err(|e| Response::with_reason(req, 400, e.0))?;
+    let open = pidf.tuples.iter().any(|t| t.basic == Some(body::Basic::Open));
+    Ok(Published { open })
+}
