@@ -253,8 +253,11 @@ async fn whole_workflow_over_the_http_gateway_notifies_a_watcher() {
     assert!(code.chars().all(|c| c.is_ascii_digit()));
 
     // The gateway's delivery report is accepted for our reference only.
+    let status_path = format!("/v1/verifications/status?number=%2B{USERNAME}&device_id=phone-1");
+    assert_eq!(http(api, "GET", &status_path, &[], "").await.json()["delivery"], "submitted");
     let path = format!("/v1/delivery-status?ref={reference}&status=delivered");
     assert_eq!(http(api, "GET", &path, &[], "").await.status, 204);
+    assert_eq!(http(api, "GET", &status_path, &[], "").await.json()["delivery"], "delivered");
     let unknown = http(api, "POST", "/v1/delivery-status", &[("Content-Type", "application/x-www-form-urlencoded")], "client-ref=nope&status=delivered").await;
     assert_eq!((unknown.status, unknown.error()), (404, "unknown_reference".into()));
 
@@ -439,4 +442,64 @@ async fn reinstall_recovery_only_when_enabled_and_same_device() {
     assert_eq!(recovered.json()["recovered"], true);
     assert_eq!(recovered.json()["account"], first["account"]);
     assert_eq!(ask_code(api, NUMBER, "another-device").await.status, 202, "another device needs a code");
+}
+
+#[tokio::test]
+async fn voice_callback_channel_reads_the_code_digit_by_digit() {
+    let (s, api) = server(|c| c.provisioning.voice.kind = "log".into()).await;
+    let r = post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await;
+    assert_eq!((r.status, r.json()["channel"].clone()), (202, json!("voice")), "{}", r.body);
+    let log = std::fs::read_to_string(s.dir.path().join("voice.log")).expect("voice.log written");
+    let text = serde_json::from_str::<Value>(log.lines().last().unwrap()).unwrap()["text"].as_str().unwrap().to_string();
+    let spoken = text.strip_prefix("Your smart-presence code is ").expect("voice text");
+    assert_eq!(spoken.len(), 7, "four digits spaced out: {spoken}");
+    let code: String = spoken.split(' ').collect();
+    assert_eq!(check_code(api, NUMBER, "d", &code).await.status, 200);
+}
+
+/// Runs the binary on `data` with provisioning on `port` until the API answers.
+async fn spawn_server(dir: &std::path::Path, port: u16) -> std::process::Child {
+    let config = dir.join("sp.toml");
+    let text = format!(
+        "domain = \"example.org\"\ndata_dir = \"{}\"\n[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[provisioning]\nlisten = \"127.0.0.1:{port}\"\nmax_sends = 2\nresend_after_secs = 0\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_smart-presence"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = std::time::Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn what_was_answered_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = spawn_server(dir.path(), port).await;
+    assert_eq!(ask_code(api, NUMBER, "d").await.status, 202);
+    let log = std::fs::read_to_string(dir.path().join("data/sms.log")).unwrap();
+    let text = serde_json::from_str::<Value>(log.lines().last().unwrap()).unwrap()["text"].as_str().unwrap().to_string();
+    let code = text.rsplit(' ').next().unwrap();
+    let token = check_code(api, NUMBER, "d", code).await.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(ask_code(api, NUMBER, "d").await.status, 202);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = spawn_server(dir.path(), port).await;
+    let me = http(api, "GET", "/v1/account", &[("Authorization", &format!("Bearer {token}"))], "").await;
+    assert_eq!((me.status, me.json()["username"].clone()), (200, json!(USERNAME)), "the account and its token");
+    assert_eq!(ask_code(api, NUMBER, "d").await.error(), "too_many_sms", "the send counter");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -5,6 +5,7 @@
 //! | `GET /health`                       |         | `{"service":"smart-presence-provisioning"}` |
 //! | `POST /v1/verifications`            |         | send a code to a number (workflow 1)      |
 //! | `POST /v1/verifications/check`      |         | check it, provision the account (2)       |
+//! | `GET /v1/verifications/status`      |         | delivery state of the pending code        |
 //! | `GET/POST /v1/delivery-status`      | token?  | gateway delivery report                   |
 //! | `GET /v1/account`                   | account | the authenticated account                 |
 //! | `POST /v1/smart-entry`              | account | bind its verified numbers to its URI (3)  |
@@ -38,6 +39,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/health", get(|| async { Json(json!({"service": "smart-presence-provisioning"})) }))
         .route("/v1/verifications", post(start_verification))
         .route("/v1/verifications/check", post(check_verification))
+        .route("/v1/verifications/status", get(verification_status))
         .route("/v1/delivery-status", get(delivery_status).post(delivery_status))
         .route("/v1/account", get(get_account))
         .route("/v1/smart-entry", post(add_smart_entry).delete(remove_smart_entry))
@@ -131,6 +133,32 @@ async fn start_verification(State(s): Shared, req: Request) -> Result<Response, 
         "sends_left": sends_left,
     });
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    number: String,
+    device_id: String,
+}
+
+/// Where the last code of a number and device stands (`?number=&device_id=`).
+async fn verification_status(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let query = req.uri().query().unwrap_or("");
+    let q: StatusQuery = serde_urlencoded_query(query)?;
+    let n = international(&q.number)?;
+    let device = device_id(&q.device_id)?.to_string();
+    let st = s.clone();
+    match blocking(move || st.state.delivery(n, &device)).await? {
+        Some(delivery) => Ok(Json(json!({"number": n, "delivery": delivery})).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_verification", format!("no code was sent to {n} for this device"))),
+    }
+}
+
+fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let uri: axum::http::Uri = format!("/?{query}").parse().map_err(|_| ApiError::bad_request("malformed_query", "bad query string"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))
 }
 
 /// Re-install recovery: a device that verified `n` before gets new credentials, when enabled.
