@@ -25,6 +25,8 @@ pub struct Config {
     pub subscription: SubscriptionConfig,
     pub notify: NotifyConfig,
     pub presence: PresenceConfig,
+    pub provisioning: ProvisioningConfig,
+    pub budget: BudgetConfig,
 }
 
 /// Presence state from PUBLISH (and registrars that publish).
@@ -141,6 +143,8 @@ impl Default for Config {
             subscription: SubscriptionConfig::default(),
             notify: NotifyConfig::default(),
             presence: PresenceConfig::default(),
+            provisioning: ProvisioningConfig::default(),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -202,6 +206,139 @@ impl Default for NumbersConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig { listen: Some("127.0.0.1:5080".parse().expect("valid literal")) }
+    }
+}
+
+/// The phone-number verification and provisioning web service (`src/provisioning/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// Where the HTTP API listens. Unset (the default) disables the service. The listener
+    /// speaks plain HTTP: put a TLS proxy in front of it on a public address.
+    pub listen: Option<SocketAddr>,
+    /// The `{app}` placeholder of the messages.
+    pub app_name: String,
+    /// Digits in a one-time code.
+    pub code_length: usize,
+    /// How long a code may be used.
+    pub code_validity_secs: u64,
+    /// Most codes sent to one number and device within `send_window_secs`; then 429.
+    pub max_sends: u32,
+    /// The period the `max_sends` counter covers, from its first send.
+    pub send_window_secs: u64,
+    /// Least time between two sends to one number and device (429 with Retry-After).
+    pub resend_after_secs: u64,
+    /// Wrong codes that lock a verification (a new code must be requested).
+    pub max_wrong_codes: u32,
+    /// SIP username of a new account: `{digits}` is the E.164 number without `+` (the
+    /// default: `sip:+33...@domain` would read as a phone number, not a SIP user), `{number}`
+    /// the same with `+` (only inside a longer name, e.g. `u{number}`).
+    pub username_template: String,
+    /// Let a device that already verified a number get fresh credentials for it without a
+    /// new code. Off: a device id can be forged.
+    pub reinstall_recovery: bool,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most numbers in one address-book query (413 beyond).
+    pub max_address_book: usize,
+    /// Lifetime of an HTTP Digest nonce, in seconds.
+    pub digest_nonce_secs: u64,
+    /// When set, the delivery-status callback must carry `token=<this>` in its query.
+    pub delivery_status_token: String,
+    /// SMS text: `{app}` and `{code}`.
+    pub sms_text: String,
+    /// Voice-call text: `{app}`, `{code}` and `{spoken_code}` (digits spaced out).
+    pub voice_text: String,
+    /// Sender name or number (`{from}` of gateway templates).
+    pub sender: String,
+    pub sms: GatewayConfig,
+    /// The optional "call me" channel; `kind = "none"` disables it.
+    pub voice: GatewayConfig,
+}
+
+/// One delivery gateway (SMS or voice call).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// `log` (append to a file in data_dir and log), `http` (templated request) or `none`.
+    pub kind: String,
+    /// `log`: the file, relative to data_dir.
+    pub log_file: PathBuf,
+    /// `http`: the URL; `{to}`, `{from}`, `{text}`, `{ref}` are replaced, URL-encoded.
+    pub url: String,
+    /// `http`: the method.
+    pub method: String,
+    /// `http`: headers sent as they are (e.g. Authorization, Content-Type).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `http`: the body, with `{to}`, `{from}`, `{text}`, `{ref}` escaped by `body_encoding`.
+    pub body_template: String,
+    /// `http`: `form` (URL-encode values), `json` (JSON-escape values) or `raw`.
+    pub body_encoding: String,
+    /// `http` over https: PEM file of trusted CAs (unset: the system bundle).
+    pub ca_file: Option<PathBuf>,
+    /// `http`: give up on the gateway after this many seconds.
+    pub timeout_secs: u64,
+}
+
+/// The per-account discovery budget (`src/budget.rs`): how many new numbers an account may
+/// learn about, as a token bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Bucket size: new numbers an account may ask about at once.
+    pub burst: u32,
+    /// Tokens added back per day, continuously.
+    pub refill_per_day: u32,
+    /// Most numbers remembered per account as already charged; beyond, new numbers are
+    /// still charged but not remembered.
+    pub max_remembered: u32,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        ProvisioningConfig {
+            listen: None,
+            app_name: "smart-presence".into(),
+            code_length: 4,
+            code_validity_secs: 600,
+            max_sends: 5,
+            send_window_secs: 86_400,
+            resend_after_secs: 60,
+            max_wrong_codes: 3,
+            username_template: "{digits}".into(),
+            reinstall_recovery: false,
+            max_body_bytes: 256 * 1024,
+            max_address_book: 5000,
+            digest_nonce_secs: 300,
+            delivery_status_token: String::new(),
+            sms_text: "Your {app} code is: {code}".into(),
+            voice_text: "Your {app} code is {spoken_code}".into(),
+            sender: "smart-presence".into(),
+            sms: GatewayConfig::default(),
+            voice: GatewayConfig { kind: "none".into(), log_file: PathBuf::from("voice.log"), ..GatewayConfig::default() },
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            kind: "log".into(),
+            log_file: PathBuf::from("sms.log"),
+            url: String::new(),
+            method: "POST".into(),
+            headers: Default::default(),
+            body_template: String::new(),
+            body_encoding: "form".into(),
+            ca_file: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig { burst: 5000, refill_per_day: 100, max_remembered: 20_000 }
     }
 }
 

@@ -11,15 +11,21 @@
 //! - [`notification`]: NOTIFY requests from a resolved state.
 //! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
 //!
+//! Beside the SIP path: [`provisioning`] (number verification and the account web API),
+//! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
+//!
 //! [`server`] wires the parts; [`config`] holds the settings.
 
+pub mod accounts;
 pub mod body;
+pub mod budget;
 pub mod config;
 pub mod core;
 pub mod index;
 pub mod notification;
 pub mod presence;
 pub mod numbers;
+pub mod provisioning;
 pub mod resolution;
 pub mod server;
 pub mod sip;

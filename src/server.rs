@@ -1,6 +1,8 @@
 //! Wires the parts: binds the transports, builds the core and its handlers, and runs until
 //! told to stop. The only place that knows every part; it holds no logic of its own.
 
+use crate::accounts::{self, Accounts};
+use crate::budget::{self, Budget};
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
 use crate::index::{self, Index};
@@ -20,6 +22,9 @@ pub struct Server {
     index: Index,
     subscriptions: Arc<Subscriptions>,
     admin: Option<std::net::SocketAddr>,
+    accounts: Accounts,
+    budget: Budget,
+    provisioning: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -43,6 +48,10 @@ impl Server {
         let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
         let index = Index::open(&index::dir_in(&config.data_dir))?;
         let admin = start_admin(config, &index, &shutdown_rx).await?;
+        let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
+        let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
+        let provisioning =
+            crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), shutdown_rx.clone()).await?;
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
@@ -74,8 +83,8 @@ impl Server {
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages);
         transports.run(Arc::new(CoreSink(core)));
-        tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, "smart-presence listening");
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin })
+        tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -90,6 +99,21 @@ impl Server {
     /// Where the admin endpoint listens, when enabled.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin
+    }
+
+    /// Where the provisioning web service listens, when enabled.
+    pub fn provisioning_addr(&self) -> Option<std::net::SocketAddr> {
+        self.provisioning
+    }
+
+    /// The SIP account store (shared with the provisioning service).
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The per-account discovery budget (shared by address-book queries and subscriptions).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     pub fn addrs(&self) -> &BoundAddrs {

@@ -1,0 +1,429 @@
+//! SIP accounts: who may register and authenticate, and which verified numbers each has.
+//!
+//! Owns its own sled database (`data_dir/accounts`), three trees:
+//!
+//! - `accounts`: username → the stored account (JSON: the public [`Account`] plus secrets);
+//! - `by_number`: number (8 bytes) → username, so that one number always yields one account;
+//! - `tokens`: SHA-256 of a bearer token (hex) → username.
+//!
+//! Passwords are never stored: only the digest HA1s, `H(username:realm:password)` for MD5 and
+//! SHA-256 (RFC 2617, RFC 8760), realm = the config `domain`. So credentials are not
+//! retrievable: each verified provisioning *rotates* the password and the bearer token and
+//! returns the new ones; the previous ones stop working (one number, one active device).
+//!
+//! Every write goes through one writer lock, is one sled transaction over the trees, and is
+//! flushed before the call returns. It must not touch the binding index: linking a number to
+//! a SIP URI is the caller's decision (see `provisioning`).
+
+use crate::numbers::E164;
+use md5::Md5;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The directory of the account store inside the data directory.
+pub fn dir_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("accounts")
+}
+
+/// A SIP account as other parts see it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub domain: String,
+    /// The verified numbers the account was provisioned with.
+    pub numbers: Vec<E164>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last credential change.
+    pub updated_at: u64,
+}
+
+impl Account {
+    /// `sip:username@domain`.
+    pub fn sip_uri(&self) -> String {
+        format!("sip:{}@{}", self.username, self.domain)
+    }
+}
+
+/// Digest algorithms we keep an HA1 for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    /// From a Digest `algorithm=` value (`MD5`, `SHA-256`, with or without `-sess`: no).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name.to_ascii_uppercase().as_str() {
+            "MD5" => Some(Algorithm::Md5),
+            "SHA-256" => Some(Algorithm::Sha256),
+            _ => None,
+        }
+    }
+
+    /// Lowercase hex of the hash of `data`.
+    pub fn hex(self, data: &str) -> String {
+        match self {
+            Algorithm::Md5 => format!("{:x}", Md5::digest(data.as_bytes())),
+            Algorithm::Sha256 => format!("{:x}", Sha256::digest(data.as_bytes())),
+        }
+    }
+}
+
+/// New credentials, given out once.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub password: String,
+    pub token: String,
+}
+
+/// What [`Accounts::provision`] did.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub account: Account,
+    pub credentials: Credentials,
+    /// True when the account did not exist.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("username {0:?} is taken")]
+    UsernameTaken(String),
+    #[error("{number} belongs to account {username:?}")]
+    NumberTaken { number: E164, username: String },
+    #[error("invalid username {0:?} (1 to 64 characters: letters, digits, + - _ ., not starting with +)")]
+    InvalidUsername(String),
+    #[error("no account {0:?}")]
+    NotFound(String),
+    #[error("corrupt account entry: {0}")]
+    Corrupt(String),
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    account: Account,
+    ha1_md5: String,
+    ha1_sha256: String,
+    /// SHA-256 hex of the current bearer token, if any.
+    token_hash: Option<String>,
+}
+
+/// The account store. Cheap to clone.
+#[derive(Clone)]
+pub struct Accounts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    accounts: sled::Tree,
+    by_number: sled::Tree,
+    tokens: sled::Tree,
+    realm: String,
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").field("realm", &self.inner.realm).finish()
+    }
+}
+
+type Tx<T> = Result<T, ConflictableTransactionError<AccountError>>;
+
+fn abort(e: AccountError) -> ConflictableTransactionError<AccountError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_err(e: TransactionError<AccountError>) -> AccountError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => AccountError::Sled(e),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn decode(v: &[u8]) -> Result<Stored, AccountError> {
+    serde_json::from_slice(v).map_err(|e| AccountError::Corrupt(e.to_string()))
+}
+
+fn encode(s: &Stored) -> Vec<u8> {
+    serde_json::to_vec(s).unwrap_or_default()
+}
+
+/// A random password for SIP digest: 20 letters and digits (about 119 bits).
+pub fn random_password() -> String {
+    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(20).map(char::from).collect()
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn token_hash(token: &str) -> String {
+    Algorithm::Sha256.hex(token)
+}
+
+/// Usernames we accept: safe in a SIP URI user part without escaping, and not starting with
+/// `+` (`sip:+33...@domain` reads as a phone number, so it could not be a binding target).
+pub fn valid_username(u: &str) -> bool {
+    (1..=64).contains(&u.len())
+        && !u.starts_with('+')
+        && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-_.".contains(&b))
+}
+
+impl Accounts {
+    /// Opens (creating if needed) the store in `dir`; `realm` is the digest realm (the domain).
+    pub fn open(dir: &Path, realm: &str) -> Result<Accounts, AccountError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
+        let inner = Inner {
+            accounts: db.open_tree("accounts")?,
+            by_number: db.open_tree("by_number")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+            realm: realm.to_string(),
+            write: Mutex::new(()),
+        };
+        Ok(Accounts { inner: Arc::new(inner) })
+    }
+
+    /// The digest realm (the service domain).
+    pub fn realm(&self) -> &str {
+        &self.inner.realm
+    }
+
+    pub fn get(&self, username: &str) -> Result<Option<Account>, AccountError> {
+        Ok(self.stored(username)?.map(|s| s.account))
+    }
+
+    /// The account `n` was provisioned for, if any.
+    pub fn by_number(&self, n: E164) -> Result<Option<Account>, AccountError> {
+        match self.inner.by_number.get(n.as_key())? {
+            Some(u) => self.get(&String::from_utf8_lossy(&u)),
+            None => Ok(None),
+        }
+    }
+
+    /// The account a bearer token was issued to.
+    pub fn by_token(&self, token: &str) -> Result<Option<Account>, AccountError> {
+        match self.inner.tokens.get(token_hash(token))? {
+            Some(u) => self.get(&String::from_utf8_lossy(&u)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored HA1 (`H(username:realm:password)`, lowercase hex) for digest checks.
+    pub fn ha1(&self, username: &str, algorithm: Algorithm) -> Option<String> {
+        let s = self.stored(username).ok()??;
+        Some(match algorithm {
+            Algorithm::Md5 => s.ha1_md5,
+            Algorithm::Sha256 => s.ha1_sha256,
+        })
+    }
+
+    /// True when `password` is the account's password (for HTTP Basic).
+    pub fn check_password(&self, username: &str, password: &str) -> bool {
+        let Some(stored) = self.ha1(username, Algorithm::Sha256) else { return false };
+        let computed = Algorithm::Sha256.hex(&format!("{username}:{}:{password}", self.inner.realm));
+        constant_time_eq(stored.as_bytes(), computed.as_bytes())
+    }
+
+    /// Creates an account with a given password and numbers (the CLI and tests use this).
+    /// Fails if the username exists or a number already belongs to an account.
+    pub fn create(&self, username: &str, password: &str, numbers: &[E164]) -> Result<Account, AccountError> {
+        if !valid_username(username) {
+            return Err(AccountError::InvalidUsername(username.to_string()));
+        }
+        let _w = self.inner.write.lock();
+        let now = unix_now();
+        let account = Account {
+            username: username.to_string(),
+            domain: self.inner.realm.clone(),
+            numbers: numbers.to_vec(),
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = self.with_password(account, password, None);
+        self.insert_new(&stored)?;
+        self.inner.db.flush()?;
+        Ok(stored.account)
+    }
+
+    /// Idempotent provisioning by number: returns the account `n` belongs to, or creates one
+    /// named `username`; either way with a new password and bearer token (rotated).
+    pub fn provision(&self, n: E164, username: &str) -> Result<Provisioned, AccountError> {
+        if !valid_username(username) {
+            return Err(AccountError::InvalidUsername(username.to_string()));
+        }
+        let _w = self.inner.write.lock();
+        let credentials = Credentials { password: random_password(), token: random_token() };
+        let (stored, created) = match self.inner.by_number.get(n.as_key())? {
+            Some(u) => {
+                let u = String::from_utf8_lossy(&u).into_owned();
+                let old = self.stored(&u)?.ok_or_else(|| AccountError::Corrupt(format!("{n} points to missing {u:?}")))?;
+                let mut account = old.account;
+                account.updated_at = unix_now();
+                let stored = self.with_password(account, &credentials.password, Some(&credentials.token));
+                self.replace(&stored, old.token_hash.as_deref())?;
+                (stored, false)
+            }
+            None => {
+                let now = unix_now();
+                let account = Account {
+                    username: username.to_string(),
+                    domain: self.inner.realm.clone(),
+                    numbers: vec![n],
+                    created_at: now,
+                    updated_at: now,
+                };
+                let stored = self.with_password(account, &credentials.password, Some(&credentials.token));
+                self.insert_new(&stored)?;
+                (stored, true)
+            }
+        };
+        self.inner.db.flush()?;
+        Ok(Provisioned { account: stored.account, credentials, created })
+    }
+
+    /// Sets a new password (keeps the token).
+    pub fn set_password(&self, username: &str, password: &str) -> Result<(), AccountError> {
+        let _w = self.inner.write.lock();
+        let old = self.stored(username)?.ok_or_else(|| AccountError::NotFound(username.to_string()))?;
+        let mut stored = self.with_password(old.account, password, None);
+        stored.token_hash = old.token_hash.clone();
+        self.replace(&stored, old.token_hash.as_deref())?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Every account, in username order.
+    pub fn list(&self) -> Result<Vec<Account>, AccountError> {
+        self.inner.accounts.iter().values().map(|v| Ok(decode(&v?)?.account)).collect()
+    }
+
+    fn stored(&self, username: &str) -> Result<Option<Stored>, AccountError> {
+        match self.inner.accounts.get(username.as_bytes())? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn with_password(&self, account: Account, password: &str, token: Option<&str>) -> Stored {
+        let a1 = format!("{}:{}:{password}", account.username, self.inner.realm);
+        Stored {
+            ha1_md5: Algorithm::Md5.hex(&a1),
+            ha1_sha256: Algorithm::Sha256.hex(&a1),
+            token_hash: token.map(token_hash),
+            account,
+        }
+    }
+
+    /// Writes a new account and its numbers (and token) in one transaction.
+    fn insert_new(&self, s: &Stored) -> Result<(), AccountError> {
+        let i = &self.inner;
+        (&i.accounts, &i.by_number, &i.tokens)
+            .transaction(|(accounts, by_number, tokens)| -> Tx<()> {
+                let name = s.account.username.as_bytes();
+                if accounts.get(name)?.is_some() {
+                    return Err(abort(AccountError::UsernameTaken(s.account.username.clone())));
+                }
+                for n in &s.account.numbers {
+                    if let Some(owner) = by_number.get(n.as_key())? {
+                        let username = String::from_utf8_lossy(&owner).into_owned();
+                        return Err(abort(AccountError::NumberTaken { number: *n, username }));
+                    }
+                    by_number.insert(&n.as_key()[..], name)?;
+                }
+                if let Some(h) = &s.token_hash {
+                    tokens.insert(h.as_bytes(), name)?;
+                }
+                accounts.insert(name, encode(s))?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    /// Rewrites an existing account, swapping its token entry.
+    fn replace(&self, s: &Stored, old_token: Option<&str>) -> Result<(), AccountError> {
+        let i = &self.inner;
+        (&i.accounts, &i.tokens)
+            .transaction(|(accounts, tokens)| -> Tx<()> {
+                let name = s.account.username.as_bytes();
+                if let Some(h) = old_token {
+                    tokens.remove(h.as_bytes())?;
+                }
+                if let Some(h) = &s.token_hash {
+                    tokens.insert(h.as_bytes(), name)?;
+                }
+                accounts.insert(name, encode(s))?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+}
+
+/// Compares without an early exit (for secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> E164 {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn provisioning_is_idempotent_and_rotates_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Accounts::open(dir.path(), "example.org").unwrap();
+        let first = a.provision(n("+33612345678"), "33612345678").unwrap();
+        assert!(first.created);
+        let second = a.provision(n("+33612345678"), "ignored").unwrap();
+        assert!(!second.created);
+        assert_eq!(second.account.username, "33612345678");
+        assert_eq!(second.account.numbers, vec![n("+33612345678")]);
+        assert_ne!(first.credentials.password, second.credentials.password);
+        assert!(a.check_password("33612345678", &second.credentials.password));
+        assert!(!a.check_password("33612345678", &first.credentials.password));
+        assert!(a.by_token(&first.credentials.token).unwrap().is_none());
+        assert_eq!(a.by_token(&second.credentials.token).unwrap().unwrap().username, "33612345678");
+    }
+
+    #[test]
+    fn ha1_matches_rfc_definition_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let a = Accounts::open(dir.path(), "example.org").unwrap();
+            a.create("alice", "secret", &[n("+33698765432")]).unwrap();
+            assert!(matches!(a.create("alice", "x", &[]), Err(AccountError::UsernameTaken(_))));
+            assert!(matches!(a.create("bob", "x", &[n("+33698765432")]), Err(AccountError::NumberTaken { .. })));
+            assert!(a.get("bob").unwrap().is_none(), "a failed create writes nothing");
+        }
+        let a = Accounts::open(dir.path(), "example.org").unwrap();
+        assert_eq!(a.ha1("alice", Algorithm::Md5).unwrap(), format!("{:x}", Md5::digest(b"alice:example.org:secret")));
+        assert_eq!(a.ha1("alice", Algorithm::Sha256).unwrap(), format!("{:x}", Sha256::digest(b"alice:example.org:secret")));
+        assert_eq!(a.by_number(n("+33698765432")).unwrap().unwrap().username, "alice");
+        assert!(a.ha1("nobody", Algorithm::Md5).is_none());
+        assert!(matches!(a.create("bad name", "x", &[]), Err(AccountError::InvalidUsername(_))));
+    }
+}

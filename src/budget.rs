@@ -1,0 +1,294 @@
+//! The per-account discovery budget (issue 8): how many *new* numbers an account may learn
+//! about (whether they are users), so that a client cannot scan the numbering plan.
+//!
+//! A token bucket per account: `burst` tokens at most, refilled continuously at
+//! `refill_per_day`. Asking about a number the account was already charged for costs
+//! nothing; a new number costs one token. Without a token, the number is reported as not
+//! allowed (callers answer "not a user", never an error), logged and counted.
+//!
+//! Owns its own sled database (`data_dir/budget`), two trees:
+//!
+//! - `buckets`: account → `[tokens f64 BE][updated_at u64 BE][remembered u32 BE]`;
+//! - `charged`: account + `0x00` + 8-byte keyed hash of the number → empty. Hashed so that
+//!   the store does not keep address books in clear; at most `max_remembered` per account
+//!   (beyond, new numbers are still charged but not remembered).
+//!
+//! Both address-book HTTP queries and SIP list subscriptions charge through [`Budget::charge`].
+//! It knows nothing of accounts beyond their names and must not touch the binding index.
+
+use crate::config::BudgetConfig;
+use crate::numbers::E164;
+use parking_lot::Mutex;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The directory of the budget store inside the data directory.
+pub fn dir_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("budget")
+}
+
+const SALT_KEY: &[u8] = b"salt";
+
+/// The answer of [`Budget::charge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allowed {
+    /// Per number, in the order given: may the account learn about it?
+    pub allowed: Vec<bool>,
+    /// Numbers charged by this call (new to the account, within budget).
+    pub newly_charged: usize,
+    /// New numbers refused for lack of budget.
+    pub over_budget: usize,
+}
+
+/// What an operator sees for one account.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub account: String,
+    /// Tokens available now (whole numbers that may still be discovered at once).
+    pub tokens: u64,
+    pub burst: u32,
+    pub refill_per_day: u32,
+    /// Numbers remembered as already charged.
+    pub remembered: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The budget store. Cheap to clone.
+#[derive(Clone)]
+pub struct Budget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    buckets: sled::Tree,
+    charged: sled::Tree,
+    salt: [u8; 16],
+    config: BudgetConfig,
+    write: Mutex<()>,
+    refused: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated_at: u64,
+    remembered: u32,
+}
+
+impl Bucket {
+    fn decode(v: &[u8]) -> Option<Bucket> {
+        let tokens = f64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
+        let updated_at = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+        let remembered = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
+        Some(Bucket { tokens, updated_at, remembered })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        [&self.tokens.to_be_bytes()[..], &self.updated_at.to_be_bytes(), &self.remembered.to_be_bytes()].concat()
+    }
+
+    /// Adds what accrued since `updated_at`, capped at `burst`.
+    fn refill(&mut self, now: u64, c: &BudgetConfig) {
+        let elapsed = now.saturating_sub(self.updated_at) as f64;
+        let added = elapsed * f64::from(c.refill_per_day) / 86_400.0;
+        self.tokens = (self.tokens + added).min(f64::from(c.burst));
+        self.updated_at = now.max(self.updated_at);
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn prefix(account: &str) -> Vec<u8> {
+    let mut k = account.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+impl Budget {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, config: &BudgetConfig) -> Result<Budget, BudgetError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
+        let salt = match db.get(SALT_KEY)? {
+            Some(v) if v.len() == 16 => v.as_ref().try_into().unwrap_or([0; 16]),
+            _ => {
+                let s: [u8; 16] = rand::random();
+                db.insert(SALT_KEY, &s)?;
+                db.flush()?;
+                s
+            }
+        };
+        let inner = Inner {
+            buckets: db.open_tree("buckets")?,
+            charged: db.open_tree("charged")?,
+            db,
+            salt,
+            config: config.clone(),
+            write: Mutex::new(()),
+            refused: AtomicU64::new(0),
+        };
+        Ok(Budget { inner: Arc::new(inner) })
+    }
+
+    /// Charges `account` for learning about `numbers` (now).
+    pub fn charge(&self, account: &str, numbers: &[E164]) -> Result<Allowed, BudgetError> {
+        self.charge_at(account, numbers, unix_now())
+    }
+
+    /// [`Budget::charge`] at a given Unix time (tests).
+    pub fn charge_at(&self, account: &str, numbers: &[E164], now: u64) -> Result<Allowed, BudgetError> {
+        let _w = self.inner.write.lock();
+        let mut bucket = self.bucket(account, now)?;
+        let mut batch = sled::Batch::default();
+        let mut seen_now = HashSet::new();
+        let mut out = Allowed { allowed: Vec::with_capacity(numbers.len()), newly_charged: 0, over_budget: 0 };
+        for n in numbers {
+            let key = self.charged_key(account, *n);
+            let known = seen_now.contains(&key) || self.inner.charged.contains_key(&key)?;
+            let ok = known || self.take_token(&mut bucket, &mut batch, &key);
+            if !known && ok {
+                out.newly_charged += 1;
+                seen_now.insert(key);
+            } else if !ok {
+                out.over_budget += 1;
+            }
+            out.allowed.push(ok);
+        }
+        if out.newly_charged > 0 {
+            self.inner.charged.apply_batch(batch)?;
+            self.inner.buckets.insert(account.as_bytes(), bucket.encode())?;
+            self.inner.db.flush()?;
+        }
+        if out.over_budget > 0 {
+            self.inner.refused.fetch_add(out.over_budget as u64, Ordering::Relaxed);
+            tracing::warn!(account, over_budget = out.over_budget, "discovery budget exhausted: numbers answered as not users");
+        }
+        Ok(out)
+    }
+
+    /// The account's budget now.
+    pub fn status(&self, account: &str) -> Result<Status, BudgetError> {
+        let b = self.bucket(account, unix_now())?;
+        let c = &self.inner.config;
+        Ok(Status {
+            account: account.to_string(),
+            tokens: b.tokens.max(0.0) as u64,
+            burst: c.burst,
+            refill_per_day: c.refill_per_day,
+            remembered: b.remembered,
+        })
+    }
+
+    /// Forgets the account's bucket and charged numbers: a full budget again.
+    pub fn reset(&self, account: &str) -> Result<(), BudgetError> {
+        let _w = self.inner.write.lock();
+        let mut batch = sled::Batch::default();
+        for k in self.inner.charged.scan_prefix(prefix(account)).keys() {
+            batch.remove(k?);
+        }
+        self.inner.charged.apply_batch(batch)?;
+        self.inner.buckets.remove(account.as_bytes())?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// New numbers refused for lack of budget since start (all accounts).
+    pub fn refused_total(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
+    fn bucket(&self, account: &str, now: u64) -> Result<Bucket, BudgetError> {
+        let c = &self.inner.config;
+        let mut b = match self.inner.buckets.get(account.as_bytes())? {
+            Some(v) => Bucket::decode(&v).unwrap_or(Bucket { tokens: 0.0, updated_at: now, remembered: 0 }),
+            None => Bucket { tokens: f64::from(c.burst), updated_at: now, remembered: 0 },
+        };
+        b.refill(now, c);
+        Ok(b)
+    }
+
+    /// Takes one token for a new number; remembers it while there is room.
+    fn take_token(&self, bucket: &mut Bucket, batch: &mut sled::Batch, key: &[u8]) -> bool {
+        if bucket.tokens < 1.0 {
+            return false;
+        }
+        bucket.tokens -= 1.0;
+        if bucket.remembered < self.inner.config.max_remembered {
+            batch.insert(key, &[][..]);
+            bucket.remembered += 1;
+        }
+        true
+    }
+
+    fn charged_key(&self, account: &str, n: E164) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(self.inner.salt);
+        h.update(account.as_bytes());
+        h.update(n.as_key());
+        let mut k = prefix(account);
+        k.extend_from_slice(&h.finalize()[..8]);
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nums(range: std::ops::Range<u64>) -> Vec<E164> {
+        range.map(|i| E164::from_digits(33_600_000_000 + i).unwrap()).collect()
+    }
+
+    fn budget(dir: &Path, burst: u32, refill: u32) -> Budget {
+        Budget::open(dir, &BudgetConfig { burst, refill_per_day: refill, max_remembered: 1000 }).unwrap()
+    }
+
+    #[test]
+    fn new_numbers_cost_old_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = budget(dir.path(), 3, 0);
+        let first = b.charge_at("alice", &nums(0..2), 1000).unwrap();
+        assert_eq!(first, Allowed { allowed: vec![true, true], newly_charged: 2, over_budget: 0 });
+        let again = b.charge_at("alice", &nums(0..4), 1000).unwrap();
+        assert_eq!(again, Allowed { allowed: vec![true, true, true, false], newly_charged: 1, over_budget: 1 });
+        assert_eq!(b.status("alice").unwrap().tokens, 0);
+        assert_eq!(b.charge_at("bob", &nums(0..1), 1000).unwrap().newly_charged, 1, "per account");
+        b.reset("alice").unwrap();
+        assert_eq!(b.charge_at("alice", &nums(3..6), 1000).unwrap().over_budget, 0);
+    }
+
+    #[test]
+    fn refills_over_time_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = budget(dir.path(), 2, 86_400);
+            assert_eq!(b.charge_at("a", &nums(0..3), 100).unwrap().over_budget, 1);
+        }
+        let b = budget(dir.path(), 2, 86_400);
+        assert_eq!(b.charge_at("a", &nums(0..2), 100).unwrap().newly_charged, 0, "remembered after reopen");
+        let later = b.charge_at("a", &nums(2..4), 101).unwrap();
+        assert_eq!(later.allowed, vec![true, false], "one token per second came back");
+    }
+
+    #[test]
+    fn duplicates_in_one_call_cost_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = budget(dir.path(), 1, 0);
+        let n = nums(0..1)[0];
+        assert_eq!(b.charge_at("a", &[n, n, n], 5).unwrap().allowed, vec![true, true, true]);
+    }
+}

@@ -1,0 +1,132 @@
+//! Phone-number verification and provisioning web service (issue 6): an HTTP JSON API on
+//! its own listener, documented in `docs/provisioning.openapi.yaml`.
+//!
+//! The workflow: a code is sent by SMS (or voice call) to a number; the right code
+//! provisions the SIP account of that number (created on first use); the account, once
+//! authenticated, makes its verified numbers smart entries (bindings in the index, so list
+//! watchers are notified) and queries address books (charged to the discovery budget).
+//!
+//! Parts, one concept per file: `routes` (handlers), `verification` (codes and limits in
+//! sled), `sms` and `http_client` (delivery gateways), `auth` (Bearer, Digest, Basic),
+//! `api` (error body, JSON input). This module owns its own sled database
+//! (`data_dir/provisioning`) and the listener; it uses the server's `Index`, `Accounts` and
+//! `Budget` through their public APIs only and never opens them itself.
+
+mod api;
+mod auth;
+mod http_client;
+mod routes;
+pub mod sms;
+mod verification;
+
+use crate::accounts::Accounts;
+use crate::budget::Budget;
+use crate::config::Config;
+use crate::index::Index;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub use verification::{Check, Limits, Start, Verifications};
+
+/// The directory of the service's own state inside the data directory.
+pub fn dir_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("provisioning")
+}
+
+/// What the handlers share.
+pub(crate) struct Service {
+    config: crate::config::ProvisioningConfig,
+    default_region: Option<crate::numbers::Region>,
+    index: Index,
+    accounts: Accounts,
+    budget: Budget,
+    state: Verifications,
+    sms: sms::Gateway,
+    voice: sms::Gateway,
+    auth: auth::Auth,
+}
+
+/// Binds the listener when `[provisioning] listen` is set and serves until `shutdown`
+/// turns true. Returns the bound address.
+pub async fn start(
+    config: &Config,
+    index: Index,
+    accounts: Accounts,
+    budget: Budget,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(listen) = config.provisioning.listen else { return Ok(None) };
+    let service = Arc::new(service(config, index, accounts, budget, listen)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind provisioning endpoint {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(sweep(service.clone(), shutdown.clone()));
+    let app = routes::router(service);
+    let mut stop = shutdown;
+    tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.changed().await;
+        };
+        tracing::info!(%addr, "provisioning endpoint listening");
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
+            tracing::error!("provisioning endpoint: {e}");
+        }
+    });
+    Ok(Some(addr))
+}
+
+fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, listen: SocketAddr) -> anyhow::Result<Service> {
+    let p = &config.provisioning;
+    if !(1..=12).contains(&p.code_length) {
+        anyhow::bail!("provisioning.code_length must be 1 to 12");
+    }
+    let limits = Limits {
+        code_length: p.code_length,
+        validity_secs: p.code_validity_secs,
+        max_sends: p.max_sends,
+        window_secs: p.send_window_secs,
+        resend_after_secs: p.resend_after_secs,
+        max_wrong: p.max_wrong_codes,
+    };
+    let state = Verifications::open(&dir_in(&config.data_dir), limits)?;
+    let sms = sms::Gateway::from_config(&p.sms, &config.data_dir)?;
+    let voice = sms::Gateway::from_config(&p.voice, &config.data_dir)?;
+    let auth = auth::Auth::new(accounts.clone(), p.digest_nonce_secs, listen.ip().is_loopback());
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "provisioning endpoint is not on loopback and serves plain HTTP: HTTP Basic is refused; put a TLS proxy in front");
+    }
+    Ok(Service {
+        config: p.clone(),
+        default_region: crate::numbers::parse_region(&config.numbers.default_region).ok(),
+        index,
+        accounts,
+        budget,
+        state,
+        sms,
+        voice,
+        auth,
+    })
+}
+
+/// Removes finished verifications once a minute.
+async fn sweep(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let s = service.clone();
+        let swept = tokio::task::spawn_blocking(move || s.state.sweep(unix_now())).await;
+        if let Ok(Err(e)) = swept {
+            tracing::warn!("provisioning sweep: {e}");
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

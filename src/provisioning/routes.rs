@@ -1,0 +1,454 @@
+//! The routes of the provisioning API (the contract is `docs/provisioning.openapi.yaml`):
+//!
+//! | route                               | auth    | what                                      |
+//! |-------------------------------------|---------|-------------------------------------------|
+//! | `GET /health`                       |         | `{"service":"smart-presence-provisioning"}` |
+//! | `POST /v1/verifications`            |         | send a code to a number (workflow 1)      |
+//! | `POST /v1/verifications/check`      |         | check it, provision the account (2)       |
+//! | `GET /v1/verifications/status`      |         | delivery state of the pending code        |
+//! | `GET/POST /v1/delivery-status`      | token?  | gateway delivery report                   |
+//! | `GET /v1/account`                   | account | the authenticated account                 |
+//! | `POST /v1/smart-entry`              | account | bind its verified numbers to its URI (3)  |
+//! | `DELETE /v1/smart-entry`            | account | remove those bindings                     |
+//! | `POST /v1/address-book`             | account | which numbers are smart (4), budgeted     |
+//!
+//! Owns request parsing and answers only; state lives in `verification`, accounts and the
+//! index are changed through their APIs. Storage calls run on the blocking pool.
+
+use super::api::{self, json_body, read_limited, ApiError};
+use super::auth::AuthError;
+use super::sms::{render_text, Outgoing};
+use super::{unix_now, Check, Service, Start};
+use crate::accounts::{Account, AccountError, Provisioned};
+use crate::index::{self, Source};
+use crate::numbers::{self, E164};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+type Shared = State<Arc<Service>>;
+
+pub(crate) fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"service": "smart-presence-provisioning"})) }))
+        .route("/v1/verifications", post(start_verification))
+        .route("/v1/verifications/check", post(check_verification))
+        .route("/v1/verifications/status", get(verification_status))
+        .route("/v1/delivery-status", get(delivery_status).post(delivery_status))
+        .route("/v1/account", get(get_account))
+        .route("/v1/smart-entry", post(add_smart_entry).delete(remove_smart_entry))
+        .route("/v1/address-book", post(address_book))
+        .fallback(api::not_found)
+        .with_state(service)
+}
+
+/// Runs storage work off the async threads.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError::internal(format!("storage: {e}"))),
+        Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
+    }
+}
+
+/// A number in international format (workflow steps 1 and 2).
+fn international(raw: &str) -> Result<E164, ApiError> {
+    numbers::normalize(raw, None)
+        .map_err(|e| ApiError::bad_request("invalid_number", format!("{raw:?} is not an international phone number: {e}")))
+}
+
+fn device_id(raw: &str) -> Result<&str, ApiError> {
+    let ok = (1..=128).contains(&raw.len()) && raw.chars().all(|c| c.is_ascii_graphic());
+    ok.then_some(raw).ok_or_else(|| ApiError::bad_request("invalid_device_id", "device_id: 1 to 128 printable ASCII characters"))
+}
+
+fn too_many_requests(code: &'static str, message: String, retry_after: u64) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        .with(json!({"retry_after": retry_after}))
+        .header(header::RETRY_AFTER, retry_after)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    number: String,
+    device_id: String,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+async fn start_verification(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let b: StartBody = json_body(&parts.headers, body, s.config.max_body_bytes).await?;
+    let n = international(&b.number)?;
+    let device = device_id(&b.device_id)?.to_string();
+    let channel = b.channel.unwrap_or_else(|| "sms".into());
+    let gateway = match channel.as_str() {
+        "sms" => &s.sms,
+        "voice" if s.voice.is_enabled() => &s.voice,
+        "voice" => return Err(ApiError::bad_request("channel_unavailable", "voice calls are not enabled on this service")),
+        _ => return Err(ApiError::bad_request("invalid_channel", "channel must be sms or voice")),
+    };
+    if let Some(answer) = recover(&s, n, &device).await? {
+        return Ok(answer);
+    }
+    let st = s.clone();
+    let dev = device.clone();
+    let decision = blocking(move || st.state.start(n, &dev, unix_now())).await?;
+    let (id, code, sends_left) = match decision {
+        Start::Send { id, code, sends_left } => (id, code, sends_left),
+        Start::TooMany { retry_after } => {
+            return Err(too_many_requests("too_many_sms", format!("too many codes sent to {n} for this device"), retry_after))
+        }
+        Start::TooSoon { retry_after } => {
+            return Err(too_many_requests("resend_too_soon", format!("wait {retry_after} s before asking for a new code"), retry_after))
+        }
+    };
+    let template = if channel == "voice" { &s.config.voice_text } else { &s.config.sms_text };
+    let msg = Outgoing {
+        to: n.to_string(),
+        from: s.config.sender.clone(),
+        text: render_text(template, &s.config.app_name, &code),
+        reference: id.clone(),
+    };
+    if let Err(e) = gateway.send(&msg).await {
+        tracing::warn!(number = %n, "code delivery failed: {e}");
+        let (st, rid) = (s.clone(), id.clone());
+        let _ = blocking(move || st.state.set_delivery(&rid, "failed")).await;
+        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "delivery_failed", format!("the {channel} gateway failed: {e}")));
+    }
+    let l = s.state.limits();
+    let answer = json!({
+        "verification_id": id,
+        "number": n,
+        "channel": channel,
+        "expires_in": l.validity_secs,
+        "resend_in": l.resend_after_secs,
+        "sends_left": sends_left,
+    });
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    number: String,
+    device_id: String,
+}
+
+/// Where the last code of a number and device stands (`?number=&device_id=`).
+async fn verification_status(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let query = req.uri().query().unwrap_or("");
+    let q: StatusQuery = serde_urlencoded_query(query)?;
+    let n = international(&q.number)?;
+    let device = device_id(&q.device_id)?.to_string();
+    let st = s.clone();
+    match blocking(move || st.state.delivery(n, &device)).await? {
+        Some(delivery) => Ok(Json(json!({"number": n, "delivery": delivery})).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_verification", format!("no code was sent to {n} for this device"))),
+    }
+}
+
+fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let uri: axum::http::Uri = format!("/?{query}").parse().map_err(|_| ApiError::bad_request("malformed_query", "bad query string"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request("malformed_query", e.body_text()))
+}
+
+/// Re-install recovery: a device that verified `n` before gets new credentials, when enabled.
+async fn recover(s: &Arc<Service>, n: E164, device: &str) -> Result<Option<Response>, ApiError> {
+    if !s.config.reinstall_recovery {
+        return Ok(None);
+    }
+    let (st, dev) = (s.clone(), device.to_string());
+    let known = blocking(move || st.state.knows_device(n, &dev)).await?;
+    let st = s.clone();
+    if !known || blocking(move || st.accounts.by_number(n)).await?.is_none() {
+        return Ok(None);
+    }
+    tracing::info!(number = %n, "re-install recovery: credentials rotated without a code");
+    let p = provision(s, n, device).await?;
+    Ok(Some(provisioned_answer(&p, true).into_response()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody {
+    number: String,
+    device_id: String,
+    code: String,
+}
+
+async fn check_verification(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let b: CheckBody = json_body(&parts.headers, body, s.config.max_body_bytes).await?;
+    let n = international(&b.number)?;
+    let device = device_id(&b.device_id)?.to_string();
+    let (st, dev, code) = (s.clone(), device.clone(), b.code);
+    match blocking(move || st.state.check(n, &dev, &code, unix_now())).await? {
+        Check::Correct => {}
+        Check::Wrong { attempts_left } => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code", "wrong code")
+                .with(json!({"attempts_left": attempts_left})))
+        }
+        Check::Locked => {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "verification_locked", "too many wrong codes: ask for a new code"))
+        }
+        Check::Expired => return Err(ApiError::new(StatusCode::GONE, "code_expired", "the code expired: ask for a new code")),
+        Check::NoPending => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no_verification", format!("no pending code for {n} and this device")))
+        }
+    }
+    let p = provision(&s, n, &device).await?;
+    Ok(provisioned_answer(&p, false).into_response())
+}
+
+/// Creates or finds the account of `n` (new credentials) and remembers the device; durable
+/// before it returns.
+async fn provision(s: &Arc<Service>, n: E164, device: &str) -> Result<Provisioned, ApiError> {
+    let number = n.to_string();
+    let username = s.config.username_template.replace("{digits}", number.trim_start_matches('+')).replace("{number}", &number);
+    let st = s.clone();
+    let p = match tokio::task::spawn_blocking(move || st.accounts.provision(n, &username)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e @ (AccountError::UsernameTaken(_) | AccountError::InvalidUsername(_)))) => {
+            tracing::error!(number = %n, "cannot provision: {e} (check provisioning.username_template)");
+            return Err(ApiError::new(StatusCode::CONFLICT, "account_conflict", e.to_string()));
+        }
+        Ok(Err(e)) => return Err(ApiError::internal(format!("storage: {e}"))),
+        Err(e) => return Err(ApiError::internal(format!("task failed: {e}"))),
+    };
+    let (st, dev) = (s.clone(), device.to_string());
+    blocking(move || st.state.remember_device(n, &dev, unix_now())).await?;
+    Ok(p)
+}
+
+fn account_json(a: &Account) -> Value {
+    json!({
+        "username": a.username,
+        "domain": a.domain,
+        "sip_uri": a.sip_uri(),
+        "numbers": a.numbers,
+        "created_at": a.created_at,
+    })
+}
+
+fn provisioned_answer(p: &Provisioned, recovered: bool) -> Json<Value> {
+    Json(json!({
+        "account": account_json(&p.account),
+        "password": p.credentials.password,
+        "token": p.credentials.token,
+        "created": p.created,
+        "recovered": recovered,
+    }))
+}
+
+/// The account the request authenticates, or a 401 with challenges.
+async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, ApiError> {
+    let authz = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string());
+    let (method, now) = (parts.method.to_string(), unix_now());
+    let st = s.clone();
+    let result = tokio::task::spawn_blocking(move || st.auth.authenticate(authz.as_deref(), &method, &uri, now))
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?;
+    let (code, message, stale) = match result {
+        Ok(a) => return Ok(a),
+        Err(AuthError::Storage(e)) => return Err(ApiError::internal(format!("storage: {e}"))),
+        Err(AuthError::Missing) => ("unauthorized", "authentication required: Digest, Bearer token".to_string(), false),
+        Err(AuthError::Invalid(m)) => ("unauthorized", m, false),
+        Err(AuthError::Stale) => ("unauthorized", "stale nonce: retry with the new one".to_string(), true),
+        Err(AuthError::BasicRefused) => (
+            "basic_refused",
+            "HTTP Basic is only accepted on a loopback listener (this service does not serve TLS): use Digest or the bearer token".to_string(),
+            false,
+        ),
+    };
+    let mut err = ApiError::new(StatusCode::UNAUTHORIZED, code, message);
+    for c in s.auth.challenges(now, stale) {
+        err = err.header(header::WWW_AUTHENTICATE, c);
+    }
+    Err(err)
+}
+
+async fn get_account(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    let account = authenticated(&s, &parts).await?;
+    Ok(Json(account_json(&account)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EntryBody {
+    numbers: Option<Vec<String>>,
+}
+
+/// A JSON body that may be absent (empty body: the default).
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(parts: &Parts, body: Body, limit: usize) -> Result<T, ApiError> {
+    let bytes = read_limited(body, limit).await?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    json_body(&parts.headers, Body::from(bytes), limit).await
+}
+
+/// The numbers of the account a request names (all of them when it names none); a number
+/// the account was not provisioned with is a 403.
+fn own_numbers(account: &Account, asked: Option<Vec<String>>) -> Result<Vec<E164>, ApiError> {
+    let Some(asked) = asked else { return Ok(account.numbers.clone()) };
+    asked
+        .iter()
+        .map(|raw| {
+            let n = international(raw)?;
+            if account.numbers.contains(&n) {
+                Ok(n)
+            } else {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "number_not_verified", format!("{n} is not a verified number of this account")))
+            }
+        })
+        .collect()
+}
+
+async fn add_smart_entry(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let account = authenticated(&s, &parts).await?;
+    let b: EntryBody = optional_json(&parts, body, s.config.max_body_bytes).await?;
+    let numbers = own_numbers(&account, b.numbers)?;
+    let uri = account.sip_uri();
+    let (st, target) = (s.clone(), uri.clone());
+    let outcomes = blocking(move || {
+        numbers
+            .into_iter()
+            .map(|n| st.index.bind(n, &target, Source::Verification).map(|o| (n, o)))
+            .collect::<Result<Vec<_>, index::IndexError>>()
+    })
+    .await?;
+    let bindings: Vec<Value> = outcomes.iter().map(|(n, o)| json!({"number": n, "result": o})).collect();
+    Ok(Json(json!({"sip_uri": uri, "bindings": bindings})).into_response())
+}
+
+async fn remove_smart_entry(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let account = authenticated(&s, &parts).await?;
+    let b: EntryBody = optional_json(&parts, body, s.config.max_body_bytes).await?;
+    let numbers = own_numbers(&account, b.numbers)?;
+    let (st, uri) = (s.clone(), account.sip_uri());
+    let removed = blocking(move || -> Result<Vec<E164>, index::IndexError> {
+        let target = index::canonical_sip_uri(&uri)?;
+        let mut removed = Vec::new();
+        for n in numbers {
+            // Only this account's own bindings: an operator may have bound the number elsewhere.
+            if st.index.lookup(n)?.is_some_and(|b| b.sip_uri == target) && st.index.unbind(n)?.is_some() {
+                removed.push(n);
+            }
+        }
+        Ok(removed)
+    })
+    .await?;
+    Ok(Json(json!({"removed": removed})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddressBook {
+    numbers: Vec<String>,
+    /// ISO region for national numbers (default: the account's number's region).
+    #[serde(default)]
+    region: Option<String>,
+}
+
+async fn address_book(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let account = authenticated(&s, &parts).await?;
+    let b: AddressBook = json_body(&parts.headers, body, s.config.max_body_bytes).await?;
+    if b.numbers.len() > s.config.max_address_book {
+        let msg = format!("{} numbers, at most {} per query", b.numbers.len(), s.config.max_address_book);
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_numbers", msg));
+    }
+    let region = match b.region.as_deref().map(str::trim) {
+        Some(r) if !r.is_empty() => Some(numbers::parse_region(r).map_err(|e| ApiError::bad_request("invalid_region", e.to_string()))?),
+        _ => account.numbers.first().and_then(|n| n.region()).or(s.default_region),
+    };
+    let parsed: Vec<Result<E164, String>> =
+        b.numbers.iter().map(|raw| index::parse_number(raw, region).map_err(|e| e.to_string())).collect();
+    let valid: Vec<E164> = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
+    let (st, user) = (s.clone(), account.username.clone());
+    let (allowed, users) = blocking(move || -> Result<_, String> {
+        let allowed = st.budget.charge(&user, &valid).map_err(|e| e.to_string())?;
+        let permitted: Vec<E164> = valid.iter().zip(&allowed.allowed).filter(|(_, ok)| **ok).map(|(n, _)| *n).collect();
+        let users = st.index.resolve(&permitted).map_err(|e| e.to_string())?;
+        Ok((allowed, users.into_iter().collect::<std::collections::HashMap<E164, String>>()))
+    })
+    .await?;
+    let contacts: Vec<Value> = b
+        .numbers
+        .iter()
+        .zip(&parsed)
+        .map(|(raw, p)| match p {
+            Ok(n) => match users.get(n) {
+                Some(uri) => json!({"number": raw, "e164": n, "smart": true, "sip_uri": uri}),
+                None => json!({"number": raw, "e164": n, "smart": false}),
+            },
+            Err(e) => json!({"number": raw, "smart": false, "error": e}),
+        })
+        .collect();
+    Ok(Json(json!({"contacts": contacts, "over_budget": allowed.over_budget})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct DeliveryReport {
+    #[serde(alias = "client-ref", alias = "client_ref", alias = "reference")]
+    r#ref: Option<String>,
+    status: Option<String>,
+    token: Option<String>,
+}
+
+/// The gateway's callback: `ref` (our verification id) and `status`, from the query string,
+/// a form body or a JSON body.
+async fn delivery_status(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("");
+    let mut report = form_report(query.as_bytes());
+    let bytes = read_limited(body, s.config.max_body_bytes).await?;
+    if !bytes.is_empty() {
+        let body_report = if bytes.first() == Some(&b'{') {
+            serde_json::from_slice::<DeliveryReport>(&bytes).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?
+        } else {
+            form_report(&bytes)
+        };
+        report.r#ref = report.r#ref.or(body_report.r#ref);
+        report.status = report.status.or(body_report.status);
+        report.token = report.token.or(body_report.token);
+    }
+    let expected = &s.config.delivery_status_token;
+    if !expected.is_empty() && report.token.as_deref() != Some(expected.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "bad_token", "missing or wrong token"));
+    }
+    let (Some(id), Some(status)) = (report.r#ref, report.status) else {
+        return Err(ApiError::bad_request("missing_field", "a delivery report needs ref and status"));
+    };
+    let st = s.clone();
+    if !blocking(move || st.state.set_delivery(&id, &status)).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_reference", "no verification with this ref"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn form_report(bytes: &[u8]) -> DeliveryReport {
+    let mut r = DeliveryReport::default();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        match k.as_ref() {
+            "ref" | "client-ref" | "client_ref" | "reference" => r.r#ref = Some(v.into_owned()),
+            "status" => r.status = Some(v.into_owned()),
+            "token" => r.token = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    r
+}
