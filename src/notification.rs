@@ -106,6 +106,30 @@ pub fn list_notifies(
     out
 }
 
+/// The NOTIFY of a single-presentity subscription (RFC 3856): a PIDF document for
+/// `entity`; a non-user gets a PIDF with no tuple, which says nothing about him.
+pub fn presentity_notify(
+    dialog: &mut Dialog,
+    format: Format,
+    state: SubState,
+    entity: &str,
+    user: Option<body::UserPresence>,
+) -> Request {
+    let mut pidf = Vec::with_capacity(512);
+    match user {
+        Some(p) => body::build_pidf_into(entity, &p, &mut pidf),
+        None => {
+            pidf.extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"");
+            body::escape_attr(&mut pidf, entity);
+            pidf.extend_from_slice(b"\"/>");
+        }
+    }
+    let pidf = if format.compress { body::deflate_zlib(&pidf) } else { pidf };
+    let mut req = notify_request(dialog, format, state, Some(("application/pidf+xml", pidf)));
+    req.headers.remove(&HeaderName::Require);
+    req
+}
+
 /// One NOTIFY in `dialog`; `body` is (Content-Type, bytes as sent).
 pub fn notify_request(dialog: &mut Dialog, format: Format, state: SubState, body: Option<(&str, Vec<u8>)>) -> Request {
     let mut h = Headers(Vec::with_capacity(14));

@@ -50,6 +50,8 @@ pub struct Subscription {
     pub version: u32,
     pub expires_at: Instant,
     pub format: Format,
+    /// A single-presentity subscription (RFC 3856): PIDF bodies, one entry.
+    pub single: bool,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -92,6 +94,11 @@ impl Subscription {
     }
 
     async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
+        if self.single {
+            let user = items.first().and_then(|(_, u)| u.as_ref()).map(|u| presence_of(u, shared.long_term));
+            let req = notification::presentity_notify(&mut self.dialog, self.format, state, &self.entries[0].uri, user);
+            return deliver(shared, &self.dialog, req).await;
+        }
         let resources: Vec<ResourceState> = items
             .iter()
             .map(|(i, user)| ResourceState { uri: &self.entries[*i].uri, user: user.as_ref().map(|u| presence_of(u, shared.long_term)) })

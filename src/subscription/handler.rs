@@ -73,10 +73,12 @@ fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &Config, region:
         return in_dialog(req, tx, shared, &tag, expires);
     }
     request::check_require(req)?;
-    if !request::is_list_subscribe(req) {
-        return Err(Response::with_reason(req, 501, "Only List Subscriptions Are Served"));
-    }
-    let list = request::check_list(req, expires, &config.subscription)?;
+    let list = if request::is_list_subscribe(req) {
+        request::check_list(req, expires, &config.subscription)?
+    } else {
+        // RFC 3856: the Request-URI names the one presentity watched.
+        ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true }
+    };
     new_subscription(req, tx, shared, config, region, list)
 }
 
@@ -110,8 +112,10 @@ fn new_subscription(
     let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
     let mut resp = Response::to(req, 200)
         .header(HeaderName::Contact, dialog.contact.clone())
-        .header(HeaderName::Expires, list.expires.to_string())
-        .header(HeaderName::Require, "eventlist");
+        .header(HeaderName::Expires, list.expires.to_string());
+    if !list.single {
+        resp = resp.header(HeaderName::Require, "eventlist");
+    }
     resp.set_to_tag(&dialog.local_tag);
     let mut sub = Subscription {
         id: 0,
@@ -121,6 +125,7 @@ fn new_subscription(
         expires_at: Instant::now() + Duration::from_secs(list.expires.into()),
         format,
         dialog,
+        single: list.single,
     };
     if list.expires == 0 {
         return Ok(Accepted::Fetch(resp, sub));
@@ -139,10 +144,10 @@ fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, tag: &str, expires: 
     let permit = handle.tx.clone().try_reserve_owned().map_err(|_| Response::to(req, 481))?;
     let host = local_host(tx.source(), "localhost");
     let contact = format!("<sip:rls@{host}:{};transport={}>", tx.source().local.port(), tx.source().protocol.param_name());
-    let resp = Response::to(req, 200)
-        .header(HeaderName::Contact, contact)
-        .header(HeaderName::Expires, expires.to_string())
-        .header(HeaderName::Require, "eventlist");
+    let mut resp = Response::to(req, 200).header(HeaderName::Contact, contact).header(HeaderName::Expires, expires.to_string());
+    if req.headers.has_token(&HeaderName::Supported, "eventlist") {
+        resp = resp.header(HeaderName::Require, "eventlist");
+    }
     let cmd = if expires == 0 { Command::Unsubscribe } else { Command::Refresh { expires } };
     Ok(Accepted::InDialog(resp, permit, cmd))
 }

@@ -17,6 +17,8 @@ pub struct ListRequest {
     pub expires: u32,
     /// The client accepts deflate-compressed NOTIFYs.
     pub accepts_deflate: bool,
+    /// No list: the Request-URI is the one presentity (RFC 3856).
+    pub single: bool,
 }
 
 /// The Event package, checked byte for byte (RFC 6665 §8.2.1), and the Expires asked,
@@ -77,7 +79,7 @@ pub fn check_list(req: &Request, expires: u32, cfg: &SubscriptionConfig) -> Resu
     let xml = if compressed { inflate(req, cfg)? } else { req.body.to_vec() };
     let entries = body::resource_lists::parse(&xml, cfg.max_entries)
         .map_err(|e| Response::with_reason(req, e.sip_status(), e.reason()))?;
-    Ok(ListRequest { entries, expires, accepts_deflate: accepts_deflate(req) })
+    Ok(ListRequest { entries, expires, accepts_deflate: accepts_deflate(req), single: false })
 }
 
 /// True for deflate; identity is no encoding; anything else is 415 (RFC 3261 §8.2.3).
