@@ -25,8 +25,30 @@ pub struct Config {
     pub subscription: SubscriptionConfig,
     pub notify: NotifyConfig,
     pub presence: PresenceConfig,
+    pub auth: AuthConfig,
     pub provisioning: ProvisioningConfig,
     pub budget: BudgetConfig,
+}
+
+/// Who may subscribe, publish and register.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `digest`: SUBSCRIBE, PUBLISH and REGISTER are challenged (401, RFC 8760 SHA-256 and
+    /// MD5) against the account store. `none`: the From URI is believed (trusted networks
+    /// or tests only).
+    pub mode: String,
+    /// Source addresses of proxies whose requests are trusted without a challenge; the
+    /// identity is their P-Asserted-Identity, else From (e.g. the registrar that PUBLISHes).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a digest nonce is good for.
+    pub nonce_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { mode: "digest".into(), trusted_proxies: Vec::new(), nonce_secs: 300 }
+    }
 }
 
 /// Presence state from PUBLISH (and registrars that publish).
@@ -143,6 +165,7 @@ impl Default for Config {
             subscription: SubscriptionConfig::default(),
             notify: NotifyConfig::default(),
             presence: PresenceConfig::default(),
+            auth: AuthConfig::default(),
             provisioning: ProvisioningConfig::default(),
             budget: BudgetConfig::default(),
         }

@@ -57,8 +57,10 @@ impl Server {
         let subscriptions = Arc::new(Subscriptions::default());
         let (presence, presence_changes) = PresenceStore::new();
         let presence = Arc::new(presence);
+        let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, accounts.clone())?);
         let shared = Arc::new(Shared {
             index: index.clone(),
+            auth: auth.clone(),
             presence: presence.clone(),
             long_term: config.presence.long_term,
             client_tx: client_tx.clone(),
@@ -75,7 +77,7 @@ impl Server {
             shutdown_rx.clone(),
         ));
         tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
-        let publish = PublishHandler { store: presence, index: index.clone(), config: config.presence.clone() };
+        let publish = PublishHandler { auth: auth.clone(), store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
             subscribe: Some(SubscribeHandler::new(shared, Arc::new(config.clone()))?),
             publish: Some(Arc::new(publish)),

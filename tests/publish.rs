@@ -17,6 +17,7 @@ fn publish(local: std::net::SocketAddr, branch: &str, extra: &str, body: &str) -
     let ct = if body.is_empty() { "" } else { "Content-Type: application/pidf+xml\r\n" };
     request("PUBLISH", "UDP", local, branch, &format!("Event: presence\r\n{ct}{extra}"), body)
         .replace("PUBLISH sip:rls@example.org", "PUBLISH sip:bob@example.org")
+        .replace("<sip:alice@example.org>", "<sip:bob@example.org>")
 }
 
 async fn send(p: &mut Peer, text: &str) -> Msg {
@@ -121,4 +122,14 @@ async fn presence_reaches_list_watchers_rate_limited() {
     assert!(changed_at.elapsed() >= Duration::from_millis(700), "held for the interval: {:?}", changed_at.elapsed());
     assert!(!pidf_of(&n).contains("away"), "coalesced into the last state");
     assert_eq!(watcher.recv_within(Duration::from_millis(1500)).await.map(|m| m.start_line().to_string()), None, "one NOTIFY for both");
+}
+
+#[tokio::test]
+async fn a_user_may_publish_only_his_own_presence() {
+    let s = TestServer::start().await;
+    let mut p = Peer::udp(s.udp()).await;
+    let l = p.local();
+    let as_eve = publish(l, "eve", "", OPEN).replace("From: <sip:bob@example.org>", "From: <sip:eve@example.org>");
+    let resp = send(&mut p, &as_eve).await;
+    assert_eq!((resp.status(), resp.start_line()), (Some(403), "SIP/2.0 403 Not Your Presence"));
 }

@@ -73,7 +73,8 @@ async fn sip_uri_presentity_follows_publish() {
     let mut publisher = Peer::udp(s.udp()).await;
     let pl = publisher.local();
     let publish = request("PUBLISH", "UDP", pl, "pub", "Event: presence\r\nContent-Type: application/pidf+xml\r\n", pidf)
-        .replace("PUBLISH sip:rls@example.org", "PUBLISH sip:bob@example.org");
+        .replace("PUBLISH sip:rls@example.org", "PUBLISH sip:bob@example.org")
+        .replace("<sip:alice@example.org>", "<sip:bob@example.org>");
     publisher.send(publish.as_bytes()).await;
     assert_eq!(publisher.recv().await.status(), Some(200));
     let online = p.notify(200).await;

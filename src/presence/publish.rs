@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct PublishHandler {
+    pub auth: Arc<crate::auth::Authenticator>,
     pub store: Arc<PresenceStore>,
     pub index: Index,
     pub config: PresenceConfig,
@@ -19,19 +20,23 @@ pub struct PublishHandler {
 
 impl Handler for PublishHandler {
     fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture {
-        let resp = self.serve(&req).unwrap_or_else(|r| r);
+        let resp = self.serve(&req, tx.source()).unwrap_or_else(|r| r);
         Box::pin(tx.respond(resp))
     }
 }
 
 impl PublishHandler {
-    fn serve(&self, req: &Request) -> Result<Response, Response> {
+    fn serve(&self, req: &Request, source: &crate::transport::Source) -> Result<Response, Response> {
         let event = req.headers.get(&HeaderName::Event);
         if event.as_deref().map(|e| e.split(';').next().unwrap_or("").trim()) != Some("presence") {
             return Err(Response::to(req, 489).header(HeaderName::AllowEvents, "presence"));
         }
+        let identity = self.auth.identify(req, source)?;
         let expires = self.expires(req)?;
         let uri = self.presentity(req)?;
+        if !identity.trusted && identity.uri != uri {
+            return Err(Response::with_reason(req, 403, "Not Your Presence"));
+        }
         let etag = req.headers.get(&HeaderName::SipIfMatch).map(|e| e.trim().to_string());
         let state = if req.body.is_empty() { None } else { Some(read_pidf(req)?) };
         let life = Duration::from_secs(expires.into());

@@ -108,6 +108,9 @@ pub enum HeaderName {
     SipETag,
     SipIfMatch,
     RetryAfter,
+    Authorization,
+    WwwAuthenticate,
+    PAssertedIdentity,
     Other(Box<str>),
 }
 
@@ -142,6 +145,9 @@ const KNOWN: &[(HeaderName, &str, Option<u8>)] = &[
     (HeaderName::SipETag, "SIP-ETag", None),
     (HeaderName::SipIfMatch, "SIP-If-Match", None),
     (HeaderName::RetryAfter, "Retry-After", None),
+    (HeaderName::Authorization, "Authorization", None),
+    (HeaderName::WwwAuthenticate, "WWW-Authenticate", None),
+    (HeaderName::PAssertedIdentity, "P-Asserted-Identity", None),
 ];
 
 impl HeaderName {

@@ -34,6 +34,7 @@ pub enum Command {
 /// What every subscription task shares.
 pub struct Shared {
     pub index: Index,
+    pub auth: Arc<crate::auth::Authenticator>,
     pub presence: Arc<PresenceStore>,
     /// Offline users still show as reachable (see `PresenceConfig::long_term`).
     pub long_term: bool,

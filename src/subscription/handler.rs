@@ -3,6 +3,7 @@
 use super::actor::{self, Command, Shared, Subscription};
 use super::dialog::{local_host, Dialog};
 use super::request::{self, ListRequest};
+use crate::auth::Identity;
 use crate::config::Config;
 use crate::core::{Handler, HandlerFuture, ServerTx};
 use crate::notification::{Format, SubState};
@@ -73,26 +74,19 @@ fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &Config, region:
         return in_dialog(req, tx, shared, &tag, expires);
     }
     request::check_require(req)?;
+    let identity = shared.auth.identify(req, tx.source())?;
     let list = if request::is_list_subscribe(req) {
         request::check_list(req, expires, &config.subscription)?
     } else {
         // RFC 3856: the Request-URI names the one presentity watched.
         ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true }
     };
-    new_subscription(req, tx, shared, config, region, list)
+    new_subscription(req, tx, shared, config, region, &identity, list)
 }
 
 fn to_tag(req: &Request) -> Option<String> {
     let to = req.headers.get(&HeaderName::To)?;
     NameAddr::parse(&to).ok()?.tag().map(str::to_string)
-}
-
-fn from_uri(req: &Request) -> String {
-    req.headers
-        .get(&HeaderName::From)
-        .and_then(|f| NameAddr::parse(&f).ok())
-        .map(|a| a.uri_text)
-        .unwrap_or_default()
 }
 
 fn new_subscription(
@@ -101,9 +95,13 @@ fn new_subscription(
     shared: &Shared,
     config: &Config,
     region: Option<Region>,
+    identity: &Identity,
     list: ListRequest,
 ) -> Result<Accepted, Response> {
-    let region = resolution::subscriber_region(&shared.index, &from_uri(req), region);
+    let region = match identity.numbers.first().and_then(|n| n.region()) {
+        Some(r) => Some(r),
+        None => resolution::subscriber_region(&shared.index, &identity.uri, region),
+    };
     let entries = resolution::classify(list.entries, region);
     let source = tx.source();
     let host = local_host(source, &config.domain);

@@ -34,6 +34,8 @@ impl TestServer {
         config.admin.listen = None;
         config.data_dir = dir.path().to_path_buf();
         config.domain = "example.org".into();
+        // Authentication has its own tests (tests/auth.rs); elsewhere the From URI is believed.
+        config.auth.mode = "none".into();
         tune(&mut config);
         let server = Server::start(&config).await.expect("server starts");
         TestServer { server, dir, config }

@@ -1,0 +1,99 @@
+//! Who is asking: authentication of SUBSCRIBE, PUBLISH and REGISTER.
+//!
+//! Digest against the account store (401, never 407: RFC 6665 §4.2.1.3), or trust by source
+//! address for configured proxies, or (mode `none`) the From URI as given. Owns the policy
+//! and the nonces; it reads accounts, never writes them, and decides nothing about what an
+//! identity may do (the handlers do).
+
+pub mod digest;
+
+use crate::accounts::Accounts;
+use crate::config::AuthConfig;
+use crate::numbers::{self, UriKind, E164};
+use crate::sip::{HeaderName, NameAddr, Request, Response};
+use crate::transport::Source;
+use digest::{Digest, DigestError};
+use std::net::IpAddr;
+
+/// The identity a request speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Canonical `sip:user@host`.
+    pub uri: String,
+    /// The account's verified numbers, when an account proved it.
+    pub numbers: Vec<E164>,
+    /// A trusted proxy vouched for it (it may act for others, e.g. publish for its users).
+    pub trusted: bool,
+}
+
+pub struct Authenticator {
+    digest: Option<Digest>,
+    accounts: Accounts,
+    trusted: Vec<IpAddr>,
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig, accounts: Accounts) -> anyhow::Result<Authenticator> {
+        let digest = match config.mode.as_str() {
+            "digest" => Some(Digest::new(accounts.realm(), config.nonce_secs)),
+            "none" => None,
+            other => anyhow::bail!("auth.mode must be \"digest\" or \"none\", not {other:?}"),
+        };
+        if digest.is_none() {
+            tracing::warn!("auth.mode = \"none\": subscribers and publishers are not authenticated");
+        }
+        Ok(Authenticator { digest, accounts, trusted: config.trusted_proxies.clone() })
+    }
+
+    /// The identity of `req`, or the response to send (401 challenge, 403).
+    pub fn identify(&self, req: &Request, source: &Source) -> Result<Identity, Response> {
+        if self.trusted.contains(&source.remote.ip()) {
+            let asserted = req.headers.get(&HeaderName::PAssertedIdentity).or_else(|| req.headers.get(&HeaderName::From));
+            let uri = asserted.as_deref().and_then(canonical).ok_or_else(|| Response::with_reason(req, 403, "No Identity"))?;
+            return Ok(Identity { uri, numbers: Vec::new(), trusted: true });
+        }
+        let Some(digest) = &self.digest else {
+            let from = req.headers.get(&HeaderName::From);
+            let uri = from.as_deref().and_then(canonical).ok_or_else(|| Response::with_reason(req, 403, "No Identity"))?;
+            return Ok(Identity { uri, numbers: Vec::new(), trusted: false });
+        };
+        let answer = req
+            .headers
+            .all(&HeaderName::Authorization)
+            .map(|h| h.text().into_owned())
+            .find(|v| v.contains(&format!("realm=\"{}\"", digest.realm())));
+        let Some(answer) = answer else { return Err(self.challenge(req, digest, false)) };
+        match digest.verify(&answer, req.method.as_str(), |user, alg| self.accounts.ha1(user, alg)) {
+            Ok(user) => self.account_identity(req, &user),
+            Err(DigestError::Stale) => Err(self.challenge(req, digest, true)),
+            Err(e) => {
+                tracing::debug!(method = %req.method, "digest refused: {e:?}");
+                Err(self.challenge(req, digest, false))
+            }
+        }
+    }
+
+    fn account_identity(&self, req: &Request, user: &str) -> Result<Identity, Response> {
+        match self.accounts.get(user) {
+            Ok(Some(a)) => Ok(Identity { uri: a.sip_uri(), numbers: a.numbers, trusted: false }),
+            _ => Err(Response::to(req, 403)),
+        }
+    }
+
+    fn challenge(&self, req: &Request, digest: &Digest, stale: bool) -> Response {
+        let mut resp = Response::to(req, 401);
+        for c in digest.challenges(stale) {
+            resp = resp.header(HeaderName::WwwAuthenticate, c);
+        }
+        resp
+    }
+}
+
+/// The canonical SIP URI of a name-addr header value.
+fn canonical(value: &str) -> Option<String> {
+    let addr = NameAddr::parse(value).ok()?;
+    match numbers::from_uri(&addr.uri_text, None) {
+        UriKind::Sip(uri) => Some(uri),
+        _ => None,
+    }
+}
