@@ -26,8 +26,27 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub presence: PresenceConfig,
     pub auth: AuthConfig,
+    pub registrar: RegistrarConfig,
     pub provisioning: ProvisioningConfig,
     pub budget: BudgetConfig,
+}
+
+/// The embedded registrar (REGISTER), for one-box deployments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    /// Serve REGISTER. Off when another registrar (e.g. Kamailio) publishes presence to us.
+    pub enabled: bool,
+    pub default_expires: u32,
+    /// Shorter non-zero requests get 423 with Min-Expires.
+    pub min_expires: u32,
+    pub max_expires: u32,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig { enabled: true, default_expires: 3600, min_expires: 60, max_expires: 3600 }
+    }
 }
 
 /// Who may subscribe, publish and register.
@@ -166,6 +185,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             presence: PresenceConfig::default(),
             auth: AuthConfig::default(),
+            registrar: RegistrarConfig::default(),
             provisioning: ProvisioningConfig::default(),
             budget: BudgetConfig::default(),
         }

@@ -27,6 +27,7 @@ pub mod notification;
 pub mod presence;
 pub mod numbers;
 pub mod provisioning;
+pub mod registrar;
 pub mod resolution;
 pub mod server;
 pub mod sip;

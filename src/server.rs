@@ -77,10 +77,15 @@ impl Server {
             shutdown_rx.clone(),
         ));
         tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
+        let registrar = config
+            .registrar
+            .enabled
+            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone())) as Arc<dyn crate::core::Handler>);
         let publish = PublishHandler { auth: auth.clone(), store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
             subscribe: Some(SubscribeHandler::new(shared, Arc::new(config.clone()))?),
             publish: Some(Arc::new(publish)),
+            register: registrar,
             ..Handlers::default()
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages);

@@ -1,0 +1,150 @@
+//! The embedded registrar (RFC 3261 §10.3) for one-box deployments: REGISTER, challenged
+//! against the account store, keeps each account's contacts with their expiry, and turns
+//! registration state into presence (online while a contact is registered).
+//!
+//! Owns contact bindings only, in memory: registrations are soft state that phones refresh.
+//! It publishes into the presence store like any publisher and knows nothing of watchers.
+
+use crate::auth::Authenticator;
+use crate::config::RegistrarConfig;
+use crate::core::{Handler, HandlerFuture, ServerTx};
+use crate::numbers::{self, UriKind};
+use crate::presence::{PresenceStore, Published};
+use crate::sip::{message::split_list, HeaderName, NameAddr, Request, Response};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Contact {
+    uri: String,
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+struct Aor {
+    contacts: Vec<Contact>,
+    /// Our publication for this AOR, while it has contacts.
+    etag: Option<String>,
+}
+
+pub struct Registrar {
+    auth: Arc<Authenticator>,
+    presence: Arc<PresenceStore>,
+    config: RegistrarConfig,
+    aors: Mutex<HashMap<String, Aor>>,
+}
+
+/// One Contact of a REGISTER: its URI and the expiry asked for it.
+struct Asked {
+    uri: String,
+    expires: u32,
+}
+
+impl Registrar {
+    pub fn new(auth: Arc<Authenticator>, presence: Arc<PresenceStore>, config: RegistrarConfig) -> Registrar {
+        Registrar { auth, presence, config, aors: Mutex::new(HashMap::new()) }
+    }
+
+    fn serve(&self, req: &Request, tx: &ServerTx) -> Response {
+        self.register(req, tx).unwrap_or_else(|r| r)
+    }
+
+    fn register(&self, req: &Request, tx: &ServerTx) -> Result<Response, Response> {
+        let identity = self.auth.identify(req, tx.source())?;
+        let aor = aor_of(req).ok_or_else(|| Response::with_reason(req, 400, "Bad To"))?;
+        if !identity.trusted && identity.uri != aor {
+            return Err(Response::with_reason(req, 403, "Not Your Address Of Record"));
+        }
+        let asked = self.asked(req)?;
+        let now = Instant::now();
+        let mut aors = self.aors.lock();
+        let entry = aors.entry(aor.clone()).or_default();
+        entry.contacts.retain(|c| c.expires_at > now);
+        match asked {
+            None => entry.contacts.clear(),
+            Some(list) => apply(&mut entry.contacts, list, now),
+        }
+        self.publish(&aor, entry, now);
+        let resp = with_contacts(Response::to(req, 200), &entry.contacts, now);
+        if entry.contacts.is_empty() {
+            aors.remove(&aor);
+        }
+        Ok(resp)
+    }
+
+    /// The contacts asked for; None for `Contact: *` with Expires 0 (remove all).
+    fn asked(&self, req: &Request) -> Result<Option<Vec<Asked>>, Response> {
+        let header_expires = match req.headers.get(&HeaderName::Expires) {
+            Some(v) => Some(v.trim().parse::<u32>().map_err(|_| Response::with_reason(req, 400, "Bad Expires"))?),
+            None => None,
+        };
+        let mut asked = Vec::new();
+        for value in req.headers.list(&HeaderName::Contact) {
+            if value.trim() == "*" {
+                return if header_expires == Some(0) { Ok(None) } else { Err(Response::with_reason(req, 400, "Star Contact Needs Expires 0")) };
+            }
+            let addr = NameAddr::parse(&value).map_err(|_| Response::with_reason(req, 400, "Bad Contact"))?;
+            let expires = match addr.param("expires").flatten() {
+                Some(e) => e.parse().map_err(|_| Response::with_reason(req, 400, "Bad Contact Expires"))?,
+                None => header_expires.unwrap_or(self.config.default_expires),
+            };
+            if expires != 0 && expires < self.config.min_expires {
+                return Err(Response::to(req, 423).header(HeaderName::MinExpires, self.config.min_expires.to_string()));
+            }
+            asked.push(Asked { uri: addr.uri_text, expires: expires.min(self.config.max_expires) });
+        }
+        Ok(Some(asked))
+    }
+
+    /// Online while a contact is registered, until the last one expires.
+    fn publish(&self, aor: &str, entry: &mut Aor, now: Instant) {
+        let last = entry.contacts.iter().map(|c| c.expires_at).max();
+        match (last, entry.etag.take()) {
+            (Some(until), etag) => {
+                let life = until.saturating_duration_since(now);
+                let open = Published { open: true };
+                let renewed = etag.and_then(|e| self.presence.update(aor, &e, Some(open.clone()), life).ok());
+                entry.etag = Some(renewed.unwrap_or_else(|| self.presence.publish(aor, open, life)));
+            }
+            (None, Some(etag)) => {
+                let _ = self.presence.remove(aor, &etag);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+fn apply(contacts: &mut Vec<Contact>, asked: Vec<Asked>, now: Instant) {
+    for a in asked {
+        contacts.retain(|c| c.uri != a.uri);
+        if a.expires > 0 {
+            contacts.push(Contact { uri: a.uri, expires_at: now + Duration::from_secs(a.expires.into()) });
+        }
+    }
+}
+
+/// The 200 lists every current contact with its remaining time (RFC 3261 §10.3 step 8).
+fn with_contacts(mut resp: Response, contacts: &[Contact], now: Instant) -> Response {
+    for c in contacts {
+        let left = c.expires_at.saturating_duration_since(now).as_secs();
+        resp = resp.header(HeaderName::Contact, format!("<{}>;expires={left}", c.uri));
+    }
+    resp
+}
+
+fn aor_of(req: &Request) -> Option<String> {
+    let to = req.headers.get(&HeaderName::To)?;
+    let first = split_list(&to).into_iter().next()?.to_string();
+    match numbers::from_uri(&NameAddr::parse(&first).ok()?.uri_text, None) {
+        UriKind::Sip(uri) => Some(uri),
+        _ => None,
+    }
+}
+
+impl Handler for Registrar {
+    fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture {
+        let resp = self.serve(&req, &tx);
+        Box::pin(tx.respond(resp))
+    }
+}
