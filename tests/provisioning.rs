@@ -388,6 +388,8 @@ async fn bad_requests_get_json_errors() {
         (ask_code(api, NUMBER, "").await, 400, "invalid_device_id"),
         (check_code(api, "+33698765432", "d", "1234").await, 404, "no_verification"),
         (http(api, "GET", "/v1/nothing", &[], "").await, 404, "not_found"),
+        (http(api, "GET", "/v1/verifications", &[], "").await, 405, "method_not_allowed"),
+        (post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "extra": 1})).await, 400, "malformed_json"),
         (http(api, "GET", "/v1/account", &[("Authorization", "Bearer nope")], "").await, 401, "unauthorized"),
         (post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await, 400, "channel_unavailable"),
         (ask_code(api, NUMBER, "d").await, 502, "delivery_failed"),

@@ -45,6 +45,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/smart-entry", post(add_smart_entry).delete(remove_smart_entry))
         .route("/v1/address-book", post(address_book))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(service)
 }
 
@@ -451,4 +452,19 @@ fn form_report(bytes: &[u8]) -> DeliveryReport {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    /// The OpenAPI document names every route this module serves.
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc = include_str!("../../docs/provisioning.openapi.yaml");
+        let source = include_str!("routes.rs");
+        let routes: Vec<&str> = source.lines().filter_map(|l| l.trim().strip_prefix(".route(\"")).filter_map(|l| l.split('"').next()).collect();
+        assert!(routes.len() >= 8, "{routes:?}");
+        for r in routes {
+            assert!(doc.contains(&format!("\n  {r}:\n")), "{r} is missing from docs/provisioning.openapi.yaml");
+        }
+    }
 }

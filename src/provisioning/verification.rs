@@ -138,7 +138,7 @@ impl Verifications {
             r.window_start = now;
         }
         if r.sends >= l.max_sends {
-            return Ok(Start::TooMany { retry_after: (r.window_start + l.window_secs).saturating_sub(now).max(1) });
+            return Ok(Start::TooMany { retry_after: r.window_start.saturating_add(l.window_secs).saturating_sub(now).max(1) });
         }
         let next = r.sent_at.saturating_add(l.resend_after_secs);
         if r.sends > 0 && now < next {
