@@ -100,7 +100,7 @@ async fn server(tune: impl FnOnce(&mut Config)) -> (TestServer, SocketAddr) {
 /// The last code the log gateway wrote for `number`.
 fn logged_code(s: &TestServer, number: &str) -> String {
     let log = std::fs::read_to_string(s.dir.path().join("sms.log")).expect("sms.log written");
-    let line = log.lines().filter(|l| l.contains(number)).last().expect("a message to the number");
+    let line = log.lines().rfind(|l| l.contains(number)).expect("a message to the number");
     let v: Value = serde_json::from_str(line).unwrap();
     v["text"].as_str().unwrap().rsplit(' ').next().unwrap().to_string()
 }
@@ -135,7 +135,7 @@ async fn gateway_receiver(status: u16) -> (SocketAddr, mpsc::UnboundedReceiver<R
 }
 
 /// Reads one request (head and Content-Length body; hyper writes header names in lowercase).
-async fn read_request(conn: &mut TcpStream) -> Option<Received> {
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> Option<Received> {
     let mut data = Vec::new();
     loop {
         if let Some(end) = find(&data, b"\r\n\r\n") {
@@ -158,6 +158,42 @@ async fn read_request(conn: &mut TcpStream) -> Option<Received> {
         }
         data.extend_from_slice(&buf[..n]);
     }
+}
+
+/// The same receiver over TLS, with a generated certificate for `localhost`; returns the
+/// PEM file of that certificate too (the gateway's `ca_file`).
+async fn tls_gateway_receiver(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf, mpsc::UnboundedReceiver<Received>) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = dir.join("gateway-cert.pem");
+    std::fs::write(&cert_file, generated.cert.pem()).unwrap();
+    let key_pem = generated.key_pair.serialize_pem();
+    let certs = vec![generated.cert.der().clone()];
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).unwrap().unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let (tx, acceptor) = (tx.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                let Some(received) = read_request(&mut tls).await else { return };
+                let _ = tx.send(received);
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, cert_file, rx)
 }
 
 fn http_gateway(c: &mut Config, receiver: SocketAddr) {
@@ -504,4 +540,31 @@ async fn what_was_answered_survives_a_kill() {
     assert_eq!(ask_code(api, NUMBER, "d").await.error(), "too_many_sms", "the send counter");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn https_gateway_with_json_body_and_voice_text() {
+    let certs = tempfile::tempdir().unwrap();
+    let (receiver, ca_file, mut calls) = tls_gateway_receiver(certs.path()).await;
+    let (_s, api) = server(|c| {
+        let v = &mut c.provisioning.voice;
+        v.kind = "http".into();
+        v.url = format!("https://localhost:{}/v1/calls", receiver.port());
+        v.body_encoding = "json".into();
+        v.body_template = r#"{"to":[{"type":"phone","number":"{to}"}],"from":{"type":"phone","number":"{from}"},"ncco":[{"action":"talk","text":"{text}"}]}"#.into();
+        v.headers.insert("Content-Type".into(), "application/json".into());
+        v.headers.insert("Authorization".into(), "Bearer gateway-jwt".into());
+        v.ca_file = Some(ca_file.clone());
+        c.provisioning.app_name = "Say \"hi\"".into();
+    })
+    .await;
+    let r = post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let call = tokio::time::timeout(WAIT, calls.recv()).await.unwrap().unwrap();
+    assert!(call.head.starts_with("POST /v1/calls HTTP/1.1"), "{}", call.head);
+    assert!(call.head.to_lowercase().contains("authorization: bearer gateway-jwt"), "{}", call.head);
+    let body: Value = serde_json::from_str(&call.body).expect("the template stays valid JSON");
+    assert_eq!(body["to"][0]["number"], USERNAME);
+    let text = body["ncco"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("Your Say \"hi\" code is "), "{text}");
 }
