@@ -376,6 +376,17 @@ async fn send_limits_too_many_and_too_soon() {
     assert!(sixth.header("Retry-After").is_some());
     assert_eq!(ask_code(api, NUMBER, "other-device").await.status, 202, "per number and device");
 
+    // Device ids are made up by clients: the number has its own cap.
+    let (_s, api) = server(|c| {
+        c.provisioning.resend_after_secs = 0;
+        c.provisioning.max_sends_per_number = 3;
+    })
+    .await;
+    for device in ["a", "b", "c"] {
+        assert_eq!(ask_code(api, NUMBER, device).await.status, 202);
+    }
+    assert_eq!(ask_code(api, NUMBER, "d").await.error(), "too_many_sms");
+
     let (_s, api) = server(|_| {}).await;
     assert_eq!(ask_code(api, NUMBER, "d").await.status, 202);
     let soon = ask_code(api, NUMBER, "d").await;
