@@ -362,6 +362,14 @@ async fn whole_workflow_over_the_http_gateway_notifies_a_watcher() {
     let account = s.server.accounts().by_number(NUMBER.parse().unwrap()).unwrap().unwrap();
     assert_eq!(account.username, USERNAME);
     assert_eq!(account.numbers, vec![NUMBER.parse().unwrap()]);
+
+    // Leaving: the binding goes, and the watcher is told.
+    let token = format!("Bearer {}", second["token"].as_str().unwrap());
+    let r = http(api, "DELETE", "/v1/smart-entry", &[("Authorization", &token)], "").await;
+    assert_eq!((r.status, r.json()["removed"].clone()), (200, json!([NUMBER])), "{}", r.body);
+    let gone = watcher.notify(200).await;
+    assert!(!gone.body().contains("<instance "), "{}", gone.body());
+    assert!(s.server.index().lookup(NUMBER.parse().unwrap()).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -418,11 +426,14 @@ async fn wrong_codes_lock_and_codes_expire() {
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
     let (receiver, _sms) = gateway_receiver(500).await;
-    let (_s, api) = server(|c| {
+    let (s, api) = server(|c| {
         http_gateway(c, receiver);
         c.provisioning.max_body_bytes = 1024;
+        c.provisioning.delivery_status_token = "s3cret".into();
     })
     .await;
+    s.server.accounts().create("alice", "pw", &[]).unwrap();
+    let alice = Some("Basic YWxpY2U6cHc=");
     let json_ct = [("Content-Type", "application/json")];
     let cases: Vec<(Reply, u16, &str)> = vec![
         (http(api, "POST", "/v1/verifications", &json_ct, "{\"number\": ").await, 400, "malformed_json"),
@@ -440,6 +451,15 @@ async fn bad_requests_get_json_errors() {
         (http(api, "GET", "/v1/account", &[("Authorization", "Bearer nope")], "").await, 401, "unauthorized"),
         (post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await, 400, "channel_unavailable"),
         (ask_code(api, NUMBER, "d").await, 502, "delivery_failed"),
+        (http(api, "GET", "/v1/delivery-status?ref=x&status=delivered", &[], "").await, 403, "bad_token"),
+        (http(api, "GET", "/v1/delivery-status?ref=x&status=delivered&token=s3cret", &[], "").await, 404, "unknown_reference"),
+        (http(api, "GET", "/v1/delivery-status?ref=x&token=s3cret", &[], "").await, 400, "missing_field"),
+        (http(api, "GET", "/v1/verifications/status?number=%2B33698765432&device_id=d", &[], "").await, 404, "no_verification"),
+        (http(api, "GET", "/v1/verifications/status?number=%2B33698765432", &[], "").await, 400, "malformed_query"),
+        (post_json(api, "/v1/address-book", alice, &json!({"numbers": "+33612345678"})).await, 400, "malformed_json"),
+        (post_json(api, "/v1/address-book", alice, &json!({"numbers": [], "region": "XX"})).await, 400, "invalid_region"),
+        (post_json(api, "/v1/address-book", None, &json!({"numbers": []})).await, 401, "unauthorized"),
+        (http(api, "POST", "/v1/smart-entry", &[("Authorization", alice.unwrap()), ("Content-Type", "text/plain")], "x").await, 415, "unsupported_media_type"),
     ];
     for (i, (reply, status, code)) in cases.into_iter().enumerate() {
         assert_eq!((reply.status, reply.error()), (status, code.to_string()), "case {i}: {}", reply.body);
