@@ -97,7 +97,7 @@ impl Window {
 }
 
 /// Starts a new window (count back to 0) when the old one is over; returns its start.
-fn per_number_reset(sends: &mut u32, start: u64, now: u64, window_secs: u64) -> u64 {
+fn roll_window(sends: &mut u32, start: u64, now: u64, window_secs: u64) -> u64 {
     if now >= start.saturating_add(window_secs) {
         *sends = 0;
         return now;
@@ -189,8 +189,8 @@ impl Verifications {
         let k = key(n, device);
         let mut r = self.record(&k)?.unwrap_or_else(|| Record::new(now));
         let mut per_number = self.number_window(n)?.unwrap_or(Window { sends: 0, start: now });
-        r.window_start = per_number_reset(&mut r.sends, r.window_start, now, l.window_secs);
-        per_number.start = per_number_reset(&mut per_number.sends, per_number.start, now, l.window_secs);
+        r.window_start = roll_window(&mut r.sends, r.window_start, now, l.window_secs);
+        per_number.start = roll_window(&mut per_number.sends, per_number.start, now, l.window_secs);
         let window_end = |start: u64| start.saturating_add(l.window_secs).saturating_sub(now).max(1);
         if r.sends >= l.max_sends {
             return Ok(Start::TooMany { retry_after: window_end(r.window_start) });
