@@ -599,3 +599,39 @@ async fn https_gateway_with_json_body_and_voice_text() {
     let text = body["ncco"][0]["text"].as_str().unwrap();
     assert!(text.starts_with("Your Say \"hi\" code is "), "{text}");
 }
+
+#[tokio::test]
+async fn stale_digest_nonce_gets_a_new_challenge() {
+    let (s, api) = server(|c| c.provisioning.digest_nonce_secs = 1).await;
+    s.server.accounts().create("alice", "pw", &[]).unwrap();
+    let challenge = http(api, "GET", "/v1/account", &[], "").await;
+    let c = challenge.headers("WWW-Authenticate").into_iter().find(|c| c.contains("algorithm=SHA-256")).unwrap().to_string();
+    let authz = digest(&c, Algorithm::Sha256, "SHA-256", "alice", "pw", "GET", "/v1/account");
+    assert_eq!(http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stale = http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await;
+    assert_eq!(stale.status, 401);
+    assert!(stale.headers("WWW-Authenticate").iter().any(|c| c.contains("stale=true")), "{:?}", stale.headers);
+}
+
+#[tokio::test]
+async fn a_silent_gateway_times_out_with_502() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            conns.push(conn); // accepted, never answered
+        }
+    });
+    let (_s, api) = server(|c| {
+        http_gateway(c, addr);
+        c.provisioning.sms.timeout_secs = 1;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let r = ask_code(api, NUMBER, "d").await;
+    assert_eq!((r.status, r.error()), (502, "delivery_failed".into()));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    held.abort();
+}
