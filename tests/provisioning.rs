@@ -433,7 +433,8 @@ async fn bad_requests_get_json_errors() {
     })
     .await;
     s.server.accounts().create("alice", "pw", &[]).unwrap();
-    let alice = Some("Basic YWxpY2U6cHc=");
+    let basic_alice = "Basic YWxpY2U6cHc="; // alice:pw, accepted on loopback
+    let alice = Some(basic_alice);
     let json_ct = [("Content-Type", "application/json")];
     let cases: Vec<(Reply, u16, &str)> = vec![
         (http(api, "POST", "/v1/verifications", &json_ct, "{\"number\": ").await, 400, "malformed_json"),
@@ -459,7 +460,7 @@ async fn bad_requests_get_json_errors() {
         (post_json(api, "/v1/address-book", alice, &json!({"numbers": "+33612345678"})).await, 400, "malformed_json"),
         (post_json(api, "/v1/address-book", alice, &json!({"numbers": [], "region": "XX"})).await, 400, "invalid_region"),
         (post_json(api, "/v1/address-book", None, &json!({"numbers": []})).await, 401, "unauthorized"),
-        (http(api, "POST", "/v1/smart-entry", &[("Authorization", alice.unwrap()), ("Content-Type", "text/plain")], "x").await, 415, "unsupported_media_type"),
+        (http(api, "POST", "/v1/smart-entry", &[("Authorization", basic_alice), ("Content-Type", "text/plain")], "x").await, 415, "unsupported_media_type"),
     ];
     for (i, (reply, status, code)) in cases.into_iter().enumerate() {
         assert_eq!((reply.status, reply.error()), (status, code.to_string()), "case {i}: {}", reply.body);

@@ -284,7 +284,7 @@ impl Verifications {
         }
         for item in self.numbers.iter() {
             let (k, v) = item?;
-            if Window::decode(&v).map_or(true, |w| now >= w.start.saturating_add(self.limits.window_secs)) {
+            if Window::decode(&v).is_none_or(|w| now >= w.start.saturating_add(self.limits.window_secs)) {
                 self.numbers.remove(&k)?;
             }
         }
