@@ -267,7 +267,10 @@ pub struct ProvisioningConfig {
     pub code_validity_secs: u64,
     /// Most codes sent to one number and device within `send_window_secs`; then 429.
     pub max_sends: u32,
-    /// The period the `max_sends` counter covers, from its first send.
+    /// Most codes sent to one number, all devices together, within `send_window_secs`:
+    /// device ids are chosen by clients, so this bounds SMS to a victim and code guessing.
+    pub max_sends_per_number: u32,
+    /// The period the send counters cover, from their first send.
     pub send_window_secs: u64,
     /// Least time between two sends to one number and device (429 with Retry-After).
     pub resend_after_secs: u64,
@@ -345,6 +348,7 @@ impl Default for ProvisioningConfig {
             code_length: 4,
             code_validity_secs: 600,
             max_sends: 5,
+            max_sends_per_number: 10,
             send_window_secs: 86_400,
             resend_after_secs: 60,
             max_wrong_codes: 3,

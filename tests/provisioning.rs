@@ -100,7 +100,7 @@ async fn server(tune: impl FnOnce(&mut Config)) -> (TestServer, SocketAddr) {
 /// The last code the log gateway wrote for `number`.
 fn logged_code(s: &TestServer, number: &str) -> String {
     let log = std::fs::read_to_string(s.dir.path().join("sms.log")).expect("sms.log written");
-    let line = log.lines().filter(|l| l.contains(number)).last().expect("a message to the number");
+    let line = log.lines().rfind(|l| l.contains(number)).expect("a message to the number");
     let v: Value = serde_json::from_str(line).unwrap();
     v["text"].as_str().unwrap().rsplit(' ').next().unwrap().to_string()
 }
@@ -135,7 +135,7 @@ async fn gateway_receiver(status: u16) -> (SocketAddr, mpsc::UnboundedReceiver<R
 }
 
 /// Reads one request (head and Content-Length body; hyper writes header names in lowercase).
-async fn read_request(conn: &mut TcpStream) -> Option<Received> {
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> Option<Received> {
     let mut data = Vec::new();
     loop {
         if let Some(end) = find(&data, b"\r\n\r\n") {
@@ -158,6 +158,42 @@ async fn read_request(conn: &mut TcpStream) -> Option<Received> {
         }
         data.extend_from_slice(&buf[..n]);
     }
+}
+
+/// The same receiver over TLS, with a generated certificate for `localhost`; returns the
+/// PEM file of that certificate too (the gateway's `ca_file`).
+async fn tls_gateway_receiver(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf, mpsc::UnboundedReceiver<Received>) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = dir.join("gateway-cert.pem");
+    std::fs::write(&cert_file, generated.cert.pem()).unwrap();
+    let key_pem = generated.key_pair.serialize_pem();
+    let certs = vec![generated.cert.der().clone()];
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).unwrap().unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let (tx, acceptor) = (tx.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                let Some(received) = read_request(&mut tls).await else { return };
+                let _ = tx.send(received);
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, cert_file, rx)
 }
 
 fn http_gateway(c: &mut Config, receiver: SocketAddr) {
@@ -326,6 +362,14 @@ async fn whole_workflow_over_the_http_gateway_notifies_a_watcher() {
     let account = s.server.accounts().by_number(NUMBER.parse().unwrap()).unwrap().unwrap();
     assert_eq!(account.username, USERNAME);
     assert_eq!(account.numbers, vec![NUMBER.parse().unwrap()]);
+
+    // Leaving: the binding goes, and the watcher is told.
+    let token = format!("Bearer {}", second["token"].as_str().unwrap());
+    let r = http(api, "DELETE", "/v1/smart-entry", &[("Authorization", &token)], "").await;
+    assert_eq!((r.status, r.json()["removed"].clone()), (200, json!([NUMBER])), "{}", r.body);
+    let gone = watcher.notify(200).await;
+    assert!(!gone.body().contains("<instance "), "{}", gone.body());
+    assert!(s.server.index().lookup(NUMBER.parse().unwrap()).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -339,6 +383,17 @@ async fn send_limits_too_many_and_too_soon() {
     assert_eq!((sixth.status, sixth.error()), (429, "too_many_sms".into()));
     assert!(sixth.header("Retry-After").is_some());
     assert_eq!(ask_code(api, NUMBER, "other-device").await.status, 202, "per number and device");
+
+    // Device ids are made up by clients: the number has its own cap.
+    let (_s, api) = server(|c| {
+        c.provisioning.resend_after_secs = 0;
+        c.provisioning.max_sends_per_number = 3;
+    })
+    .await;
+    for device in ["a", "b", "c"] {
+        assert_eq!(ask_code(api, NUMBER, device).await.status, 202);
+    }
+    assert_eq!(ask_code(api, NUMBER, "d").await.error(), "too_many_sms");
 
     let (_s, api) = server(|_| {}).await;
     assert_eq!(ask_code(api, NUMBER, "d").await.status, 202);
@@ -371,11 +426,15 @@ async fn wrong_codes_lock_and_codes_expire() {
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
     let (receiver, _sms) = gateway_receiver(500).await;
-    let (_s, api) = server(|c| {
+    let (s, api) = server(|c| {
         http_gateway(c, receiver);
         c.provisioning.max_body_bytes = 1024;
+        c.provisioning.delivery_status_token = "s3cret".into();
     })
     .await;
+    s.server.accounts().create("alice", "pw", &[]).unwrap();
+    let basic_alice = "Basic YWxpY2U6cHc="; // alice:pw, accepted on loopback
+    let alice = Some(basic_alice);
     let json_ct = [("Content-Type", "application/json")];
     let cases: Vec<(Reply, u16, &str)> = vec![
         (http(api, "POST", "/v1/verifications", &json_ct, "{\"number\": ").await, 400, "malformed_json"),
@@ -388,9 +447,20 @@ async fn bad_requests_get_json_errors() {
         (ask_code(api, NUMBER, "").await, 400, "invalid_device_id"),
         (check_code(api, "+33698765432", "d", "1234").await, 404, "no_verification"),
         (http(api, "GET", "/v1/nothing", &[], "").await, 404, "not_found"),
+        (http(api, "GET", "/v1/verifications", &[], "").await, 405, "method_not_allowed"),
+        (post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "extra": 1})).await, 400, "malformed_json"),
         (http(api, "GET", "/v1/account", &[("Authorization", "Bearer nope")], "").await, 401, "unauthorized"),
         (post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await, 400, "channel_unavailable"),
         (ask_code(api, NUMBER, "d").await, 502, "delivery_failed"),
+        (http(api, "GET", "/v1/delivery-status?ref=x&status=delivered", &[], "").await, 403, "bad_token"),
+        (http(api, "GET", "/v1/delivery-status?ref=x&status=delivered&token=s3cret", &[], "").await, 404, "unknown_reference"),
+        (http(api, "GET", "/v1/delivery-status?ref=x&token=s3cret", &[], "").await, 400, "missing_field"),
+        (http(api, "GET", "/v1/verifications/status?number=%2B33698765432&device_id=d", &[], "").await, 404, "no_verification"),
+        (http(api, "GET", "/v1/verifications/status?number=%2B33698765432", &[], "").await, 400, "malformed_query"),
+        (post_json(api, "/v1/address-book", alice, &json!({"numbers": "+33612345678"})).await, 400, "malformed_json"),
+        (post_json(api, "/v1/address-book", alice, &json!({"numbers": [], "region": "XX"})).await, 400, "invalid_region"),
+        (post_json(api, "/v1/address-book", None, &json!({"numbers": []})).await, 401, "unauthorized"),
+        (http(api, "POST", "/v1/smart-entry", &[("Authorization", basic_alice), ("Content-Type", "text/plain")], "x").await, 415, "unsupported_media_type"),
     ];
     for (i, (reply, status, code)) in cases.into_iter().enumerate() {
         assert_eq!((reply.status, reply.error()), (status, code.to_string()), "case {i}: {}", reply.body);
@@ -502,4 +572,67 @@ async fn what_was_answered_survives_a_kill() {
     assert_eq!(ask_code(api, NUMBER, "d").await.error(), "too_many_sms", "the send counter");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn https_gateway_with_json_body_and_voice_text() {
+    let certs = tempfile::tempdir().unwrap();
+    let (receiver, ca_file, mut calls) = tls_gateway_receiver(certs.path()).await;
+    let (_s, api) = server(|c| {
+        let v = &mut c.provisioning.voice;
+        v.kind = "http".into();
+        v.url = format!("https://localhost:{}/v1/calls", receiver.port());
+        v.body_encoding = "json".into();
+        v.body_template = r#"{"to":[{"type":"phone","number":"{to}"}],"from":{"type":"phone","number":"{from}"},"ncco":[{"action":"talk","text":"{text}"}]}"#.into();
+        v.headers.insert("Content-Type".into(), "application/json".into());
+        v.headers.insert("Authorization".into(), "Bearer gateway-jwt".into());
+        v.ca_file = Some(ca_file.clone());
+        c.provisioning.app_name = "Say \"hi\"".into();
+    })
+    .await;
+    let r = post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let call = tokio::time::timeout(WAIT, calls.recv()).await.unwrap().unwrap();
+    assert!(call.head.starts_with("POST /v1/calls HTTP/1.1"), "{}", call.head);
+    assert!(call.head.to_lowercase().contains("authorization: bearer gateway-jwt"), "{}", call.head);
+    let body: Value = serde_json::from_str(&call.body).expect("the template stays valid JSON");
+    assert_eq!(body["to"][0]["number"], USERNAME);
+    let text = body["ncco"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("Your Say \"hi\" code is "), "{text}");
+}
+
+#[tokio::test]
+async fn stale_digest_nonce_gets_a_new_challenge() {
+    let (s, api) = server(|c| c.provisioning.digest_nonce_secs = 1).await;
+    s.server.accounts().create("alice", "pw", &[]).unwrap();
+    let challenge = http(api, "GET", "/v1/account", &[], "").await;
+    let c = challenge.headers("WWW-Authenticate").into_iter().find(|c| c.contains("algorithm=SHA-256")).unwrap().to_string();
+    let authz = digest(&c, Algorithm::Sha256, "SHA-256", "alice", "pw", "GET", "/v1/account");
+    assert_eq!(http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stale = http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await;
+    assert_eq!(stale.status, 401);
+    assert!(stale.headers("WWW-Authenticate").iter().any(|c| c.contains("stale=true")), "{:?}", stale.headers);
+}
+
+#[tokio::test]
+async fn a_silent_gateway_times_out_with_502() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            conns.push(conn); // accepted, never answered
+        }
+    });
+    let (_s, api) = server(|c| {
+        http_gateway(c, addr);
+        c.provisioning.sms.timeout_secs = 1;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let r = ask_code(api, NUMBER, "d").await;
+    assert_eq!((r.status, r.error()), (502, "delivery_failed".into()));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    held.abort();
 }

@@ -87,3 +87,8 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ApiE
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see docs/provisioning.openapi.yaml)")
 }
+
+/// For a known path with another method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}

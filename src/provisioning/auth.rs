@@ -2,7 +2,8 @@
 //!
 //! Accepted, in the `Authorization` header:
 //!
-//! - `Bearer <token>`: the token issued at provisioning (rotated by each provisioning);
+//! - `Bearer <token>`: the token issued at provisioning; it does not expire, it is replaced
+//!   by the next provisioning of the number (stored as a SHA-256 hash only);
 //! - `Digest` (RFC 7616, `qop=auth`, `MD5` or `SHA-256`) with the SIP credentials, checked
 //!   against the HA1s of the account store. Nonces are stateless (time + keyed hash) and
 //!   expire after `digest_nonce_secs`; nonce counts are not tracked, so a captured request

@@ -88,6 +88,7 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
         code_length: p.code_length,
         validity_secs: p.code_validity_secs,
         max_sends: p.max_sends,
+        max_sends_per_number: p.max_sends_per_number,
         window_secs: p.send_window_secs,
         resend_after_secs: p.resend_after_secs,
         max_wrong: p.max_wrong_codes,

@@ -45,6 +45,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/smart-entry", post(add_smart_entry).delete(remove_smart_entry))
         .route("/v1/address-book", post(address_book))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(service)
 }
 
@@ -88,19 +89,12 @@ async fn start_verification(State(s): Shared, req: Request) -> Result<Response, 
     let b: StartBody = json_body(&parts.headers, body, s.config.max_body_bytes).await?;
     let n = international(&b.number)?;
     let device = device_id(&b.device_id)?.to_string();
-    let channel = b.channel.unwrap_or_else(|| "sms".into());
-    let gateway = match channel.as_str() {
-        "sms" => &s.sms,
-        "voice" if s.voice.is_enabled() => &s.voice,
-        "voice" => return Err(ApiError::bad_request("channel_unavailable", "voice calls are not enabled on this service")),
-        _ => return Err(ApiError::bad_request("invalid_channel", "channel must be sms or voice")),
-    };
+    let channel = Channel::parse(&s, b.channel.as_deref())?;
     if let Some(answer) = recover(&s, n, &device).await? {
         return Ok(answer);
     }
     let st = s.clone();
-    let dev = device.clone();
-    let decision = blocking(move || st.state.start(n, &dev, unix_now())).await?;
+    let decision = blocking(move || st.state.start(n, &device, unix_now())).await?;
     let (id, code, sends_left) = match decision {
         Start::Send { id, code, sends_left } => (id, code, sends_left),
         Start::TooMany { retry_after } => {
@@ -110,29 +104,62 @@ async fn start_verification(State(s): Shared, req: Request) -> Result<Response, 
             return Err(too_many_requests("resend_too_soon", format!("wait {retry_after} s before asking for a new code"), retry_after))
         }
     };
-    let template = if channel == "voice" { &s.config.voice_text } else { &s.config.sms_text };
-    let msg = Outgoing {
-        to: n.to_string(),
-        from: s.config.sender.clone(),
-        text: render_text(template, &s.config.app_name, &code),
-        reference: id.clone(),
-    };
-    if let Err(e) = gateway.send(&msg).await {
-        tracing::warn!(number = %n, "code delivery failed: {e}");
-        let (st, rid) = (s.clone(), id.clone());
-        let _ = blocking(move || st.state.set_delivery(&rid, "failed")).await;
-        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "delivery_failed", format!("the {channel} gateway failed: {e}")));
-    }
+    deliver(&s, channel, n, &id, &code).await?;
     let l = s.state.limits();
     let answer = json!({
         "verification_id": id,
         "number": n,
-        "channel": channel,
+        "channel": channel.name(),
         "expires_in": l.validity_secs,
         "resend_in": l.resend_after_secs,
         "sends_left": sends_left,
     });
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Sms,
+    Voice,
+}
+
+impl Channel {
+    /// The channel a request asks for (default SMS), if this service offers it.
+    fn parse(s: &Service, asked: Option<&str>) -> Result<Channel, ApiError> {
+        match asked.unwrap_or("sms") {
+            "sms" => Ok(Channel::Sms),
+            "voice" if s.voice.is_enabled() => Ok(Channel::Voice),
+            "voice" => Err(ApiError::bad_request("channel_unavailable", "voice calls are not enabled on this service")),
+            _ => Err(ApiError::bad_request("invalid_channel", "channel must be sms or voice")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
+        }
+    }
+}
+
+/// Hands the code to the channel's gateway; a failure is recorded and answered 502 (the
+/// send still counts toward the limits).
+async fn deliver(s: &Arc<Service>, channel: Channel, n: E164, id: &str, code: &str) -> Result<(), ApiError> {
+    let (gateway, template) = match channel {
+        Channel::Sms => (&s.sms, &s.config.sms_text),
+        Channel::Voice => (&s.voice, &s.config.voice_text),
+    };
+    let msg = Outgoing {
+        to: n.to_string(),
+        from: s.config.sender.clone(),
+        text: render_text(template, &s.config.app_name, code),
+        reference: id.to_string(),
+    };
+    let Err(e) = gateway.send(&msg).await else { return Ok(()) };
+    tracing::warn!(number = %n, channel = channel.name(), "code delivery failed: {e}");
+    let (st, rid) = (s.clone(), id.to_string());
+    let _ = blocking(move || st.state.set_delivery(&rid, "failed")).await;
+    Err(ApiError::new(StatusCode::BAD_GATEWAY, "delivery_failed", format!("the {} gateway failed: {e}", channel.name())))
 }
 
 #[derive(Deserialize)]
@@ -451,4 +478,19 @@ fn form_report(bytes: &[u8]) -> DeliveryReport {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    /// The OpenAPI document names every route this module serves.
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc = include_str!("../../docs/provisioning.openapi.yaml");
+        let source = include_str!("routes.rs");
+        let routes: Vec<&str> = source.lines().filter_map(|l| l.trim().strip_prefix(".route(\"")).filter_map(|l| l.split('"').next()).collect();
+        assert!(routes.len() >= 8, "{routes:?}");
+        for r in routes {
+            assert!(doc.contains(&format!("\n  {r}:\n")), "{r} is missing from docs/provisioning.openapi.yaml");
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! that verified a number, in sled (`data_dir/provisioning`), with expiry.
 //!
 //! Owns the trees `pending` (number + device id → [`Record`] JSON), `refs` (verification id →
-//! pending key, for delivery reports) and `devices` (number + device id → time verified).
+//! pending key, for delivery reports), `numbers` (number → sends of all devices in the
+//! current window: device ids are made up by clients, so a number also has its own cap) and
+//! `devices` (number + device id → time verified).
 //! Every decision takes `now` (Unix seconds) so that limits are testable; every write is
 //! flushed before the call returns. It sends nothing and must not touch accounts or the
 //! binding index.
@@ -18,7 +20,10 @@ use std::path::Path;
 pub struct Limits {
     pub code_length: usize,
     pub validity_secs: u64,
+    /// Per number and device.
     pub max_sends: u32,
+    /// Per number, all devices together (device ids can be made up).
+    pub max_sends_per_number: u32,
     pub window_secs: u64,
     pub resend_after_secs: u64,
     pub max_wrong: u32,
@@ -41,6 +46,63 @@ struct Record {
     /// `submitted` (to the gateway), `failed` (the gateway refused it), or what the gateway's
     /// delivery report said (`delivered`, ...).
     delivery: String,
+}
+
+impl Record {
+    fn new(now: u64) -> Record {
+        Record {
+            id: String::new(),
+            code_hash: String::new(),
+            sent_at: 0,
+            expires_at: 0,
+            sends: 0,
+            window_start: now,
+            wrong: 0,
+            delivery: String::new(),
+        }
+    }
+
+    /// A new code: new id, counters for it reset, one more send.
+    fn renew(&mut self, code: &str, now: u64, validity_secs: u64) {
+        self.id = random_id();
+        self.code_hash = hash_code(&self.id, code);
+        self.sent_at = now;
+        self.expires_at = now.saturating_add(validity_secs);
+        self.sends += 1;
+        self.wrong = 0;
+        self.delivery = "submitted".into();
+    }
+}
+
+/// Codes sent to one number, all devices together, since `start`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    sends: u32,
+    start: u64,
+}
+
+impl Window {
+    fn decode(v: &[u8]) -> Option<Window> {
+        let sends = u32::from_be_bytes(v.get(0..4)?.try_into().ok()?);
+        let start = u64::from_be_bytes(v.get(4..12)?.try_into().ok()?);
+        Some(Window { sends, start })
+    }
+
+    fn encode(&self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[..4].copy_from_slice(&self.sends.to_be_bytes());
+        out[4..].copy_from_slice(&self.start.to_be_bytes());
+        out
+    }
+}
+
+/// Starts a new window (count back to 0) when the old one is over; returns its start.
+fn roll_window(sends: &mut u32, start: u64, now: u64, window_secs: u64) -> u64 {
+    if now >= start.saturating_add(window_secs) {
+        *sends = 0;
+        return now;
+    }
+    start
 }
 
 /// What [`Verifications::start`] decided.
@@ -78,6 +140,7 @@ pub struct Verifications {
     pending: sled::Tree,
     refs: sled::Tree,
     devices: sled::Tree,
+    numbers: sled::Tree,
     limits: Limits,
     write: Mutex<()>,
 }
@@ -108,6 +171,7 @@ impl Verifications {
             pending: db.open_tree("pending")?,
             refs: db.open_tree("refs")?,
             devices: db.open_tree("devices")?,
+            numbers: db.open_tree("numbers")?,
             db,
             limits,
             write: Mutex::new(()),
@@ -123,22 +187,16 @@ impl Verifications {
         let l = &self.limits;
         let _w = self.write.lock();
         let k = key(n, device);
-        let mut r = self.record(&k)?.unwrap_or(Record {
-            id: String::new(),
-            code_hash: String::new(),
-            sent_at: 0,
-            expires_at: 0,
-            sends: 0,
-            window_start: now,
-            wrong: 0,
-            delivery: String::new(),
-        });
-        if now >= r.window_start.saturating_add(l.window_secs) {
-            r.sends = 0;
-            r.window_start = now;
-        }
+        let mut r = self.record(&k)?.unwrap_or_else(|| Record::new(now));
+        let mut per_number = self.number_window(n)?.unwrap_or(Window { sends: 0, start: now });
+        r.window_start = roll_window(&mut r.sends, r.window_start, now, l.window_secs);
+        per_number.start = roll_window(&mut per_number.sends, per_number.start, now, l.window_secs);
+        let window_end = |start: u64| start.saturating_add(l.window_secs).saturating_sub(now).max(1);
         if r.sends >= l.max_sends {
-            return Ok(Start::TooMany { retry_after: (r.window_start + l.window_secs).saturating_sub(now).max(1) });
+            return Ok(Start::TooMany { retry_after: window_end(r.window_start) });
+        }
+        if per_number.sends >= l.max_sends_per_number {
+            return Ok(Start::TooMany { retry_after: window_end(per_number.start) });
         }
         let next = r.sent_at.saturating_add(l.resend_after_secs);
         if r.sends > 0 && now < next {
@@ -148,16 +206,16 @@ impl Verifications {
             self.refs.remove(r.id.as_bytes())?;
         }
         let code = random_code(l.code_length);
-        r.id = random_id();
-        r.code_hash = hash_code(&r.id, &code);
-        r.sent_at = now;
-        r.expires_at = now.saturating_add(l.validity_secs);
-        r.sends += 1;
-        r.wrong = 0;
-        r.delivery = "submitted".into();
+        r.renew(&code, now, l.validity_secs);
+        per_number.sends += 1;
+        self.numbers.insert(n.as_key(), &per_number.encode()[..])?;
         self.refs.insert(r.id.as_bytes(), k.as_slice())?;
         self.save(&k, &r)?;
         Ok(Start::Send { id: r.id, code, sends_left: l.max_sends - r.sends })
+    }
+
+    fn number_window(&self, n: E164) -> Result<Option<Window>, StateError> {
+        Ok(self.numbers.get(n.as_key())?.and_then(|v| Window::decode(&v)))
     }
 
     /// Checks a code; a correct one is used up (durably) so it cannot be replayed.
@@ -224,6 +282,12 @@ impl Verifications {
                 removed += 1;
             }
         }
+        for item in self.numbers.iter() {
+            let (k, v) = item?;
+            if Window::decode(&v).is_none_or(|w| now >= w.start.saturating_add(self.limits.window_secs)) {
+                self.numbers.remove(&k)?;
+            }
+        }
         if removed > 0 {
             self.db.flush()?;
         }
@@ -246,7 +310,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { code_length: 4, validity_secs: 600, max_sends: 2, window_secs: 1000, resend_after_secs: 60, max_wrong: 3 }
+        Limits { code_length: 4, validity_secs: 600, max_sends: 2, max_sends_per_number: 5, window_secs: 1000, resend_after_secs: 60, max_wrong: 3 }
     }
 
     fn n() -> E164 {
@@ -263,6 +327,20 @@ mod tests {
         assert_eq!(v.start(n(), "d", 200).unwrap(), Start::TooMany { retry_after: 800 });
         assert!(matches!(v.start(n(), "other", 200).unwrap(), Start::Send { .. }), "per device");
         assert!(matches!(v.start(n(), "d", 1000).unwrap(), Start::Send { .. }), "new window");
+    }
+
+    #[test]
+    fn a_number_has_its_own_cap_across_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Verifications::open(dir.path(), limits()).unwrap();
+        for device in ["a", "b", "c", "d"] {
+            assert!(matches!(v.start(n(), device, 0).unwrap(), Start::Send { .. }));
+        }
+        assert!(matches!(v.start(n(), "a", 60).unwrap(), Start::Send { .. }), "5th send to the number");
+        assert_eq!(v.start(n(), "e", 100).unwrap(), Start::TooMany { retry_after: 900 });
+        assert!(matches!(v.start("+33698765432".parse().unwrap(), "e", 100).unwrap(), Start::Send { .. }));
+        assert_eq!(v.sweep(1000).unwrap(), 4, "a, b, c, d; the other number's window is not over");
+        assert!(matches!(v.start(n(), "e", 1000).unwrap(), Start::Send { .. }), "swept with its window");
     }
 
     #[test]
