@@ -17,6 +17,7 @@
 //! [`server`] wires the parts; [`config`] holds the settings.
 
 pub mod accounts;
+pub mod accounts_cli;
 pub mod auth;
 pub mod body;
 pub mod budget;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use smart_presence::config::Config;
+use smart_presence::accounts_cli::AccountsCommand;
 use smart_presence::index::cli::BindingsCommand;
 use smart_presence::server::Server;
 use std::path::PathBuf;
@@ -28,6 +29,13 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: BindingsCommand,
+    },
+    /// Create and list SIP accounts (on the data directory; the server must be stopped).
+    Accounts {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AccountsCommand,
     },
 }
 
@@ -85,6 +93,11 @@ fn main() -> std::process::ExitCode {
                 let config = load_config(config.as_ref())?;
                 init_logging("warn");
                 smart_presence::index::cli::run(command, &config).await
+            }
+            Command::Accounts { config, command } => {
+                let config = load_config(config.as_ref())?;
+                init_logging("warn");
+                smart_presence::accounts_cli::run(command, &config)
             }
         }
     });

@@ -63,3 +63,17 @@ fn bad_config_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("udpp"), "{err}");
 }
+
+#[test]
+fn accounts_add_and_list_on_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sp.toml");
+    std::fs::write(&config, format!("domain = \"example.org\"\ndata_dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
+    let bin = env!("CARGO_BIN_EXE_smart-presence");
+    let add = Command::new(bin).args(["accounts", "--config"]).arg(&config).args(["add", "alice", "secret", "06 12 34 56 78"]).output().unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let again = Command::new(bin).args(["accounts", "--config"]).arg(&config).args(["add", "alice", "x"]).output().unwrap();
+    assert!(!again.status.success(), "a taken username is refused");
+    let list = Command::new(bin).args(["accounts", "--config"]).arg(&config).arg("list").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "sip:alice@example.org\t+33612345678\n");
+}
