@@ -7,7 +7,7 @@ mod common;
 use common::peer::{Msg, Peer};
 use common::*;
 use serde_json::{json, Value};
-use smart_presence::accounts::Algorithm;
+use smart_presence::auth::digest::answer;
 use smart_presence::config::Config;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -247,14 +247,6 @@ fn param(challenge: &str, name: &str) -> String {
     challenge[start..].split('"').next().unwrap().to_string()
 }
 
-fn digest(challenge: &str, alg: Algorithm, alg_name: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
-    let (realm, nonce) = (param(challenge, "realm"), param(challenge, "nonce"));
-    let ha1 = alg.hex(&format!("{user}:{realm}:{password}"));
-    let ha2 = alg.hex(&format!("{method}:{uri}"));
-    let response = alg.hex(&format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
-    format!("Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={alg_name}, qop=auth, nc=00000001, cnonce=\"abc\", response=\"{response}\"")
-}
-
 // ---- tests -------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -317,12 +309,13 @@ async fn whole_workflow_over_the_http_gateway_notifies_a_watcher() {
     assert_eq!(challenge.status, 401);
     let challenges = challenge.headers("WWW-Authenticate");
     assert!(challenges.iter().any(|c| c.starts_with("Bearer ")), "{challenges:?}");
-    for (alg, name) in [(Algorithm::Md5, "MD5"), (Algorithm::Sha256, "SHA-256")] {
-        let c = challenges.iter().find(|c| c.contains(&format!("algorithm={name},"))).unwrap();
-        let authz = digest(c, alg, name, USERNAME, &password, "GET", "/v1/account");
+    // Both offers share one nonce: each use counts up.
+    for (i, name) in ["MD5", "SHA-256"].into_iter().enumerate() {
+        let c = challenges.iter().find(|c| c.contains(&format!("algorithm={name}"))).unwrap();
+        let authz = answer(c, USERNAME, &password, "GET", "/v1/account", i as u32 * 2 + 1);
         let r = http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
-        let bad = digest(c, alg, name, USERNAME, "wrong", "GET", "/v1/account");
+        let bad = answer(c, USERNAME, "wrong", "GET", "/v1/account", i as u32 * 2 + 2);
         assert_eq!(http(api, "GET", "/v1/account", &[("Authorization", &bad)], "").await.status, 401);
     }
     use base64::Engine;
@@ -607,7 +600,7 @@ async fn stale_digest_nonce_gets_a_new_challenge() {
     s.server.accounts().create("alice", "pw", &[]).unwrap();
     let challenge = http(api, "GET", "/v1/account", &[], "").await;
     let c = challenge.headers("WWW-Authenticate").into_iter().find(|c| c.contains("algorithm=SHA-256")).unwrap().to_string();
-    let authz = digest(&c, Algorithm::Sha256, "SHA-256", "alice", "pw", "GET", "/v1/account");
+    let authz = answer(&c, "alice", "pw", "GET", "/v1/account", 1);
     assert_eq!(http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await.status, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let stale = http(api, "GET", "/v1/account", &[("Authorization", &authz)], "").await;

@@ -5,17 +5,16 @@
 //! - `Bearer <token>`: the token issued at provisioning; it does not expire, it is replaced
 //!   by the next provisioning of the number (stored as a SHA-256 hash only);
 //! - `Digest` (RFC 7616, `qop=auth`, `MD5` or `SHA-256`) with the SIP credentials, checked
-//!   against the HA1s of the account store. Nonces are stateless (time + keyed hash) and
-//!   expire after `digest_nonce_secs`; nonce counts are not tracked, so a captured request
-//!   can be replayed while its nonce lives (the API serves no TLS: use a TLS proxy);
+//!   against the HA1s of the account store by the same verifier as SIP (`auth::digest`):
+//!   nonces expire after `digest_nonce_secs` and a nonce count is accepted once;
 //! - `Basic` with the SIP credentials, only when the listener is on loopback: the service
 //!   does not serve TLS itself, so elsewhere Basic would send the password in clear.
 //!
 //! Owns nonces and header parsing; reads accounts, never writes them.
 
-use crate::accounts::{constant_time_eq, Account, Accounts, Algorithm};
+use crate::accounts::{Account, Accounts};
+use crate::auth::digest::{parse_params, Digest, DigestError};
 use base64::Engine;
-use std::collections::HashMap;
 
 /// Why a request is not authenticated.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,25 +31,20 @@ pub enum AuthError {
 
 pub struct Auth {
     accounts: Accounts,
-    secret: [u8; 32],
-    nonce_secs: u64,
+    digest: Digest,
     basic_allowed: bool,
 }
 
 impl Auth {
     pub fn new(accounts: Accounts, nonce_secs: u64, loopback: bool) -> Auth {
-        Auth { accounts, secret: rand::random(), nonce_secs, basic_allowed: loopback }
+        let digest = Digest::new(accounts.realm(), nonce_secs);
+        Auth { accounts, digest, basic_allowed: loopback }
     }
 
     /// The `WWW-Authenticate` values of a 401.
-    pub fn challenges(&self, now: u64, stale: bool) -> Vec<String> {
+    pub fn challenges(&self, stale: bool) -> Vec<String> {
         let realm = self.accounts.realm();
-        let nonce = self.nonce(now);
-        let stale = if stale { ", stale=true" } else { "" };
-        let mut out: Vec<String> = ["SHA-256", "MD5"]
-            .iter()
-            .map(|alg| format!("Digest realm=\"{realm}\", qop=\"auth\", algorithm={alg}, nonce=\"{nonce}\"{stale}"))
-            .collect();
+        let mut out = self.digest.challenges(stale);
         out.push(format!("Bearer realm=\"{realm}\""));
         if self.basic_allowed {
             out.push(format!("Basic realm=\"{realm}\""));
@@ -59,14 +53,14 @@ impl Auth {
     }
 
     /// The account `authorization` (the header value) authenticates, for `method` and `uri`.
-    pub fn authenticate(&self, authorization: Option<&str>, method: &str, uri: &str, now: u64) -> Result<Account, AuthError> {
+    pub fn authenticate(&self, authorization: Option<&str>, method: &str, uri: &str) -> Result<Account, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?.trim();
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         match scheme.to_ascii_lowercase().as_str() {
             "bearer" => self.bearer(rest.trim()),
             "basic" if !self.basic_allowed => Err(AuthError::BasicRefused),
             "basic" => self.basic(rest.trim()),
-            "digest" => self.digest(rest, method, uri, now),
+            "digest" => self.digest(value, rest, method, uri),
             _ => Err(AuthError::Invalid(format!("unsupported scheme {scheme:?}"))),
         }
     }
@@ -89,32 +83,17 @@ impl Auth {
         self.account(user)
     }
 
-    fn digest(&self, params: &str, method: &str, uri: &str, now: u64) -> Result<Account, AuthError> {
-        let p = parse_params(params);
-        let get = |k: &str| p.get(k).map(String::as_str).ok_or_else(|| AuthError::Invalid(format!("Digest without {k}")));
-        let (user, realm, nonce, digest_uri, response) = (get("username")?, get("realm")?, get("nonce")?, get("uri")?, get("response")?);
-        let algorithm = Algorithm::from_name(p.get("algorithm").map(String::as_str).unwrap_or("MD5"))
-            .ok_or_else(|| AuthError::Invalid("algorithm must be MD5 or SHA-256".into()))?;
-        if realm != self.accounts.realm() {
-            return Err(AuthError::Invalid("wrong realm".into()));
-        }
-        if digest_uri != uri {
+    fn digest(&self, value: &str, params: &str, method: &str, uri: &str) -> Result<Account, AuthError> {
+        if parse_params(params).get("uri").map(String::as_str) != Some(uri) {
             return Err(AuthError::Invalid("Digest uri does not match the request".into()));
         }
-        if get("qop")? != "auth" {
-            return Err(AuthError::Invalid("qop must be auth".into()));
-        }
-        let (nc, cnonce) = (get("nc")?, get("cnonce")?);
-        let ha1 = self.accounts.ha1(user, algorithm).ok_or_else(|| AuthError::Invalid("wrong username or password".into()))?;
-        let ha2 = algorithm.hex(&format!("{method}:{digest_uri}"));
-        let expected = algorithm.hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
-        if !constant_time_eq(expected.as_bytes(), response.to_ascii_lowercase().as_bytes()) {
-            return Err(AuthError::Invalid("wrong username or password".into()));
-        }
-        if !self.nonce_fresh(nonce, now) {
-            return Err(AuthError::Stale);
-        }
-        self.account(user)
+        let user = self.digest.verify(value, method, |u, alg| self.accounts.ha1(u, alg)).map_err(|e| match e {
+            DigestError::Stale => AuthError::Stale,
+            DigestError::Replay => AuthError::Invalid("nonce count already used".into()),
+            DigestError::Missing => AuthError::Invalid("wrong realm".into()),
+            DigestError::Invalid(_) => AuthError::Invalid("wrong username or password".into()),
+        })?;
+        self.account(&user)
     }
 
     fn account(&self, user: &str) -> Result<Account, AuthError> {
@@ -124,49 +103,6 @@ impl Auth {
             .ok_or_else(|| AuthError::Invalid("wrong username or password".into()))
     }
 
-    fn nonce(&self, now: u64) -> String {
-        format!("{now:x}.{}", self.nonce_mac(now))
-    }
-
-    fn nonce_mac(&self, t: u64) -> String {
-        let secret: String = self.secret.iter().map(|b| format!("{b:02x}")).collect();
-        Algorithm::Sha256.hex(&format!("{secret}:{t}"))[..32].to_string()
-    }
-
-    fn nonce_fresh(&self, nonce: &str, now: u64) -> bool {
-        let Some((t, mac)) = nonce.split_once('.') else { return false };
-        let Ok(t) = u64::from_str_radix(t, 16) else { return false };
-        constant_time_eq(mac.as_bytes(), self.nonce_mac(t).as_bytes()) && now <= t.saturating_add(self.nonce_secs)
-    }
-}
-
-/// `k=v, k="quoted \" v"` → map (keys lowercased).
-fn parse_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().to_ascii_lowercase();
-        if key.is_empty() {
-            return out;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            value = chars.by_ref().take_while(|c| *c != ',').collect::<String>().trim().to_string();
-        }
-        out.insert(key, value);
-    }
 }
 
 #[cfg(test)]
@@ -174,33 +110,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_with_quotes_and_commas() {
-        let p = parse_params(r#"username="a\"b", realm="x,y", nc=00000001 , qop=auth"#);
-        assert_eq!(p["username"], "a\"b");
-        assert_eq!(p["realm"], "x,y");
-        assert_eq!(p["nc"], "00000001");
-        assert_eq!(p["qop"], "auth");
-    }
-
-    #[test]
-    fn digest_round_trip_and_stale_nonce() {
+    fn digest_round_trip_and_replay() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = Accounts::open(dir.path(), "example.org").unwrap();
         accounts.create("alice", "pw", &[]).unwrap();
         let auth = Auth::new(accounts, 300, false);
-        let nonce = auth.nonce(1000);
-        let header = |alg: Algorithm, name: &str| {
-            let ha1 = alg.hex("alice:example.org:pw");
-            let ha2 = alg.hex("GET:/v1/account");
-            let resp = alg.hex(&format!("{ha1}:{nonce}:00000001:c:auth:{ha2}"));
-            format!("Digest username=\"alice\", realm=\"example.org\", nonce=\"{nonce}\", uri=\"/v1/account\", algorithm={name}, qop=auth, nc=00000001, cnonce=\"c\", response=\"{resp}\"")
-        };
-        for (alg, name) in [(Algorithm::Md5, "MD5"), (Algorithm::Sha256, "SHA-256")] {
-            let h = header(alg, name);
-            assert_eq!(auth.authenticate(Some(&h), "GET", "/v1/account", 1100).unwrap().username, "alice");
-            assert_eq!(auth.authenticate(Some(&h), "GET", "/v1/account", 1301), Err(AuthError::Stale));
-            assert!(matches!(auth.authenticate(Some(&h), "POST", "/v1/account", 1100), Err(AuthError::Invalid(_))));
+        for (nc, offer) in auth.challenges(false).iter().filter(|c| c.starts_with("Digest")).enumerate() {
+            let h = crate::auth::digest::answer(offer, "alice", "pw", "GET", "/v1/account", nc as u32 + 1);
+            assert!(matches!(auth.authenticate(Some(&h), "POST", "/v1/account"), Err(AuthError::Invalid(_))));
+            assert_eq!(auth.authenticate(Some(&h), "GET", "/v1/account").unwrap().username, "alice");
+            assert!(matches!(auth.authenticate(Some(&h), "GET", "/v1/account"), Err(AuthError::Invalid(_))), "replay");
         }
-        assert_eq!(auth.authenticate(Some("Basic YWxpY2U6cHc="), "GET", "/", 0), Err(AuthError::BasicRefused));
+        assert_eq!(auth.authenticate(Some("Basic YWxpY2U6cHc="), "GET", "/"), Err(AuthError::BasicRefused));
     }
 }

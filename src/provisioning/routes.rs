@@ -280,9 +280,9 @@ fn provisioned_answer(p: &Provisioned, recovered: bool) -> Json<Value> {
 async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, ApiError> {
     let authz = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string());
-    let (method, now) = (parts.method.to_string(), unix_now());
+    let method = parts.method.to_string();
     let st = s.clone();
-    let result = tokio::task::spawn_blocking(move || st.auth.authenticate(authz.as_deref(), &method, &uri, now))
+    let result = tokio::task::spawn_blocking(move || st.auth.authenticate(authz.as_deref(), &method, &uri))
         .await
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))?;
     let (code, message, stale) = match result {
@@ -298,7 +298,7 @@ async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, ApiEr
         ),
     };
     let mut err = ApiError::new(StatusCode::UNAUTHORIZED, code, message);
-    for c in s.auth.challenges(now, stale) {
+    for c in s.auth.challenges(stale) {
         err = err.header(header::WWW_AUTHENTICATE, c);
     }
     Err(err)
