@@ -61,6 +61,7 @@ impl Server {
         let shared = Arc::new(Shared {
             index: index.clone(),
             auth: auth.clone(),
+            budget: budget.clone(),
             presence: presence.clone(),
             long_term: config.presence.long_term,
             client_tx: client_tx.clone(),

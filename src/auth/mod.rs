@@ -24,6 +24,16 @@ pub struct Identity {
     pub numbers: Vec<E164>,
     /// A trusted proxy vouched for it (it may act for others, e.g. publish for its users).
     pub trusted: bool,
+    /// The account name when an account proved it (the discovery budget's key, shared
+    /// with the HTTP address-book query).
+    pub account: Option<String>,
+}
+
+impl Identity {
+    /// Whose discovery budget a lookup is charged to.
+    pub fn budget_key(&self) -> &str {
+        self.account.as_deref().unwrap_or(&self.uri)
+    }
 }
 
 pub struct Authenticator {
@@ -50,12 +60,12 @@ impl Authenticator {
         if self.trusted.contains(&source.remote.ip()) {
             let asserted = req.headers.get(&HeaderName::PAssertedIdentity).or_else(|| req.headers.get(&HeaderName::From));
             let uri = asserted.as_deref().and_then(canonical).ok_or_else(|| Response::with_reason(req, 403, "No Identity"))?;
-            return Ok(Identity { uri, numbers: Vec::new(), trusted: true });
+            return Ok(Identity { uri, numbers: Vec::new(), trusted: true, account: None });
         }
         let Some(digest) = &self.digest else {
             let from = req.headers.get(&HeaderName::From);
             let uri = from.as_deref().and_then(canonical).ok_or_else(|| Response::with_reason(req, 403, "No Identity"))?;
-            return Ok(Identity { uri, numbers: Vec::new(), trusted: false });
+            return Ok(Identity { uri, numbers: Vec::new(), trusted: false, account: None });
         };
         let answer = req
             .headers
@@ -75,7 +85,7 @@ impl Authenticator {
 
     fn account_identity(&self, req: &Request, user: &str) -> Result<Identity, Response> {
         match self.accounts.get(user) {
-            Ok(Some(a)) => Ok(Identity { uri: a.sip_uri(), numbers: a.numbers, trusted: false }),
+            Ok(Some(a)) => Ok(Identity { uri: a.sip_uri(), numbers: a.numbers, trusted: false, account: Some(a.username) }),
             _ => Err(Response::to(req, 403)),
         }
     }

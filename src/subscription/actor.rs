@@ -35,6 +35,7 @@ pub enum Command {
 pub struct Shared {
     pub index: Index,
     pub auth: Arc<crate::auth::Authenticator>,
+    pub budget: crate::budget::Budget,
     pub presence: Arc<PresenceStore>,
     /// Offline users still show as reachable (see `PresenceConfig::long_term`).
     pub long_term: bool,

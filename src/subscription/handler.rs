@@ -102,7 +102,8 @@ fn new_subscription(
         Some(r) => Some(r),
         None => resolution::subscriber_region(&shared.index, &identity.uri, region),
     };
-    let entries = resolution::classify(list.entries, region);
+    let mut entries = resolution::classify(list.entries, region);
+    charge_budget(shared, identity, &mut entries);
     let source = tx.source();
     let host = local_host(source, &config.domain);
     let dialog = Dialog::from_subscribe(req, source, &host).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
@@ -131,6 +132,39 @@ fn new_subscription(
     let (id, handle, rx) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
     sub.id = id;
     Ok(Accepted::New(resp, sub, handle.resync, rx))
+}
+
+/// Charges the numbers new to this account against its discovery budget; those over it
+/// are answered as not users and never watched (nothing is stored about them). Without a
+/// working budget store, no number is revealed: privacy fails closed.
+fn charge_budget(shared: &Shared, identity: &Identity, entries: &mut [resolution::Entry]) {
+    let phones: Vec<(usize, crate::numbers::E164)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.key {
+            Some(resolution::Key::Phone(n)) => Some((i, n)),
+            _ => None,
+        })
+        .collect();
+    if phones.is_empty() {
+        return;
+    }
+    let numbers: Vec<_> = phones.iter().map(|(_, n)| *n).collect();
+    match shared.budget.charge(identity.budget_key(), &numbers) {
+        Ok(allowed) => {
+            for ((i, _), ok) in phones.iter().zip(allowed.allowed) {
+                if !ok {
+                    entries[*i].key = None;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!("discovery budget unavailable, numbers answered as not users: {e}");
+            for (i, _) in &phones {
+                entries[*i].key = None;
+            }
+        }
+    }
 }
 
 fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, tag: &str, expires: u32) -> Result<Accepted, Response> {
