@@ -27,4 +27,4 @@ fi
 
 # Kamailio's package enables its service on install where systemd runs; the tests start
 # their own instances on loopback ports, so nothing else is needed.
-cargo test --all-targets "$@"
+cargo test --all-targets --no-fail-fast "$@"

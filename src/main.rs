@@ -54,23 +54,18 @@ fn init_logging(level: &str) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = Server::start(&config).await?;
-    wait_for_signal().await;
-    tracing::info!("stopping");
-    server.shutdown(Duration::from_secs(2)).await;
-    Ok(())
-}
-
-async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
+    // Installed before the sockets open, so a signal never finds the default action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let server = Server::start(&config).await?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    tracing::info!("stopping");
+    server.shutdown(Duration::from_secs(2)).await;
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {

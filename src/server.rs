@@ -47,9 +47,9 @@ impl Server {
         let addrs = transports.local_addrs();
         let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
         let index = Index::open(&index::dir_in(&config.data_dir))?;
-        let admin = start_admin(config, &index, &shutdown_rx).await?;
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
+        let admin = start_admin(config, &index, &budget, &shutdown_rx).await?;
         let provisioning =
             crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), shutdown_rx.clone()).await?;
         let sender = transports.sender();
@@ -139,20 +139,25 @@ impl Server {
     }
 }
 
-/// Binds the admin endpoint (when configured) and serves it until shutdown.
-async fn start_admin(config: &Config, index: &Index, shutdown: &watch::Receiver<bool>) -> anyhow::Result<Option<std::net::SocketAddr>> {
+/// Binds the admin endpoint (when configured): bindings (`index::admin`) and budgets.
+async fn start_admin(
+    config: &Config,
+    index: &Index,
+    budget: &Budget,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
     let Some(listen) = config.admin.listen else { return Ok(None) };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind admin endpoint {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    let router = index::admin::router(index.clone()).merge(budget::admin_router(budget.clone()));
     let mut stop = shutdown.clone();
-    let index = index.clone();
     tokio::spawn(async move {
         let signal = async move {
             let _ = stop.changed().await;
         };
-        if let Err(e) = index::admin::serve_on(listener, index, signal).await {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(signal).await {
             tracing::error!("admin endpoint: {e}");
         }
     });

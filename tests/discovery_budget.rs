@@ -76,3 +76,30 @@ async fn scraper_is_cut_off_while_a_normal_address_book_is_served() {
     eprintln!("scraper budget after 50 lists: {status:?}; refused in all: {}", s.server.budget().refused_total());
     assert!(s.server.budget().refused_total() >= 49 * 5000);
 }
+
+#[tokio::test]
+async fn operator_sees_and_resets_a_budget_on_the_admin_endpoint() {
+    let s = TestServer::start_with(|c| {
+        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.budget.burst = 3;
+    })
+    .await;
+    let admin = s.server.admin_addr().unwrap();
+    let numbers: Vec<_> = (0..5).map(|i| number(0, i).parse().unwrap()).collect();
+    let charged = s.server.budget().charge("sip:eve@example.org", &numbers).unwrap();
+    assert_eq!(charged.over_budget, 2);
+    let show = http_admin(admin, "GET", "/budget/sip:eve@example.org").await;
+    assert!(show.starts_with("HTTP/1.1 200") && show.contains("\"tokens\":0"), "{show}");
+    let reset = http_admin(admin, "DELETE", "/budget/sip:eve@example.org").await;
+    assert!(reset.starts_with("HTTP/1.1 204"), "{reset}");
+    assert_eq!(s.server.budget().charge("sip:eve@example.org", &numbers).unwrap().over_budget, 2, "full bucket again");
+}
+
+async fn http_admin(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

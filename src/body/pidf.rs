@@ -129,7 +129,7 @@ fn open(
             _ => Err(PidfError("root element is not presence")),
         };
     };
-    let p = pres.as_mut().expect("root seen");
+    let p = pres.as_mut().ok_or(PidfError("element outside presence"))?;
     Ok(match (parent, ours, name.as_ref()) {
         (Ctx::Presence, true, b"tuple") => {
             if p.tuples.len() >= MAX_TUPLES {
