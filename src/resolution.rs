@@ -73,16 +73,14 @@ pub fn user_of(index: &Index, presence: &PresenceStore, key: &Key) -> Result<Opt
     Ok(Some(User { contact, since, live }))
 }
 
-/// Resolves every entry: the user behind each, in entry order.
-pub fn resolve_all(index: &Index, presence: &PresenceStore, entries: &[Entry]) -> Vec<Option<User>> {
-    entries
-        .iter()
-        .map(|e| match &e.key {
-            Some(k) => user_of(index, presence, k).unwrap_or_else(|err| {
-                tracing::warn!("index lookup failed: {err}");
-                None
-            }),
-            None => None,
+/// Resolves every key: the user behind each, in order.
+pub fn resolve_all(index: &Index, presence: &PresenceStore, keys: impl Iterator<Item = Option<Key>>) -> Vec<Option<User>> {
+    keys.map(|key| {
+        let key = key?;
+        user_of(index, presence, &key).unwrap_or_else(|err| {
+            tracing::warn!("index lookup failed: {err}");
+            None
         })
-        .collect()
+    })
+    .collect()
 }

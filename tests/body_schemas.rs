@@ -2,40 +2,13 @@
 //! against the IETF schemas in `presence-schemas/` with xmllint (Debian `libxml2-utils`).
 //! The test fails, never skips, when xmllint is missing.
 
+mod common;
+
+use common::xmllint;
 use smart_presence::body::{
     self, build, build_pidf, build_split, Flavor, ListNotify, ResourceState, UserPresence,
 };
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-fn xmllint(schema: &str, doc: &[u8]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("presence-schemas")
-        .join(schema);
-    let mut child = match Command::new("xmllint")
-        .args(["--noout", "--nonet", "--schema"])
-        .arg(&path)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "cannot run xmllint ({e}): install libxml2-utils (apt-get install libxml2-utils)"
-        ),
-    };
-    child.stdin.take().unwrap().write_all(doc).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{schema} rejects:\n{}\n---\n{}",
-        String::from_utf8_lossy(doc),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A MIME part: its headers (CRLF-joined) and content.
 struct Part {

@@ -61,15 +61,6 @@ impl Drop for Kamailio {
     }
 }
 
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 async fn start_kamailio(presence: std::net::SocketAddr, rundir: &std::path::Path) -> (Kamailio, u16) {
     let found = Command::new("kamailio").arg("-v").output().is_ok();

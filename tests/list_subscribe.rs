@@ -106,12 +106,9 @@ async fn liblinphone_udp_lifecycle_initial_refresh_live_update_unsubscribe() {
 
     // Refresh in the dialog: no body, full state again with the next version.
     p.send(&replay(REFRESH_UDP, "127.0.0.1:40791", local, &[("hat5gpbsac", &tag)])).await;
-    let mut early = Vec::new();
-    assert_eq!(p.response(&mut early).await.status(), Some(200));
-    let second = match early.pop() {
-        Some(n) => n,
-        None => p.notify(200).await,
-    };
+    let (ok, second) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200));
+    let second = second.unwrap();
     assert!(rlmi(&second).contains("version=\"1\"") && rlmi(&second).contains("fullState=\"true\""));
     assert_eq!(rlmi(&second).matches("<instance ").count(), 1, "the list was kept");
 
@@ -212,12 +209,9 @@ async fn tls_list_subscription_with_rfc_spelling() {
     let mut p = Peer::stream(tls, local);
     let body = resource_list(&[BOB.to_string(), "sip:bob@example.org".into(), "sip:nobody@example.org".into()]);
     p.send(list_subscribe("TLS", local, "tls1", "", &body).as_bytes()).await;
-    let mut early = Vec::new();
-    assert_eq!(p.response(&mut early).await.status(), Some(200));
-    let n = match early.pop() {
-        Some(n) => n,
-        None => p.notify(200).await,
-    };
+    let (ok, n) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200));
+    let n = n.unwrap();
     assert_eq!(n.header("Event"), Some("presence"));
     assert_eq!(n.header("Content-Encoding"), None, "no Accept-Encoding: deflate, no compression");
     let n_parts = parts(&n);
@@ -304,12 +298,9 @@ async fn expires_is_capped_and_fetch_gets_one_terminated_notify() {
         p.notify(200).await;
     }
     p.send(list_subscribe("UDP", local, "fetch", "Expires: 0\r\n", &body).replace("call-fetch", "call-fetch2").as_bytes()).await;
-    let mut early = Vec::new();
-    assert_eq!(p.response(&mut early).await.status(), Some(200));
-    let n = match early.pop() {
-        Some(n) => n,
-        None => p.notify(200).await,
-    };
+    let (ok, n) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200));
+    let n = n.unwrap();
     assert_eq!(n.header("Subscription-State"), Some("terminated;reason=timeout"));
     assert!(rlmi(&n).contains("fullState=\"true\""));
     assert_eq!(s.server.subscriptions().len(), 1, "only the first one lives");

@@ -242,10 +242,6 @@ async fn watcher(s: &TestServer, number: &str) -> Peer {
 
 // ---- digest client -----------------------------------------------------------------------
 
-fn param(challenge: &str, name: &str) -> String {
-    let start = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-    challenge[start..].split('"').next().unwrap().to_string()
-}
 
 // ---- tests -------------------------------------------------------------------------------
 

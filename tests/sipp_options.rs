@@ -25,16 +25,6 @@ fn run_sipp(transport: &str, target: std::net::SocketAddr, calls: u32) -> std::p
         .expect("sipp runs")
 }
 
-/// A port free on loopback for both UDP and TCP, for SIPp's own socket.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// SIPp exits 0 only when every call succeeded; its summary must show them all.
 fn assert_all_succeeded(out: &std::process::Output, calls: u32) {

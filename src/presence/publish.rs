@@ -89,14 +89,8 @@ fn read_pidf(req: &Request) -> Result<Published, Response> {
     if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/pidf+xml") {
         return Err(Response::to(req, 415).header(HeaderName::Accept, "application/pidf+xml"));
     }
-    let mut deflated = false;
-    for coding in req.headers.list(&HeaderName::ContentEncoding) {
-        match coding.to_ascii_lowercase().as_str() {
-            "deflate" => deflated = true,
-            "identity" => {}
-            _ => return Err(Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate")),
-        }
-    }
+    let deflated = crate::sip::validate::is_deflated(&req.headers)
+        .map_err(|_| Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate"))?;
     let xml = if deflated {
         body::inflate(&req.body, &InflateLimits::default()).map_err(|_| Response::with_reason(req, 400, "Bad Deflate Body"))?
     } else {

@@ -48,6 +48,24 @@ pub fn body_by_length(headers: &Headers, body: Bytes, stream: bool) -> Result<By
     Ok(body.slice(..len))
 }
 
+/// Whether a body is deflated: `deflate` yes, `identity` or none no; any other coding is
+/// one we cannot read (the caller answers 415 with `Accept-Encoding: deflate`).
+pub fn is_deflated(headers: &Headers) -> Result<bool, UnsupportedCoding> {
+    let mut deflated = false;
+    for coding in headers.list(&HeaderName::ContentEncoding) {
+        match coding.to_ascii_lowercase().as_str() {
+            "deflate" => deflated = true,
+            "identity" => {}
+            _ => return Err(UnsupportedCoding),
+        }
+    }
+    Ok(deflated)
+}
+
+/// A Content-Encoding other than deflate or identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsupportedCoding;
+
 fn missing_or_bad(headers: &Headers, name: HeaderName, label: &'static str) -> &'static str {
     if headers.get(&name).is_some() {
         bad(label)

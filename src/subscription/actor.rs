@@ -10,7 +10,8 @@ use crate::body::{ResourceState, UserPresence};
 use crate::index::Index;
 use crate::presence::PresenceStore;
 use crate::notification::{self, Format, SubState};
-use crate::resolution::{self, Entry, Key, User};
+use super::watched::WatchedList;
+use crate::resolution::{self, Key, User};
 use crate::transaction::{ClientTransactions, Outcome};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +49,7 @@ pub struct Subscription {
     pub id: SubId,
     pub dialog: Dialog,
     pub list_uri: String,
-    pub entries: Vec<Entry>,
+    pub entries: WatchedList,
     pub version: u32,
     pub expires_at: Instant,
     pub format: Format,
@@ -66,7 +67,7 @@ struct Pending {
 
 impl Subscription {
     pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        self.entries.iter().filter_map(|e| e.key.clone())
+        self.entries.keys()
     }
 
     fn remaining(&self) -> u32 {
@@ -75,18 +76,16 @@ impl Subscription {
 
     /// Sends full state; false when the subscriber rejected it.
     async fn send_full(&mut self, shared: &Shared, state: SubState) -> bool {
-        let users = resolution::resolve_all(&shared.index, &shared.presence, &self.entries);
+        let keys = (0..self.entries.len()).map(|i| self.entries.key(i));
+        let users = resolution::resolve_all(&shared.index, &shared.presence, keys);
         let all: Vec<(usize, Option<User>)> = users.into_iter().enumerate().collect();
         self.send(shared, true, &all, state).await
     }
 
     async fn send_partial(&mut self, shared: &Shared, keys: &HashSet<Key>) -> bool {
-        let changed: Vec<(usize, Option<User>)> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.key.as_ref().is_some_and(|k| keys.contains(k)))
-            .map(|(i, e)| (i, e.key.as_ref().and_then(|k| resolution::user_of(&shared.index, &shared.presence, k).ok().flatten())))
+        let changed: Vec<(usize, Option<User>)> = (0..self.entries.len())
+            .filter_map(|i| Some((i, self.entries.key(i).filter(|k| keys.contains(k))?)))
+            .map(|(i, k)| (i, resolution::user_of(&shared.index, &shared.presence, &k).ok().flatten()))
             .collect();
         if changed.is_empty() {
             return true;
@@ -98,12 +97,15 @@ impl Subscription {
     async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
         if self.single {
             let user = items.first().and_then(|(_, u)| u.as_ref()).map(|u| presence_of(u, shared.long_term));
-            let req = notification::presentity_notify(&mut self.dialog, self.format, state, &self.entries[0].uri, user);
+            let entity = self.entries.uri(0);
+            let req = notification::presentity_notify(&mut self.dialog, self.format, state, &entity, user);
             return deliver(shared, &self.dialog, req).await;
         }
+        let uris: Vec<_> = items.iter().map(|(i, _)| self.entries.uri(*i)).collect();
         let resources: Vec<ResourceState> = items
             .iter()
-            .map(|(i, user)| ResourceState { uri: &self.entries[*i].uri, user: user.as_ref().map(|u| presence_of(u, shared.long_term)) })
+            .zip(&uris)
+            .map(|((_, user), uri)| ResourceState { uri, user: user.as_ref().map(|u| presence_of(u, shared.long_term)) })
             .collect();
         let requests = notification::list_notifies(
             &mut self.dialog,
@@ -115,6 +117,7 @@ impl Subscription {
             state,
         );
         drop(resources);
+        drop(uris);
         for req in requests {
             if !deliver(shared, &self.dialog, req).await {
                 return false;

@@ -3,6 +3,7 @@
 use super::actor::{self, Command, Shared, Subscription};
 use super::dialog::{local_host, Dialog};
 use super::request::{self, ListRequest};
+use super::watched::WatchedList;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::core::{Handler, HandlerFuture, ServerTx};
@@ -119,7 +120,7 @@ fn new_subscription(
     let mut sub = Subscription {
         id: 0,
         list_uri: req.uri.clone(),
-        entries,
+        entries: WatchedList::new(entries),
         version: 0,
         expires_at: Instant::now() + Duration::from_secs(list.expires.into()),
         format,

@@ -12,6 +12,7 @@ pub mod handler;
 pub mod live;
 pub mod request;
 pub mod table;
+pub mod watched;
 
 pub use actor::Shared;
 pub use handler::SubscribeHandler;

@@ -3,6 +3,7 @@
 
 use crate::body::{self, InflateLimits};
 use crate::config::SubscriptionConfig;
+use crate::sip::validate::is_deflated;
 use crate::sip::{HeaderName, Request, Response};
 
 /// The option tags we support in `Require`.
@@ -72,7 +73,8 @@ pub fn check_list(req: &Request, expires: u32, cfg: &SubscriptionConfig) -> Resu
     if content_type(req).as_deref() != Some("application/resource-lists+xml") {
         return Err(Response::to(req, 415).header(HeaderName::Accept, "application/resource-lists+xml"));
     }
-    let compressed = content_encoding(req)?;
+    let compressed = is_deflated(&req.headers)
+        .map_err(|_| Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate"))?;
     if req.body.len() > cfg.max_body_bytes {
         return Err(Response::to(req, 413));
     }
@@ -80,19 +82,6 @@ pub fn check_list(req: &Request, expires: u32, cfg: &SubscriptionConfig) -> Resu
     let entries = body::resource_lists::parse(&xml, cfg.max_entries)
         .map_err(|e| Response::with_reason(req, e.sip_status(), e.reason()))?;
     Ok(ListRequest { entries, expires, accepts_deflate: accepts_deflate(req), single: false })
-}
-
-/// True for deflate; identity is no encoding; anything else is 415 (RFC 3261 §8.2.3).
-fn content_encoding(req: &Request) -> Result<bool, Response> {
-    let mut compressed = false;
-    for coding in req.headers.list(&HeaderName::ContentEncoding) {
-        match coding.to_ascii_lowercase().as_str() {
-            "deflate" => compressed = true,
-            "identity" => {}
-            _ => return Err(Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate")),
-        }
-    }
-    Ok(compressed)
 }
 
 fn inflate(req: &Request, cfg: &SubscriptionConfig) -> Result<Vec<u8>, Response> {

@@ -8,11 +8,12 @@ use crate::numbers;
 use crate::resolution::Key;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::numbers::E164;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-pub type SubId = u64;
+pub type SubId = u32;
 
 /// Commands waiting for one subscription's task; beyond this, it is told to resync.
 const QUEUE: usize = 64;
@@ -36,31 +37,101 @@ impl Handle {
 
 #[derive(Default)]
 pub struct Subscriptions {
-    next_id: AtomicU64,
+    next_id: AtomicU32,
     inner: Mutex<Table>,
+}
+
+/// Who watches one key. Most numbers have one watcher: no allocation for them.
+enum Watchers {
+    One(SubId),
+    Many(Vec<SubId>),
+}
+
+impl Watchers {
+    fn add(&mut self, id: SubId) {
+        match self {
+            Watchers::One(first) if *first == id => {}
+            Watchers::One(first) => *self = Watchers::Many(vec![*first, id]),
+            Watchers::Many(ids) if ids.last() == Some(&id) => {}
+            Watchers::Many(ids) => ids.push(id),
+        }
+    }
+
+    /// Removes `id`; true when nobody is left.
+    fn remove(&mut self, id: SubId) -> bool {
+        match self {
+            Watchers::One(first) => *first == id,
+            Watchers::Many(ids) => {
+                ids.retain(|s| *s != id);
+                let (empty, single) = (ids.is_empty(), (ids.len() == 1).then(|| ids[0]));
+                if let Some(only) = single {
+                    *self = Watchers::One(only);
+                }
+                empty
+            }
+        }
+    }
+
+    fn ids(&self) -> &[SubId] {
+        match self {
+            Watchers::One(id) => std::slice::from_ref(id),
+            Watchers::Many(ids) => ids,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Table {
     by_dialog: HashMap<(Box<str>, Box<str>), SubId>,
     handles: HashMap<SubId, Handle>,
-    watchers: HashMap<Key, Vec<SubId>>,
+    /// The reverse index, in two maps so a number key costs 8 bytes, not a `Key`.
+    phones: HashMap<E164, Watchers>,
+    sips: HashMap<Box<str>, Watchers>,
+}
+
+impl Table {
+    fn watch(&mut self, key: Key, id: SubId) {
+        match key {
+            Key::Phone(n) => self.phones.entry(n).and_modify(|w| w.add(id)).or_insert(Watchers::One(id)),
+            Key::Sip(uri) => self.sips.entry(uri).and_modify(|w| w.add(id)).or_insert(Watchers::One(id)),
+        };
+    }
+
+    fn unwatch(&mut self, key: &Key, id: SubId) {
+        match key {
+            Key::Phone(n) => {
+                if self.phones.get_mut(n).is_some_and(|w| w.remove(id)) {
+                    self.phones.remove(n);
+                }
+            }
+            Key::Sip(uri) => {
+                if self.sips.get_mut(uri).is_some_and(|w| w.remove(id)) {
+                    self.sips.remove(uri);
+                }
+            }
+        }
+    }
+
+    fn watchers(&self, key: &Key) -> &[SubId] {
+        let found = match key {
+            Key::Phone(n) => self.phones.get(n),
+            Key::Sip(uri) => self.sips.get(uri),
+        };
+        found.map_or(&[], Watchers::ids)
+    }
 }
 
 impl Subscriptions {
     /// Registers a new subscription; returns its id and the receiving end for its task.
     pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) -> (SubId, Handle, mpsc::Receiver<Command>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let (tx, rx) = mpsc::channel(QUEUE);
         let handle = Handle { tx, resync: Arc::new(AtomicBool::new(false)) };
         let mut t = self.inner.lock();
         t.by_dialog.insert((call_id.into(), local_tag.into()), id);
         t.handles.insert(id, handle.clone());
         for key in keys {
-            let subs = t.watchers.entry(key).or_default();
-            if subs.last() != Some(&id) {
-                subs.push(id);
-            }
+            t.watch(key, id);
         }
         (id, handle, rx)
     }
@@ -71,12 +142,7 @@ impl Subscriptions {
         t.by_dialog.remove(&(call_id.into(), local_tag.into()));
         t.handles.remove(&id);
         for key in keys {
-            if let Some(subs) = t.watchers.get_mut(&key) {
-                subs.retain(|s| *s != id);
-                if subs.is_empty() {
-                    t.watchers.remove(&key);
-                }
-            }
+            t.unwatch(&key, id);
         }
     }
 
@@ -96,7 +162,8 @@ impl Subscriptions {
 
     /// Number of distinct keys watched (for stats and tests).
     pub fn watched_keys(&self) -> usize {
-        self.inner.lock().watchers.len()
+        let t = self.inner.lock();
+        t.phones.len() + t.sips.len()
     }
 
     /// Tells every subscription watching what `change` touched.
@@ -133,8 +200,7 @@ impl Subscriptions {
     fn notify_watchers(&self, key: &Key, removal: bool) {
         let handles: Vec<Handle> = {
             let t = self.inner.lock();
-            let Some(ids) = t.watchers.get(key) else { return };
-            ids.iter().filter_map(|id| t.handles.get(id).cloned()).collect()
+            t.watchers(key).iter().filter_map(|id| t.handles.get(id).cloned()).collect()
         };
         for h in handles {
             h.nudge(Command::Changed { key: key.clone(), removal });

@@ -194,3 +194,14 @@ pub fn xmllint(schema: &str, doc: &[u8]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A loopback port free for both UDP and TCP (for SIPp's or Kamailio's own socket).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

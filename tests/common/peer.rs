@@ -151,6 +151,21 @@ impl Peer {
         }
     }
 
+    /// After a SUBSCRIBE: its response, and (when it is a 200) the first NOTIFY, whichever
+    /// order they come in; the NOTIFY is answered 200.
+    pub async fn accepted(&mut self) -> (Msg, Option<Msg>) {
+        let mut early = Vec::new();
+        let resp = self.response(&mut early).await;
+        if resp.status() != Some(200) {
+            return (resp, None);
+        }
+        let first = match early.pop() {
+            Some(n) => n,
+            None => self.notify(200).await,
+        };
+        (resp, Some(first))
+    }
+
     /// The next NOTIFY, answered with `status`.
     pub async fn notify(&mut self, status: u16) -> Msg {
         let m = self.recv().await;
