@@ -87,7 +87,7 @@ fn acknowledged_bindings_survive_sigkill() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut seen = 0usize;
         let mut last = from;
-        let mut record = |l: &str, acked: &mut HashMap<E164, u64>, last: &mut u64| -> bool {
+        let record = |l: &str, acked: &mut HashMap<E164, u64>, last: &mut u64| -> bool {
             let Some(rest) = l.strip_prefix("ACK ") else { return false };
             let (num, i) = rest.split_once(' ').unwrap();
             let n: E164 = num.parse().unwrap();

@@ -17,10 +17,12 @@
 
 pub mod admin;
 pub mod cli;
+mod filter;
 mod io;
 
 use crate::numbers::{self, Region, UriKind, E164};
-use parking_lot::Mutex;
+use filter::Filter;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -202,6 +204,9 @@ struct Inner {
     /// commits, counts stay exact and events go out in commit order.
     write: Mutex<()>,
     count: AtomicU64,
+    /// Bound numbers (and some formerly bound): lets `resolve`/`lookup` skip sled for most
+    /// numbers that are not users. Replaced (under the writer lock) when outgrown.
+    filter: RwLock<Arc<Filter>>,
     tx: broadcast::Sender<Change>,
     path: PathBuf,
 }
@@ -252,6 +257,17 @@ fn decode_value(n: E164, v: &[u8]) -> Result<Binding, IndexError> {
     let uri = value_uri(v)?;
     let bound_at = u64::from_be_bytes(v[1..9].try_into().expect("length checked"));
     Ok(Binding { number: n, sip_uri: uri.to_string(), bound_at, source: Source::from_code(v[9]) })
+}
+
+fn build_filter(tree: &sled::Tree, expected: u64) -> Result<Filter, IndexError> {
+    let f = Filter::with_capacity(expected);
+    for k in tree.scan_prefix([NUM]).keys() {
+        let k = k?;
+        if let Some(n) = E164::from_key(&k[1..]) {
+            f.insert(n);
+        }
+    }
+    Ok(f)
 }
 
 fn unix_now() -> u64 {
@@ -316,6 +332,7 @@ impl Index {
                 c
             }
         };
+        let filter = build_filter(&tree, count + count / 2)?;
         let (tx, _) = broadcast::channel(CHANGE_CAPACITY);
         Ok(Index {
             inner: Arc::new(Inner {
@@ -323,6 +340,7 @@ impl Index {
                 tree,
                 write: Mutex::new(()),
                 count: AtomicU64::new(count),
+                filter: RwLock::new(Arc::new(filter)),
                 tx,
                 path: dir.to_path_buf(),
             }),
@@ -342,6 +360,7 @@ impl Index {
         let value = encode_value(&uri, unix_now(), source);
         let count = self.inner.count.load(Ordering::Relaxed);
         let new_rev = rev_key(&uri, n);
+        self.filter_for(1)?.insert(n);
         let outcome = self
             .inner
             .tree
@@ -409,6 +428,9 @@ impl Index {
 
     /// The binding of `n`. The hot path: one tree lookup and one allocation (the URI).
     pub fn lookup(&self, n: E164) -> Result<Option<Binding>, IndexError> {
+        if !self.inner.filter.read().may_contain(n) {
+            return Ok(None);
+        }
         match self.inner.tree.get(num_key(n))? {
             Some(v) => Ok(Some(decode_value(n, &v)?)),
             None => Ok(None),
@@ -417,6 +439,9 @@ impl Index {
 
     /// Whether `n` is bound (no allocation).
     pub fn is_bound(&self, n: E164) -> Result<bool, IndexError> {
+        if !self.inner.filter.read().may_contain(n) {
+            return Ok(false);
+        }
         Ok(self.inner.tree.contains_key(num_key(n))?)
     }
 
@@ -427,7 +452,11 @@ impl Index {
         sorted.sort_unstable();
         sorted.dedup_by_key(|(n, _)| *n);
         let mut found: Vec<(u32, E164, String)> = Vec::new();
+        let filter = self.inner.filter.read().clone();
         for (n, i) in sorted {
+            if !filter.may_contain(n) {
+                continue;
+            }
             if let Some(v) = self.inner.tree.get(num_key(n))? {
                 found.push((i, n, value_uri(&v)?.to_string()));
             }
@@ -548,6 +577,19 @@ impl Index {
         io::export(self, w, format)
     }
 
+    /// The filter, first rebuilt larger if `adding` more numbers would overfill it. Called
+    /// with the writer lock held.
+    fn filter_for(&self, adding: u64) -> Result<Arc<Filter>, IndexError> {
+        let current = self.inner.filter.read().clone();
+        let wanted = self.inner.count.load(Ordering::Relaxed) + adding;
+        if wanted <= current.capacity() {
+            return Ok(current);
+        }
+        let bigger = Arc::new(build_filter(&self.inner.tree, wanted * 2)?);
+        *self.inner.filter.write() = bigger.clone();
+        Ok(bigger)
+    }
+
     /// Applies one chunk of rows (number, canonical URI) atomically: one batch, one flush,
     /// then the events. Returns (new, replaced, unchanged).
     fn apply_chunk(
@@ -557,6 +599,7 @@ impl Index {
         last_in_chunk: &mut std::collections::HashMap<E164, usize>,
     ) -> Result<(u64, u64, u64), IndexError> {
         let _w = self.inner.write.lock();
+        let filter = self.filter_for(rows.len() as u64)?;
         let tree = &self.inner.tree;
         let now = unix_now();
         let publish = self.inner.tx.receiver_count() > 0;
@@ -581,6 +624,7 @@ impl Index {
                 unchanged += 1;
                 continue;
             }
+            filter.insert(*n);
             batch.insert(&nkey[..], encode_value(uri, now, source));
             match old {
                 Some(o) => {
