@@ -122,7 +122,10 @@ fn cached_index(n: u64) -> Index {
         drop(idx);
         std::fs::write(&marker, b"").unwrap();
     }
-    Index::open(&dir).unwrap()
+    let t = std::time::Instant::now();
+    let idx = Index::open(&dir).unwrap();
+    eprintln!("opened the {n}-binding index in {:.1} s", t.elapsed().as_secs_f64());
+    idx
 }
 
 fn bench_resolve(c: &mut Criterion) {
