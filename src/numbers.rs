@@ -32,6 +32,20 @@ pub fn parse_region(s: &str) -> Result<Region, NumberError> {
     Region::from_str(&up).map_err(|_| NumberError::UnknownRegion(s.trim().to_string()))
 }
 
+/// The region to read a subscriber's national numbers with: his own (the region of his bound
+/// number) if known, else the configured default.
+pub fn effective_region(own_number: Option<E164>, default: Option<Region>) -> Option<Region> {
+    own_number.and_then(|n| n.region()).or(default)
+}
+
+/// Reads `numbers.default_region` from the configuration: empty means none.
+pub fn default_region(config: &crate::config::Config) -> Result<Option<Region>, NumberError> {
+    match config.numbers.default_region.trim() {
+        "" => Ok(None),
+        r => parse_region(r).map(Some),
+    }
+}
+
 /// Largest number of digits accepted (country code included). E.164 says 15; a few
 /// numbering plans in the metadata allow longer national numbers, so we accept up to 17.
 const MAX_DIGITS: u32 = 17;
@@ -625,6 +639,16 @@ mod tests {
         assert_eq!(n("+919876543210").country_code(), 91);
         assert_eq!(n("+5511987654321").country_code(), 55);
         assert_eq!(n("+390612345678").national_digits(), "0612345678");
+    }
+
+    #[test]
+    fn regions() {
+        assert_eq!(parse_region("fr").unwrap(), Id::FR);
+        assert!(parse_region("XX").is_err());
+        let us = n("+14155552671");
+        assert_eq!(effective_region(Some(us), Some(Id::FR)), Some(Id::US));
+        assert_eq!(effective_region(None, Some(Id::FR)), Some(Id::FR));
+        assert_eq!(default_region(&crate::config::Config::default()).unwrap(), Some(Id::FR));
     }
 
     #[test]

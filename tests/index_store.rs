@@ -247,3 +247,12 @@ fn resolve_returns_bound_ones_in_request_order() {
     assert!(idx.is_bound(a).unwrap());
     assert!(!idx.is_bound(c).unwrap());
 }
+
+#[test]
+fn subscriber_region_comes_from_his_bound_number() {
+    let (_d, idx) = open();
+    idx.bind(n("+14155552671"), "sip:carol@example.com", Source::Admin).unwrap();
+    let fr = Some(phonenumber::country::Id::FR);
+    assert_eq!(idx.region_of("sip:carol@example.com", fr).unwrap(), Some(phonenumber::country::Id::US));
+    assert_eq!(idx.region_of("sip:nobody@example.com", fr).unwrap(), fr);
+}

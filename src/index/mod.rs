@@ -479,6 +479,13 @@ impl Index {
         Ok(out)
     }
 
+    /// The region to read national numbers of `sip_uri`'s address book with: the region of
+    /// his first bound number, else `default` (the configured default region).
+    pub fn region_of(&self, sip_uri: &str, default: Option<Region>) -> Result<Option<Region>, IndexError> {
+        let own = self.numbers_of(sip_uri)?.first().copied();
+        Ok(numbers::effective_region(own, default))
+    }
+
     /// Subscribes to the change feed (changes after this call).
     pub fn changes(&self) -> ChangeReceiver {
         ChangeReceiver { rx: self.inner.tx.subscribe() }
