@@ -256,3 +256,46 @@ fn subscriber_region_comes_from_his_bound_number() {
     assert_eq!(idx.region_of("sip:carol@example.com", fr).unwrap(), Some(phonenumber::country::Id::US));
     assert_eq!(idx.region_of("sip:nobody@example.com", fr).unwrap(), fr);
 }
+
+#[test]
+fn filter_grows_and_never_hides_a_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(dir.path()).unwrap();
+    let mut csv = String::new();
+    let total = 100_000u64;
+    for i in 0..total {
+        csv.push_str(&format!("+4915{:09},sip:u{}@example.com\n", i * 3, i % 1000));
+    }
+    let mut checked_during = 0;
+    let idx2 = idx.clone();
+    let s = idx
+        .import_with(csv.as_bytes(), &ImportOptions::new(Format::Csv), &mut |ns| {
+            // Acknowledged numbers are visible at once, whatever the filter's state.
+            for x in ns.iter().step_by(97) {
+                assert!(idx2.is_bound(*x).unwrap());
+                checked_during += 1;
+            }
+        })
+        .unwrap();
+    assert_eq!(s.imported, total);
+    assert!(checked_during > 1000);
+    let t = std::time::Instant::now();
+    while !idx.filter_ready() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 0..total {
+        assert!(idx.is_bound(n(&format!("+4915{:09}", i * 3))).unwrap(), "{i}");
+    }
+    let unbound: Vec<E164> = (0..1000).map(|i| n(&format!("+4915{:09}", i * 3 + 1))).collect();
+    assert!(idx.resolve(&unbound).unwrap().is_empty());
+    drop(idx);
+    drop(idx2);
+    // Reopen: a new filter is built from the store.
+    let idx = Index::open(dir.path()).unwrap();
+    assert!(idx.is_bound(n("+4915000000003")).unwrap());
+    while !idx.filter_ready() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(idx.is_bound(n(&format!("+4915{:09}", (total - 1) * 3))).unwrap());
+}

@@ -7,6 +7,13 @@
 use crate::numbers::E164;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The filter in use (None until the first build completes) and the one being built.
+#[derive(Default)]
+pub(crate) struct FilterState {
+    pub(crate) active: Option<std::sync::Arc<Filter>>,
+    pub(crate) building: Option<std::sync::Arc<Filter>>,
+}
+
 pub(crate) struct Filter {
     words: Box<[AtomicU64]>,
     /// Mask of a bit position (bits - 1; bits is a power of two).
@@ -18,9 +25,9 @@ const BITS_PER_ENTRY: u64 = 16;
 const PROBES: u32 = 4;
 
 impl Filter {
-    /// A filter sized for `expected` numbers (at least 1M).
+    /// A filter sized for `expected` numbers (at least 64K).
     pub(crate) fn with_capacity(expected: u64) -> Filter {
-        let bits = (expected.max(1 << 20) * BITS_PER_ENTRY).next_power_of_two();
+        let bits = (expected.max(1 << 16) * BITS_PER_ENTRY).next_power_of_two();
         let words = (0..bits / 64).map(|_| AtomicU64::new(0)).collect::<Vec<_>>().into_boxed_slice();
         Filter { words, mask: bits - 1 }
     }

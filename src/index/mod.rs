@@ -21,7 +21,7 @@ mod filter;
 mod io;
 
 use crate::numbers::{self, Region, UriKind, E164};
-use filter::Filter;
+use filter::{Filter, FilterState};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -205,8 +205,12 @@ struct Inner {
     write: Mutex<()>,
     count: AtomicU64,
     /// Bound numbers (and some formerly bound): lets `resolve`/`lookup` skip sled for most
-    /// numbers that are not users. Replaced (under the writer lock) when outgrown.
-    filter: RwLock<Arc<Filter>>,
+    /// numbers that are not users. Built in the background (at open, and larger when
+    /// outgrown); until the first build completes, every lookup goes to sled.
+    filter: Arc<RwLock<FilterState>>,
+    /// Tells the filter builder to stop (the index is being closed).
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    builder: Mutex<Option<std::thread::JoinHandle<()>>>,
     tx: broadcast::Sender<Change>,
     path: PathBuf,
 }
@@ -259,15 +263,84 @@ fn decode_value(n: E164, v: &[u8]) -> Result<Binding, IndexError> {
     Ok(Binding { number: n, sip_uri: uri.to_string(), bound_at, source: Source::from_code(v[9]) })
 }
 
-fn build_filter(tree: &sled::Tree, expected: u64) -> Result<Filter, IndexError> {
-    let f = Filter::with_capacity(expected);
-    for k in tree.scan_prefix([NUM]).keys() {
-        let k = k?;
-        if let Some(n) = E164::from_key(&k[1..]) {
-            f.insert(n);
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stop and join the filter builder so that sled is really closed when the last
+        // handle goes (the builder holds a tree handle).
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.builder.lock().take() {
+            let _ = h.join();
         }
     }
-    Ok(f)
+}
+
+impl Inner {
+    /// Starts building a filter for `capacity` numbers in the background. Called with the
+    /// writer lock held (or before any writer exists): writes from now on add their numbers
+    /// to the new filter themselves, the builder adds what the store already holds.
+    fn start_filter_build(&self, capacity: u64) {
+        let f = Arc::new(Filter::with_capacity(capacity));
+        self.filter.write().building = Some(f.clone());
+        let tree = self.tree.clone();
+        let state = self.filter.clone();
+        let stop = self.stop.clone();
+        let spawned = std::thread::Builder::new().name("index-filter".into()).spawn(move || {
+            for (i, k) in tree.scan_prefix([NUM]).keys().enumerate() {
+                if i % 4096 == 0 && stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match k {
+                    Ok(k) => {
+                        if let Some(n) = E164::from_key(&k[1..]) {
+                            f.insert(n);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("index filter build failed, lookups go to the store: {e}");
+                        state.write().building = None;
+                        return;
+                    }
+                }
+            }
+            let mut st = state.write();
+            st.active = Some(f);
+            st.building = None;
+        });
+        match spawned {
+            Ok(h) => {
+                if let Some(old) = self.builder.lock().replace(h) {
+                    let _ = old.join(); // finished: a build starts only when none runs
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot start the index filter builder: {e}");
+                self.filter.write().building = None;
+            }
+        }
+    }
+
+    /// Adds numbers about to be bound to the filters (writer lock held); starts a larger
+    /// build first if they would overfill the active one.
+    fn filters_for(&self, adding: u64) -> (Option<Arc<Filter>>, Option<Arc<Filter>>) {
+        let wanted = self.count.load(Ordering::Relaxed) + adding;
+        let grow = {
+            let st = self.filter.read();
+            st.building.is_none() && st.active.as_ref().is_some_and(|f| wanted > f.capacity())
+        };
+        if grow {
+            self.start_filter_build(wanted * 2);
+        }
+        let st = self.filter.read();
+        (st.active.clone(), st.building.clone())
+    }
+
+    #[inline]
+    fn may_contain(&self, n: E164) -> bool {
+        match &self.filter.read().active {
+            Some(f) => f.may_contain(n),
+            None => true,
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -332,19 +405,29 @@ impl Index {
                 c
             }
         };
-        let filter = build_filter(&tree, count + count / 2)?;
         let (tx, _) = broadcast::channel(CHANGE_CAPACITY);
-        Ok(Index {
+        let index = Index {
             inner: Arc::new(Inner {
                 db,
                 tree,
                 write: Mutex::new(()),
                 count: AtomicU64::new(count),
-                filter: RwLock::new(Arc::new(filter)),
+                filter: Arc::new(RwLock::new(FilterState::default())),
+                stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                builder: Mutex::new(None),
                 tx,
                 path: dir.to_path_buf(),
             }),
-        })
+        };
+        index.inner.start_filter_build(count + count / 2);
+        Ok(index)
+    }
+
+    /// Whether the in-memory filter of bound numbers is built (lookups of unbound numbers
+    /// are then answered without the store). Correctness never depends on it.
+    pub fn filter_ready(&self) -> bool {
+        let st = self.inner.filter.read();
+        st.active.is_some() && st.building.is_none()
     }
 
     pub fn path(&self) -> &Path {
@@ -360,7 +443,10 @@ impl Index {
         let value = encode_value(&uri, unix_now(), source);
         let count = self.inner.count.load(Ordering::Relaxed);
         let new_rev = rev_key(&uri, n);
-        self.filter_for(1)?.insert(n);
+        let (active, building) = self.inner.filters_for(1);
+        for f in active.iter().chain(building.iter()) {
+            f.insert(n);
+        }
         let outcome = self
             .inner
             .tree
@@ -428,7 +514,7 @@ impl Index {
 
     /// The binding of `n`. The hot path: one tree lookup and one allocation (the URI).
     pub fn lookup(&self, n: E164) -> Result<Option<Binding>, IndexError> {
-        if !self.inner.filter.read().may_contain(n) {
+        if !self.inner.may_contain(n) {
             return Ok(None);
         }
         match self.inner.tree.get(num_key(n))? {
@@ -439,7 +525,7 @@ impl Index {
 
     /// Whether `n` is bound (no allocation).
     pub fn is_bound(&self, n: E164) -> Result<bool, IndexError> {
-        if !self.inner.filter.read().may_contain(n) {
+        if !self.inner.may_contain(n) {
             return Ok(false);
         }
         Ok(self.inner.tree.contains_key(num_key(n))?)
@@ -452,9 +538,9 @@ impl Index {
         sorted.sort_unstable();
         sorted.dedup_by_key(|(n, _)| *n);
         let mut found: Vec<(u32, E164, String)> = Vec::new();
-        let filter = self.inner.filter.read().clone();
+        let filter = self.inner.filter.read().active.clone();
         for (n, i) in sorted {
-            if !filter.may_contain(n) {
+            if filter.as_ref().is_some_and(|f| !f.may_contain(n)) {
                 continue;
             }
             if let Some(v) = self.inner.tree.get(num_key(n))? {
@@ -584,19 +670,6 @@ impl Index {
         io::export(self, w, format)
     }
 
-    /// The filter, first rebuilt larger if `adding` more numbers would overfill it. Called
-    /// with the writer lock held.
-    fn filter_for(&self, adding: u64) -> Result<Arc<Filter>, IndexError> {
-        let current = self.inner.filter.read().clone();
-        let wanted = self.inner.count.load(Ordering::Relaxed) + adding;
-        if wanted <= current.capacity() {
-            return Ok(current);
-        }
-        let bigger = Arc::new(build_filter(&self.inner.tree, wanted * 2)?);
-        *self.inner.filter.write() = bigger.clone();
-        Ok(bigger)
-    }
-
     /// Applies one chunk of rows (number, canonical URI) atomically: one batch, one flush,
     /// then the events. Returns (new, replaced, unchanged).
     fn apply_chunk(
@@ -606,7 +679,7 @@ impl Index {
         last_in_chunk: &mut std::collections::HashMap<E164, usize>,
     ) -> Result<(u64, u64, u64), IndexError> {
         let _w = self.inner.write.lock();
-        let filter = self.filter_for(rows.len() as u64)?;
+        let (active, building) = self.inner.filters_for(rows.len() as u64);
         let tree = &self.inner.tree;
         let now = unix_now();
         let publish = self.inner.tx.receiver_count() > 0;
@@ -631,7 +704,9 @@ impl Index {
                 unchanged += 1;
                 continue;
             }
-            filter.insert(*n);
+            for f in active.iter().chain(building.iter()) {
+                f.insert(*n);
+            }
             batch.insert(&nkey[..], encode_value(uri, now, source));
             match old {
                 Some(o) => {
