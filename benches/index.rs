@@ -62,7 +62,7 @@ fn mixed_inputs() -> Vec<(String, bool)> {
     for i in 0..500u64 {
         let nsn = format!("6{:08}", 12_345_000 + i * 7);
         let s = match i % 10 {
-            0 | 1 | 2 => (format!("+33{nsn}"), false),
+            0..=2 => (format!("+33{nsn}"), false),
             3 => (format!("+33 {} {} {} {} {}", &nsn[..1], &nsn[1..3], &nsn[3..5], &nsn[5..7], &nsn[7..]), false),
             4 => (format!("0{} {} {} {} {}", &nsn[..1], &nsn[1..3], &nsn[3..5], &nsn[5..7], &nsn[7..]), false),
             5 => (format!("0033 {nsn}"), false),

@@ -66,8 +66,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir.to_path_buf();
+    let mut c = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
     c.admin.listen = Some(listen);
     c.numbers.default_region = "FR".into();
     c
@@ -179,11 +178,8 @@ async fn cli_talks_to_the_running_server() {
 
     // The feed saw the CLI's changes (they went through the server's Index).
     let mut count = 0;
-    loop {
-        match feed.try_recv() {
-            Ok(_) => count += 1,
-            Err(_) => break,
-        }
+    while feed.try_recv().is_ok() {
+        count += 1;
     }
     assert_eq!(count, 1 + 5000 + 1);
     srv.stop().await;

@@ -238,7 +238,7 @@ async fn export(State(index): State<Index>, Query(q): Query<ExportQuery>, header
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter { tx: tx.clone() };
         if let Err(e) = index.export(&mut w, format) {
-            let _ = tx.blocking_send(Err(std::io::Error::new(std::io::ErrorKind::Other, e.to_string())));
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     Ok(([(header::CONTENT_TYPE, format.mime())], axum::body::Body::new(ChannelBody { rx })).into_response())

@@ -262,7 +262,7 @@ impl Client {
             req = req.header(hyper::header::CONTENT_TYPE, ct);
         }
         let req = req.body(body)?;
-        Ok(sender.send_request(req).await.with_context(|| format!("{method} {path} on {}", self.addr))?)
+        sender.send_request(req).await.with_context(|| format!("{method} {path} on {}", self.addr))
     }
 
     async fn request(
