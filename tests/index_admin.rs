@@ -220,3 +220,20 @@ async fn cli_refuses_a_foreign_listener() {
     assert!(err.contains("not a smart-presence admin endpoint"), "{err}");
     task.abort();
 }
+
+#[test]
+fn bindings_command_parses_as_a_clap_subcommand() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: BindingsCommand,
+    }
+    let c = Cli::try_parse_from(["bindings", "import", "users.jsonl", "--strict"]).unwrap();
+    assert!(matches!(c.cmd, BindingsCommand::Import { strict: true, format: None, .. }));
+    let c = Cli::try_parse_from(["bindings", "export", "--format", "jsonl"]).unwrap();
+    assert!(matches!(c.cmd, BindingsCommand::Export { file: None, format: Some(smart_presence::index::Format::Jsonl) }));
+    let c = Cli::try_parse_from(["bindings", "add", "+33612345678", "sip:a@example.com"]).unwrap();
+    assert!(matches!(c.cmd, BindingsCommand::Add { .. }));
+    assert!(Cli::try_parse_from(["bindings", "import", "x.csv", "--format", "xml"]).is_err());
+}
