@@ -25,9 +25,9 @@ const BITS_PER_ENTRY: u64 = 16;
 const PROBES: u32 = 4;
 
 impl Filter {
-    /// A filter sized for `expected` numbers (at least 64K).
+    /// A filter sized for `expected` numbers (at least 1,024).
     pub(crate) fn with_capacity(expected: u64) -> Filter {
-        let bits = (expected.max(1 << 16) * BITS_PER_ENTRY).next_power_of_two();
+        let bits = (expected.max(1 << 10) * BITS_PER_ENTRY).next_power_of_two();
         let words = (0..bits / 64).map(|_| AtomicU64::new(0)).collect::<Vec<_>>().into_boxed_slice();
         Filter { words, mask: bits - 1 }
     }

@@ -191,6 +191,21 @@ pub struct Stats {
     pub path: PathBuf,
 }
 
+/// Tuning of [`Index::open_with`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Numbers the in-memory filter is first sized for (16 bits each); it is rebuilt 4 times
+    /// larger in the background when outgrown. Default 1M (2 MiB), or twice the bound
+    /// numbers when more.
+    pub filter_capacity: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions { filter_capacity: 1 << 20 }
+    }
+}
+
 /// The index. Cheap to clone; Send + Sync.
 #[derive(Clone)]
 pub struct Index {
@@ -271,6 +286,7 @@ impl Drop for Inner {
         if let Some(h) = self.builder.lock().take() {
             let _ = h.join();
         }
+        let _ = self.db.flush();
     }
 }
 
@@ -328,7 +344,7 @@ impl Inner {
             st.building.is_none() && st.active.as_ref().is_some_and(|f| wanted > f.capacity())
         };
         if grow {
-            self.start_filter_build(wanted * 2);
+            self.start_filter_build(wanted * 4);
         }
         let st = self.filter.read();
         (st.active.clone(), st.building.clone())
@@ -387,13 +403,27 @@ impl Index {
     /// Opens (creating if needed) the index in `dir`. Fails with [`IndexError::Locked`] when
     /// another process has it open.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        Index::open_with(dir, &OpenOptions::default())
+    }
+
+    /// [`Index::open`] with options.
+    pub fn open_with(dir: &Path, options: &OpenOptions) -> Result<Index, IndexError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                IndexError::Locked { path: dir.to_path_buf() }
+        // sled releases its lock when its last background task ends, which can be a moment
+        // after the previous handle was dropped: retry briefly before saying "locked".
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let db = loop {
+            match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(IndexError::Locked { path: dir.to_path_buf() });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(other) => return Err(IndexError::Sled(other)),
             }
-            other => IndexError::Sled(other),
-        })?;
+        };
         let tree = db.open_tree("bindings")?;
         let count = match tree.get(META_COUNT)? {
             Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
@@ -419,7 +449,7 @@ impl Index {
                 path: dir.to_path_buf(),
             }),
         };
-        index.inner.start_filter_build(count + count / 2);
+        index.inner.start_filter_build((count * 2).max(options.filter_capacity));
         Ok(index)
     }
 
@@ -692,6 +722,9 @@ impl Index {
             let stored;
             let old: Option<&str> = match last_in_chunk.get(n) {
                 Some(&j) => Some(rows[j].1.as_str()),
+                // Not in the filter: certainly not bound, skip the store (most rows of an
+                // import into a fresh or growing store).
+                None if active.as_ref().is_some_and(|f| !f.may_contain(*n)) => None,
                 None => {
                     stored = tree.get(nkey)?;
                     match &stored {
