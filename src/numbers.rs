@@ -536,7 +536,7 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 fn sip_uri(scheme: &str, rest: &str, region: Option<Region>) -> UriKind {
     // Headers first (`?`), then userinfo@hostport;params.
     let rest = rest.split('?').next().unwrap_or("");
-    let Some(at) = rest.rfind('@') else {
+    let Some(at) = rest.find('@') else {
         return UriKind::Invalid(format!("no user part in {scheme}:{rest}"));
     };
     let userinfo = &rest[..at];
@@ -574,7 +574,7 @@ fn sip_uri(scheme: &str, rest: &str, region: Option<Region>) -> UriKind {
             Err(e) => UriKind::Invalid(e.to_string()),
         };
     }
-    if decoded.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\0') {
+    if decoded.chars().any(|c| c.is_control() || c.is_whitespace() || c == '@') {
         return UriKind::Invalid(format!("bad character in user part of {scheme}:{rest}"));
     }
     if hostport.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '@' | '<' | '>' | '"')) {
@@ -612,6 +612,11 @@ mod tests {
         assert_eq!(from_uri("sip:bob@Example.COM;transport=tcp", None), UriKind::Sip("sip:bob@example.com".into()));
         assert_eq!(from_uri("\"Bob\" <sip:bob@example.com:5061>", None), UriKind::Sip("sip:bob@example.com:5061".into()));
         assert!(matches!(from_uri("sip:example.com", None), UriKind::Invalid(_)));
+        assert_eq!(from_uri("sip:b%6Fb@x.org", None), UriKind::Sip("sip:bob@x.org".into()));
+        assert!(matches!(from_uri("sip:a%40b@x.org", None), UriKind::Invalid(_)));
+        assert!(matches!(from_uri("sip:a%00b@x.org", None), UriKind::Invalid(_)));
+        assert!(matches!(from_uri("sip:@x.org", None), UriKind::Invalid(_)));
+        assert_eq!(from_uri("sip:alice:secret@X.org;user=ip?subject=x", None), UriKind::Sip("sip:alice@x.org".into()));
         assert!(matches!(from_uri("mailto:a@b", None), UriKind::Invalid(_)));
     }
 
