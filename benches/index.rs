@@ -192,5 +192,6 @@ fn bench_import(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_normalize, bench_import, bench_resolve);
+// Resolution first: measured in a fresh process, before the import runs churn the allocator.
+criterion_group!(benches, bench_normalize, bench_resolve, bench_import);
 criterion_main!(benches);
