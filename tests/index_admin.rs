@@ -237,3 +237,28 @@ fn bindings_command_parses_as_a_clap_subcommand() {
     assert!(matches!(c.cmd, BindingsCommand::Add { .. }));
     assert!(Cli::try_parse_from(["bindings", "import", "x.csv", "--format", "xml"]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_breaks_off_imports_no_truncated_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir_in(dir.path())).unwrap();
+    let srv = Server::start(idx.clone()).await;
+    let addr = srv.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let body = b"+33612345670,sip:whole@example.com\n+33612345678,sip:truncated@exam";
+        let head = format!("POST /import?format=csv HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len() + 100);
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(idx.is_empty(), "a partial upload was imported");
+    srv.stop().await;
+}

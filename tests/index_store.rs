@@ -351,3 +351,35 @@ fn concurrent_writers_keep_the_store_consistent() {
         assert_eq!(idx.lookup(*x).unwrap().map(|b| b.sip_uri), state.get(x).cloned());
     }
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_rejected_alone() {
+    let (_d, idx) = open();
+    let mut input = b"+33612345670,sip:a@example.com\n+33612345671,sip:\xff\xfe@example.com\n".to_vec();
+    input.extend_from_slice(b"+33612345672,sip:c@example.com\n+33612345673,sip:d@example.com");
+    let s = idx.import(input.as_slice(), &ImportOptions::new(Format::Csv)).unwrap();
+    assert_eq!((s.imported, s.rejected), (3, 1));
+    assert_eq!(s.rejections[0].line, 2);
+    assert!(idx.is_bound(n("+33612345672")).unwrap());
+    assert!(idx.is_bound(n("+33612345673")).unwrap()); // last line without a newline
+}
+
+#[test]
+fn a_read_error_aborts_without_importing_the_partial_chunk() {
+    struct Broken(usize);
+    impl std::io::Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            self.0 -= 1;
+            let line = b"+33612345678,sip:truncated@exam";
+            buf[..line.len()].copy_from_slice(line);
+            Ok(line.len())
+        }
+    }
+    let (_d, idx) = open();
+    let r = idx.import(std::io::BufReader::new(Broken(1)), &ImportOptions::new(Format::Csv));
+    assert!(matches!(r, Err(IndexError::Io(_))), "{r:?}");
+    assert!(idx.is_empty());
+}

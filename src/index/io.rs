@@ -206,7 +206,7 @@ pub(super) fn import(
 ) -> Result<ImportSummary, IndexError> {
     let chunk_size = opts.chunk_size.max(1);
     let mut summary = ImportSummary::default();
-    let mut line = String::new();
+    let mut line: Vec<u8> = Vec::new();
     let mut lineno = 0u64;
     let mut first = true;
     let mut rows: Vec<(E164, String)> = Vec::with_capacity(if opts.strict { 0 } else { chunk_size });
@@ -231,22 +231,15 @@ pub(super) fn import(
 
     loop {
         line.clear();
-        let read = match reader.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                // Not UTF-8: skip to the end of the line and report it.
-                lineno += 1;
-                let mut junk = Vec::new();
-                reader.read_until(b'\n', &mut junk)?;
-                summary.reject(lineno, "not UTF-8".into());
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let _ = read;
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
         lineno += 1;
-        let text = if lineno == 1 { line.trim_start_matches('\u{feff}') } else { line.as_str() };
+        let Ok(text) = std::str::from_utf8(&line) else {
+            summary.reject(lineno, "not UTF-8".into());
+            continue;
+        };
+        let text = if lineno == 1 { text.trim_start_matches('\u{feff}') } else { text };
         let is_first = first && !text.trim().is_empty() && !text.trim_start().starts_with('#');
         match parse_row(opts.format, text, is_first, opts.region) {
             Ok(Some(row)) => {
