@@ -383,3 +383,15 @@ fn a_read_error_aborts_without_importing_the_partial_chunk() {
     assert!(matches!(r, Err(IndexError::Io(_))), "{r:?}");
     assert!(idx.is_empty());
 }
+
+#[test]
+fn an_overlong_line_is_rejected_and_skipped() {
+    let (_d, idx) = open();
+    let mut input = String::from("+33612345670,sip:a@example.com\n+33612345671,sip:");
+    input.push_str(&"x".repeat(200_000));
+    input.push_str("@example.com\n+33612345672,sip:c@example.com\n");
+    let s = idx.import(input.as_bytes(), &ImportOptions::new(Format::Csv)).unwrap();
+    assert_eq!((s.imported, s.rejected), (2, 1), "{s:?}");
+    assert_eq!(s.rejections[0].line, 2);
+    assert!(idx.is_bound(n("+33612345672")).unwrap());
+}

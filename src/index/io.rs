@@ -166,7 +166,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses one line into (number text, uri text); `Ok(None)` for lines to skip.
-fn parse_line(format: Format, line: &str, first: bool) -> Result<Option<(E164Text, String)>, String> {
+fn parse_line(format: Format, line: &str, first: bool) -> Result<Option<(String, String)>, String> {
     let t = line.trim();
     if t.is_empty() || t.starts_with('#') {
         return Ok(None);
@@ -189,13 +189,30 @@ fn parse_line(format: Format, line: &str, first: bool) -> Result<Option<(E164Tex
     }
 }
 
-type E164Text = String;
-
 fn parse_row(format: Format, line: &str, first: bool, region: Option<Region>) -> Result<Option<(E164, String)>, String> {
     let Some((num, uri)) = parse_line(format, line, first)? else { return Ok(None) };
     let n = super::parse_number(&num, region).map_err(|e| e.to_string())?;
     let uri = canonical_sip_uri(&uri).map_err(|e| e.to_string())?;
     Ok(Some((n, uri)))
+}
+
+/// Longest input line accepted (a line is one binding: this is generous).
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Consumes the rest of an over-long line.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(p) = buf.iter().position(|&b| b == b'\n') {
+            reader.consume(p + 1);
+            return Ok(());
+        }
+        let l = buf.len();
+        reader.consume(l);
+    }
 }
 
 pub(super) fn import(
@@ -231,10 +248,15 @@ pub(super) fn import(
 
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        if std::io::Read::take(&mut reader, MAX_LINE).read_until(b'\n', &mut line)? == 0 {
             break;
         }
         lineno += 1;
+        if line.len() as u64 == MAX_LINE && line.last() != Some(&b'\n') {
+            skip_line(&mut reader)?;
+            summary.reject(lineno, format!("line longer than {MAX_LINE} bytes"));
+            continue;
+        }
         let Ok(text) = std::str::from_utf8(&line) else {
             summary.reject(lineno, "not UTF-8".into());
             continue;
