@@ -193,5 +193,5 @@ fn bench_import(c: &mut Criterion) {
 }
 
 // Resolution first: measured in a fresh process, before the import runs churn the allocator.
-criterion_group!(benches, bench_normalize, bench_resolve, bench_import);
+criterion_group!(benches, bench_resolve, bench_normalize, bench_import);
 criterion_main!(benches);

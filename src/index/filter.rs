@@ -20,14 +20,15 @@ pub(crate) struct Filter {
     mask: u64,
 }
 
-/// Bits per expected entry; with 4 probes that is about 0.2 % false positives when full.
+/// Bits per expected entry; with 4 probes in one 512-bit block ("blocked" Bloom filter: one
+/// cache miss per query) that is about 0.5 % false positives when full.
 const BITS_PER_ENTRY: u64 = 16;
 const PROBES: u32 = 4;
 
 impl Filter {
     /// A filter sized for `expected` numbers (at least 1,024).
     pub(crate) fn with_capacity(expected: u64) -> Filter {
-        let bits = (expected.max(1 << 10) * BITS_PER_ENTRY).next_power_of_two();
+        let bits = (expected.max(1 << 10) * BITS_PER_ENTRY).next_power_of_two().max(512);
         let words = (0..bits / 64).map(|_| AtomicU64::new(0)).collect::<Vec<_>>().into_boxed_slice();
         Filter { words, mask: bits - 1 }
     }
@@ -44,24 +45,37 @@ impl Filter {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        (z, (z >> 32) | 1)
+        // A second, independent-looking word for the bits inside the block.
+        let mut y = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        y = (y ^ (y >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        y ^= y >> 33;
+        (z, y)
+    }
+
+    /// The word index and bit of each probe: a block of 8 words (one cache line) chosen by
+    /// one hash, 4 bits inside it by 9-bit slices of the other.
+    #[inline]
+    fn probes(&self, n: E164) -> [(usize, u64); PROBES as usize] {
+        let (h1, h2) = Self::hashes(n);
+        let blocks = (self.mask + 1) / 512;
+        let block = h1 & (blocks - 1);
+        let mut out = [(0usize, 0u64); PROBES as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            let bit = (h2 >> (i * 9)) & 511;
+            *o = ((block * 8 + bit / 64) as usize, 1u64 << (bit % 64));
+        }
+        out
     }
 
     pub(crate) fn insert(&self, n: E164) {
-        let (h1, h2) = Self::hashes(n);
-        for i in 0..PROBES as u64 {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & self.mask;
-            self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Release);
+        for (w, b) in self.probes(n) {
+            self.words[w].fetch_or(b, Ordering::Release);
         }
     }
 
     #[inline]
     pub(crate) fn may_contain(&self, n: E164) -> bool {
-        let (h1, h2) = Self::hashes(n);
-        (0..PROBES as u64).all(|i| {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & self.mask;
-            self.words[(bit / 64) as usize].load(Ordering::Acquire) & (1 << (bit % 64)) != 0
-        })
+        self.probes(n).iter().all(|&(w, b)| self.words[w].load(Ordering::Acquire) & b != 0)
     }
 }
 
@@ -80,6 +94,7 @@ mod tests {
             assert!(f.may_contain(E164::from_digits(base + i * 7).unwrap()));
         }
         let fp = (0..100_000).filter(|i| f.may_contain(E164::from_digits(base + i * 7 + 3).unwrap())).count();
-        assert!(fp < 500, "{fp} false positives");
+        eprintln!("{fp} false positives in 100000");
+        assert!(fp < 1000, "{fp} false positives");
     }
 }
