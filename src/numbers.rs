@@ -32,6 +32,20 @@ pub fn parse_region(s: &str) -> Result<Region, NumberError> {
     Region::from_str(&up).map_err(|_| NumberError::UnknownRegion(s.trim().to_string()))
 }
 
+/// The region to read a subscriber's national numbers with: his own (the region of his bound
+/// number) if known, else the configured default.
+pub fn effective_region(own_number: Option<E164>, default: Option<Region>) -> Option<Region> {
+    own_number.and_then(|n| n.region()).or(default)
+}
+
+/// Reads `numbers.default_region` from the configuration: empty means none.
+pub fn default_region(config: &crate::config::Config) -> Result<Option<Region>, NumberError> {
+    match config.numbers.default_region.trim() {
+        "" => Ok(None),
+        r => parse_region(r).map(Some),
+    }
+}
+
 /// Largest number of digits accepted (country code included). E.164 says 15; a few
 /// numbering plans in the metadata allow longer national numbers, so we accept up to 17.
 const MAX_DIGITS: u32 = 17;
@@ -522,7 +536,7 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 fn sip_uri(scheme: &str, rest: &str, region: Option<Region>) -> UriKind {
     // Headers first (`?`), then userinfo@hostport;params.
     let rest = rest.split('?').next().unwrap_or("");
-    let Some(at) = rest.rfind('@') else {
+    let Some(at) = rest.find('@') else {
         return UriKind::Invalid(format!("no user part in {scheme}:{rest}"));
     };
     let userinfo = &rest[..at];
@@ -560,7 +574,7 @@ fn sip_uri(scheme: &str, rest: &str, region: Option<Region>) -> UriKind {
             Err(e) => UriKind::Invalid(e.to_string()),
         };
     }
-    if decoded.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\0') {
+    if decoded.chars().any(|c| c.is_control() || c.is_whitespace() || c == '@') {
         return UriKind::Invalid(format!("bad character in user part of {scheme}:{rest}"));
     }
     if hostport.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '@' | '<' | '>' | '"')) {
@@ -598,6 +612,11 @@ mod tests {
         assert_eq!(from_uri("sip:bob@Example.COM;transport=tcp", None), UriKind::Sip("sip:bob@example.com".into()));
         assert_eq!(from_uri("\"Bob\" <sip:bob@example.com:5061>", None), UriKind::Sip("sip:bob@example.com:5061".into()));
         assert!(matches!(from_uri("sip:example.com", None), UriKind::Invalid(_)));
+        assert_eq!(from_uri("sip:b%6Fb@x.org", None), UriKind::Sip("sip:bob@x.org".into()));
+        assert!(matches!(from_uri("sip:a%40b@x.org", None), UriKind::Invalid(_)));
+        assert!(matches!(from_uri("sip:a%00b@x.org", None), UriKind::Invalid(_)));
+        assert!(matches!(from_uri("sip:@x.org", None), UriKind::Invalid(_)));
+        assert_eq!(from_uri("sip:alice:secret@X.org;user=ip?subject=x", None), UriKind::Sip("sip:alice@x.org".into()));
         assert!(matches!(from_uri("mailto:a@b", None), UriKind::Invalid(_)));
     }
 
@@ -625,6 +644,16 @@ mod tests {
         assert_eq!(n("+919876543210").country_code(), 91);
         assert_eq!(n("+5511987654321").country_code(), 55);
         assert_eq!(n("+390612345678").national_digits(), "0612345678");
+    }
+
+    #[test]
+    fn regions() {
+        assert_eq!(parse_region("fr").unwrap(), Id::FR);
+        assert!(parse_region("XX").is_err());
+        let us = n("+14155552671");
+        assert_eq!(effective_region(Some(us), Some(Id::FR)), Some(Id::US));
+        assert_eq!(effective_region(None, Some(Id::FR)), Some(Id::FR));
+        assert_eq!(default_region(&crate::config::Config::default()).unwrap(), Some(Id::FR));
     }
 
     #[test]

@@ -66,8 +66,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir.to_path_buf();
+    let mut c = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
     c.admin.listen = Some(listen);
     c.numbers.default_region = "FR".into();
     c
@@ -179,11 +178,8 @@ async fn cli_talks_to_the_running_server() {
 
     // The feed saw the CLI's changes (they went through the server's Index).
     let mut count = 0;
-    loop {
-        match feed.try_recv() {
-            Ok(_) => count += 1,
-            Err(_) => break,
-        }
+    while feed.try_recv().is_ok() {
+        count += 1;
     }
     assert_eq!(count, 1 + 5000 + 1);
     srv.stop().await;
@@ -223,4 +219,46 @@ async fn cli_refuses_a_foreign_listener() {
     let err = run(BindingsCommand::Stats, &config(dir.path(), addr)).await.unwrap_err().to_string();
     assert!(err.contains("not a smart-presence admin endpoint"), "{err}");
     task.abort();
+}
+
+#[test]
+fn bindings_command_parses_as_a_clap_subcommand() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: BindingsCommand,
+    }
+    let c = Cli::try_parse_from(["bindings", "import", "users.jsonl", "--strict"]).unwrap();
+    assert!(matches!(c.cmd, BindingsCommand::Import { strict: true, format: None, .. }));
+    let c = Cli::try_parse_from(["bindings", "export", "--format", "jsonl"]).unwrap();
+    assert!(matches!(c.cmd, BindingsCommand::Export { file: None, format: Some(smart_presence::index::Format::Jsonl) }));
+    let c = Cli::try_parse_from(["bindings", "add", "+33612345678", "sip:a@example.com"]).unwrap();
+    assert!(matches!(c.cmd, BindingsCommand::Add { .. }));
+    assert!(Cli::try_parse_from(["bindings", "import", "x.csv", "--format", "xml"]).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_breaks_off_imports_no_truncated_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir_in(dir.path())).unwrap();
+    let srv = Server::start(idx.clone()).await;
+    let addr = srv.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let body = b"+33612345670,sip:whole@example.com\n+33612345678,sip:truncated@exam";
+        let head = format!("POST /import?format=csv HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len() + 100);
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(idx.is_empty(), "a partial upload was imported");
+    srv.stop().await;
 }

@@ -49,6 +49,21 @@ fn crash_child() {
     let Ok(dir) = std::env::var("SP_CRASH_CHILD") else { return };
     let from: u64 = std::env::var("SP_CRASH_FROM").unwrap().parse().unwrap();
     let idx = Index::open(std::path::Path::new(&dir)).unwrap();
+    if std::env::var("SP_CRASH_MODE").as_deref() == Ok("bind") {
+        // Single binds and unbinds: each acknowledged when bind/unbind returns.
+        let mut out = std::io::stdout().lock();
+        for i in from.. {
+            let n = E164::from_digits(BASE + i % NUMBERS).unwrap();
+            if i % 11 == 10 {
+                idx.unbind(n).unwrap();
+                writeln!(out, "UNBOUND {n} {i}").unwrap();
+            } else {
+                idx.bind(n, &format!("sip:u{i}@example.com"), smart_presence::index::Source::Admin).unwrap();
+                writeln!(out, "ACK {n} {i}").unwrap();
+            }
+            out.flush().unwrap();
+        }
+    }
     let mut opts = ImportOptions::new(Format::Csv);
     opts.chunk_size = 997;
     let mut out = std::io::stdout().lock();
@@ -87,7 +102,7 @@ fn acknowledged_bindings_survive_sigkill() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut seen = 0usize;
         let mut last = from;
-        let mut record = |l: &str, acked: &mut HashMap<E164, u64>, last: &mut u64| -> bool {
+        let record = |l: &str, acked: &mut HashMap<E164, u64>, last: &mut u64| -> bool {
             let Some(rest) = l.strip_prefix("ACK ") else { return false };
             let (num, i) = rest.split_once(' ').unwrap();
             let n: E164 = num.parse().unwrap();
@@ -121,5 +136,78 @@ fn acknowledged_bindings_survive_sigkill() {
         eprintln!("round {round}: {} acknowledged numbers checked, {} bound", acked.len(), idx.len());
         drop(idx);
         from = last + 1;
+    }
+}
+
+#[test]
+fn acknowledged_binds_and_unbinds_survive_sigkill() {
+    if std::env::var("SP_CRASH_CHILD").is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    let mut from = 0u64;
+    // number -> Some(line) of its last acknowledged bind, None if last acknowledged unbound
+    let mut state: HashMap<E164, Option<u64>> = HashMap::new();
+    for (round, kill_after) in [50usize, 200, 400].into_iter().enumerate() {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env("SP_CRASH_CHILD", &path)
+            .env("SP_CRASH_MODE", "bind")
+            .env("SP_CRASH_FROM", from.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut last = from;
+        let record = |l: &str, state: &mut HashMap<E164, Option<u64>>, last: &mut u64| -> bool {
+            let (bound, rest) = if let Some(r) = l.strip_prefix("ACK ") {
+                (true, r)
+            } else if let Some(r) = l.strip_prefix("UNBOUND ") {
+                (false, r)
+            } else {
+                return false;
+            };
+            let (num, i) = rest.split_once(' ').unwrap();
+            let n: E164 = num.parse().unwrap();
+            let i: u64 = i.parse().unwrap();
+            state.insert(n, bound.then_some(i));
+            *last = i;
+            true
+        };
+        let mut seen = 0;
+        while seen < kill_after {
+            let l = lines.next().expect("child ended early").unwrap();
+            if record(&l, &mut state, &mut last) {
+                seen += 1;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for l in lines {
+            record(&l.unwrap(), &mut state, &mut last);
+        }
+        let idx = Index::open(&path).unwrap();
+        let problems = idx.check_consistency().unwrap();
+        assert!(problems.is_empty(), "round {round}: {problems:?}");
+        // The step after the last acknowledged one may have become durable before the kill.
+        let next = last + 1;
+        for (n, acked) in &state {
+            let got = idx.lookup(*n).unwrap().map(|b| b.sip_uri);
+            let want = acked.map(|i| format!("sip:u{i}@example.com"));
+            let next_is_n = next % NUMBERS == n.digits() - BASE;
+            if got != want {
+                assert!(next_is_n, "round {round}: {n} is {got:?}, acknowledged {want:?}");
+            }
+        }
+        // Whatever the store says about that step is the truth for the next rounds.
+        let nn = E164::from_digits(BASE + next % NUMBERS).unwrap();
+        let now = idx.lookup(nn).unwrap().map(|b| {
+            b.sip_uri.strip_prefix("sip:u").unwrap().split('@').next().unwrap().parse::<u64>().unwrap()
+        });
+        state.insert(nn, now);
+        drop(idx);
+        from = next + 1;
     }
 }

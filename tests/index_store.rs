@@ -247,3 +247,151 @@ fn resolve_returns_bound_ones_in_request_order() {
     assert!(idx.is_bound(a).unwrap());
     assert!(!idx.is_bound(c).unwrap());
 }
+
+#[test]
+fn subscriber_region_comes_from_his_bound_number() {
+    let (_d, idx) = open();
+    idx.bind(n("+14155552671"), "sip:carol@example.com", Source::Admin).unwrap();
+    let fr = Some(phonenumber::country::Id::FR);
+    assert_eq!(idx.region_of("sip:carol@example.com", fr).unwrap(), Some(phonenumber::country::Id::US));
+    assert_eq!(idx.region_of("sip:nobody@example.com", fr).unwrap(), fr);
+}
+
+#[test]
+fn filter_grows_and_never_hides_a_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = smart_presence::index::OpenOptions { filter_capacity: 1000 };
+    let idx = Index::open_with(dir.path(), &small).unwrap();
+    let mut csv = String::new();
+    let total = 30_000u64;
+    for i in 0..total {
+        csv.push_str(&format!("+4915{:09},sip:u{}@example.com\n", i * 3, i % 1000));
+    }
+    let mut checked_during = 0;
+    let idx2 = idx.clone();
+    let s = idx
+        .import_with(csv.as_bytes(), &ImportOptions::new(Format::Csv), &mut |ns| {
+            // Acknowledged numbers are visible at once, whatever the filter's state.
+            for x in ns.iter().step_by(7) {
+                assert!(idx2.is_bound(*x).unwrap());
+                checked_during += 1;
+            }
+        })
+        .unwrap();
+    assert_eq!(s.imported, total);
+    assert!(checked_during > 1000);
+    let t = std::time::Instant::now();
+    while !idx.filter_ready() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 0..total {
+        assert!(idx.is_bound(n(&format!("+4915{:09}", i * 3))).unwrap(), "{i}");
+    }
+    let unbound: Vec<E164> = (0..1000).map(|i| n(&format!("+4915{:09}", i * 3 + 1))).collect();
+    assert!(idx.resolve(&unbound).unwrap().is_empty());
+    drop(idx);
+    drop(idx2);
+    // Reopen: a new filter is built from the store.
+    let idx = Index::open_with(dir.path(), &small).unwrap();
+    assert!(idx.is_bound(n("+4915000000003")).unwrap());
+    while !idx.filter_ready() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(idx.is_bound(n(&format!("+4915{:09}", (total - 1) * 3))).unwrap());
+}
+
+#[test]
+fn concurrent_writers_keep_the_store_consistent() {
+    let (_d, idx) = open();
+    let numbers: Vec<E164> = (0..40).map(|i| n(&format!("+336123456{i:02}"))).collect();
+    let mut feed = idx.changes();
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let idx = idx.clone();
+        let numbers = numbers.clone();
+        handles.push(std::thread::spawn(move || {
+            for round in 0..30 {
+                let x = numbers[(t * 7 + round * 3) % numbers.len()];
+                match round % 5 {
+                    0 => {
+                        idx.unbind(x).unwrap();
+                    }
+                    4 => {
+                        let csv: String = numbers
+                            .iter()
+                            .step_by(3)
+                            .map(|m| format!("{m},sip:imp{}@example.com\n", (t + round) % 3))
+                            .collect();
+                        let mut o = ImportOptions::new(Format::Csv);
+                        o.chunk_size = 5;
+                        idx.import(csv.as_bytes(), &o).unwrap();
+                    }
+                    _ => {
+                        idx.bind(x, &format!("sip:user{}@example.com", (t + round) % 3), Source::Admin).unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(idx.check_consistency().unwrap().is_empty());
+    // Replaying the feed gives the final state: events are complete and in commit order.
+    let mut state = std::collections::HashMap::new();
+    while let Ok(c) = feed.try_recv() {
+        assert_eq!(state.get(&c.number).cloned(), c.old, "{c:?}");
+        match c.new {
+            Some(u) => state.insert(c.number, u),
+            None => state.remove(&c.number),
+        };
+    }
+    for x in &numbers {
+        assert_eq!(idx.lookup(*x).unwrap().map(|b| b.sip_uri), state.get(x).cloned());
+    }
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_rejected_alone() {
+    let (_d, idx) = open();
+    let mut input = b"+33612345670,sip:a@example.com\n+33612345671,sip:\xff\xfe@example.com\n".to_vec();
+    input.extend_from_slice(b"+33612345672,sip:c@example.com\n+33612345673,sip:d@example.com");
+    let s = idx.import(input.as_slice(), &ImportOptions::new(Format::Csv)).unwrap();
+    assert_eq!((s.imported, s.rejected), (3, 1));
+    assert_eq!(s.rejections[0].line, 2);
+    assert!(idx.is_bound(n("+33612345672")).unwrap());
+    assert!(idx.is_bound(n("+33612345673")).unwrap()); // last line without a newline
+}
+
+#[test]
+fn a_read_error_aborts_without_importing_the_partial_chunk() {
+    struct Broken(usize);
+    impl std::io::Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            self.0 -= 1;
+            let line = b"+33612345678,sip:truncated@exam";
+            buf[..line.len()].copy_from_slice(line);
+            Ok(line.len())
+        }
+    }
+    let (_d, idx) = open();
+    let r = idx.import(std::io::BufReader::new(Broken(1)), &ImportOptions::new(Format::Csv));
+    assert!(matches!(r, Err(IndexError::Io(_))), "{r:?}");
+    assert!(idx.is_empty());
+}
+
+#[test]
+fn an_overlong_line_is_rejected_and_skipped() {
+    let (_d, idx) = open();
+    let mut input = String::from("+33612345670,sip:a@example.com\n+33612345671,sip:");
+    input.push_str(&"x".repeat(200_000));
+    input.push_str("@example.com\n+33612345672,sip:c@example.com\n");
+    let s = idx.import(input.as_bytes(), &ImportOptions::new(Format::Csv)).unwrap();
+    assert_eq!((s.imported, s.rejected), (2, 1), "{s:?}");
+    assert_eq!(s.rejections[0].line, 2);
+    assert!(idx.is_bound(n("+33612345672")).unwrap());
+}

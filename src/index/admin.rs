@@ -193,15 +193,25 @@ async fn import(State(index): State<Index>, Query(q): Query<ImportQuery>, req: R
     let mut opts = ImportOptions::new(format);
     opts.strict = q.strict.unwrap_or(false);
     opts.region = region_of(&q.region)?;
-    // Stream the body into the blocking importer through a small bounded channel.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    // Stream the body into the blocking importer through a small bounded channel. A body
+    // that breaks off (client gone) is an error for the importer, not an end of input: a
+    // truncated last line must not be imported.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
     let mut body = req.into_body();
     let feeder = tokio::spawn(async move {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| e.to_string())?;
-            if let Ok(data) = frame.into_data() {
-                if tx.send(data).await.is_err() {
-                    break;
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        if tx.send(Ok(data)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
+                    return Err(msg);
                 }
             }
         }
@@ -238,7 +248,7 @@ async fn export(State(index): State<Index>, Query(q): Query<ExportQuery>, header
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter { tx: tx.clone() };
         if let Err(e) = index.export(&mut w, format) {
-            let _ = tx.blocking_send(Err(std::io::Error::new(std::io::ErrorKind::Other, e.to_string())));
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     Ok(([(header::CONTENT_TYPE, format.mime())], axum::body::Body::new(ChannelBody { rx })).into_response())
@@ -248,9 +258,10 @@ async fn stats(State(index): State<Index>) -> Result<Response, ApiError> {
     Ok(Json(blocking(move || index.stats()).await?).into_response())
 }
 
-/// A `Read` over chunks sent from async code (used from a blocking thread).
+/// A `Read` over chunks sent from async code (used from a blocking thread). The end of the
+/// channel is the end of input; an error item is a read error.
 pub(crate) struct ChannelReader {
-    pub(crate) rx: tokio::sync::mpsc::Receiver<Bytes>,
+    pub(crate) rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     pub(crate) cur: Bytes,
 }
 
@@ -258,7 +269,8 @@ impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
                 None => return Ok(0),
             }
         }

@@ -166,7 +166,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses one line into (number text, uri text); `Ok(None)` for lines to skip.
-fn parse_line(format: Format, line: &str, first: bool) -> Result<Option<(E164Text, String)>, String> {
+fn parse_line(format: Format, line: &str, first: bool) -> Result<Option<(String, String)>, String> {
     let t = line.trim();
     if t.is_empty() || t.starts_with('#') {
         return Ok(None);
@@ -189,13 +189,30 @@ fn parse_line(format: Format, line: &str, first: bool) -> Result<Option<(E164Tex
     }
 }
 
-type E164Text = String;
-
 fn parse_row(format: Format, line: &str, first: bool, region: Option<Region>) -> Result<Option<(E164, String)>, String> {
     let Some((num, uri)) = parse_line(format, line, first)? else { return Ok(None) };
     let n = super::parse_number(&num, region).map_err(|e| e.to_string())?;
     let uri = canonical_sip_uri(&uri).map_err(|e| e.to_string())?;
     Ok(Some((n, uri)))
+}
+
+/// Longest input line accepted (a line is one binding: this is generous).
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Consumes the rest of an over-long line.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(p) = buf.iter().position(|&b| b == b'\n') {
+            reader.consume(p + 1);
+            return Ok(());
+        }
+        let l = buf.len();
+        reader.consume(l);
+    }
 }
 
 pub(super) fn import(
@@ -206,7 +223,7 @@ pub(super) fn import(
 ) -> Result<ImportSummary, IndexError> {
     let chunk_size = opts.chunk_size.max(1);
     let mut summary = ImportSummary::default();
-    let mut line = String::new();
+    let mut line: Vec<u8> = Vec::new();
     let mut lineno = 0u64;
     let mut first = true;
     let mut rows: Vec<(E164, String)> = Vec::with_capacity(if opts.strict { 0 } else { chunk_size });
@@ -231,22 +248,20 @@ pub(super) fn import(
 
     loop {
         line.clear();
-        let read = match reader.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                // Not UTF-8: skip to the end of the line and report it.
-                lineno += 1;
-                let mut junk = Vec::new();
-                reader.read_until(b'\n', &mut junk)?;
-                summary.reject(lineno, "not UTF-8".into());
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let _ = read;
+        if std::io::Read::take(&mut reader, MAX_LINE).read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
         lineno += 1;
-        let text = if lineno == 1 { line.trim_start_matches('\u{feff}') } else { line.as_str() };
+        if line.len() as u64 == MAX_LINE && line.last() != Some(&b'\n') {
+            skip_line(&mut reader)?;
+            summary.reject(lineno, format!("line longer than {MAX_LINE} bytes"));
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            summary.reject(lineno, "not UTF-8".into());
+            continue;
+        };
+        let text = if lineno == 1 { text.trim_start_matches('\u{feff}') } else { text };
         let is_first = first && !text.trim().is_empty() && !text.trim_start().starts_with('#');
         match parse_row(opts.format, text, is_first, opts.region) {
             Ok(Some(row)) => {

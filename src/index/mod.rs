@@ -17,10 +17,12 @@
 
 pub mod admin;
 pub mod cli;
+mod filter;
 mod io;
 
 use crate::numbers::{self, Region, UriKind, E164};
-use parking_lot::Mutex;
+use filter::{Filter, FilterState};
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -189,6 +191,21 @@ pub struct Stats {
     pub path: PathBuf,
 }
 
+/// Tuning of [`Index::open_with`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Numbers the in-memory filter is first sized for (16 bits each); it is rebuilt 4 times
+    /// larger in the background when outgrown. Default 1M (2 MiB), or twice the bound
+    /// numbers when more.
+    pub filter_capacity: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions { filter_capacity: 1 << 20 }
+    }
+}
+
 /// The index. Cheap to clone; Send + Sync.
 #[derive(Clone)]
 pub struct Index {
@@ -202,6 +219,13 @@ struct Inner {
     /// commits, counts stay exact and events go out in commit order.
     write: Mutex<()>,
     count: AtomicU64,
+    /// Bound numbers (and some formerly bound): lets `resolve`/`lookup` skip sled for most
+    /// numbers that are not users. Built in the background (at open, and larger when
+    /// outgrown); until the first build completes, every lookup goes to sled.
+    filter: Arc<RwLock<FilterState>>,
+    /// Tells the filter builder to stop (the index is being closed).
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    builder: Mutex<Option<std::thread::JoinHandle<()>>>,
     tx: broadcast::Sender<Change>,
     path: PathBuf,
 }
@@ -254,6 +278,87 @@ fn decode_value(n: E164, v: &[u8]) -> Result<Binding, IndexError> {
     Ok(Binding { number: n, sip_uri: uri.to_string(), bound_at, source: Source::from_code(v[9]) })
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stop and join the filter builder so that sled is really closed when the last
+        // handle goes (the builder holds a tree handle).
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.builder.lock().take() {
+            let _ = h.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
+impl Inner {
+    /// Starts building a filter for `capacity` numbers in the background. Called with the
+    /// writer lock held (or before any writer exists): writes from now on add their numbers
+    /// to the new filter themselves, the builder adds what the store already holds.
+    fn start_filter_build(&self, capacity: u64) {
+        let f = Arc::new(Filter::with_capacity(capacity));
+        self.filter.write().building = Some(f.clone());
+        let tree = self.tree.clone();
+        let state = self.filter.clone();
+        let stop = self.stop.clone();
+        let spawned = std::thread::Builder::new().name("index-filter".into()).spawn(move || {
+            for (i, k) in tree.scan_prefix([NUM]).keys().enumerate() {
+                if i % 4096 == 0 && stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match k {
+                    Ok(k) => {
+                        if let Some(n) = E164::from_key(&k[1..]) {
+                            f.insert(n);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("index filter build failed, lookups go to the store: {e}");
+                        state.write().building = None;
+                        return;
+                    }
+                }
+            }
+            let mut st = state.write();
+            st.active = Some(f);
+            st.building = None;
+        });
+        match spawned {
+            Ok(h) => {
+                if let Some(old) = self.builder.lock().replace(h) {
+                    let _ = old.join(); // finished: a build starts only when none runs
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot start the index filter builder: {e}");
+                self.filter.write().building = None;
+            }
+        }
+    }
+
+    /// Adds numbers about to be bound to the filters (writer lock held); starts a larger
+    /// build first if they would overfill the active one.
+    fn filters_for(&self, adding: u64) -> (Option<Arc<Filter>>, Option<Arc<Filter>>) {
+        let wanted = self.count.load(Ordering::Relaxed) + adding;
+        let grow = {
+            let st = self.filter.read();
+            st.building.is_none() && st.active.as_ref().is_some_and(|f| wanted > f.capacity())
+        };
+        if grow {
+            self.start_filter_build(wanted * 4);
+        }
+        let st = self.filter.read();
+        (st.active.clone(), st.building.clone())
+    }
+
+    #[inline]
+    fn may_contain(&self, n: E164) -> bool {
+        match &self.filter.read().active {
+            Some(f) => f.may_contain(n),
+            None => true,
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -298,13 +403,27 @@ impl Index {
     /// Opens (creating if needed) the index in `dir`. Fails with [`IndexError::Locked`] when
     /// another process has it open.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        Index::open_with(dir, &OpenOptions::default())
+    }
+
+    /// [`Index::open`] with options.
+    pub fn open_with(dir: &Path, options: &OpenOptions) -> Result<Index, IndexError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                IndexError::Locked { path: dir.to_path_buf() }
+        // sled releases its lock when its last background task ends, which can be a moment
+        // after the previous handle was dropped: retry briefly before saying "locked".
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let db = loop {
+            match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(IndexError::Locked { path: dir.to_path_buf() });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(other) => return Err(IndexError::Sled(other)),
             }
-            other => IndexError::Sled(other),
-        })?;
+        };
         let tree = db.open_tree("bindings")?;
         let count = match tree.get(META_COUNT)? {
             Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
@@ -317,16 +436,28 @@ impl Index {
             }
         };
         let (tx, _) = broadcast::channel(CHANGE_CAPACITY);
-        Ok(Index {
+        let index = Index {
             inner: Arc::new(Inner {
                 db,
                 tree,
                 write: Mutex::new(()),
                 count: AtomicU64::new(count),
+                filter: Arc::new(RwLock::new(FilterState::default())),
+                stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                builder: Mutex::new(None),
                 tx,
                 path: dir.to_path_buf(),
             }),
-        })
+        };
+        index.inner.start_filter_build((count * 2).max(options.filter_capacity));
+        Ok(index)
+    }
+
+    /// Whether the in-memory filter of bound numbers is built (lookups of unbound numbers
+    /// are then answered without the store). Correctness never depends on it.
+    pub fn filter_ready(&self) -> bool {
+        let st = self.inner.filter.read();
+        st.active.is_some() && st.building.is_none()
     }
 
     pub fn path(&self) -> &Path {
@@ -342,6 +473,10 @@ impl Index {
         let value = encode_value(&uri, unix_now(), source);
         let count = self.inner.count.load(Ordering::Relaxed);
         let new_rev = rev_key(&uri, n);
+        let (active, building) = self.inner.filters_for(1);
+        for f in active.iter().chain(building.iter()) {
+            f.insert(n);
+        }
         let outcome = self
             .inner
             .tree
@@ -409,6 +544,9 @@ impl Index {
 
     /// The binding of `n`. The hot path: one tree lookup and one allocation (the URI).
     pub fn lookup(&self, n: E164) -> Result<Option<Binding>, IndexError> {
+        if !self.inner.may_contain(n) {
+            return Ok(None);
+        }
         match self.inner.tree.get(num_key(n))? {
             Some(v) => Ok(Some(decode_value(n, &v)?)),
             None => Ok(None),
@@ -417,6 +555,9 @@ impl Index {
 
     /// Whether `n` is bound (no allocation).
     pub fn is_bound(&self, n: E164) -> Result<bool, IndexError> {
+        if !self.inner.may_contain(n) {
+            return Ok(false);
+        }
         Ok(self.inner.tree.contains_key(num_key(n))?)
     }
 
@@ -427,7 +568,11 @@ impl Index {
         sorted.sort_unstable();
         sorted.dedup_by_key(|(n, _)| *n);
         let mut found: Vec<(u32, E164, String)> = Vec::new();
+        let filter = self.inner.filter.read().active.clone();
         for (n, i) in sorted {
+            if filter.as_ref().is_some_and(|f| !f.may_contain(n)) {
+                continue;
+            }
             if let Some(v) = self.inner.tree.get(num_key(n))? {
                 found.push((i, n, value_uri(&v)?.to_string()));
             }
@@ -448,6 +593,13 @@ impl Index {
             out.push(n);
         }
         Ok(out)
+    }
+
+    /// The region to read national numbers of `sip_uri`'s address book with: the region of
+    /// his first bound number, else `default` (the configured default region).
+    pub fn region_of(&self, sip_uri: &str, default: Option<Region>) -> Result<Option<Region>, IndexError> {
+        let own = self.numbers_of(sip_uri)?.first().copied();
+        Ok(numbers::effective_region(own, default))
     }
 
     /// Subscribes to the change feed (changes after this call).
@@ -557,6 +709,7 @@ impl Index {
         last_in_chunk: &mut std::collections::HashMap<E164, usize>,
     ) -> Result<(u64, u64, u64), IndexError> {
         let _w = self.inner.write.lock();
+        let (active, building) = self.inner.filters_for(rows.len() as u64);
         let tree = &self.inner.tree;
         let now = unix_now();
         let publish = self.inner.tx.receiver_count() > 0;
@@ -569,6 +722,9 @@ impl Index {
             let stored;
             let old: Option<&str> = match last_in_chunk.get(n) {
                 Some(&j) => Some(rows[j].1.as_str()),
+                // Not in the filter: certainly not bound, skip the store (most rows of an
+                // import into a fresh or growing store).
+                None if active.as_ref().is_some_and(|f| !f.may_contain(*n)) => None,
                 None => {
                     stored = tree.get(nkey)?;
                     match &stored {
@@ -580,6 +736,9 @@ impl Index {
             if old == Some(uri.as_str()) {
                 unchanged += 1;
                 continue;
+            }
+            for f in active.iter().chain(building.iter()) {
+                f.insert(*n);
             }
             batch.insert(&nkey[..], encode_value(uri, now, source));
             match old {
