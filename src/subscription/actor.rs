@@ -5,6 +5,7 @@
 //! the subscriber rejects (RFC 6665 §4.2.2).
 
 use super::dialog::Dialog;
+use super::mailbox::Mailbox;
 use super::table::{SubId, Subscriptions};
 use crate::body::{ResourceState, UserPresence};
 use crate::index::Index;
@@ -14,23 +15,9 @@ use super::watched::WatchedList;
 use crate::resolution::{self, Key, User};
 use crate::transaction::{ClientTransactions, Outcome};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-#[derive(Debug)]
-pub enum Command {
-    /// An in-dialog SUBSCRIBE with Expires > 0 was answered 200.
-    Refresh { expires: u32 },
-    /// An in-dialog SUBSCRIBE with Expires 0 was answered 200.
-    Unsubscribe,
-    /// A watched key's binding changed; `removal` when it may have stopped being a user.
-    Changed { key: Key, removal: bool },
-    /// Changes were lost: send full state.
-    Resync,
-}
 
 /// What every subscription task shares.
 pub struct Shared {
@@ -167,51 +154,49 @@ async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> 
     }
 }
 
-/// Runs the subscription until it ends, then unregisters it.
-pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>, resync: Arc<AtomicBool>) {
-    let mut alive = sub.send_full(&shared, SubState::Active { expires: sub.remaining() }).await;
+/// Runs the subscription until it ends, then unregisters it. Sending is boxed: this future
+/// lives as long as the subscription, so it must stay small while idle.
+pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
+    let mut alive = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
     let mut last_sent = Instant::now();
     let mut pending = Pending::default();
     while alive {
         let due = pending.due.map_or(sub.expires_at, |d| d.min(sub.expires_at));
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Command::Refresh { expires }) => {
-                    sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
-                    resync.store(false, Ordering::Release);
-                    pending = Pending::default();
-                    alive = sub.send_full(&shared, SubState::Active { expires }).await;
-                    last_sent = Instant::now();
-                }
-                Some(Command::Unsubscribe) | None => {
-                    sub.send_terminated(&shared, "timeout").await;
+            inbox = mailbox.take() => {
+                if inbox.unsubscribe {
                     break;
                 }
-                Some(Command::Changed { key, removal }) => {
-                    pending.full |= removal;
-                    pending.keys.insert(key);
-                    pending.due.get_or_insert(last_sent + shared.min_interval);
+                if let Some(expires) = inbox.refresh {
+                    sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
+                    pending = Pending::default();
+                    alive = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
+                    last_sent = Instant::now();
+                    continue;
                 }
-                Some(Command::Resync) => {
-                    pending.full = true;
+                pending.full |= inbox.full;
+                pending.keys.extend(inbox.changed);
+                if pending.full || !pending.keys.is_empty() {
                     pending.due.get_or_insert(last_sent + shared.min_interval);
                 }
             },
             _ = tokio::time::sleep_until(due) => {
                 if Instant::now() >= sub.expires_at {
-                    sub.send_terminated(&shared, "timeout").await;
                     break;
                 }
                 let flush = std::mem::take(&mut pending);
-                let full = flush.full || resync.swap(false, Ordering::AcqRel);
-                alive = if full {
-                    sub.send_full(&shared, SubState::Active { expires: sub.remaining() }).await
+                alive = if flush.full {
+                    Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await
                 } else {
-                    sub.send_partial(&shared, &flush.keys).await
+                    Box::pin(sub.send_partial(&shared, &flush.keys)).await
                 };
                 last_sent = Instant::now();
             }
         }
+    }
+    mailbox.close();
+    if alive {
+        Box::pin(sub.send_terminated(&shared, "timeout")).await;
     }
     shared.table.remove(sub.id, &sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
 }
@@ -219,4 +204,25 @@ pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mut rx: mpsc::Recei
 /// A fetch (RFC 6665 §4.4.3, Expires 0): one full-state NOTIFY that also terminates.
 pub async fn fetch(mut sub: Subscription, shared: &Shared) {
     sub.send_full(shared, super::handler::FETCH_STATE).await;
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn idle_task_is_small() {
+        // The future of `run` is allocated for every live subscription: keep it small.
+        fn size_of_run() -> usize {
+            let f = |sub, shared, mailbox| super::run(sub, shared, mailbox);
+            fn measure<F, Fut>(_: &F) -> usize
+            where
+                F: Fn(super::Subscription, std::sync::Arc<super::Shared>, std::sync::Arc<super::Mailbox>) -> Fut,
+            {
+                std::mem::size_of::<Fut>()
+            }
+            measure(&f)
+        }
+        let size = size_of_run();
+        eprintln!("run future: {size} bytes");
+        assert!(size < 1536, "run future is {size} bytes");
+    }
 }

@@ -1,6 +1,7 @@
 //! The SUBSCRIBE handler: initial list subscriptions, refreshes and unsubscribes.
 
-use super::actor::{self, Command, Shared, Subscription};
+use super::actor::{self, Shared, Subscription};
+use super::table::Handle;
 use super::dialog::{local_host, Dialog};
 use super::request::{self, ListRequest};
 use super::watched::WatchedList;
@@ -45,25 +46,29 @@ impl Handler for SubscribeHandler {
 
 /// What is left to do once the request is accepted: answer 200, then notify.
 enum Accepted {
-    New(Response, Subscription, Arc<std::sync::atomic::AtomicBool>, tokio::sync::mpsc::Receiver<Command>),
+    New(Response, Subscription, Handle),
     Fetch(Response, Subscription),
-    InDialog(Response, tokio::sync::mpsc::OwnedPermit<Command>, Command),
+    /// A refresh (Some(expires)) or an unsubscribe (None).
+    InDialog(Response, Handle, Option<u32>),
 }
 
 impl Accepted {
     async fn finish(self, tx: ServerTx, shared: Arc<Shared>) {
         match self {
-            Accepted::New(resp, sub, resync, rx) => {
+            Accepted::New(resp, sub, mailbox) => {
                 tx.respond(resp).await;
-                tokio::spawn(actor::run(sub, shared, rx, resync));
+                tokio::spawn(actor::run(sub, shared, mailbox));
             }
             Accepted::Fetch(resp, sub) => {
                 tx.respond(resp).await;
                 actor::fetch(sub, &shared).await;
             }
-            Accepted::InDialog(resp, permit, cmd) => {
+            Accepted::InDialog(resp, mailbox, refresh) => {
                 tx.respond(resp).await;
-                permit.send(cmd);
+                mailbox.post(|i| match refresh {
+                    Some(expires) => i.refresh = Some(expires),
+                    None => i.unsubscribe = true,
+                });
             }
         }
     }
@@ -130,9 +135,9 @@ fn new_subscription(
     if list.expires == 0 {
         return Ok(Accepted::Fetch(resp, sub));
     }
-    let (id, handle, rx) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
+    let (id, mailbox) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
     sub.id = id;
-    Ok(Accepted::New(resp, sub, handle.resync, rx))
+    Ok(Accepted::New(resp, sub, mailbox))
 }
 
 /// Charges the numbers new to this account against its discovery budget; those over it
@@ -174,15 +179,16 @@ fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, tag: &str, expires: 
     if !req.body.is_empty() {
         return Err(Response::with_reason(req, 415, "List Body In A Refresh").header(HeaderName::Accept, "multipart/related"));
     }
-    let permit = handle.tx.clone().try_reserve_owned().map_err(|_| Response::to(req, 481))?;
+    if handle.is_closed() {
+        return Err(Response::to(req, 481));
+    }
     let host = local_host(tx.source(), "localhost");
     let contact = format!("<sip:rls@{host}:{};transport={}>", tx.source().local.port(), tx.source().protocol.param_name());
     let mut resp = Response::to(req, 200).header(HeaderName::Contact, contact).header(HeaderName::Expires, expires.to_string());
     if req.headers.has_token(&HeaderName::Supported, "eventlist") {
         resp = resp.header(HeaderName::Require, "eventlist");
     }
-    let cmd = if expires == 0 { Command::Unsubscribe } else { Command::Refresh { expires } };
-    Ok(Accepted::InDialog(resp, permit, cmd))
+    Ok(Accepted::InDialog(resp, handle, (expires > 0).then_some(expires)))
 }
 
 /// The Subscription-State of a one-shot fetch (Expires: 0 on a new subscription).

@@ -10,6 +10,7 @@ pub mod actor;
 pub mod dialog;
 pub mod handler;
 pub mod live;
+pub mod mailbox;
 pub mod request;
 pub mod table;
 pub mod watched;

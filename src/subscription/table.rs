@@ -2,38 +2,20 @@
 //! watched key (number or SIP user) to the subscriptions watching it. The one owner of
 //! that shared state; each subscription's own state lives in its task (`actor.rs`).
 
-use super::actor::Command;
+use super::mailbox::Mailbox;
 use crate::index::Change;
 use crate::numbers;
 use crate::resolution::Key;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use crate::numbers::E164;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 pub type SubId = u32;
 
-/// Commands waiting for one subscription's task; beyond this, it is told to resync.
-const QUEUE: usize = 64;
-
 /// How to reach a subscription's task.
-#[derive(Clone)]
-pub struct Handle {
-    pub tx: mpsc::Sender<Command>,
-    /// Set when a change could not be queued: the task sends full state instead.
-    pub resync: Arc<AtomicBool>,
-}
-
-impl Handle {
-    fn nudge(&self, cmd: Command) {
-        if self.tx.try_send(cmd).is_err() {
-            self.resync.store(true, Ordering::Release);
-            let _ = self.tx.try_send(Command::Resync);
-        }
-    }
-}
+pub type Handle = Arc<Mailbox>;
 
 #[derive(Default)]
 pub struct Subscriptions {
@@ -123,17 +105,16 @@ impl Table {
 
 impl Subscriptions {
     /// Registers a new subscription; returns its id and the receiving end for its task.
-    pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) -> (SubId, Handle, mpsc::Receiver<Command>) {
+    pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) -> (SubId, Handle) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = Handle { tx, resync: Arc::new(AtomicBool::new(false)) };
+        let handle = Handle::default();
         let mut t = self.inner.lock();
         t.by_dialog.insert((call_id.into(), local_tag.into()), id);
         t.handles.insert(id, handle.clone());
         for key in keys {
             t.watch(key, id);
         }
-        (id, handle, rx)
+        (id, handle)
     }
 
     /// Forgets a subscription; `keys` are the ones it was registered with.
@@ -193,7 +174,7 @@ impl Subscriptions {
     pub fn resync_all(&self) {
         let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
         for h in handles {
-            h.nudge(Command::Resync);
+            h.post(|i| i.full = true);
         }
     }
 
@@ -203,7 +184,7 @@ impl Subscriptions {
             t.watchers(key).iter().filter_map(|id| t.handles.get(id).cloned()).collect()
         };
         for h in handles {
-            h.nudge(Command::Changed { key: key.clone(), removal });
+            h.changed(key.clone(), removal);
         }
     }
 }

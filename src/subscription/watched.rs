@@ -4,63 +4,61 @@
 //! Clients write most entries the same way, `sip:{E.164}@{domain};user=phone`. Those are
 //! kept as the number alone (8 bytes) plus one shared prefix and suffix per list; any
 //! other entry is kept verbatim. Either way the URI comes back byte for byte, as the client
-//! wrote it (liblinphone ignores a resource whose URI differs).
+//! wrote it (liblinphone ignores a resource whose URI differs). Entries are numbered with
+//! the templated ones first: RLMI resources carry no order.
 
 use crate::numbers::E164;
 use crate::resolution::{Entry, Key};
 use std::borrow::Cow;
 
-enum Item {
-    /// `{prefix}{number}{suffix}`, watched by its number.
-    Templated(E164),
-    /// Anything else, as written, with its key if it has one.
-    Other(Box<(Box<str>, Option<Key>)>),
-}
-
 pub struct WatchedList {
     prefix: Box<str>,
     suffix: Box<str>,
-    items: Vec<Item>,
+    /// Entries written `{prefix}{number}{suffix}`, watched by their number.
+    templated: Box<[E164]>,
+    /// Anything else, as written, with its key if it has one.
+    others: Box<[(Box<str>, Option<Key>)]>,
 }
 
 impl WatchedList {
     pub fn new(entries: Vec<Entry>) -> WatchedList {
         let (prefix, suffix) = entries.iter().find_map(template_of).unwrap_or_default();
-        let items = entries
-            .into_iter()
-            .map(|e| match e.key {
-                Some(Key::Phone(n)) if fits(&e.uri, &prefix, &suffix, n) => Item::Templated(n),
-                key => Item::Other(Box::new((e.uri, key))),
-            })
-            .collect();
-        WatchedList { prefix: prefix.into(), suffix: suffix.into(), items }
+        let mut templated = Vec::new();
+        let mut others = Vec::new();
+        for e in entries {
+            match e.key {
+                Some(Key::Phone(n)) if fits(&e.uri, &prefix, &suffix, n) => templated.push(n),
+                key => others.push((e.uri, key)),
+            }
+        }
+        WatchedList { prefix: prefix.into(), suffix: suffix.into(), templated: templated.into(), others: others.into() }
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.templated.len() + self.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// The URI of entry `i`, exactly as the client wrote it.
     pub fn uri(&self, i: usize) -> Cow<'_, str> {
-        match &self.items[i] {
-            Item::Templated(n) => Cow::Owned(format!("{}{n}{}", self.prefix, self.suffix)),
-            Item::Other(b) => Cow::Borrowed(&b.0),
+        match self.templated.get(i) {
+            Some(n) => Cow::Owned(format!("{}{n}{}", self.prefix, self.suffix)),
+            None => Cow::Borrowed(&self.others[i - self.templated.len()].0),
         }
     }
 
     pub fn key(&self, i: usize) -> Option<Key> {
-        match &self.items[i] {
-            Item::Templated(n) => Some(Key::Phone(*n)),
-            Item::Other(b) => b.1.clone(),
+        match self.templated.get(i) {
+            Some(n) => Some(Key::Phone(*n)),
+            None => self.others[i - self.templated.len()].1.clone(),
         }
     }
 
     pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        (0..self.items.len()).filter_map(|i| self.key(i))
+        (0..self.len()).filter_map(|i| self.key(i))
     }
 }
 
@@ -97,11 +95,12 @@ mod tests {
         ];
         let region = crate::numbers::parse_region("FR").ok();
         let list = WatchedList::new(classify(uris.clone(), region));
-        for (i, u) in uris.iter().enumerate() {
-            assert_eq!(list.uri(i), u.as_str());
-        }
-        assert!(matches!(list.items[0], Item::Templated(_)) && matches!(list.items[2], Item::Templated(_)));
-        assert!(matches!(list.items[1], Item::Other(_)), "national numbers stay verbatim");
+        let mut back: Vec<String> = (0..list.len()).map(|i| list.uri(i).into_owned()).collect();
+        back.sort();
+        let mut want = uris.clone();
+        want.sort();
+        assert_eq!(back, want);
+        assert_eq!(list.templated.len(), 2, "the two +E.164 entries of example.org");
         assert_eq!(list.keys().count(), 5);
     }
 }
