@@ -107,6 +107,19 @@ async fn notify_until(watcher: &mut Peer, want: impl Fn(&str) -> bool) -> Option
     None
 }
 
+/// Binds alice's number and subscribes a watcher to it; returns him and his first NOTIFY.
+async fn watch_alice(s: &TestServer, branch: &str) -> (Peer, Msg) {
+    s.server.index().bind("+33612345678".parse().unwrap(), "sip:alice@example.org", Source::Admin).unwrap();
+    let mut watcher = Peer::udp(s.udp()).await;
+    let wl = watcher.local();
+    let list = r#"<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list><entry uri="sip:+33612345678@example.org;user=phone"/></list></resource-lists>"#;
+    let extra = format!("Contact: <sip:w@{wl}>\r\nEvent: presence\r\nSupported: eventlist\r\nRequire: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n");
+    watcher.send(request("SUBSCRIBE", "UDP", wl, branch, &extra, list).replace("sip:alice@", "sip:watcher@").as_bytes()).await;
+    let (ok, first) = watcher.accepted().await;
+    assert_eq!(ok.status(), Some(200));
+    (watcher, first.expect("a first NOTIFY"))
+}
+
 fn pidf_of(n: &Msg) -> String {
     n.body().split("<presence").nth(1).map(|p| format!("<presence{p}")).unwrap_or_default()
 }
@@ -122,18 +135,7 @@ async fn kamailio_pua_usrloc_drives_presence_for_list_watchers() {
         c.notify.min_interval_ms = 100;
     })
     .await;
-    s.server.index().bind("+33612345678".parse().unwrap(), "sip:alice@example.org", Source::Admin).unwrap();
-    let mut watcher = Peer::udp(s.udp()).await;
-    let wl = watcher.local();
-    let list = r#"<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list><entry uri="sip:+33612345678@example.org;user=phone"/></list></resource-lists>"#;
-    let extra = format!("Contact: <sip:w@{wl}>\r\nEvent: presence\r\nSupported: eventlist\r\nRequire: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n");
-    watcher.send(request("SUBSCRIBE", "UDP", wl, "kw", &extra, list).replace("sip:alice@", "sip:watcher@").as_bytes()).await;
-    let mut early = Vec::new();
-    assert_eq!(watcher.response(&mut early).await.status(), Some(200));
-    let first = match early.pop() {
-        Some(n) => n,
-        None => watcher.notify(200).await,
-    };
+    let (mut watcher, first) = watch_alice(&s, "kw").await;
     assert!(pidf_of(&first).contains("away"), "offline before registering");
 
     let rundir = tempfile::tempdir().unwrap();
@@ -164,17 +166,7 @@ async fn captured_publish_reaches_a_watcher() {
         c.notify.min_interval_ms = 100;
     })
     .await;
-    s.server.index().bind("+33612345678".parse().unwrap(), "sip:alice@example.org", Source::Admin).unwrap();
-    let mut watcher = Peer::udp(s.udp()).await;
-    let wl = watcher.local();
-    let list = r#"<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list><entry uri="sip:+33612345678@example.org;user=phone"/></list></resource-lists>"#;
-    let extra = format!("Contact: <sip:w@{wl}>\r\nEvent: presence\r\nSupported: eventlist\r\nRequire: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n");
-    watcher.send(request("SUBSCRIBE", "UDP", wl, "cw", &extra, list).replace("sip:alice@", "sip:watcher@").as_bytes()).await;
-    let mut early = Vec::new();
-    assert_eq!(watcher.response(&mut early).await.status(), Some(200));
-    if early.is_empty() {
-        watcher.notify(200).await;
-    }
+    let (mut watcher, _) = watch_alice(&s, "cw").await;
     let mut p = Peer::udp(s.udp()).await;
     let l = p.local();
     p.send(captured("pua_usrloc-01-register-initial.txt", l, None).as_bytes()).await;
