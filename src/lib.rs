@@ -11,12 +11,14 @@
 //! - [`notification`]: NOTIFY requests from a resolved state.
 //! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
 //!
+//! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions).
 //! [`server`] wires the parts; [`config`] holds the settings.
 
 pub mod body;
 pub mod config;
 pub mod core;
 pub mod index;
+pub mod limits;
 pub mod notification;
 pub mod numbers;
 pub mod resolution;

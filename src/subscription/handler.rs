@@ -101,6 +101,7 @@ fn new_subscription(
     region: Option<Region>,
     list: ListRequest,
 ) -> Result<Accepted, Response> {
+    let permit = tx.core().limits().subscribe(&from_uri(req), tx.source().remote.ip()).map_err(|r| r.response(req))?;
     let region = resolution::subscriber_region(&shared.index, &from_uri(req), region);
     let entries = resolution::classify(list.entries, region);
     let source = tx.source();
@@ -127,6 +128,7 @@ fn new_subscription(
     }
     let (id, handle, rx) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
     sub.id = id;
+    shared.table.hold(id, permit);
     Ok(Accepted::New(resp, sub, handle.resync, rx))
 }
 

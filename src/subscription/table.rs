@@ -45,6 +45,8 @@ struct Table {
     by_dialog: HashMap<(Box<str>, Box<str>), SubId>,
     handles: HashMap<SubId, Handle>,
     watchers: HashMap<Key, Vec<SubId>>,
+    /// Each subscription's slot in the abuse limits, freed by `remove`.
+    permits: HashMap<SubId, crate::limits::SubPermit>,
 }
 
 impl Subscriptions {
@@ -70,6 +72,7 @@ impl Subscriptions {
         let mut t = self.inner.lock();
         t.by_dialog.remove(&(call_id.into(), local_tag.into()));
         t.handles.remove(&id);
+        t.permits.remove(&id);
         for key in keys {
             if let Some(subs) = t.watchers.get_mut(&key) {
                 subs.retain(|s| *s != id);
@@ -78,6 +81,11 @@ impl Subscriptions {
                 }
             }
         }
+    }
+
+    /// Keeps a subscription's limits slot until `remove`.
+    pub fn hold(&self, id: SubId, permit: crate::limits::SubPermit) {
+        self.inner.lock().permits.insert(id, permit);
     }
 
     pub fn find(&self, call_id: &str, local_tag: &str) -> Option<Handle> {
