@@ -77,10 +77,21 @@ pub fn resolve_all(index: &Index, entries: &[Entry]) -> Vec<Option<User>> {
         .iter()
         .map(|e| match &e.key {
             Some(k) => user_of(index, k).unwrap_or_else(|err| {
-                tracing::warn!("index lookup failed: {err}");
+                tracing::warn!("index lookup failed: {}", loggable(&err));
                 None
             }),
             None => None,
         })
         .collect()
+}
+
+/// An index error as it may be logged: storage failures in full, errors that can quote a
+/// list entry (a URI or a number from a subscriber's address book) by kind only.
+fn loggable(err: &IndexError) -> String {
+    match err {
+        IndexError::Sled(_) | IndexError::Io(_) | IndexError::Corrupt(_) | IndexError::Locked { .. } => err.to_string(),
+        IndexError::InvalidUri(_) => "entry is not a SIP user URI".into(),
+        IndexError::Number(_) => "entry is not a valid number".into(),
+        IndexError::StrictRejected(_) => "import rejected".into(),
+    }
 }
