@@ -49,6 +49,9 @@ pub struct LimitsConfig {
     pub max_subscriptions_per_source: usize,
     /// Active subscriptions in all.
     pub max_subscriptions: usize,
+    /// List entries held by all active subscriptions together: the memory bound (an entry
+    /// costs about 200 bytes with its share of the reverse index).
+    pub max_entries_held: usize,
     /// Retry-After (seconds) of the 503 refusing a subscription over a cap.
     pub subscription_retry_after_secs: u32,
 }
@@ -181,6 +184,7 @@ impl Default for LimitsConfig {
             max_subscriptions_per_account: 20,
             max_subscriptions_per_source: 1000,
             max_subscriptions: 100_000,
+            max_entries_held: 5_000_000,
             subscription_retry_after_secs: 60,
         }
     }

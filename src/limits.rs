@@ -8,8 +8,9 @@
 //!   neither a task nor a parse, and spoofed floods cannot turn us into a reflector;
 //! - open TCP/TLS connections (TLS handshakes included) per source address and in all, held
 //!   by a [`ConnGuard`] for the connection's life;
-//! - active subscriptions per account, per source address and in all, held by a
-//!   [`SubPermit`] that the subscription table drops when the subscription ends.
+//! - active subscriptions per account, per source address and in all, and the list entries
+//!   they hold in all (the memory bound), held by a [`SubPermit`] that the subscription
+//!   table drops when the subscription ends.
 //!
 //! A source is an IP address; IPv6 addresses count per /64 (a host usually has a whole /64,
 //! so per-address counting would be free to evade). The rate table has a fixed capacity
@@ -121,6 +122,7 @@ impl Limits {
             max_subscriptions_per_account: 0,
             max_subscriptions_per_source: 0,
             max_subscriptions: 0,
+            max_entries_held: 0,
             ..LimitsConfig::default()
         };
         Limits::new(&cfg)
@@ -189,8 +191,9 @@ impl Limits {
         self.conns.lock().total
     }
 
-    /// Takes one active-subscription slot for `from_uri`'s account and the source `ip`.
-    pub fn subscribe(self: &Arc<Self>, from_uri: &str, ip: IpAddr) -> Result<SubPermit, Refusal> {
+    /// Takes one active-subscription slot, holding `entries` list entries, for `from_uri`'s
+    /// account and the source `ip`.
+    pub fn subscribe(self: &Arc<Self>, from_uri: &str, ip: IpAddr, entries: usize) -> Result<SubPermit, Refusal> {
         let account: Box<str> = account(from_uri).into();
         let source = SourceKey::of(ip);
         let retry_after = self.cfg.subscription_retry_after_secs;
@@ -202,10 +205,13 @@ impl Limits {
             "Too Many Subscriptions For This Account"
         } else if over(s.by_source.get(&source), self.cfg.max_subscriptions_per_source) {
             "Too Many Subscriptions From This Address"
+        } else if self.cfg.max_entries_held != 0 && s.entries.saturating_add(entries) > self.cfg.max_entries_held {
+            "Too Many Entries Watched"
         } else {
             s.by_account.add(account.clone());
             s.by_source.add(source);
-            return Ok(SubPermit { limits: self.clone(), account, source });
+            s.entries += entries;
+            return Ok(SubPermit { limits: self.clone(), account, source, entries });
         };
         drop(s);
         if let Some(suppressed) = self.log_refusal.allow(Instant::now()) {
@@ -217,6 +223,11 @@ impl Limits {
     /// Active subscriptions counted (all accounts).
     pub fn subscriptions(&self) -> usize {
         self.subs.lock().by_account.total
+    }
+
+    /// List entries held by all active subscriptions.
+    pub fn entries_held(&self) -> usize {
+        self.subs.lock().entries
     }
 
     /// Active subscriptions of the account of `from_uri`.
@@ -260,6 +271,7 @@ pub struct SubPermit {
     limits: Arc<Limits>,
     account: Box<str>,
     source: SourceKey,
+    entries: usize,
 }
 
 impl Drop for SubPermit {
@@ -267,6 +279,7 @@ impl Drop for SubPermit {
         let mut s = self.limits.subs.lock();
         s.by_account.sub(&self.account);
         s.by_source.sub(&self.source);
+        s.entries -= self.entries;
     }
 }
 
@@ -321,6 +334,7 @@ impl<K: std::hash::Hash + Eq> Counts<K> {
 struct SubCounts {
     by_account: Counts<Box<str>>,
     by_source: Counts<SourceKey>,
+    entries: usize,
 }
 
 /// A token bucket with its reject allowance.
@@ -474,21 +488,24 @@ mod tests {
 
     #[test]
     fn subscription_caps_and_release() {
-        let c = LimitsConfig { max_subscriptions_per_account: 2, max_subscriptions_per_source: 3, max_subscriptions: 4, ..cfg() };
+        let c = LimitsConfig { max_subscriptions_per_account: 2, max_subscriptions_per_source: 3, max_subscriptions: 4, max_entries_held: 100, ..cfg() };
         let l = Limits::new(&c);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let p1 = l.subscribe("sip:alice@x", a).unwrap();
-        let _p2 = l.subscribe("<sip:alice@X>;tag=2", a).unwrap();
-        assert_eq!(l.subscribe("sip:alice@x", b).unwrap_err().reason, "Too Many Subscriptions For This Account");
-        let _p3 = l.subscribe("sip:bob@x", a).unwrap();
-        assert_eq!(l.subscribe("sip:carol@x", a).unwrap_err().reason, "Too Many Subscriptions From This Address");
-        let _p4 = l.subscribe("sip:carol@x", b).unwrap();
-        assert_eq!(l.subscribe("sip:dave@x", b).unwrap_err().reason, "Too Many Subscriptions");
+        let p1 = l.subscribe("sip:alice@x", a, 10).unwrap();
+        let _p2 = l.subscribe("<sip:alice@X>;tag=2", a, 10).unwrap();
+        assert_eq!(l.subscribe("sip:alice@x", b, 1).unwrap_err().reason, "Too Many Subscriptions For This Account");
+        let _p3 = l.subscribe("sip:bob@x", a, 10).unwrap();
+        assert_eq!(l.subscribe("sip:carol@x", a, 1).unwrap_err().reason, "Too Many Subscriptions From This Address");
+        assert_eq!(l.subscribe("sip:carol@x", b, 71).unwrap_err().reason, "Too Many Entries Watched");
+        let _p4 = l.subscribe("sip:carol@x", b, 70).unwrap();
+        assert_eq!(l.subscribe("sip:dave@x", b, 0).unwrap_err().reason, "Too Many Subscriptions");
         drop(p1);
         assert_eq!(l.subscriptions_of("sip:alice@x"), 1);
-        let _p5 = l.subscribe("sip:alice@x", b).unwrap();
+        assert_eq!(l.entries_held(), 90);
+        let _p5 = l.subscribe("sip:alice@x", b, 10).unwrap();
         assert_eq!(l.subscriptions(), 4, "the refused ones took nothing");
+        assert_eq!(l.entries_held(), 100);
     }
 
     #[test]

@@ -263,3 +263,19 @@ async fn connections_per_source_are_capped_and_released() {
     p.send(options("TCP", local, "again").as_bytes()).await;
     assert_eq!(p.recv().await.status(), Some(200));
 }
+
+#[tokio::test]
+async fn entries_held_in_all_are_capped() {
+    let s = TestServer::start_with(|c| c.limits.max_entries_held = 5).await;
+    let mut p = Peer::udp(s.udp()).await;
+    let local = p.local();
+    let three = resource_list(&[BOB, "sip:a@example.org", "sip:b@example.org"], 0);
+    assert_eq!(subscribe(&mut p, &list_subscribe("UDP", local, "e1", "u1", "", &three), 200).await.status(), Some(200));
+    assert_eq!(s.server.limits().entries_held(), 3);
+    let refused = subscribe(&mut p, &list_subscribe("UDP", local, "e2", "u2", "", &three), 200).await;
+    assert_eq!(refused.start_line(), "SIP/2.0 503 Too Many Entries Watched");
+    assert!(refused.header("Retry-After").is_some());
+    let two = resource_list(&[BOB, "sip:c@example.org"], 0);
+    assert_eq!(subscribe(&mut p, &list_subscribe("UDP", local, "e3", "u2", "", &two), 200).await.status(), Some(200));
+    assert_eq!(s.server.limits().entries_held(), 5);
+}

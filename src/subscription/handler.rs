@@ -101,7 +101,7 @@ fn new_subscription(
     region: Option<Region>,
     list: ListRequest,
 ) -> Result<Accepted, Response> {
-    let permit = tx.core().limits().subscribe(&from_uri(req), tx.source().remote.ip()).map_err(|r| r.response(req))?;
+    let permit = tx.core().limits().subscribe(&from_uri(req), tx.source().remote.ip(), list.entries.len()).map_err(|r| r.response(req))?;
     let region = resolution::subscriber_region(&shared.index, &from_uri(req), region);
     let entries = resolution::classify(list.entries, region);
     let source = tx.source();
