@@ -95,3 +95,17 @@ fn loggable(err: &IndexError) -> String {
         IndexError::StrictRejected(_) => "import rejected".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_index_errors_never_quote_an_entry() {
+        let entry = "sip:+33612345678@example.org;user=phone";
+        let err = IndexError::InvalidUri(format!("{entry:?} is a phone number (+33612345678), not a SIP user"));
+        assert!(err.to_string().contains("33612345678"), "the raw error would leak it");
+        assert!(!loggable(&err).contains("33612345678"));
+        assert!(loggable(&IndexError::Corrupt("number key".into())).contains("number key"));
+    }
+}
