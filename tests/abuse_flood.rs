@@ -162,7 +162,7 @@ fn udp_flood(target: SocketAddr, dur: Duration, max: u64) -> std::thread::JoinHa
         while sent < max && started.elapsed() < dur {
             buf.clear();
             let sock = &socks[(sent % 4) as usize];
-            if sent % 4 == 0 {
+            if sent.is_multiple_of(4) {
                 let local = sock.local_addr().unwrap();
                 buf.extend_from_slice(options("UDP", local, &format!("flood{sent}")).as_bytes());
             } else {
