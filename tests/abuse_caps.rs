@@ -275,3 +275,32 @@ async fn entries_held_in_all_are_capped() {
     assert_eq!(subscribe(&mut p, &list_subscribe("UDP", local, "e3", "u2", "", &two), 200).await.status(), Some(200));
     assert_eq!(s.server.limits().entries_held(), 5);
 }
+
+#[tokio::test]
+async fn read_timeout_cuts_incomplete_messages_not_idle_or_keepalive_connections() {
+    let s = TestServer::start_with(|c| c.sip.read_timeout_secs = 1).await;
+    let mut tcp = tcp_connect(s.tcp()).await;
+    let local = tcp.local_addr().unwrap();
+    // A keep-alive ping, then silence past the read timeout: the connection stays.
+    write_all(&mut tcp, b"\r\n\r\n").await;
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut pong)).await.unwrap().unwrap();
+    assert_eq!(&pong, b"\r\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A message sent in two parts within the timeout is served.
+    let msg = options("TCP", local, "slow");
+    write_all(&mut tcp, &msg.as_bytes()[..20]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    write_all(&mut tcp, &msg.as_bytes()[20..]).await;
+    let mut pending = Vec::new();
+    let resp = read_message(&mut tcp, &mut pending).await.expect("a response");
+    assert_eq!(status(&resp), "SIP/2.0 200 OK");
+    // A message left incomplete past the timeout: the server closes the connection.
+    let started = Instant::now();
+    write_all(&mut tcp, b"OPTIONS sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/TCP x").await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("closed by the server");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+}
