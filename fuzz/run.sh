@@ -9,8 +9,9 @@
 # The layout is cargo-fuzz's: where cargo-fuzz is installed, `RUSTC_BOOTSTRAP=1 cargo fuzz run
 # <target>` (in the repository root) works as well, with AddressSanitizer.
 # A crash is saved as fuzz/artifacts/<target>/crash-*: reproduce it with
-# `<binary> fuzz/artifacts/<target>/crash-...` and turn it into a regression test
-# (tests/fuzz_regressions.rs). Exit status is non-zero when any target found a crash.
+# `<binary> fuzz/artifacts/<target>/crash-...`, fix it, and keep it as a regression test by
+# copying it into fuzz/regressions/<target>/ (tests/fuzz_regressions.rs replays those with
+# the same checks, fuzz/checks/<target>.rs). Exit status is non-zero when a target crashed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
