@@ -7,7 +7,8 @@
 # these -C flags are stable, so no nightly is needed), then runs each one for the given time
 # with corpus fuzz/corpus/<target>/ (kept between runs, not committed) over the seeds.
 # The layout is cargo-fuzz's: where cargo-fuzz is installed, `RUSTC_BOOTSTRAP=1 cargo fuzz run
-# <target>` (in the repository root) works as well, with AddressSanitizer.
+# <target>` (in the repository root) should work as well, with AddressSanitizer (not tried
+# here: cargo-fuzz is not installed on this machine).
 # A crash is saved as fuzz/artifacts/<target>/crash-*: reproduce it with
 # `<binary> fuzz/artifacts/<target>/crash-...`, fix it, and keep it as a regression test by
 # copying it into fuzz/regressions/<target>/ (tests/fuzz_regressions.rs replays those with
