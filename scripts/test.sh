@@ -28,3 +28,7 @@ fi
 # Kamailio's package enables its service on install where systemd runs; the tests start
 # their own instances on loopback ports, so nothing else is needed.
 cargo test --all-targets --no-fail-fast "$@"
+
+# The fuzz targets (fuzz/, a workspace of its own) must keep compiling; `bash fuzz/run.sh`
+# runs them. Same target directory, so the dependencies built above are reused.
+cargo build --manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}"

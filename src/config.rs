@@ -29,6 +29,7 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     pub provisioning: ProvisioningConfig,
     pub budget: BudgetConfig,
+    pub limits: LimitsConfig,
 }
 
 /// The embedded registrar (REGISTER), for one-box deployments.
@@ -87,6 +88,35 @@ pub struct PresenceConfig {
     pub long_term: bool,
 }
 
+/// Abuse limits per source address and per account (`src/limits.rs`). 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Messages per second one source address may send, sustained (IPv6: per /64).
+    pub requests_per_second: u32,
+    /// Messages a source may send at once above the sustained rate.
+    pub request_burst: u32,
+    /// Beyond its rate, a source gets at most this many 503s (with Retry-After) a second;
+    /// further messages are dropped unread.
+    pub rejects_per_second: u32,
+    /// Source addresses the rate limiter keeps state for; while it is full of busy ones,
+    /// new sources share one bucket.
+    pub max_sources: usize,
+    /// TCP/TLS connections open at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Active subscriptions of one account (the From URI as `sip:user@host`).
+    pub max_subscriptions_per_account: usize,
+    /// Active subscriptions from one source address.
+    pub max_subscriptions_per_source: usize,
+    /// Active subscriptions in all.
+    pub max_subscriptions: usize,
+    /// List entries held by all active subscriptions together: the memory bound (an entry
+    /// costs about 200 bytes with its share of the reverse index).
+    pub max_entries_held: usize,
+    /// Retry-After (seconds) of the 503 refusing a subscription over a cap.
+    pub subscription_retry_after_secs: u32,
+}
+
 /// List subscriptions: lifetimes and the caps on what a SUBSCRIBE may carry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -138,6 +168,9 @@ pub struct SipConfig {
     pub max_message_size: usize,
     /// A TCP/TLS connection with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
+    /// A message started on a TCP/TLS connection must be complete within this many seconds,
+    /// or the connection is closed (slow-loris clients).
+    pub read_timeout_secs: u64,
     /// The most concurrent TCP/TLS connections; new ones are refused beyond it.
     pub max_connections: usize,
     /// RFC 3261 T1 (ms): base for retransmission timers (E, F, J).
@@ -188,6 +221,7 @@ impl Default for Config {
             registrar: RegistrarConfig::default(),
             provisioning: ProvisioningConfig::default(),
             budget: BudgetConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -207,6 +241,23 @@ impl Default for SubscriptionConfig {
             max_entries: 5000,
             max_body_bytes: 1 << 20,
             max_compression_ratio: 100,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_second: 50,
+            request_burst: 200,
+            rejects_per_second: 5,
+            max_sources: 65_536,
+            max_connections_per_source: 100,
+            max_subscriptions_per_account: 20,
+            max_subscriptions_per_source: 1000,
+            max_subscriptions: 100_000,
+            max_entries_held: 5_000_000,
+            subscription_retry_after_secs: 60,
         }
     }
 }
@@ -233,6 +284,7 @@ impl Default for SipConfig {
             log_messages: false,
             max_message_size: 1 << 20,
             idle_timeout_secs: 600,
+            read_timeout_secs: 10,
             max_connections: 10_000,
             t1_ms: 500,
             t2_ms: 4_000,

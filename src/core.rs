@@ -6,6 +6,7 @@
 //! Owns routing and the response path. It must not know what a subscription or a binding
 //! is: that is the handlers' business.
 
+use crate::limits::{Limits, Verdict};
 use crate::sip::{self, check_request, top_via, HeaderName, Message, Method, Request, Response};
 use crate::transaction::{Begin, ClientTransactions, ServerKey, ServerTransactions, Timers};
 use crate::transport::{Inbound, Protocol, Sender, Source, Target};
@@ -67,6 +68,7 @@ pub struct Core {
     handlers: Handlers,
     allow: String,
     log_messages: bool,
+    limits: Arc<Limits>,
 }
 
 impl Core {
@@ -77,6 +79,7 @@ impl Core {
         timers: Timers,
         handlers: Handlers,
         log_messages: bool,
+        limits: Arc<Limits>,
     ) -> Arc<Core> {
         Arc::new(Core {
             server_tx: ServerTransactions::new(timers.f()),
@@ -85,19 +88,25 @@ impl Core {
             handlers,
             sender,
             log_messages,
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     pub fn client_transactions(&self) -> Arc<ClientTransactions> {
         self.client_tx.clone()
     }
 
-    async fn process(self: Arc<Self>, data: Bytes, source: Source) {
+    /// `throttled`: the source is over its rate; a request gets 503 with this Retry-After.
+    async fn process(self: Arc<Self>, data: Bytes, source: Source, throttled: Option<u32>) {
         if self.log_messages {
             tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(&data));
         }
         match sip::parse_message(data) {
-            Ok(Message::Request(req)) => self.on_request(req, source).await,
+            Ok(Message::Request(req)) => self.on_request(req, source, throttled).await,
             Ok(Message::Response(resp)) => {
                 if !self.client_tx.on_response(resp) {
                     tracing::debug!(remote = %source.remote, "response matches no transaction");
@@ -107,12 +116,16 @@ impl Core {
         }
     }
 
-    async fn on_request(self: Arc<Self>, mut req: Request, source: Source) {
+    async fn on_request(self: Arc<Self>, mut req: Request, source: Source, throttled: Option<u32>) {
         stamp_via(&mut req, &source);
         let key = ServerKey::of(&req);
         if let Err(bad) = check_request(&mut req, source.protocol.is_reliable()) {
             let tx = self.server_tx(None, &req, source);
             return tx.respond(Response::with_reason(&req, 400, bad.0)).await;
+        }
+        if let Some(secs) = throttled.filter(|_| req.method != Method::Ack) {
+            let resp = Response::with_reason(&req, 503, "Rate Limit Exceeded").header(HeaderName::RetryAfter, secs.to_string());
+            return self.server_tx(None, &req, source).respond(resp).await;
         }
         let key = if source.protocol == Protocol::Udp { key } else { None };
         if let Some(k) = &key {
@@ -168,7 +181,12 @@ pub struct CoreSink(pub Arc<Core>);
 
 impl Inbound for CoreSink {
     fn receive(&self, data: Bytes, source: Source) {
-        tokio::spawn(self.0.clone().process(data, source));
+        let throttled = match self.0.limits.admit(source.remote.ip()) {
+            Verdict::Admit => None,
+            Verdict::Reject { retry_after } => Some(retry_after),
+            Verdict::Drop => return,
+        };
+        tokio::spawn(self.0.clone().process(data, source, throttled));
     }
 }
 
@@ -183,6 +201,9 @@ pub struct ServerTx {
 impl ServerTx {
     /// Sends the final response and stores it for retransmissions.
     pub async fn respond(self, resp: Response) {
+        if matches!(resp.status, 413 | 503) {
+            self.core.limits.log_refusal(self.target.remote, resp.status, &resp.reason);
+        }
         let bytes = resp.to_bytes();
         if self.core.log_messages {
             tracing::info!(remote = %self.target.remote, "send:\n{}", String::from_utf8_lossy(&bytes));

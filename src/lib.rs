@@ -14,6 +14,7 @@
 //! Beside the SIP path: [`provisioning`] (number verification and the account web API),
 //! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
 //!
+//! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions).
 //! [`server`] wires the parts; [`config`] holds the settings.
 
 pub mod accounts;
@@ -24,6 +25,7 @@ pub mod budget;
 pub mod config;
 pub mod core;
 pub mod index;
+pub mod limits;
 pub mod notification;
 pub mod presence;
 pub mod numbers;

@@ -78,9 +78,34 @@ pub fn resolve_all(index: &Index, presence: &PresenceStore, keys: impl Iterator<
     keys.map(|key| {
         let key = key?;
         user_of(index, presence, &key).unwrap_or_else(|err| {
-            tracing::warn!("index lookup failed: {err}");
+            tracing::warn!("index lookup failed: {}", loggable(&err));
             None
         })
     })
     .collect()
+}
+
+/// An index error as it may be logged: storage failures in full, errors that can quote a
+/// list entry (a URI or a number from a subscriber's address book) by kind only.
+fn loggable(err: &IndexError) -> String {
+    match err {
+        IndexError::Sled(_) | IndexError::Io(_) | IndexError::Corrupt(_) | IndexError::Locked { .. } => err.to_string(),
+        IndexError::InvalidUri(_) => "entry is not a SIP user URI".into(),
+        IndexError::Number(_) => "entry is not a valid number".into(),
+        IndexError::StrictRejected(_) => "import rejected".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_index_errors_never_quote_an_entry() {
+        let entry = "sip:+33612345678@example.org;user=phone";
+        let err = IndexError::InvalidUri(format!("{entry:?} is a phone number (+33612345678), not a SIP user"));
+        assert!(err.to_string().contains("33612345678"), "the raw error would leak it");
+        assert!(!loggable(&err).contains("33612345678"));
+        assert!(loggable(&IndexError::Corrupt("number key".into())).contains("number key"));
+    }
 }

@@ -6,6 +6,7 @@ use crate::budget::{self, Budget};
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
 use crate::index::{self, Index};
+use crate::limits::Limits;
 use crate::presence::{PresenceStore, PublishHandler};
 use crate::subscription::{self, Shared, SubscribeHandler, Subscriptions};
 use crate::transaction::{ClientTransactions, Timers};
@@ -25,6 +26,7 @@ pub struct Server {
     accounts: Accounts,
     budget: Budget,
     provisioning: Option<std::net::SocketAddr>,
+    limits: Arc<Limits>,
 }
 
 impl Server {
@@ -37,10 +39,13 @@ impl Server {
             let (cert, key) = (config.tls.cert_file.as_deref(), config.tls.key_file.as_deref());
             Some(transport::tls::acceptor(cert, key, &config.data_dir, &config.domain)?)
         };
+        let abuse = Limits::new(&config.limits);
         let limits = StreamLimits {
             max_message: config.sip.max_message_size,
             idle_timeout: Duration::from_secs(config.sip.idle_timeout_secs),
+            read_timeout: Duration::from_secs(config.sip.read_timeout_secs),
             max_connections: config.sip.max_connections,
+            sources: abuse.clone(),
         };
         let sip = &config.sip;
         let transports = Transports::bind(&sip.udp, &sip.tcp, &sip.tls, tls, limits, shutdown_rx.clone()).await?;
@@ -89,10 +94,10 @@ impl Server {
             register: registrar,
             ..Handlers::default()
         };
-        let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages);
+        let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -102,6 +107,11 @@ impl Server {
 
     pub fn subscriptions(&self) -> &Arc<Subscriptions> {
         &self.subscriptions
+    }
+
+    /// The abuse limits' counters (connections, subscriptions, tracked sources).
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// Where the admin endpoint listens, when enabled.

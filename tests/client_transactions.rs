@@ -25,7 +25,13 @@ impl Inbound for ToClientTx {
 async fn client(timers: Timers) -> (Arc<ClientTransactions>, std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let any = "127.0.0.1:0".parse().unwrap();
-    let limits = StreamLimits { max_message: 65_535, idle_timeout: Duration::from_secs(10), max_connections: 10 };
+    let limits = StreamLimits {
+        max_message: 65_535,
+        idle_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(10),
+        max_connections: 10,
+        sources: smart_presence::limits::Limits::unlimited(),
+    };
     let t = Transports::bind(&[any], &[], &[], None, limits, stop_rx).await.unwrap();
     let local = t.local_addrs().udp[0];
     let tx = Arc::new(ClientTransactions::new(timers, t.sender()));

@@ -104,6 +104,7 @@ fn new_subscription(
     identity: &Identity,
     list: ListRequest,
 ) -> Result<Accepted, Response> {
+    let permit = tx.core().limits().subscribe(&identity.uri, tx.source().remote.ip(), list.entries.len()).map_err(|r| r.response(req))?;
     let region = match identity.numbers.first().and_then(|n| n.region()) {
         Some(r) => Some(r),
         None => resolution::subscriber_region(&shared.index, &identity.uri, region),
@@ -137,6 +138,7 @@ fn new_subscription(
     }
     let (id, mailbox) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
     sub.id = id;
+    shared.table.hold(id, permit);
     Ok(Accepted::New(resp, sub, mailbox))
 }
 

@@ -69,6 +69,8 @@ struct Table {
     /// The reverse index, in two maps so a number key costs 8 bytes, not a `Key`.
     phones: HashMap<E164, Watchers>,
     sips: HashMap<Box<str>, Watchers>,
+    /// Each subscription's slot in the abuse limits, freed by `remove`.
+    permits: HashMap<SubId, crate::limits::SubPermit>,
 }
 
 impl Table {
@@ -122,9 +124,15 @@ impl Subscriptions {
         let mut t = self.inner.lock();
         t.by_dialog.remove(&(call_id.into(), local_tag.into()));
         t.handles.remove(&id);
+        t.permits.remove(&id);
         for key in keys {
             t.unwatch(&key, id);
         }
+    }
+
+    /// Keeps a subscription's limits slot until `remove`.
+    pub fn hold(&self, id: SubId, permit: crate::limits::SubPermit) {
+        self.inner.lock().permits.insert(id, permit);
     }
 
     pub fn find(&self, call_id: &str, local_tag: &str) -> Option<Handle> {

@@ -101,7 +101,11 @@ pub enum SendError {
 pub struct StreamLimits {
     pub max_message: usize,
     pub idle_timeout: Duration,
+    /// A started message must be complete within this (slow-loris clients).
+    pub read_timeout: Duration,
     pub max_connections: usize,
+    /// Counts connections per source address (and in all, handshakes included).
+    pub sources: Arc<crate::limits::Limits>,
 }
 
 /// The bound sockets. `sender()` can send at once; `run` starts receiving.

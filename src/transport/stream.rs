@@ -45,18 +45,18 @@ pub async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcc
                 continue;
             }
         };
-        if sender.connections.len() >= sender.limits.max_connections {
-            tracing::warn!(%remote, "connection refused: {} connections open", sender.limits.max_connections);
+        let Some(slot) = sender.limits.sources.open_connection(remote.ip(), sender.limits.max_connections) else {
             continue;
-        }
+        };
         let _ = tcp.set_nodelay(true);
         let sender = sender.clone();
         match tls.clone() {
             None => {
-                tokio::spawn(async move { serve(tcp, Protocol::Tcp, remote, sender).await });
+                tokio::spawn(async move { serve(tcp, Protocol::Tcp, remote, sender).await; drop(slot) });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => serve(stream, Protocol::Tls, remote, sender).await,
                         Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
@@ -132,10 +132,12 @@ async fn run_connection<S>(
 async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: &Sender) -> String {
     let mut framer = Framer::new(sender.limits.max_message);
     let mut shutdown = sender.shutdown.clone();
+    let mut started: Option<tokio::time::Instant> = None; // when the pending partial message began
     loop {
         loop {
             match framer.next_frame() {
                 Ok(Some(Frame::Message(data))) => {
+                    started = None;
                     if let Some(sink) = sender.sink.get() {
                         sink.receive(data, source);
                     }
@@ -150,15 +152,20 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
             }
         }
         let buf = framer.buffer();
+        let partial = buf.iter().any(|b| !matches!(b, b'\r' | b'\n'));
+        started = if partial { Some(started.unwrap_or_else(tokio::time::Instant::now)) } else { None };
+        let since = started;
+        let wait = since.map_or(sender.limits.idle_timeout, |t| sender.limits.read_timeout.saturating_sub(t.elapsed()));
         buf.reserve(8192);
         let read = tokio::select! {
-            r = tokio::time::timeout(sender.limits.idle_timeout, reader.read_buf(buf)) => r,
+            r = tokio::time::timeout(wait.min(sender.limits.idle_timeout), reader.read_buf(buf)) => r,
             _ = shutdown.changed() => return "server shutting down".into(),
         };
         match read {
             Ok(Ok(0)) => return "closed by peer".into(),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return format!("read error: {e}"),
+            Err(_) if started.is_some() => return "incomplete message: read timeout".into(),
             Err(_) => return "idle timeout".into(),
         }
     }
