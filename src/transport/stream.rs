@@ -154,8 +154,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
         let buf = framer.buffer();
         let partial = buf.iter().any(|b| !matches!(b, b'\r' | b'\n'));
         started = if partial { Some(started.unwrap_or_else(tokio::time::Instant::now)) } else { None };
-        let since = started;
-        let wait = since.map_or(sender.limits.idle_timeout, |t| sender.limits.read_timeout.saturating_sub(t.elapsed()));
+        let wait = started.map_or(sender.limits.idle_timeout, |t| sender.limits.read_timeout.saturating_sub(t.elapsed()));
         buf.reserve(8192);
         let read = tokio::select! {
             r = tokio::time::timeout(wait.min(sender.limits.idle_timeout), reader.read_buf(buf)) => r,
