@@ -93,6 +93,7 @@ pub struct Limits {
     log_drop: Throttle,
     log_refusal: Throttle,
     log_conn: Throttle,
+    trusted: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -103,7 +104,14 @@ impl std::fmt::Debug for Limits {
 
 impl Limits {
     pub fn new(cfg: &LimitsConfig) -> Arc<Limits> {
+        Limits::with_trusted(cfg, &[])
+    }
+
+    /// Limits where `trusted` sources (the proxies of `auth.trusted_proxies`, which carry
+    /// many users' traffic) are exempt from the per-source rate and subscription caps.
+    pub fn with_trusted(cfg: &LimitsConfig, trusted: &[IpAddr]) -> Arc<Limits> {
         Arc::new(Limits {
+            trusted: trusted.to_vec(),
             cfg: cfg.clone(),
             rates: Mutex::new(RateTable::new(cfg, Instant::now())),
             conns: Mutex::new(Counts::default()),
@@ -131,6 +139,9 @@ impl Limits {
     /// Charges one received message to its source. Called for every datagram and every
     /// framed stream message, before any parsing.
     pub fn admit(&self, ip: IpAddr) -> Verdict {
+        if self.trusted.contains(&ip) {
+            return Verdict::Admit;
+        }
         self.admit_at(SourceKey::of(ip), Instant::now())
     }
 
@@ -203,7 +214,7 @@ impl Limits {
             "Too Many Subscriptions"
         } else if over(s.by_account.get(&account), self.cfg.max_subscriptions_per_account) {
             "Too Many Subscriptions For This Account"
-        } else if over(s.by_source.get(&source), self.cfg.max_subscriptions_per_source) {
+        } else if !self.trusted.contains(&ip) && over(s.by_source.get(&source), self.cfg.max_subscriptions_per_source) {
             "Too Many Subscriptions From This Address"
         } else if self.cfg.max_entries_held != 0 && s.entries.saturating_add(entries) > self.cfg.max_entries_held {
             "Too Many Entries Watched"

@@ -39,7 +39,7 @@ impl Server {
             let (cert, key) = (config.tls.cert_file.as_deref(), config.tls.key_file.as_deref());
             Some(transport::tls::acceptor(cert, key, &config.data_dir, &config.domain)?)
         };
-        let abuse = Limits::new(&config.limits);
+        let abuse = Limits::with_trusted(&config.limits, &config.auth.trusted_proxies);
         let limits = StreamLimits {
             max_message: config.sip.max_message_size,
             idle_timeout: Duration::from_secs(config.sip.idle_timeout_secs),
