@@ -11,7 +11,8 @@
 //! - [`notification`]: NOTIFY requests from a resolved state.
 //! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
 //!
-//! [`server`] wires the parts; [`config`] holds the settings.
+//! [`server`] wires the parts; [`config`] holds the settings. [`replay`] is a load tool:
+//! it replays SIP traces against a server.
 
 pub mod body;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod core;
 pub mod index;
 pub mod notification;
 pub mod numbers;
+pub mod replay;
 pub mod resolution;
 pub mod server;
 pub mod sip;
