@@ -90,7 +90,8 @@ fn truncated_fixtures_fail_with_the_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_pcap_replays_in_copies_as_recorded() {
-    let s = TestServer::start().await;
+    // As recorded: one datagram per NOTIFY (by default a 100-number state is split in two).
+    let s = TestServer::start_with(|c| c.notify.max_body_udp = 65_000).await;
     bind_lists(&s, 6);
     let report = replay::run(args(UDP_PCAP, s.udp(), 3)).await.unwrap();
     assert_cycles(&report, 3);
@@ -122,7 +123,9 @@ async fn sipp_log_replays_with_timing_and_over_another_transport() {
 async fn a_changed_answer_is_reported() {
     // Against a server that does not serve SUBSCRIBE the codes differ from the trace.
     let s = TestServer::start_with(|c| c.subscription.max_entries = 10).await;
-    let report = replay::run(args(UDP_PCAP, s.udp(), 1)).await.unwrap();
+    let mut a = args(UDP_PCAP, s.udp(), 1);
+    a.timeout = 1.0;
+    let report = replay::run(a).await.unwrap();
     assert!(!report.matches_trace());
     assert_eq!(report.differing.get("SUBSCRIBE: trace 200, got 413"), Some(&CALLS), "{}", report.render());
     assert!(report.render().contains("SUBSCRIBE: trace 200, got 413"));

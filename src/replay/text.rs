@@ -156,7 +156,7 @@ fn build(records: Vec<Record>, mut endpoints: impl FnMut(&Record) -> (SocketAddr
     for r in &records {
         let (src, dst) = endpoints(r);
         let Some(message) = sip_message(&r.data) else { continue };
-        let at = Duration::from_secs_f64((r.time - first).max(0.0));
+        let at = Duration::from_micros(((r.time - first) * 1e6).round().max(0.0) as u64);
         messages.push(TraceMessage { at, proto: r.proto, src, dst, message, offset: r.offset });
     }
     Trace { messages }
@@ -230,7 +230,7 @@ SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:5090;branch=z9hG4bK1\r\nContent-Len
     #[test]
     fn malformed_text_gives_offsets() {
         let bad = "----------------------------------------------- 2026-11-23 13:30:05.9\nUDP message lost\n\n";
-        assert_eq!(read_sipp(bad.as_bytes()).unwrap_err().offset, 71);
+        assert_eq!(read_sipp(bad.as_bytes()).unwrap_err().offset, bad.find('\n').unwrap() as u64 + 1);
         assert!(read_sipp(b"----- not a date\n").is_err());
         for cut in 0..SIPP.len() {
             let _ = read_sipp(&SIPP.as_bytes()[..cut]);

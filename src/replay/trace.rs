@@ -113,7 +113,7 @@ impl Collector {
     /// `time` in seconds on any fixed clock; `offset` where the packet starts in the file.
     pub fn push(&mut self, time: f64, offset: u64, seg: Segment<'_>) {
         let first = *self.first.get_or_insert(time);
-        let at = Duration::from_secs_f64((time - first).max(0.0));
+        let at = Duration::from_micros(((time - first) * 1e6).round().max(0.0) as u64);
         match seg.proto {
             Proto::Udp => {
                 if let Some(message) = sip_message(seg.payload) {
