@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! cargo run --release --example fanout -- fanout --target 127.0.0.1:5060 --admin 127.0.0.1:5080
-//! cargo run --release --example fanout -- hold --target 127.0.0.1:5060 --server-pid PID
+//! cargo run --release --example fanout -- hold --target 127.0.0.1:5060 --server-pid PID --settle 35
 //! ```
 
 use bytes::Bytes;
@@ -31,6 +31,7 @@ struct Opts {
     rate: u64,
     number: String,
     server_pid: Option<u32>,
+    settle: u64,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -47,6 +48,7 @@ fn parse_opts() -> Result<Opts, String> {
         rate: 4000,
         number: "+33699999999".into(),
         server_pid: None,
+        settle: 0,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -60,6 +62,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--rate" => o.rate = value.parse().map_err(|_| bad(()))?,
             "--number" => o.number = value,
             "--server-pid" => o.server_pid = Some(value.parse().map_err(|_| bad(()))?),
+            "--settle" => o.settle = value.parse().map_err(|_| bad(()))?,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -249,8 +252,14 @@ async fn hold(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     open_all(o, run, sockets, book, |i| (0..entries).map(|e| format!("+336{i:06}{e:02}")).collect()).await;
     let held = Book::count(&book.first);
     println!("hold: {held}/{} subscriptions of {entries} numbers active after {:.1} s", o.count, started.elapsed().as_secs_f64());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    if let (Some(pid), Some(before)) = (o.server_pid, before) {
+    let (Some(pid), Some(before)) = (o.server_pid, before) else { return };
+    // Once after a second, and again after --settle seconds, when the transactions of the
+    // first NOTIFYs (Timer K) and SUBSCRIBEs (Timer J, 32 s) are gone.
+    for wait in [1, o.settle] {
+        if wait == 0 {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_secs(wait)).await;
         let after = rss_kib(pid).unwrap_or(before);
         let per = (after.saturating_sub(before) * 1024) as f64 / held.max(1) as f64;
         println!("hold: server RSS {before} KiB -> {after} KiB: {per:.0} bytes per subscription");
