@@ -201,6 +201,11 @@ echo "== fan-out: $FANOUT subscribers of one number that becomes a user"
 FAN_MS=$(awk '/notified; last after/ {print $(NF-7)}' "$WORK/fanout.txt")
 FAN_N=$(awk '/notified; last after/ {print $2}' "$WORK/fanout.txt")
 
+REPLAY_COPIES=$((HOLD / 40))
+echo "== replay: fixtures/replay/list_subscribe_udp.pcap in $REPLAY_COPIES copies, no pauses"
+"$BIN" replay fixtures/replay/list_subscribe_udp.pcap --target "127.0.0.1:$SP_PORT" --copies "$REPLAY_COPIES" \
+  --speed 0 --quiet | tee "$WORK/replay.txt" || echo "   (the replay differed from the trace)"
+
 echo "== single-presentity SUBSCRIBE cycles on smart-presence"
 ramp single-sp "127.0.0.1:$SP_PORT" "$SP_PID" "$START_RATE" "$RATE_STEP" "$MAX_RATE" \
   -sf "$ROOT"/examples/sipp/subscribe_single.xml -s +33612345678
