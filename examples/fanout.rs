@@ -6,6 +6,11 @@
 //!   subscriber got the NOTIFY that says so.
 //! - `hold`: N list subscriptions of E numbers (default 20,000 x 100) are opened and kept;
 //!   with `--server-pid`, the server's RSS before and after gives the memory per subscription.
+//! - `latency`: N list subscriptions of E numbers numbered as `examples/sipp/make_lists.py`
+//!   does (`--lines L`: subscription i lists line i mod L, so 20% are users once its
+//!   bindings are imported), sent at `--rate`, offering deflate; prints the time from each
+//!   SUBSCRIBE to its first NOTIFY (p50, p99). SIPp cannot take a 500-number state: it
+//!   reads at most 64 KB and cannot inflate.
 //!
 //! ```sh
 //! cargo run --release --example fanout -- fanout --target 127.0.0.1:5060 --admin 127.0.0.1:5080
@@ -32,11 +37,12 @@ struct Opts {
     number: String,
     server_pid: Option<u32>,
     settle: u64,
+    lines: usize,
 }
 
 fn parse_opts() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
-    let mode = args.next().ok_or("usage: fanout fanout|hold --target HOST:PORT [options]")?;
+    let mode = args.next().ok_or("usage: fanout fanout|hold|latency --target HOST:PORT [options]")?;
     let hold = mode == "hold";
     let mut o = Opts {
         mode,
@@ -49,6 +55,7 @@ fn parse_opts() -> Result<Opts, String> {
         number: "+33699999999".into(),
         server_pid: None,
         settle: 0,
+        lines: 200,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -63,6 +70,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--number" => o.number = value,
             "--server-pid" => o.server_pid = Some(value.parse().map_err(|_| bad(()))?),
             "--settle" => o.settle = value.parse().map_err(|_| bad(()))?,
+            "--lines" => o.lines = value.parse().map_err(|_| bad(()))?,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -75,6 +83,7 @@ fn parse_opts() -> Result<Opts, String> {
 /// What each subscription got, as nanoseconds since the start (0 = not yet).
 struct Book {
     start: Instant,
+    sent: Vec<AtomicU64>,
     accepted: Vec<AtomicU64>,
     first: Vec<AtomicU64>,
     second: Vec<AtomicU64>,
@@ -84,7 +93,7 @@ struct Book {
 impl Book {
     fn new(n: usize) -> Book {
         let zeros = || (0..n).map(|_| AtomicU64::new(0)).collect();
-        Book { start: Instant::now(), accepted: zeros(), first: zeros(), second: zeros(), rejected: AtomicU64::new(0) }
+        Book { start: Instant::now(), sent: zeros(), accepted: zeros(), first: zeros(), second: zeros(), rejected: AtomicU64::new(0) }
     }
 
     fn now(&self) -> u64 {
@@ -116,6 +125,7 @@ fn subscribe(o: &Opts, run: u32, i: usize, local: SocketAddr, numbers: &[String]
 From: <sip:w{i}@example.org>;tag=f{i}\r\nTo: <sip:rls@example.org>\r\nCall-ID: {id}\r\nCSeq: 1 SUBSCRIBE\r\n\
 Max-Forwards: 70\r\nContact: <sip:w{i}@{local}>\r\nEvent: presence\r\nExpires: 3600\r\nSupported: eventlist\r\n\
 Require: recipient-list-subscribe\r\nAccept: multipart/related, application/rlmi+xml, application/pidf+xml\r\n\
+Accept-Encoding: deflate\r\n\
 Content-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\nUser-Agent: fanout\r\n\
 Content-Length: {len}\r\n\r\n{body}",
         t = o.target,
@@ -174,6 +184,7 @@ async fn open_all(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book, n
         for (k, i) in pending.iter().enumerate() {
             let socket = &sockets[i % sockets.len()];
             let msg = subscribe(o, run, *i, socket.local_addr().unwrap(), &numbers(*i));
+            let _ = book.sent[*i].compare_exchange(0, book.now(), Ordering::AcqRel, Ordering::Relaxed);
             let _ = socket.send_to(&msg, o.target).await;
             let due = started + Duration::from_secs_f64((k + 1) as f64 / o.rate as f64);
             tokio::time::sleep_until(due.into()).await;
@@ -266,6 +277,27 @@ async fn hold(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     }
 }
 
+async fn latency(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
+    let (entries, lines) = (o.entries, o.lines.max(1));
+    open_all(o, run, sockets, book, |i| (0..entries).map(|e| format!("+3361{:04}{e:03}", i % lines)).collect()).await;
+    let mut delays: Vec<u64> = (0..o.count)
+        .filter_map(|i| {
+            let (sent, first) = (book.sent[i].load(Ordering::Relaxed), book.first[i].load(Ordering::Relaxed));
+            (sent != 0 && first != 0).then(|| first.saturating_sub(sent))
+        })
+        .collect();
+    delays.sort_unstable();
+    println!(
+        "latency: {}/{} subscriptions of {entries} numbers at {}/s: first NOTIFY p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        delays.len(),
+        o.count,
+        o.rate,
+        percentile(&delays, 50.0),
+        percentile(&delays, 99.0),
+        percentile(&delays, 100.0)
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::process::ExitCode {
     let o = match parse_opts() {
@@ -286,8 +318,9 @@ async fn main() -> std::process::ExitCode {
     match o.mode.as_str() {
         "fanout" => fanout(&o, run, &sockets, &book).await,
         "hold" => hold(&o, run, &sockets, &book).await,
+        "latency" => latency(&o, run, &sockets, &book).await,
         other => {
-            eprintln!("fanout: unknown mode {other} (fanout or hold)");
+            eprintln!("fanout: unknown mode {other} (fanout, hold or latency)");
             return std::process::ExitCode::FAILURE;
         }
     }
