@@ -112,6 +112,11 @@ ramp() {
     local calls=$((rate * STEP_SECS)) c0 c1 ok failed secs achieved cpu
     c0=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
     read -r ok failed secs < <(sipp_run "$name-$rate" "$target" "$rate" "$calls" "$@")
+    if [ "$failed" = 0 ] && [ "$ok" -lt "$calls" ]; then
+      # SIPp sometimes stops early without a failed call on this shared machine: once more.
+      echo "   (SIPp stopped after $ok calls at $rate/s without a failure: running the step again)"
+      read -r ok failed secs < <(sipp_run "$name-$rate-again" "$target" "$rate" "$calls" "$@")
+    fi
     c1=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
     achieved=$(echo "$ok / $secs" | bc -l)
     cpu=$(echo "($c1 - $c0) * 100 / $CLK_TCK / $secs" | bc -l)
@@ -230,7 +235,10 @@ if [ "$KAMAILIO" = 1 ]; then
   kill "$KAM_PID"; wait "$KAM_PID" 2>/dev/null || true; KAM_PID=""
 fi
 
-ratio() { if [ "$2" != 0 ]; then printf '%.2f' "$(echo "$1 / $2" | bc -l)"; else echo "n/a"; fi; }
+ratio() {
+  if [ "$1" = 0 ]; then echo "n/a (smart-presence served no single-presentity cycle)"
+  elif [ "$2" != 0 ]; then printf '%.2f\n' "$(echo "$1 / $2" | bc -l)"; else echo "n/a"; fi
+}
 echo
 echo "== summary ($(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); SIPp on the same machine)"
 printf '%-62s %s\n' \
