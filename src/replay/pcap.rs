@@ -161,7 +161,7 @@ pub fn write_pcapng(frames: &[(f64, Vec<u8>)]) -> Vec<u8> {
         epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         epb.extend_from_slice(frame);
-        while epb.len() % 4 != 0 {
+        while !epb.len().is_multiple_of(4) {
             epb.push(0);
         }
         block(&mut out, 6, &epb);
