@@ -125,7 +125,9 @@ ramp() {
       echo "   first failure at $rate/s (SIPp output: $WORK/sipp/$name-$rate, kept until exit)"
       break
     fi
-    BEST=$(printf '%.0f' "$achieved") BEST_CPU=$(printf '%.0f' "$cpu")
+    if [ "$(printf '%.0f' "$achieved")" -gt "$BEST" ]; then
+      BEST=$(printf '%.0f' "$achieved") BEST_CPU=$(printf '%.0f' "$cpu")
+    fi
     if [ "$(echo "$achieved < $rate * 0.9" | bc -l)" = 1 ]; then
       echo "   achieved rate 10% below the asked one: saturated"
       break
