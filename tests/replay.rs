@@ -88,6 +88,20 @@ fn truncated_fixtures_fail_with_the_offset() {
     }
 }
 
+#[test]
+fn corrupted_fixtures_do_not_panic() {
+    for name in [UDP_PCAP, TCP_PCAPNG, SIPP_LOG] {
+        let data = std::fs::read(fixture(name)).unwrap();
+        for at in (0..data.len()).step_by(41) {
+            let mut bad = data.clone();
+            bad[at] ^= 0xa5;
+            if let Err(e) = trace::parse(&bad) {
+                assert!(e.offset <= data.len() as u64, "{name}: {e}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_pcap_replays_in_copies_as_recorded() {
     // As recorded: one datagram per NOTIFY (by default a 100-number state is split in two).
