@@ -15,7 +15,8 @@
 //! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
 //!
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions).
-//! [`server`] wires the parts; [`config`] holds the settings.
+//! [`server`] wires the parts; [`config`] holds the settings. [`replay`] is a load tool:
+//! it replays SIP traces against a server.
 
 pub mod accounts;
 pub mod accounts_cli;
@@ -31,6 +32,7 @@ pub mod presence;
 pub mod numbers;
 pub mod provisioning;
 pub mod registrar;
+pub mod replay;
 pub mod resolution;
 pub mod server;
 pub mod sip;

@@ -37,6 +37,8 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Replay the client side of a SIP trace (pcap, pcapng, SIPp or sngrep text) against a server.
+    Replay(smart_presence::replay::Args),
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -93,6 +95,13 @@ fn main() -> std::process::ExitCode {
                 let config = load_config(config.as_ref())?;
                 init_logging("warn");
                 smart_presence::accounts_cli::run(command, &config)
+            }
+            Command::Replay(args) => {
+                init_logging("warn");
+                let report = smart_presence::replay::run(args).await?;
+                print!("{}", report.render());
+                anyhow::ensure!(report.matches_trace(), "the replay differed from the trace");
+                Ok(())
             }
         }
     });
