@@ -26,19 +26,23 @@ fn build_client_now() -> PathBuf {
     out
 }
 
-/// Runs the client for `duration`, binding `late` once it has been running `late_after`.
-/// Returns its stdout lines, each with when we read it (ms since start, our clock), and when
-/// the late binding was made (same clock).
-async fn run_client(s: &TestServer, transport: &str, duration: u32, late: Option<(&str, &str, Duration)>) -> (Vec<(u128, String)>, u128) {
+/// Something the test does while the client runs: after `at`, once.
+type Late<'a> = Option<(Duration, Box<dyn FnOnce() + Send + 'a>)>;
+
+/// Runs the client (with `extra` arguments, watching `numbers`) for `duration`, doing `late`
+/// once it has been running that long. Returns its stdout lines, each with when we read it
+/// (ms since start, our clock), and when the late action ran (same clock).
+async fn run_client(s: &TestServer, transport: &str, extra: &[&str], numbers: &[&str], duration: u32, late: Late<'_>) -> (Vec<(u128, String)>, u128) {
     let client = build_client();
     let work = tempfile::tempdir().unwrap();
     let server = if transport == "udp" { s.udp() } else { s.tcp() };
     let mut child = tokio::process::Command::new(client)
-        .args(["--server", &server.to_string(), "--transport", transport, "--register", "no"])
-        .args(["--identity", "sip:alice@example.org", "--rls", "sip:rls@example.org", "--dial-prefix", "33"])
+        .args(["--server", &server.to_string(), "--transport", transport])
+        .args(extra)
+        .args(["--rls", "sip:rls@example.org", "--dial-prefix", "33"])
         .args(["--duration", &duration.to_string(), "--workdir"])
         .arg(work.path())
-        .args(["0612345678", "06 98 76 54 32", "+14155550100"])
+        .args(numbers)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -58,11 +62,10 @@ async fn run_client(s: &TestServer, transport: &str, duration: u32, late: Option
             },
             _ = wait => {}
         }
-        if let Some((number, uri, after)) = late {
-            if started.elapsed() >= after {
-                s.server.index().bind(number.parse().unwrap(), uri, Source::Admin).unwrap();
+        if late.as_ref().is_some_and(|(after, _)| started.elapsed() >= *after) {
+            if let Some((_, action)) = late.take() {
+                action();
                 late_at = started.elapsed().as_millis();
-                late = None;
             }
         }
         assert!(started.elapsed() < Duration::from_secs(duration as u64 + 20), "client did not exit");
@@ -80,7 +83,13 @@ fn final_of<'a>(lines: &'a [(u128, String)], number: &str) -> &'a str {
 async fn interop(transport: &str) {
     let s = TestServer::start().await;
     s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
-    let (lines, late_at) = run_client(&s, transport, 7, Some(("+33698765432", "sip:carol@example.org", Duration::from_secs(3)))).await;
+    let index = s.server.index().clone();
+    let bind_carol = move || {
+        index.bind("+33698765432".parse().unwrap(), "sip:carol@example.org", Source::Admin).unwrap();
+    };
+    let args = ["--register", "no", "--identity", "sip:alice@example.org"];
+    let numbers = ["0612345678", "06 98 76 54 32", "+14155550100"];
+    let (lines, late_at) = run_client(&s, transport, &args, &numbers, 7, Some((Duration::from_secs(3), Box::new(bind_carol)))).await;
     assert_eq!(final_of(&lines, "0612345678"), "USER sip:bob@example.org");
     assert_eq!(final_of(&lines, "06 98 76 54 32"), "USER sip:carol@example.org", "the live binding reached the client");
     assert_eq!(final_of(&lines, "+14155550100"), "NOTUSER");
@@ -102,4 +111,56 @@ async fn liblinphone_sees_users_over_udp_and_live_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_sees_users_over_tcp_and_live_updates() {
     interop("tcp").await;
+}
+
+/// Issue 5: liblinphone registers with the embedded registrar (digest), subscribes, and sees
+/// a contact's presence change when that contact PUBLISHes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_registers_with_digest_and_sees_a_publish() {
+    let s = TestServer::start_with(|c| {
+        c.auth.mode = "digest".into();
+        c.presence.long_term = false;
+        c.presence.notify_interval_secs = 1;
+        c.notify.min_interval_ms = 100;
+    })
+    .await;
+    s.server.accounts().create("alice", "s3cret", &["+33611111111".parse().unwrap()]).unwrap();
+    s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
+    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let udp = s.udp();
+    let publish_bob = move || {
+        std::thread::spawn(move || publish_open_as_bob(udp)).join().unwrap();
+    };
+    let args = ["--register", "yes", "--identity", "sip:alice@example.org", "--password", "s3cret"];
+    let (lines, published_at) = run_client(&s, "udp", &args, &["0612345678"], 7, Some((Duration::from_secs(3), Box::new(publish_bob)))).await;
+    let seen: Vec<&(u128, String)> = lines.iter().filter(|(_, l)| l.starts_with("PRESENCE 0612345678 ")).collect();
+    let closed = seen.iter().find(|(_, l)| l.contains(" closed sip:bob@example.org "));
+    let open = seen.iter().find(|(_, l)| l.contains(" open sip:bob@example.org "));
+    assert!(closed.is_some(), "bob offline first (registered and subscribed with digest): {lines:?}");
+    let open_at = open.expect("bob online after his PUBLISH").0;
+    assert!(open_at >= published_at, "open at {open_at} ms, published at {published_at} ms");
+    assert_eq!(final_of(&lines, "0612345678"), "USER sip:bob@example.org");
+    eprintln!("bob published at {published_at} ms, liblinphone saw him open at {open_at} ms");
+}
+
+/// Bob PUBLISHes `open` for himself, answering the digest challenge (blocking, own socket).
+fn publish_open_as_bob(server: std::net::SocketAddr) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = socket.local_addr().unwrap();
+    let pidf = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:bob@example.org"><tuple id="a"><status><basic>open</basic></status></tuple></presence>"#;
+    let publish = |branch: &str, auth: &str| {
+        request("PUBLISH", "UDP", local, branch, &format!("{auth}Event: presence\r\nContent-Type: application/pidf+xml\r\n"), pidf)
+            .replace("PUBLISH sip:rls@example.org", "PUBLISH sip:bob@example.org")
+            .replace("<sip:alice@example.org>", "<sip:bob@example.org>")
+    };
+    let mut buf = vec![0u8; 65_535];
+    socket.send_to(publish("pb1", "").as_bytes(), server).unwrap();
+    let n = socket.recv(&mut buf).unwrap();
+    let challenge = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let offer = header(&challenge, "WWW-Authenticate").expect("a digest challenge").to_string();
+    let auth = smart_presence::auth::digest::answer(&offer, "bob", "b0b", "PUBLISH", "sip:bob@example.org", 1);
+    socket.send_to(publish("pb2", &format!("Authorization: {auth}\r\n")).as_bytes(), server).unwrap();
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(status(&String::from_utf8_lossy(&buf[..n])), "SIP/2.0 200 OK");
 }

@@ -285,6 +285,17 @@ static LinphoneProxyConfig *add_proxy(LinphoneCore *lc, LinphoneFactory *factory
 	return cfg;
 }
 
+/* Digest credentials for the identity's username, any realm. */
+static void add_credentials(LinphoneCore *lc, LinphoneFactory *factory, const char *identity, const char *password) {
+	LinphoneAddress *ident = linphone_factory_create_address(factory, identity);
+	if (!ident) return;
+	LinphoneAuthInfo *ai = linphone_factory_create_auth_info(factory, linphone_address_get_username(ident), NULL,
+		password, NULL, NULL, NULL);
+	linphone_core_add_auth_info(lc, ai);
+	linphone_auth_info_unref(ai);
+	linphone_address_unref(ident);
+}
+
 /* Add one friend with one phone number to the list and track it. */
 static void add_friend(LinphoneCore *lc, LinphoneFriendList *fl, const char *number) {
 	Tracked *t = &g_tracked[g_ntracked];
@@ -311,6 +322,7 @@ static void usage(FILE *f, const char *argv0) {
 		"  --server HOST:PORT       SIP server (loopback only; IPv6 as [::1]:PORT)\n"
 		"  --transport udp|tcp      default udp\n"
 		"  --identity SIP-URI       default sip:alice@example.org\n"
+		"  --password PW            digest password of the identity (answers 401 challenges)\n"
 		"  --rls SIP-URI            friend list RLS URI, default sip:rls@example.org\n"
 		"  --dial-prefix CC         account dial prefix (country calling code), default 33\n"
 		"  --duration SECONDS       exit after this long, default 10\n"
@@ -352,6 +364,7 @@ int main(int argc, char **argv) {
 	const char *later_num[MAX_LATER];
 	int n_later = 0, later_done = 0;
 	int do_register = 1;
+	const char *password = NULL; /* --password: digest credentials for the identity */
 
 	clock_gettime(CLOCK_MONOTONIC, &g_start);
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -364,6 +377,7 @@ int main(int argc, char **argv) {
 		{"dial-prefix", required_argument, 0, 'p'},
 		{"duration", required_argument, 0, 'd'},
 		{"register", required_argument, 0, 'R'},
+		{"password", required_argument, 0, 'P'},
 		{"workdir", required_argument, 0, 'w'},
 		{"log-level", required_argument, 0, 'l'},
 		{"subscribe-when-registered-only", required_argument, 0, 'S'},
@@ -387,6 +401,7 @@ int main(int argc, char **argv) {
 			else { fprintf(stderr, "--register must be yes or no\n"); return 2; }
 			break;
 		case 'w': workdir = optarg; break;
+		case 'P': password = optarg; break;
 		case 'l': log_level = optarg; break;
 		case 'S':
 			if (strcmp(optarg, "yes") && strcmp(optarg, "no")) { fprintf(stderr, "--subscribe-when-registered-only must be yes or no\n"); return 2; }
@@ -528,6 +543,7 @@ int main(int argc, char **argv) {
 	LinphoneProxyConfig *cfg = NULL;
 	if (!proxy_after_friends) {
 		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
+		if (cfg && password) add_credentials(lc, factory, identity, password);
 		if (!cfg) return 2;
 	}
 
@@ -544,6 +560,7 @@ int main(int argc, char **argv) {
 	for (int i = optind; i < argc; i++) add_friend(lc, fl, argv[i]);
 	if (proxy_after_friends) {
 		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
+		if (cfg && password) add_credentials(lc, factory, identity, password);
 		if (!cfg) return 2;
 	}
 	linphone_friend_list_enable_subscriptions(fl, TRUE);
