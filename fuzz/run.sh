@@ -19,8 +19,7 @@ root="$(dirname "$here")"
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(sip_message resource_lists pidf)
-# trace_reader: to be added by whoever writes the trace reader (see fuzz/Cargo.toml).
+[ ${#targets[@]} -gt 0 ] || targets=(sip_message resource_lists pidf trace_reader)
 
 host="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="${RUSTFLAGS:-} -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
@@ -36,7 +35,8 @@ bin="$target_dir/$host/release"
 # the PIDF documents inside the NOTIFY fixtures.
 seeds="$here/seeds"
 rm -rf "$seeds"
-mkdir -p "$seeds/sip_message" "$seeds/resource_lists" "$seeds/pidf"
+mkdir -p "$seeds/sip_message" "$seeds/resource_lists" "$seeds/pidf" "$seeds/trace_reader"
+cp "$root"/fixtures/replay/*.pcap "$root"/fixtures/replay/*.pcapng "$root"/fixtures/replay/*.log "$seeds/trace_reader/"
 for f in "$root"/fixtures/*/*.raw "$root"/fixtures/*/*.txt; do
   [ -e "$f" ] || continue
   name="$(basename "$f")"

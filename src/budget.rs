@@ -9,9 +9,10 @@
 //! Owns its own sled database (`data_dir/budget`), two trees:
 //!
 //! - `buckets`: account → `[tokens f64 BE][updated_at u64 BE][remembered u32 BE]`;
-//! - `charged`: account + `0x00` + 8-byte keyed hash of the number → empty. Hashed so that
-//!   the store does not keep address books in clear; at most `max_remembered` per account
-//!   (beyond, new numbers are still charged but not remembered).
+//! - `charged`: account → the sorted 8-byte keyed hashes of the numbers it was charged for,
+//!   one value per account so a charge is one read and one write whatever the list size.
+//!   Hashed so that the store does not keep address books in clear; at most
+//!   `max_remembered` per account (beyond, new numbers are still charged but not remembered).
 //!
 //! Both address-book HTTP queries and SIP list subscriptions charge through [`Budget::charge`].
 //! It knows nothing of accounts beyond their names and must not touch the binding index.
@@ -99,6 +100,15 @@ impl Bucket {
         [&self.tokens.to_be_bytes()[..], &self.updated_at.to_be_bytes(), &self.remembered.to_be_bytes()].concat()
     }
 
+    /// Takes one token for a new number; false when none is left.
+    fn take(&mut self) -> bool {
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
     /// Adds what accrued since `updated_at`, capped at `burst`.
     fn refill(&mut self, now: u64, c: &BudgetConfig) {
         let elapsed = now.saturating_sub(self.updated_at) as f64;
@@ -110,12 +120,6 @@ impl Bucket {
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn prefix(account: &str) -> Vec<u8> {
-    let mut k = account.as_bytes().to_vec();
-    k.push(0);
-    k
 }
 
 impl Budget {
@@ -153,26 +157,32 @@ impl Budget {
     pub fn charge_at(&self, account: &str, numbers: &[E164], now: u64) -> Result<Allowed, BudgetError> {
         let _w = self.inner.write.lock();
         let mut bucket = self.bucket(account, now)?;
-        let mut batch = sled::Batch::default();
-        let mut seen_now = HashSet::new();
+        let known = self.remembered(account)?;
+        let room = (self.inner.config.max_remembered as usize).saturating_sub(known.len());
+        let mut charged_now: HashSet<u64> = HashSet::new();
         let mut out = Allowed { allowed: Vec::with_capacity(numbers.len()), newly_charged: 0, over_budget: 0 };
         for n in numbers {
-            let key = self.charged_key(account, *n);
-            let known = seen_now.contains(&key) || self.inner.charged.contains_key(&key)?;
-            let ok = known || self.take_token(&mut bucket, &mut batch, &key);
-            if !known && ok {
+            let h = self.hash(account, *n);
+            let is_known = charged_now.contains(&h) || known.binary_search(&h).is_ok();
+            let ok = is_known || bucket.take();
+            if !is_known && ok {
                 out.newly_charged += 1;
-                seen_now.insert(key);
+                charged_now.insert(h);
             } else if !ok {
                 out.over_budget += 1;
             }
             out.allowed.push(ok);
         }
         if out.newly_charged > 0 {
+            let mut all = known;
+            all.extend(charged_now.into_iter().take(room));
+            all.sort_unstable();
+            bucket.remembered = all.len() as u32;
             // No flush here: sled writes back within flush_every_ms. A crash can forget the
             // last instant of charges, which errs towards the user; an fsync per SUBSCRIBE
             // would cap the subscription rate.
-            self.inner.charged.apply_batch(batch)?;
+            let blob: Vec<u8> = all.iter().flat_map(|h| h.to_be_bytes()).collect();
+            self.inner.charged.insert(account.as_bytes(), blob)?;
             self.inner.buckets.insert(account.as_bytes(), bucket.encode())?;
         }
         if out.over_budget > 0 {
@@ -180,6 +190,12 @@ impl Budget {
             tracing::warn!(account, over_budget = out.over_budget, "discovery budget exhausted: numbers answered as not users");
         }
         Ok(out)
+    }
+
+    /// The sorted hashes of the numbers `account` was charged for.
+    fn remembered(&self, account: &str) -> Result<Vec<u64>, BudgetError> {
+        let Some(blob) = self.inner.charged.get(account.as_bytes())? else { return Ok(Vec::new()) };
+        Ok(blob.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))).collect())
     }
 
     /// The account's budget now.
@@ -198,11 +214,7 @@ impl Budget {
     /// Forgets the account's bucket and charged numbers: a full budget again.
     pub fn reset(&self, account: &str) -> Result<(), BudgetError> {
         let _w = self.inner.write.lock();
-        let mut batch = sled::Batch::default();
-        for k in self.inner.charged.scan_prefix(prefix(account)).keys() {
-            batch.remove(k?);
-        }
-        self.inner.charged.apply_batch(batch)?;
+        self.inner.charged.remove(account.as_bytes())?;
         self.inner.buckets.remove(account.as_bytes())?;
         self.inner.db.flush()?;
         Ok(())
@@ -223,27 +235,15 @@ impl Budget {
         Ok(b)
     }
 
-    /// Takes one token for a new number; remembers it while there is room.
-    fn take_token(&self, bucket: &mut Bucket, batch: &mut sled::Batch, key: &[u8]) -> bool {
-        if bucket.tokens < 1.0 {
-            return false;
-        }
-        bucket.tokens -= 1.0;
-        if bucket.remembered < self.inner.config.max_remembered {
-            batch.insert(key, &[][..]);
-            bucket.remembered += 1;
-        }
-        true
-    }
-
-    fn charged_key(&self, account: &str, n: E164) -> Vec<u8> {
+    /// The keyed hash a number is remembered by (salted: the store holds no number).
+    fn hash(&self, account: &str, n: E164) -> u64 {
         let mut h = Sha256::new();
         h.update(self.inner.salt);
         h.update(account.as_bytes());
+        h.update([0]);
         h.update(n.as_key());
-        let mut k = prefix(account);
-        k.extend_from_slice(&h.finalize()[..8]);
-        k
+        let digest = h.finalize();
+        u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
     }
 }
 

@@ -9,6 +9,8 @@ mod pidf;
 mod resource_lists;
 #[path = "../fuzz/checks/sip_message.rs"]
 mod sip_message;
+#[path = "../fuzz/checks/trace_reader.rs"]
+mod trace_reader;
 
 use std::path::{Path, PathBuf};
 
@@ -80,4 +82,18 @@ fn pidf_regressions_and_fixtures() {
     }
     pidf::check(b"sip:alice@example.org");
     eprintln!("pidf: {n} saved regressions replayed");
+}
+
+#[test]
+fn trace_reader_regressions_and_fixtures() {
+    let n = replay("trace_reader", trace_reader::check);
+    for path in files(&root().join("fixtures/replay")) {
+        let data = std::fs::read(&path).unwrap();
+        trace_reader::check(&data);
+        // Every cut of a real trace: truncated captures are the common bad input.
+        for cut in (0..data.len()).step_by(data.len() / 64 + 1) {
+            trace_reader::check(&data[..cut]);
+        }
+    }
+    eprintln!("trace_reader: {n} saved regressions replayed");
 }
