@@ -194,6 +194,17 @@ ramp list100 "127.0.0.1:$SP_PORT" "$SP_PID" "$START_RATE" "$RATE_STEP" "$MAX_RAT
   -sf "$ROOT"/examples/sipp/list_subscribe_100.xml -inf "$WORK/lists100.csv"
 LIST100=$BEST LIST100_CPU=$BEST_CPU
 
+HALF100=$((LIST100 / 2)); [ "$HALF100" -gt 0 ] || HALF100=50
+echo "== time to first NOTIFY, 100 numbers, at $HALF100/s for $((STEP_SECS * 2)) s (SIPp rtd, 1 ms resolution)"
+read -r ok failed _ < <(sipp_run rtt100 "127.0.0.1:$SP_PORT" "$HALF100" $((HALF100 * STEP_SECS * 2)) \
+  -sf "$ROOT"/examples/sipp/list_subscribe_100.xml -inf "$WORK/lists100.csv" -trace_rtt -rtt_freq 1)
+read -r RTT100_50 RTT100_99 < <(cat "$WORK"/sipp/rtt100/*_rtt.csv 2>/dev/null | python3 -c "
+import sys
+v = sorted(float(l.split(';')[1]) for l in sys.stdin if l.strip().endswith(';first_notify'))
+pick = lambda p: v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))] if v else float('nan')
+print(f'{pick(50):.0f} {pick(99):.0f}')")
+echo "   $ok ok, $failed failed; first NOTIFY p50 $RTT100_50 ms, p99 $RTT100_99 ms"
+
 # SIPp cannot take a 500-number state (it reads at most 64 KB and cannot inflate): the
 # fanout tool measures this one, offering deflate as phones do.
 LAT_RATE=$((LIST100 / 10)); [ "$LAT_RATE" -gt 0 ] || LAT_RATE=50
@@ -257,6 +268,7 @@ echo "== summary ($(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /
 printf '%-62s %s\n' \
   "100-number list cycles, highest rate with no failed call:" "$LIST100/s (server CPU ${LIST100_CPU}% of one core)" \
   "100-number list cycles driven by the replay tool ($REPLAY_COPIES at once):" "$REPLAY_RATE/s" \
+  "time to first NOTIFY, 100 numbers at $HALF100/s (SIPp), p50 / p99:" "$RTT100_50 ms / $RTT100_99 ms" \
   "time to first NOTIFY, 500 numbers at $LAT_RATE/s, p50 / p99:" "$RTT50 ms / $RTT99 ms" \
   "memory per active 100-number list subscription ($HOLD held):" "${PER_SUB:-?} bytes" \
   "fan-out: $FANOUT subscribers of one new user, all notified in:" "${FAN_MS:-?} ms (${FAN_N:-?} notified)" \
