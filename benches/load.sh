@@ -16,13 +16,14 @@
 #   --start-rate R   first ramp rate, calls/s [250]; --rate-step R [250]; --max-rate R [8000]
 #   --transport T    SIPp transport: u1 (UDP) or t1 (TCP) [u1]
 #   --no-kamailio    skip the Kamailio baseline
+#   --fuzz S         also run every fuzz target for S seconds (fuzz/run.sh) [0: off]
 #   --quick          --bindings 20000 --hold 5000 --fanout 2000 --step-secs 3 --rate-step 500
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 BINDINGS=100000 HOLD=20000 FANOUT=10000 STEP_SECS=5 START_RATE=250 RATE_STEP=250 MAX_RATE=8000
-TRANSPORT=u1 KAMAILIO=1
+TRANSPORT=u1 KAMAILIO=1 FUZZ=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bindings) BINDINGS=$2; shift ;;
@@ -34,6 +35,7 @@ while [ $# -gt 0 ]; do
     --max-rate) MAX_RATE=$2; shift ;;
     --transport) TRANSPORT=$2; shift ;;
     --no-kamailio) KAMAILIO=0 ;;
+    --fuzz) FUZZ=$2; shift ;;
     --quick) BINDINGS=20000 HOLD=5000 FANOUT=2000 STEP_SECS=3 RATE_STEP=500 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -257,6 +259,11 @@ if [ "$KAMAILIO" = 1 ]; then
     -sf "$ROOT"/examples/sipp/subscribe_single.xml -s +33612345678
   SINGLE_KAM=$BEST
   kill "$KAM_PID"; wait "$KAM_PID" 2>/dev/null || true; KAM_PID=""
+fi
+
+if [ "$FUZZ" != 0 ]; then
+  echo "== fuzzing: each target for ${FUZZ}s (fuzz/run.sh)"
+  bash "$ROOT/fuzz/run.sh" "$FUZZ" | tee "$WORK/fuzz.txt" || echo "   a fuzz target crashed: see fuzz/artifacts/"
 fi
 
 ratio() {
