@@ -42,6 +42,15 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     saved.len()
 }
 
+/// A target's saved regressions, then every fixture (whole, and its body alone).
+fn regressions_and_fixtures(target: &str, check: fn(&[u8])) {
+    let n = replay(target, check);
+    for input in fixture_inputs() {
+        check(&input);
+    }
+    eprintln!("{target}: {n} saved regressions replayed");
+}
+
 /// The fixtures, whole and cut after the header block (their bodies).
 fn fixture_inputs() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -58,30 +67,18 @@ fn fixture_inputs() -> Vec<Vec<u8>> {
 
 #[test]
 fn sip_message_regressions_and_fixtures() {
-    let n = replay("sip_message", sip_message::check);
-    for input in fixture_inputs() {
-        sip_message::check(&input);
-    }
-    eprintln!("sip_message: {n} saved regressions replayed");
+    regressions_and_fixtures("sip_message", sip_message::check);
 }
 
 #[test]
 fn resource_lists_regressions_and_fixtures() {
-    let n = replay("resource_lists", resource_lists::check);
-    for input in fixture_inputs() {
-        resource_lists::check(&input);
-    }
-    eprintln!("resource_lists: {n} saved regressions replayed");
+    regressions_and_fixtures("resource_lists", resource_lists::check);
 }
 
 #[test]
 fn pidf_regressions_and_fixtures() {
-    let n = replay("pidf", pidf::check);
-    for input in fixture_inputs() {
-        pidf::check(&input);
-    }
+    regressions_and_fixtures("pidf", pidf::check);
     pidf::check(b"sip:alice@example.org");
-    eprintln!("pidf: {n} saved regressions replayed");
 }
 
 #[test]

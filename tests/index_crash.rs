@@ -80,6 +80,35 @@ fn crash_child() {
     .unwrap();
 }
 
+/// Runs this test binary as the crash child (`mode`, starting at line `from`), feeds its
+/// stdout to `record` (true for an acknowledgement), SIGKILLs it after `kill_after`
+/// acknowledgements, then feeds the lines it printed before dying.
+fn kill_after_acks(path: &std::path::Path, mode: &str, from: u64, kill_after: usize, mut record: impl FnMut(&str) -> bool) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("SP_CRASH_CHILD", path)
+        .env("SP_CRASH_MODE", mode)
+        .env("SP_CRASH_FROM", from.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = 0usize;
+    while seen < kill_after {
+        let l = lines.next().expect("child ended early").unwrap();
+        if record(&l) {
+            seen += 1;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Acknowledgements printed before the kill count too.
+    for l in lines {
+        record(&l.unwrap());
+    }
+}
+
 #[test]
 fn acknowledged_bindings_survive_sigkill() {
     if std::env::var("SP_CRASH_CHILD").is_ok() {
@@ -91,40 +120,17 @@ fn acknowledged_bindings_survive_sigkill() {
     // number -> line index of the last acknowledged binding of it
     let mut acked: HashMap<E164, u64> = HashMap::new();
     for (round, kill_after) in [3_000usize, 12_000, 40_000].into_iter().enumerate() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env("SP_CRASH_CHILD", &path)
-            .env("SP_CRASH_FROM", from.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut seen = 0usize;
         let mut last = from;
-        let record = |l: &str, acked: &mut HashMap<E164, u64>, last: &mut u64| -> bool {
+        kill_after_acks(&path, "import", from, kill_after, |l| {
             let Some(rest) = l.strip_prefix("ACK ") else { return false };
             let (num, i) = rest.split_once(' ').unwrap();
             let n: E164 = num.parse().unwrap();
             let i: u64 = i.parse().unwrap();
             assert_eq!(n.digits(), BASE + i % NUMBERS);
             acked.insert(n, i);
-            *last = i;
+            last = i;
             true
-        };
-        while seen < kill_after {
-            let l = lines.next().expect("child ended early").unwrap();
-            if record(&l, &mut acked, &mut last) {
-                seen += 1;
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        // Acknowledgements printed before the kill count too.
-        for l in lines {
-            let l = l.unwrap();
-            record(&l, &mut acked, &mut last);
-        }
+        });
         let idx = Index::open(&path).unwrap();
         let problems = idx.check_consistency().unwrap();
         assert!(problems.is_empty(), "round {round}: {problems:?}");
@@ -150,18 +156,8 @@ fn acknowledged_binds_and_unbinds_survive_sigkill() {
     // number -> Some(line) of its last acknowledged bind, None if last acknowledged unbound
     let mut state: HashMap<E164, Option<u64>> = HashMap::new();
     for (round, kill_after) in [50usize, 200, 400].into_iter().enumerate() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env("SP_CRASH_CHILD", &path)
-            .env("SP_CRASH_MODE", "bind")
-            .env("SP_CRASH_FROM", from.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut last = from;
-        let record = |l: &str, state: &mut HashMap<E164, Option<u64>>, last: &mut u64| -> bool {
+        kill_after_acks(&path, "bind", from, kill_after, |l| {
             let (bound, rest) = if let Some(r) = l.strip_prefix("ACK ") {
                 (true, r)
             } else if let Some(r) = l.strip_prefix("UNBOUND ") {
@@ -173,21 +169,9 @@ fn acknowledged_binds_and_unbinds_survive_sigkill() {
             let n: E164 = num.parse().unwrap();
             let i: u64 = i.parse().unwrap();
             state.insert(n, bound.then_some(i));
-            *last = i;
+            last = i;
             true
-        };
-        let mut seen = 0;
-        while seen < kill_after {
-            let l = lines.next().expect("child ended early").unwrap();
-            if record(&l, &mut state, &mut last) {
-                seen += 1;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        for l in lines {
-            record(&l.unwrap(), &mut state, &mut last);
-        }
+        });
         let idx = Index::open(&path).unwrap();
         let problems = idx.check_consistency().unwrap();
         assert!(problems.is_empty(), "round {round}: {problems:?}");

@@ -252,11 +252,15 @@ impl Headers {
     pub fn list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = Cow<'a, str>> + 'a {
         let split = name.is_list();
         self.all(name).flat_map(move |h| {
-            let text = h.text();
-            let parts: Vec<Cow<'a, str>> = if split {
-                split_list(&text).into_iter().map(|s| Cow::Owned(s.to_string())).collect()
-            } else {
-                vec![Cow::Owned(text.trim().to_string())]
+            // Borrow from the wire bytes; only a value with invalid UTF-8 is copied.
+            let parts: Vec<Cow<'a, str>> = match std::str::from_utf8(&h.value) {
+                Ok(text) if split => split_list(text).into_iter().map(Cow::Borrowed).collect(),
+                Ok(text) => vec![Cow::Borrowed(text.trim())],
+                Err(_) => {
+                    let text = h.text();
+                    let owned: Vec<String> = if split { split_list(&text).into_iter().map(str::to_string).collect() } else { vec![text.trim().to_string()] };
+                    owned.into_iter().map(Cow::Owned).collect()
+                }
             };
             parts
         })
