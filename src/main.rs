@@ -8,6 +8,11 @@ use smart_presence::server::Server;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc: glibc malloc spent a quarter of a bulk import faulting in pages it had just
+/// given back to the kernel, and serialises threads on its arena lock.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "smart-presence", version, about = "SIP presence server for smart contacts")]
 struct Cli {
