@@ -395,3 +395,41 @@ fn an_overlong_line_is_rejected_and_skipped() {
     assert_eq!(s.rejections[0].line, 2);
     assert!(idx.is_bound(n("+33612345672")).unwrap());
 }
+
+/// Writes a store in layout 1 (one sled key per binding: `n` + number → `[1][bound_at][source][uri]`,
+/// `u` + uri + NUL + number → empty), as the first release did.
+fn write_layout_1(dir: &std::path::Path, count: u64) {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree("bindings").unwrap();
+    for i in 0..count {
+        let num = (33_600_000_000 + i * 7).to_be_bytes();
+        let uri = format!("sip:old{}@example.com", i / 3);
+        let mut v = vec![1u8];
+        v.extend_from_slice(&1_700_000_000u64.to_be_bytes());
+        v.push(2);
+        v.extend_from_slice(uri.as_bytes());
+        tree.insert([&b"n"[..], &num].concat(), v).unwrap();
+        tree.insert([&b"u"[..], uri.as_bytes(), &[0], &num].concat(), &[][..]).unwrap();
+    }
+    tree.insert(b"mcount", &count.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_store_of_the_first_layout_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    write_layout_1(&path, 45_000);
+    {
+        let idx = Index::open(&path).unwrap();
+        assert_eq!(idx.len(), 45_000);
+        assert!(idx.check_consistency().unwrap().is_empty());
+        let b = idx.lookup(E164::from_digits(33_600_000_000 + 44_999 * 7).unwrap()).unwrap().unwrap();
+        assert_eq!((b.sip_uri.as_str(), b.bound_at, b.source), ("sip:old14999@example.com", 1_700_000_000, Source::Import));
+        assert_eq!(idx.numbers_of("sip:old0@example.com").unwrap().len(), 3);
+    }
+    // Nothing of the old layout is left.
+    let db = sled::open(&path).unwrap();
+    let tree = db.open_tree("bindings").unwrap();
+    assert_eq!(tree.scan_prefix(b"n").count() + tree.scan_prefix(b"u").count(), 0);
+}

@@ -4,7 +4,6 @@
 use super::{canonical_sip_uri, Index, IndexError, Source};
 use crate::numbers::{Region, E164};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 /// File formats of import and export.
@@ -228,14 +227,13 @@ pub(super) fn import(
     let mut first = true;
     let mut rows: Vec<(E164, String)> = Vec::with_capacity(if opts.strict { 0 } else { chunk_size });
     let mut all: Vec<(E164, String)> = Vec::new();
-    let mut overlay = HashMap::with_capacity(chunk_size);
     let mut acked: Vec<E164> = Vec::with_capacity(chunk_size);
 
     let mut flush_chunk = |rows: &mut Vec<(E164, String)>, summary: &mut ImportSummary| -> Result<(), IndexError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let (new, replaced, unchanged) = index.apply_chunk(rows, opts.source, &mut overlay)?;
+        let (new, replaced, unchanged) = index.apply_chunk(rows, opts.source)?;
         summary.imported += new + replaced;
         summary.replaced += replaced;
         summary.unchanged += unchanged;
