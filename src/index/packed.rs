@@ -167,8 +167,14 @@ impl InTree<'_> {
 
     /// The bucket holding `key`, if `key` is in the map.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
-        let Some((_, bytes)) = self.locate(key)?.bucket else { return Ok(None) };
+        let Some((_, bytes)) = self.below(key)? else { return Ok(None) };
         Ok(Bucket::parse(&bytes)?.get(key).map(<[u8]>::to_vec))
+    }
+
+    /// The bucket with the greatest key `<= key`.
+    fn below(&self, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, IndexError> {
+        let k = self.sled_key(key);
+        Ok(self.tree.range(&[self.prefix][..]..=&k[..]).next_back().transpose()?)
     }
 
     /// Every bucket in key order (not a snapshot).
@@ -180,7 +186,7 @@ impl InTree<'_> {
 impl Locate for InTree<'_> {
     fn locate(&self, key: &[u8]) -> Result<Located, IndexError> {
         let k = self.sled_key(key);
-        let below = self.tree.range(&[self.prefix][..]..=&k[..]).next_back().transpose()?;
+        let below = self.below(key)?;
         let end = [self.prefix + 1];
         let next = self
             .tree
