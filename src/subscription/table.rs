@@ -8,7 +8,7 @@ use crate::numbers;
 use crate::resolution::Key;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use crate::numbers::E164;
+use super::phones::PhoneIndex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub struct Subscriptions {
     inner: Mutex<Table>,
 }
 
-/// Who watches one key. Most numbers have one watcher: no allocation for them.
+/// Who watches one SIP user. Most numbers have one watcher: no allocation for them.
 enum Watchers {
     One(SubId),
     Many(Vec<SubId>),
@@ -66,8 +66,8 @@ impl Watchers {
 struct Table {
     by_dialog: HashMap<(Box<str>, Box<str>), SubId>,
     handles: HashMap<SubId, Handle>,
-    /// The reverse index, in two maps so a number key costs 8 bytes, not a `Key`.
-    phones: HashMap<E164, Watchers>,
+    /// The reverse index: numbers in a packed table, SIP users in a map.
+    phones: PhoneIndex,
     sips: HashMap<Box<str>, Watchers>,
     /// Each subscription's slot in the abuse limits, freed by `remove`.
     permits: HashMap<SubId, crate::limits::SubPermit>,
@@ -76,18 +76,16 @@ struct Table {
 impl Table {
     fn watch(&mut self, key: Key, id: SubId) {
         match key {
-            Key::Phone(n) => self.phones.entry(n).and_modify(|w| w.add(id)).or_insert(Watchers::One(id)),
-            Key::Sip(uri) => self.sips.entry(uri).and_modify(|w| w.add(id)).or_insert(Watchers::One(id)),
-        };
+            Key::Phone(n) => self.phones.watch(n, id),
+            Key::Sip(uri) => {
+                self.sips.entry(uri).and_modify(|w| w.add(id)).or_insert(Watchers::One(id));
+            }
+        }
     }
 
     fn unwatch(&mut self, key: &Key, id: SubId) {
         match key {
-            Key::Phone(n) => {
-                if self.phones.get_mut(n).is_some_and(|w| w.remove(id)) {
-                    self.phones.remove(n);
-                }
-            }
+            Key::Phone(n) => self.phones.unwatch(*n, id),
             Key::Sip(uri) => {
                 if self.sips.get_mut(uri).is_some_and(|w| w.remove(id)) {
                     self.sips.remove(uri);
@@ -97,18 +95,17 @@ impl Table {
     }
 
     fn watchers(&self, key: &Key) -> &[SubId] {
-        let found = match key {
-            Key::Phone(n) => self.phones.get(n),
-            Key::Sip(uri) => self.sips.get(uri),
-        };
-        found.map_or(&[], Watchers::ids)
+        match key {
+            Key::Phone(n) => self.phones.watchers(*n),
+            Key::Sip(uri) => self.sips.get(uri).map_or(&[], Watchers::ids),
+        }
     }
 }
 
 impl Subscriptions {
     /// Registers a new subscription; returns its id and the receiving end for its task.
     pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) -> (SubId, Handle) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let id = self.new_id();
         let handle = Handle::default();
         let mut t = self.inner.lock();
         t.by_dialog.insert((call_id.into(), local_tag.into()), id);
@@ -117,6 +114,16 @@ impl Subscriptions {
             t.watch(key, id);
         }
         (id, handle)
+    }
+
+    /// The next id: never 0, nor `SubId::MAX` (the reverse index's marker).
+    fn new_id(&self) -> SubId {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 && id != SubId::MAX {
+                return id;
+            }
+        }
     }
 
     /// Forgets a subscription; `keys` are the ones it was registered with.
