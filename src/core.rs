@@ -96,6 +96,21 @@ impl Core {
         &self.limits
     }
 
+    /// Forgets expired server transactions (see `ServerTransactions::sweep`); until the
+    /// core is dropped or `shutdown` fires.
+    pub async fn sweep_transactions(core: std::sync::Weak<Core>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match core.upgrade() {
+                    Some(core) => core.server_tx.sweep(),
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     pub fn client_transactions(&self) -> Arc<ClientTransactions> {
         self.client_tx.clone()
     }

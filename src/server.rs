@@ -95,6 +95,7 @@ impl Server {
             ..Handlers::default()
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
+        tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse })

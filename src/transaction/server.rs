@@ -88,6 +88,18 @@ impl ServerTransactions {
         }
     }
 
+    /// Forgets the transactions past Timer J, and the room a burst of them left: called
+    /// every second, so that a quiet server does not keep its last burst's responses.
+    pub fn sweep(&self) {
+        let mut state = self.state.lock();
+        state.expire(Instant::now());
+        let len = state.entries.len();
+        if len * 4 < state.entries.capacity() {
+            state.entries.shrink_to(len * 2);
+            state.expiry.shrink_to(len * 2);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.state.lock().entries.len()
     }
@@ -145,6 +157,8 @@ mod tests {
         let other = ServerKey::of(&request("z9hG4bKb", "OPTIONS")).unwrap();
         tx.begin(&other);
         assert_eq!(tx.len(), 1, "the first entry expired when the second began");
+        tx.sweep();
+        assert!(tx.is_empty(), "and the second by the sweep");
     }
 
     #[test]
