@@ -73,15 +73,10 @@ impl Server {
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
         });
-        tokio::spawn(subscription::live::follow(index.clone(), subscriptions.clone(), shutdown_rx.clone()));
+        tokio::spawn(subscription::live::follow(shared.clone(), shutdown_rx.clone()));
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
-        tokio::spawn(subscription::live::follow_presence(
-            presence_changes,
-            index.clone(),
-            subscriptions.clone(),
-            interval,
-            shutdown_rx.clone(),
-        ));
+        tokio::spawn(subscription::live::follow_presence(presence_changes, shared.clone(), interval, shutdown_rx.clone()));
+        tokio::spawn(subscription::actor::expire(shared.clone(), shutdown_rx.clone()));
         tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
         let registrar = config
             .registrar

@@ -1,12 +1,14 @@
-//! One task per list subscription. It owns the subscription's state (dialog, list,
-//! version, expiry) and sends its NOTIFYs one after another, so versions go out in order:
-//! the first at once, one after each refresh, coalesced ones for live changes, and the
-//! final `terminated` one. It ends, and unregisters, on unsubscribe, expiry, or a NOTIFY
-//! the subscriber rejects (RFC 6665 §4.2.2).
+//! What a list subscription does, run by a task of its own while it has something to do.
+//! The task owns the subscription's state (dialog, list, version, expiry) and sends its
+//! NOTIFYs one after another, so versions go out in order: the first at once, one after
+//! each refresh, coalesced ones for live changes, and the final `terminated` one. Idle, it
+//! parks the state in the mailbox and ends; a post (a change, a refresh, its expiry time)
+//! resumes it in a new task. It ends for good, and unregisters, on unsubscribe, expiry, or
+//! a NOTIFY the subscriber rejects (RFC 6665 §4.2.2).
 
 use super::dialog::Dialog;
 use super::mailbox::Mailbox;
-use super::table::{SubId, Subscriptions};
+use super::table::{SubId, Subscriptions, Woken};
 use crate::body::{ResourceState, UserPresence};
 use crate::index::Index;
 use crate::presence::PresenceStore;
@@ -39,9 +41,13 @@ pub struct Subscription {
     pub entries: WatchedList,
     pub version: u32,
     pub expires_at: Instant,
+    /// When the last NOTIFY went out (live changes wait `Shared::min_interval` after it).
+    pub last_sent: Instant,
     pub format: Format,
     /// A single-presentity subscription (RFC 3856): PIDF bodies, one entry.
     pub single: bool,
+    /// The subscription's slot in the abuse limits, freed when it ends.
+    pub permit: Option<crate::limits::SubPermit>,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -154,44 +160,72 @@ async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> 
     }
 }
 
-/// Runs the subscription until it ends, then unregisters it. Sending is boxed: this future
-/// lives as long as the subscription, so it must stay small while idle.
-pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
-    let mut alive = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
-    let mut last_sent = Instant::now();
-    let mut pending = Pending::default();
-    while alive {
-        let due = pending.due.map_or(sub.expires_at, |d| d.min(sub.expires_at));
+/// Starts a new subscription: its first NOTIFY, then whatever comes.
+pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
+    tokio::spawn(run(Box::new(sub), shared, mailbox, true));
+}
+
+/// Runs parked subscriptions that a post woke.
+pub fn resume(woken: Vec<Woken>, shared: &Arc<Shared>) {
+    for w in woken {
+        tokio::spawn(run(w.sub, shared.clone(), w.mailbox, false));
+    }
+}
+
+/// Wakes the subscriptions whose time is up, four times a second, until `shutdown`.
+pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
         tokio::select! {
-            inbox = mailbox.take() => {
-                if inbox.unsubscribe {
-                    break;
-                }
-                if let Some(expires) = inbox.refresh {
-                    sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
-                    pending = Pending::default();
-                    alive = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
-                    last_sent = Instant::now();
-                    continue;
-                }
-                pending.full |= inbox.full;
-                pending.keys.extend(inbox.changed);
-                if pending.full || !pending.keys.is_empty() {
-                    pending.due.get_or_insert(last_sent + shared.min_interval);
+            _ = tick.tick() => resume(shared.table.expire(Instant::now()), &shared),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
+/// unregisters it). Sending is boxed: the future stays small.
+async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailbox>, first: bool) {
+    let mut alive = true;
+    if first {
+        alive = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
+        sub.last_sent = Instant::now();
+    }
+    let mut pending = Pending::default();
+    while alive && Instant::now() < sub.expires_at {
+        let inbox = match pending.due {
+            None => match mailbox.park(sub) {
+                Ok(()) => return,
+                Err(back) => {
+                    sub = back;
+                    mailbox.take()
                 }
             },
-            _ = tokio::time::sleep_until(due) => {
-                if Instant::now() >= sub.expires_at {
-                    break;
+            Some(due) => tokio::select! {
+                _ = mailbox.posted() => mailbox.take(),
+                _ = tokio::time::sleep_until(due.min(sub.expires_at)) => {
+                    if Instant::now() >= due {
+                        alive = flush(&mut sub, &shared, std::mem::take(&mut pending)).await;
+                    }
+                    continue;
                 }
-                let flush = std::mem::take(&mut pending);
-                alive = if flush.full {
-                    Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await
-                } else {
-                    Box::pin(sub.send_partial(&shared, &flush.keys)).await
-                };
-                last_sent = Instant::now();
-            }
+            },
+        };
+        if inbox.unsubscribe {
+            break;
+        }
+        if let Some(expires) = inbox.refresh {
+            sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
+            shared.table.schedule(sub.id, sub.expires_at);
+            pending = Pending::default();
+            alive = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
+            sub.last_sent = Instant::now();
+            continue;
+        }
+        pending.full |= inbox.full;
+        pending.keys.extend(inbox.changed);
+        if pending.full || !pending.keys.is_empty() {
+            pending.due.get_or_insert(sub.last_sent + shared.min_interval);
         }
     }
     mailbox.close();
@@ -199,6 +233,17 @@ pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbo
         Box::pin(sub.send_terminated(&shared, "timeout")).await;
     }
     shared.table.remove(sub.id, &sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
+}
+
+/// Sends what `pending` gathered; false when the subscriber rejected it.
+async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> bool {
+    let alive = if pending.full {
+        Box::pin(sub.send_full(shared, SubState::Active { expires: sub.remaining() })).await
+    } else {
+        Box::pin(sub.send_partial(shared, &pending.keys)).await
+    };
+    sub.last_sent = Instant::now();
+    alive
 }
 
 /// A fetch (RFC 6665 §4.4.3, Expires 0): one full-state NOTIFY that also terminates.
@@ -209,20 +254,10 @@ pub async fn fetch(mut sub: Subscription, shared: &Shared) {
 #[cfg(test)]
 mod size_tests {
     #[test]
-    fn idle_task_is_small() {
-        // The future of `run` is allocated for every live subscription: keep it small.
-        fn size_of_run() -> usize {
-            let f = |sub, shared, mailbox| super::run(sub, shared, mailbox);
-            fn measure<F, Fut>(_: &F) -> usize
-            where
-                F: Fn(super::Subscription, std::sync::Arc<super::Shared>, std::sync::Arc<super::Mailbox>) -> Fut,
-            {
-                std::mem::size_of::<Fut>()
-            }
-            measure(&f)
-        }
-        let size = size_of_run();
-        eprintln!("run future: {size} bytes");
-        assert!(size < 1536, "run future is {size} bytes");
+    fn parked_state_is_small() {
+        // What every idle subscription holds, besides its list and strings.
+        let size = std::mem::size_of::<super::Subscription>();
+        eprintln!("Subscription: {size} bytes");
+        assert!(size <= 512, "Subscription is {size} bytes");
     }
 }
