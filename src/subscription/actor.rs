@@ -37,7 +37,7 @@ pub struct Shared {
 pub struct Subscription {
     pub id: SubId,
     pub dialog: Dialog,
-    pub list_uri: String,
+    pub list_uri: Box<str>,
     pub entries: WatchedList,
     pub version: u32,
     pub expires_at: Instant,
@@ -142,19 +142,19 @@ fn presence_of(user: &User, long_term: bool) -> UserPresence<'_> {
 
 /// Sends one NOTIFY; false when the answer ends the subscription (RFC 6665 §4.2.2).
 async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> bool {
-    match shared.client_tx.request(req, dialog.target, &dialog.sent_by).await {
+    match shared.client_tx.request(req, dialog.target, dialog.sent_by()).await {
         Outcome::Response(r) if (200..300).contains(&r.status) => true,
         Outcome::Response(r) => {
             let ends = matches!(r.status, 404 | 405 | 408 | 410 | 416 | 480..=485 | 489 | 501 | 604);
-            tracing::debug!(call_id = %dialog.call_id, status = r.status, "NOTIFY answered");
+            tracing::debug!(call_id = %dialog.call_id(), status = r.status, "NOTIFY answered");
             !ends
         }
         Outcome::Timeout => {
-            tracing::debug!(call_id = %dialog.call_id, "NOTIFY timed out");
+            tracing::debug!(call_id = %dialog.call_id(), "NOTIFY timed out");
             false
         }
         Outcome::TransportError(e) => {
-            tracing::debug!(call_id = %dialog.call_id, "NOTIFY not sent: {e}");
+            tracing::debug!(call_id = %dialog.call_id(), "NOTIFY not sent: {e}");
             false
         }
     }
@@ -232,7 +232,7 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailb
     if alive {
         Box::pin(sub.send_terminated(&shared, "timeout")).await;
     }
-    shared.table.remove(sub.id, &sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
+    shared.table.remove(sub.id, sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys());
 }
 
 /// Sends what `pending` gathered; false when the subscriber rejected it.

@@ -121,15 +121,15 @@ fn new_subscription(
     let ua = req.headers.get(&HeaderName::UserAgent);
     let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
     let mut resp = Response::to(req, 200)
-        .header(HeaderName::Contact, dialog.contact.clone())
+        .header(HeaderName::Contact, dialog.contact())
         .header(HeaderName::Expires, list.expires.to_string());
     if !list.single {
         resp = resp.header(HeaderName::Require, "eventlist");
     }
-    resp.set_to_tag(&dialog.local_tag);
+    resp.set_to_tag(dialog.local_tag());
     let mut sub = Subscription {
         id: 0,
-        list_uri: req.uri.clone(),
+        list_uri: req.uri.as_str().into(),
         entries: WatchedList::new(entries),
         version: 0,
         expires_at: Instant::now() + Duration::from_secs(list.expires.into()),
@@ -142,7 +142,7 @@ fn new_subscription(
     if list.expires == 0 {
         return Ok(Accepted::Fetch(resp, sub));
     }
-    let (id, mailbox) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys(), sub.expires_at);
+    let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     sub.permit = Some(permit);
     Ok(Accepted::New(resp, sub, mailbox))

@@ -10,7 +10,9 @@ use crate::numbers;
 use crate::resolution::Key;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
 use super::phones::PhoneIndex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -81,7 +83,11 @@ impl Watchers {
 
 #[derive(Default)]
 struct Table {
-    by_dialog: HashMap<(Box<str>, Box<str>), SubId>,
+    /// By a keyed 64-bit hash of (Call-ID, our tag): 12 bytes, not two strings. Two
+    /// dialogs whose hashes collide (once in 2^64 pairs; the key is secret) would make the
+    /// older unreachable for refreshes, which then get 481 and re-subscribe.
+    by_dialog: HashMap<u64, SubId>,
+    dialog_hasher: RandomState,
     handles: HashMap<SubId, Handle>,
     /// The reverse index: numbers in a packed table, SIP users in a map.
     phones: PhoneIndex,
@@ -92,6 +98,10 @@ struct Table {
 }
 
 impl Table {
+    fn dialog_key(&self, call_id: &str, local_tag: &str) -> u64 {
+        self.dialog_hasher.hash_one((call_id, local_tag))
+    }
+
     fn watch(&mut self, key: Key, id: SubId) {
         match key {
             Key::Phone(n) => self.phones.watch(n, id),
@@ -127,7 +137,8 @@ impl Subscriptions {
         let handle = Handle::default();
         let due = self.seconds(expires_at);
         let mut t = self.inner.lock();
-        t.by_dialog.insert((call_id.into(), local_tag.into()), id);
+        let dialog = t.dialog_key(call_id, local_tag);
+        t.by_dialog.insert(dialog, id);
         t.handles.insert(id, handle.clone());
         t.expiry.push(Reverse((due, id)));
         for key in keys {
@@ -183,7 +194,10 @@ impl Subscriptions {
     /// Forgets a subscription; `keys` are the ones it was registered with.
     pub fn remove(&self, id: SubId, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) {
         let mut t = self.inner.lock();
-        t.by_dialog.remove(&(call_id.into(), local_tag.into()));
+        let dialog = t.dialog_key(call_id, local_tag);
+        if t.by_dialog.get(&dialog) == Some(&id) {
+            t.by_dialog.remove(&dialog);
+        }
         t.handles.remove(&id);
         for key in keys {
             t.unwatch(&key, id);
@@ -195,7 +209,7 @@ impl Subscriptions {
 
     pub fn find(&self, call_id: &str, local_tag: &str) -> Option<Handle> {
         let t = self.inner.lock();
-        let id = t.by_dialog.get(&(call_id.into(), local_tag.into()))?;
+        let id = t.by_dialog.get(&t.dialog_key(call_id, local_tag))?;
         t.handles.get(id).cloned()
     }
 
