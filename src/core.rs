@@ -224,7 +224,7 @@ impl ServerTx {
             tracing::info!(remote = %self.target.remote, "send:\n{}", String::from_utf8_lossy(&bytes));
         }
         if let Some(key) = &self.key {
-            self.core.server_tx.complete(key, bytes.clone(), self.target);
+            self.core.server_tx.complete(key, &bytes, self.target);
         }
         if let Err(e) = self.core.sender.send(&self.target, bytes).await {
             tracing::debug!(remote = %self.target.remote, "response not sent: {e}");

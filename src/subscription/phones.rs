@@ -1,10 +1,10 @@
 //! The reverse index from watched numbers to the subscriptions watching them, packed: a
 //! hundred thousand subscriptions of a hundred distinct numbers are ten million entries,
 //! so each costs 12 bytes (an 8-byte number, a 4-byte subscription id) over a load factor
-//! of 0.55-0.85, instead of a `HashMap` entry with its enum and slack (40-60 bytes).
+//! of 0.7-0.9, instead of a `HashMap` entry with its enum and slack (40-60 bytes).
 //!
 //! Open addressing with linear probing over two parallel arrays, any capacity (not only
-//! powers of two: the slack after a growth stays under 1.5x), deletion by backward shift
+//! powers of two: right after a growth it is 1.4 times its entries), deletion by backward shift
 //! (no tombstones), shrinking as subscriptions go. Numbers watched by several
 //! subscriptions hold a marker and keep their ids in a side map. Hashed with a per-table
 //! random key (`RandomState`): the numbers come from clients, who must not be able to
@@ -20,9 +20,9 @@ use super::table::SubId;
 /// The value of a number watched by more than one subscription (see `many`).
 const MANY: SubId = SubId::MAX;
 /// Grow past this load (in 1/100), shrink under `SHRINK_AT`, both to `AFTER_RESIZE`.
-const GROW_AT: usize = 85;
-const SHRINK_AT: usize = 30;
-const AFTER_RESIZE: usize = 55;
+const GROW_AT: usize = 90;
+const SHRINK_AT: usize = 35;
+const AFTER_RESIZE: usize = 70;
 /// Smallest non-empty capacity.
 const MIN_CAPACITY: usize = 16;
 
