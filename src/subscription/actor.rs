@@ -69,15 +69,17 @@ impl Subscription {
 
     /// Sends full state; false when the subscriber rejected it.
     async fn send_full(&mut self, shared: &Shared, state: SubState) -> bool {
-        let keys = (0..self.entries.len()).map(|i| self.entries.key(i));
+        let view = self.entries.view();
+        let keys = (0..view.len()).map(|i| view.key(i));
         let users = resolution::resolve_all(&shared.index, &shared.presence, keys);
         let all: Vec<(usize, Option<User>)> = users.into_iter().enumerate().collect();
         self.send(shared, true, &all, state).await
     }
 
     async fn send_partial(&mut self, shared: &Shared, keys: &HashSet<Key>) -> bool {
-        let changed: Vec<(usize, Option<User>)> = (0..self.entries.len())
-            .filter_map(|i| Some((i, self.entries.key(i).filter(|k| keys.contains(k))?)))
+        let view = self.entries.view();
+        let changed: Vec<(usize, Option<User>)> = (0..view.len())
+            .filter_map(|i| Some((i, view.key(i).filter(|k| keys.contains(k))?)))
             .map(|(i, k)| (i, resolution::user_of(&shared.index, &shared.presence, &k).ok().flatten()))
             .collect();
         if changed.is_empty() {
@@ -90,11 +92,13 @@ impl Subscription {
     async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
         if self.single {
             let user = items.first().and_then(|(_, u)| u.as_ref()).map(|u| presence_of(u, shared.long_term));
-            let entity = self.entries.uri(0);
+            let view = self.entries.view();
+            let entity = view.uri(0);
             let req = notification::presentity_notify(&mut self.dialog, self.format, state, &entity, user);
             return deliver(shared, &self.dialog, req).await;
         }
-        let uris: Vec<_> = items.iter().map(|(i, _)| self.entries.uri(*i)).collect();
+        let view = self.entries.view();
+        let uris: Vec<_> = items.iter().map(|(i, _)| view.uri(*i)).collect();
         let resources: Vec<ResourceState> = items
             .iter()
             .zip(&uris)
