@@ -96,6 +96,21 @@ impl Core {
         &self.limits
     }
 
+    /// Forgets expired server transactions (see `ServerTransactions::sweep`); until the
+    /// core is dropped or `shutdown` fires.
+    pub async fn sweep_transactions(core: std::sync::Weak<Core>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match core.upgrade() {
+                    Some(core) => core.server_tx.sweep(),
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     pub fn client_transactions(&self) -> Arc<ClientTransactions> {
         self.client_tx.clone()
     }
@@ -209,7 +224,7 @@ impl ServerTx {
             tracing::info!(remote = %self.target.remote, "send:\n{}", String::from_utf8_lossy(&bytes));
         }
         if let Some(key) = &self.key {
-            self.core.server_tx.complete(key, bytes.clone(), self.target);
+            self.core.server_tx.complete(key, &bytes, self.target);
         }
         if let Err(e) = self.core.sender.send(&self.target, bytes).await {
             tracing::debug!(remote = %self.target.remote, "response not sent: {e}");

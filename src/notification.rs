@@ -134,15 +134,15 @@ pub fn presentity_notify(
 pub fn notify_request(dialog: &mut Dialog, format: Format, state: SubState, body: Option<(&str, Vec<u8>)>) -> Request {
     let mut h = Headers(Vec::with_capacity(14));
     h.push(HeaderName::MaxForwards, "70");
-    h.push(HeaderName::From, dialog.local.clone());
-    h.push(HeaderName::To, dialog.remote.clone());
-    h.push(HeaderName::CallId, dialog.call_id.clone());
+    h.push(HeaderName::From, dialog.local());
+    h.push(HeaderName::To, dialog.remote().to_string());
+    h.push(HeaderName::CallId, dialog.call_id().to_string());
     h.push(HeaderName::CSeq, format!("{} NOTIFY", dialog.next_cseq));
     dialog.next_cseq += 1;
-    for r in &dialog.route {
-        h.push(HeaderName::Route, r.clone());
+    for r in dialog.route() {
+        h.push(HeaderName::Route, r.to_string());
     }
-    h.push(HeaderName::Contact, dialog.contact.clone());
+    h.push(HeaderName::Contact, dialog.contact());
     h.push(HeaderName::Event, format.event());
     h.push(HeaderName::SubscriptionState, state.header());
     h.push(HeaderName::Require, "eventlist");
@@ -157,7 +157,7 @@ pub fn notify_request(dialog: &mut Dialog, format: Format, state: SubState, body
         }
         None => Bytes::new(),
     };
-    Request { method: Method::Notify, uri: dialog.remote_target.clone(), headers: h, body }
+    Request { method: Method::Notify, uri: dialog.remote_target().to_string(), headers: h, body }
 }
 
 #[cfg(test)]

@@ -73,15 +73,10 @@ impl Server {
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
         });
-        tokio::spawn(subscription::live::follow(index.clone(), subscriptions.clone(), shutdown_rx.clone()));
+        tokio::spawn(subscription::live::follow(shared.clone(), shutdown_rx.clone()));
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
-        tokio::spawn(subscription::live::follow_presence(
-            presence_changes,
-            index.clone(),
-            subscriptions.clone(),
-            interval,
-            shutdown_rx.clone(),
-        ));
+        tokio::spawn(subscription::live::follow_presence(presence_changes, shared.clone(), interval, shutdown_rx.clone()));
+        tokio::spawn(subscription::actor::expire(shared.clone(), shutdown_rx.clone()));
         tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
         let registrar = config
             .registrar
@@ -95,6 +90,7 @@ impl Server {
             ..Handlers::default()
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
+        tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse })

@@ -1,12 +1,14 @@
-//! One task per list subscription. It owns the subscription's state (dialog, list,
-//! version, expiry) and sends its NOTIFYs one after another, so versions go out in order:
-//! the first at once, one after each refresh, coalesced ones for live changes, and the
-//! final `terminated` one. It ends, and unregisters, on unsubscribe, expiry, or a NOTIFY
-//! the subscriber rejects (RFC 6665 §4.2.2).
+//! What a list subscription does, run by a task of its own while it has something to do.
+//! The task owns the subscription's state (dialog, list, version, expiry) and sends its
+//! NOTIFYs one after another, so versions go out in order: the first at once, one after
+//! each refresh, coalesced ones for live changes, and the final `terminated` one. Idle, it
+//! parks the state in the mailbox and ends; a post (a change, a refresh, its expiry time)
+//! resumes it in a new task. It ends for good, and unregisters, on unsubscribe, expiry, or
+//! a NOTIFY the subscriber rejects (RFC 6665 §4.2.2).
 
 use super::dialog::Dialog;
 use super::mailbox::Mailbox;
-use super::table::{SubId, Subscriptions};
+use super::table::{SubId, Subscriptions, Woken};
 use crate::body::{ResourceState, UserPresence};
 use crate::index::Index;
 use crate::presence::PresenceStore;
@@ -35,13 +37,17 @@ pub struct Shared {
 pub struct Subscription {
     pub id: SubId,
     pub dialog: Dialog,
-    pub list_uri: String,
+    pub list_uri: Box<str>,
     pub entries: WatchedList,
     pub version: u32,
     pub expires_at: Instant,
+    /// When the last NOTIFY went out (live changes wait `Shared::min_interval` after it).
+    pub last_sent: Instant,
     pub format: Format,
     /// A single-presentity subscription (RFC 3856): PIDF bodies, one entry.
     pub single: bool,
+    /// The subscription's slot in the abuse limits, freed when it ends.
+    pub permit: Option<crate::limits::SubPermit>,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -63,15 +69,17 @@ impl Subscription {
 
     /// Sends full state; false when the subscriber rejected it.
     async fn send_full(&mut self, shared: &Shared, state: SubState) -> bool {
-        let keys = (0..self.entries.len()).map(|i| self.entries.key(i));
+        let view = self.entries.view();
+        let keys = (0..view.len()).map(|i| view.key(i));
         let users = resolution::resolve_all(&shared.index, &shared.presence, keys);
         let all: Vec<(usize, Option<User>)> = users.into_iter().enumerate().collect();
         self.send(shared, true, &all, state).await
     }
 
     async fn send_partial(&mut self, shared: &Shared, keys: &HashSet<Key>) -> bool {
-        let changed: Vec<(usize, Option<User>)> = (0..self.entries.len())
-            .filter_map(|i| Some((i, self.entries.key(i).filter(|k| keys.contains(k))?)))
+        let view = self.entries.view();
+        let changed: Vec<(usize, Option<User>)> = (0..view.len())
+            .filter_map(|i| Some((i, view.key(i).filter(|k| keys.contains(k))?)))
             .map(|(i, k)| (i, resolution::user_of(&shared.index, &shared.presence, &k).ok().flatten()))
             .collect();
         if changed.is_empty() {
@@ -84,11 +92,13 @@ impl Subscription {
     async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
         if self.single {
             let user = items.first().and_then(|(_, u)| u.as_ref()).map(|u| presence_of(u, shared.long_term));
-            let entity = self.entries.uri(0);
+            let view = self.entries.view();
+            let entity = view.uri(0);
             let req = notification::presentity_notify(&mut self.dialog, self.format, state, &entity, user);
             return deliver(shared, &self.dialog, req).await;
         }
-        let uris: Vec<_> = items.iter().map(|(i, _)| self.entries.uri(*i)).collect();
+        let view = self.entries.view();
+        let uris: Vec<_> = items.iter().map(|(i, _)| view.uri(*i)).collect();
         let resources: Vec<ResourceState> = items
             .iter()
             .zip(&uris)
@@ -136,69 +146,108 @@ fn presence_of(user: &User, long_term: bool) -> UserPresence<'_> {
 
 /// Sends one NOTIFY; false when the answer ends the subscription (RFC 6665 §4.2.2).
 async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> bool {
-    match shared.client_tx.request(req, dialog.target, &dialog.sent_by).await {
+    match shared.client_tx.request(req, dialog.target, dialog.sent_by()).await {
         Outcome::Response(r) if (200..300).contains(&r.status) => true,
         Outcome::Response(r) => {
             let ends = matches!(r.status, 404 | 405 | 408 | 410 | 416 | 480..=485 | 489 | 501 | 604);
-            tracing::debug!(call_id = %dialog.call_id, status = r.status, "NOTIFY answered");
+            tracing::debug!(call_id = %dialog.call_id(), status = r.status, "NOTIFY answered");
             !ends
         }
         Outcome::Timeout => {
-            tracing::debug!(call_id = %dialog.call_id, "NOTIFY timed out");
+            tracing::debug!(call_id = %dialog.call_id(), "NOTIFY timed out");
             false
         }
         Outcome::TransportError(e) => {
-            tracing::debug!(call_id = %dialog.call_id, "NOTIFY not sent: {e}");
+            tracing::debug!(call_id = %dialog.call_id(), "NOTIFY not sent: {e}");
             false
         }
     }
 }
 
-/// Runs the subscription until it ends, then unregisters it. Sending is boxed: this future
-/// lives as long as the subscription, so it must stay small while idle.
-pub async fn run(mut sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
-    let mut alive = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
-    let mut last_sent = Instant::now();
-    let mut pending = Pending::default();
-    while alive {
-        let due = pending.due.map_or(sub.expires_at, |d| d.min(sub.expires_at));
+/// Starts a new subscription: its first NOTIFY, then whatever comes.
+pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
+    tokio::spawn(run(Box::new(sub), shared, mailbox, true));
+}
+
+/// Runs parked subscriptions that a post woke.
+pub fn resume(woken: Vec<Woken>, shared: &Arc<Shared>) {
+    for w in woken {
+        tokio::spawn(run(w.sub, shared.clone(), w.mailbox, false));
+    }
+}
+
+/// Wakes the subscriptions whose time is up, four times a second, until `shutdown`.
+pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
         tokio::select! {
-            inbox = mailbox.take() => {
-                if inbox.unsubscribe {
-                    break;
-                }
-                if let Some(expires) = inbox.refresh {
-                    sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
-                    pending = Pending::default();
-                    alive = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
-                    last_sent = Instant::now();
-                    continue;
-                }
-                pending.full |= inbox.full;
-                pending.keys.extend(inbox.changed);
-                if pending.full || !pending.keys.is_empty() {
-                    pending.due.get_or_insert(last_sent + shared.min_interval);
+            _ = tick.tick() => resume(shared.table.expire(Instant::now()), &shared),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
+/// unregisters it). Sending is boxed: the future stays small.
+async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailbox>, first: bool) {
+    let mut alive = true;
+    if first {
+        alive = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
+        sub.last_sent = Instant::now();
+    }
+    let mut pending = Pending::default();
+    while alive && Instant::now() < sub.expires_at {
+        let inbox = match pending.due {
+            None => match mailbox.park(sub) {
+                Ok(()) => return,
+                Err(back) => {
+                    sub = back;
+                    mailbox.take()
                 }
             },
-            _ = tokio::time::sleep_until(due) => {
-                if Instant::now() >= sub.expires_at {
-                    break;
+            Some(due) => tokio::select! {
+                _ = mailbox.posted() => mailbox.take(),
+                _ = tokio::time::sleep_until(due.min(sub.expires_at)) => {
+                    if Instant::now() >= due {
+                        alive = flush(&mut sub, &shared, std::mem::take(&mut pending)).await;
+                    }
+                    continue;
                 }
-                let flush = std::mem::take(&mut pending);
-                alive = if flush.full {
-                    Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await
-                } else {
-                    Box::pin(sub.send_partial(&shared, &flush.keys)).await
-                };
-                last_sent = Instant::now();
-            }
+            },
+        };
+        if inbox.unsubscribe {
+            break;
+        }
+        if let Some(expires) = inbox.refresh {
+            sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
+            shared.table.schedule(sub.id, sub.expires_at);
+            pending = Pending::default();
+            alive = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
+            sub.last_sent = Instant::now();
+            continue;
+        }
+        pending.full |= inbox.full;
+        pending.keys.extend(inbox.changed);
+        if pending.full || !pending.keys.is_empty() {
+            pending.due.get_or_insert(sub.last_sent + shared.min_interval);
         }
     }
     mailbox.close();
     if alive {
         Box::pin(sub.send_terminated(&shared, "timeout")).await;
     }
-    shared.table.remove(sub.id, &sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
+    shared.table.remove(sub.id, sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys());
+}
+
+/// Sends what `pending` gathered; false when the subscriber rejected it.
+async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> bool {
+    let alive = if pending.full {
+        Box::pin(sub.send_full(shared, SubState::Active { expires: sub.remaining() })).await
+    } else {
+        Box::pin(sub.send_partial(shared, &pending.keys)).await
+    };
+    sub.last_sent = Instant::now();
+    alive
 }
 
 /// A fetch (RFC 6665 §4.4.3, Expires 0): one full-state NOTIFY that also terminates.
@@ -209,20 +258,10 @@ pub async fn fetch(mut sub: Subscription, shared: &Shared) {
 #[cfg(test)]
 mod size_tests {
     #[test]
-    fn idle_task_is_small() {
-        // The future of `run` is allocated for every live subscription: keep it small.
-        fn size_of_run() -> usize {
-            let f = |sub, shared, mailbox| super::run(sub, shared, mailbox);
-            fn measure<F, Fut>(_: &F) -> usize
-            where
-                F: Fn(super::Subscription, std::sync::Arc<super::Shared>, std::sync::Arc<super::Mailbox>) -> Fut,
-            {
-                std::mem::size_of::<Fut>()
-            }
-            measure(&f)
-        }
-        let size = size_of_run();
-        eprintln!("run future: {size} bytes");
-        assert!(size < 1536, "run future is {size} bytes");
+    fn parked_state_is_small() {
+        // What every idle subscription holds, besides its list and strings.
+        let size = std::mem::size_of::<super::Subscription>();
+        eprintln!("Subscription: {size} bytes");
+        assert!(size <= 512, "Subscription is {size} bytes");
     }
 }

@@ -1,7 +1,8 @@
 //! The SUBSCRIBE handler: initial list subscriptions, refreshes and unsubscribes.
 
 use super::actor::{self, Shared, Subscription};
-use super::table::Handle;
+use super::mailbox::Posted;
+use super::table::{Handle, Woken};
 use super::dialog::{local_host, Dialog};
 use super::request::{self, ListRequest};
 use super::watched::WatchedList;
@@ -57,7 +58,7 @@ impl Accepted {
         match self {
             Accepted::New(resp, sub, mailbox) => {
                 tx.respond(resp).await;
-                tokio::spawn(actor::run(sub, shared, mailbox));
+                actor::start(sub, shared, mailbox);
             }
             Accepted::Fetch(resp, sub) => {
                 tx.respond(resp).await;
@@ -65,10 +66,13 @@ impl Accepted {
             }
             Accepted::InDialog(resp, mailbox, refresh) => {
                 tx.respond(resp).await;
-                mailbox.post(|i| match refresh {
+                let posted = mailbox.post(|i| match refresh {
                     Some(expires) => i.refresh = Some(expires),
                     None => i.unsubscribe = true,
                 });
+                if let Posted::Woken(sub) = posted {
+                    actor::resume(vec![Woken { sub, mailbox }], &shared);
+                }
             }
         }
     }
@@ -117,28 +121,30 @@ fn new_subscription(
     let ua = req.headers.get(&HeaderName::UserAgent);
     let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
     let mut resp = Response::to(req, 200)
-        .header(HeaderName::Contact, dialog.contact.clone())
+        .header(HeaderName::Contact, dialog.contact())
         .header(HeaderName::Expires, list.expires.to_string());
     if !list.single {
         resp = resp.header(HeaderName::Require, "eventlist");
     }
-    resp.set_to_tag(&dialog.local_tag);
+    resp.set_to_tag(dialog.local_tag());
     let mut sub = Subscription {
         id: 0,
-        list_uri: req.uri.clone(),
+        list_uri: req.uri.as_str().into(),
         entries: WatchedList::new(entries),
         version: 0,
         expires_at: Instant::now() + Duration::from_secs(list.expires.into()),
+        last_sent: Instant::now(),
         format,
         dialog,
         single: list.single,
+        permit: None,
     };
     if list.expires == 0 {
         return Ok(Accepted::Fetch(resp, sub));
     }
-    let (id, mailbox) = shared.table.insert(&sub.dialog.call_id, &sub.dialog.local_tag, sub.keys());
+    let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
-    shared.table.hold(id, permit);
+    sub.permit = Some(permit);
     Ok(Accepted::New(resp, sub, mailbox))
 }
 

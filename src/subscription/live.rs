@@ -2,23 +2,24 @@
 //! watching a number (or SIP user) that changed. Flexisip's presence server only learns of
 //! new users at the next re-subscribe; this is what makes ours push them.
 
-use super::table::Subscriptions;
-use crate::index::{ChangeError, Index};
+use super::actor::{resume, Shared};
+use crate::index::ChangeError;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-pub async fn follow(index: Index, table: Arc<Subscriptions>, mut shutdown: watch::Receiver<bool>) {
-    let mut changes = index.changes();
+pub async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = shared.index.changes();
+    let table = &shared.table;
     loop {
         let next = tokio::select! {
             c = changes.recv() => c,
             _ = shutdown.changed() => return,
         };
         match next {
-            Ok(change) => table.on_change(&change),
+            Ok(change) => resume(table.on_change(&change), &shared),
             Err(ChangeError::Lagged(n)) => {
                 tracing::warn!("change feed lagged by {n}: every subscription re-sends full state");
-                table.resync_all();
+                resume(table.resync_all(), &shared);
             }
             Err(ChangeError::Closed) => return,
             Err(ChangeError::Empty) => {}
@@ -31,8 +32,7 @@ pub async fn follow(index: Index, table: Arc<Subscriptions>, mut shutdown: watch
 /// §6.10); changes inside the interval are coalesced into one at its end.
 pub async fn follow_presence(
     mut changed: tokio::sync::mpsc::UnboundedReceiver<Box<str>>,
-    index: Index,
-    table: Arc<Subscriptions>,
+    shared: Arc<Shared>,
     interval: std::time::Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -59,8 +59,8 @@ pub async fn follow_presence(
         for uri in ready {
             waiting.remove(&uri);
             last.insert(uri.clone(), now);
-            let numbers = index.numbers_of(&uri).unwrap_or_default();
-            table.on_presence(&uri, &numbers);
+            let numbers = shared.index.numbers_of(&uri).unwrap_or_default();
+            resume(shared.table.on_presence(&uri, &numbers), &shared);
         }
         last.retain(|_, t| now.duration_since(*t) < interval);
     }

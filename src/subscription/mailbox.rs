@@ -1,8 +1,12 @@
-//! How the rest of the server reaches a subscription's task: a small shared inbox instead
-//! of a channel (a tokio channel allocates a block of slots per subscription; this is a
-//! few words). Posts coalesce: many changes to one list become one flag set and a key set,
-//! bounded, beyond which the task is told to resend full state.
+//! How the rest of the server reaches a subscription, and where an idle one waits.
+//!
+//! A subscription has a task only while it has something to do (a NOTIFY to send, changes
+//! to coalesce): a hundred thousand idle tasks cost more than their subscriptions. In
+//! between, its state is *parked* in its mailbox, and the first post takes it out again
+//! for the poster to run (`actor::resume`). Posts coalesce: many changes to one list become
+//! one flag set and a key set, bounded, beyond which the task is told to resend full state.
 
+use super::actor::Subscription;
 use crate::resolution::Key;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -22,31 +26,57 @@ pub struct Inbox {
     pub full: bool,
 }
 
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.refresh.is_none() && !self.unsubscribe && self.changed.is_empty() && !self.full
+    }
+}
+
+/// What became of a post.
+#[must_use = "a woken subscription must be resumed"]
+pub enum Posted {
+    /// The subscription has ended.
+    Closed,
+    /// Its task runs and will see the post.
+    Queued,
+    /// It was parked: the poster must resume it (`actor::resume`).
+    Woken(Box<Subscription>),
+}
+
+#[derive(Default)]
+struct State {
+    inbox: Inbox,
+    closed: bool,
+    parked: Option<Box<Subscription>>,
+}
+
 #[derive(Default)]
 pub struct Mailbox {
-    inbox: Mutex<(Inbox, bool)>,
+    state: Mutex<State>,
     wake: Notify,
 }
 
 impl Mailbox {
-    /// Posts to the task; false when it has ended.
-    pub fn post(&self, f: impl FnOnce(&mut Inbox)) -> bool {
-        let mut guard = self.inbox.lock();
-        let (inbox, closed) = &mut *guard;
-        if *closed {
-            return false;
+    /// Posts to the subscription (`f` may also change nothing: a bare wake-up).
+    pub fn post(&self, f: impl FnOnce(&mut Inbox)) -> Posted {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Posted::Closed;
         }
-        f(inbox);
-        if inbox.changed.len() > MAX_CHANGED {
-            inbox.changed.clear();
-            inbox.full = true;
+        f(&mut state.inbox);
+        if state.inbox.changed.len() > MAX_CHANGED {
+            state.inbox.changed = Vec::new();
+            state.inbox.full = true;
         }
-        drop(guard);
+        if let Some(sub) = state.parked.take() {
+            return Posted::Woken(sub);
+        }
+        drop(state);
         self.wake.notify_one();
-        true
+        Posted::Queued
     }
 
-    pub fn changed(&self, key: Key, removal: bool) -> bool {
+    pub fn changed(&self, key: Key, removal: bool) -> Posted {
         self.post(|i| {
             if !i.changed.contains(&key) {
                 i.changed.push(key);
@@ -55,18 +85,33 @@ impl Mailbox {
         })
     }
 
-    /// Waits for posts and takes them.
-    pub async fn take(&self) -> Inbox {
-        self.wake.notified().await;
-        std::mem::take(&mut self.inbox.lock().0)
+    /// Waits until something is posted (or was, since the last `take`).
+    pub async fn posted(&self) {
+        self.wake.notified().await
     }
 
-    /// Refuses further posts (the task is ending).
+    /// Takes what was posted.
+    pub fn take(&self) -> Inbox {
+        std::mem::take(&mut self.state.lock().inbox)
+    }
+
+    /// Parks `sub` until the next post, unless something is already waiting: then `sub`
+    /// comes back to handle it.
+    pub fn park(&self, sub: Box<Subscription>) -> Result<(), Box<Subscription>> {
+        let mut state = self.state.lock();
+        if !state.inbox.is_empty() {
+            return Err(sub);
+        }
+        state.parked = Some(sub);
+        Ok(())
+    }
+
+    /// Refuses further posts (the subscription is ending).
     pub fn close(&self) {
-        self.inbox.lock().1 = true;
+        self.state.lock().closed = true;
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inbox.lock().1
+        self.state.lock().closed
     }
 }

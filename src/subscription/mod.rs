@@ -11,6 +11,7 @@ pub mod dialog;
 pub mod handler;
 pub mod live;
 pub mod mailbox;
+pub mod phones;
 pub mod request;
 pub mod table;
 pub mod watched;

@@ -1,29 +1,48 @@
-//! The registry of live list subscriptions: by dialog, and the reverse index from each
-//! watched key (number or SIP user) to the subscriptions watching it. The one owner of
-//! that shared state; each subscription's own state lives in its task (`actor.rs`).
+//! The registry of live list subscriptions: by dialog, the reverse index from each
+//! watched key (number or SIP user) to the subscriptions watching it, and when each
+//! expires. The one owner of that shared state; each subscription's own state lives in
+//! its task or, while idle, parked in its mailbox (`actor.rs`, `mailbox.rs`).
 
-use super::mailbox::Mailbox;
+use super::actor::Subscription;
+use super::mailbox::{Mailbox, Posted};
 use crate::index::Change;
 use crate::numbers;
 use crate::resolution::Key;
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use crate::numbers::E164;
+use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
+use super::phones::PhoneIndex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use tokio::time::Instant;
 
 pub type SubId = u32;
 
 /// How to reach a subscription's task.
 pub type Handle = Arc<Mailbox>;
 
-#[derive(Default)]
 pub struct Subscriptions {
     next_id: AtomicU32,
+    /// Expiry times are kept in whole seconds from here (4 bytes each).
+    epoch: Instant,
     inner: Mutex<Table>,
 }
 
-/// Who watches one key. Most numbers have one watcher: no allocation for them.
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions { next_id: AtomicU32::new(0), epoch: Instant::now(), inner: Mutex::default() }
+    }
+}
+
+/// A parked subscription that a post woke: the poster runs it (`actor::resume`).
+pub struct Woken {
+    pub sub: Box<Subscription>,
+    pub mailbox: Handle,
+}
+
+/// Who watches one SIP user. Most numbers have one watcher: no allocation for them.
 enum Watchers {
     One(SubId),
     Many(Vec<SubId>),
@@ -64,30 +83,37 @@ impl Watchers {
 
 #[derive(Default)]
 struct Table {
-    by_dialog: HashMap<(Box<str>, Box<str>), SubId>,
+    /// By a keyed 64-bit hash of (Call-ID, our tag): 12 bytes, not two strings. Two
+    /// dialogs whose hashes collide (once in 2^64 pairs; the key is secret) would make the
+    /// older unreachable for refreshes, which then get 481 and re-subscribe.
+    by_dialog: HashMap<u64, SubId>,
+    dialog_hasher: RandomState,
     handles: HashMap<SubId, Handle>,
-    /// The reverse index, in two maps so a number key costs 8 bytes, not a `Key`.
-    phones: HashMap<E164, Watchers>,
+    /// The reverse index: numbers in a packed table, SIP users in a map.
+    phones: PhoneIndex,
     sips: HashMap<Box<str>, Watchers>,
-    /// Each subscription's slot in the abuse limits, freed by `remove`.
-    permits: HashMap<SubId, crate::limits::SubPermit>,
+    /// When each subscription expires, in seconds from `epoch`, soonest first. A refresh
+    /// adds an entry; the stale one only wakes the subscription for nothing.
+    expiry: BinaryHeap<Reverse<(u32, SubId)>>,
 }
 
 impl Table {
+    fn dialog_key(&self, call_id: &str, local_tag: &str) -> u64 {
+        self.dialog_hasher.hash_one((call_id, local_tag))
+    }
+
     fn watch(&mut self, key: Key, id: SubId) {
         match key {
-            Key::Phone(n) => self.phones.entry(n).and_modify(|w| w.add(id)).or_insert(Watchers::One(id)),
-            Key::Sip(uri) => self.sips.entry(uri).and_modify(|w| w.add(id)).or_insert(Watchers::One(id)),
-        };
+            Key::Phone(n) => self.phones.watch(n, id),
+            Key::Sip(uri) => {
+                self.sips.entry(uri).and_modify(|w| w.add(id)).or_insert(Watchers::One(id));
+            }
+        }
     }
 
     fn unwatch(&mut self, key: &Key, id: SubId) {
         match key {
-            Key::Phone(n) => {
-                if self.phones.get_mut(n).is_some_and(|w| w.remove(id)) {
-                    self.phones.remove(n);
-                }
-            }
+            Key::Phone(n) => self.phones.unwatch(*n, id),
             Key::Sip(uri) => {
                 if self.sips.get_mut(uri).is_some_and(|w| w.remove(id)) {
                     self.sips.remove(uri);
@@ -97,47 +123,93 @@ impl Table {
     }
 
     fn watchers(&self, key: &Key) -> &[SubId] {
-        let found = match key {
-            Key::Phone(n) => self.phones.get(n),
-            Key::Sip(uri) => self.sips.get(uri),
-        };
-        found.map_or(&[], Watchers::ids)
+        match key {
+            Key::Phone(n) => self.phones.watchers(*n),
+            Key::Sip(uri) => self.sips.get(uri).map_or(&[], Watchers::ids),
+        }
     }
 }
 
 impl Subscriptions {
     /// Registers a new subscription; returns its id and the receiving end for its task.
-    pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) -> (SubId, Handle) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>, expires_at: Instant) -> (SubId, Handle) {
+        let id = self.new_id();
         let handle = Handle::default();
+        let due = self.seconds(expires_at);
         let mut t = self.inner.lock();
-        t.by_dialog.insert((call_id.into(), local_tag.into()), id);
+        let dialog = t.dialog_key(call_id, local_tag);
+        t.by_dialog.insert(dialog, id);
         t.handles.insert(id, handle.clone());
+        t.expiry.push(Reverse((due, id)));
         for key in keys {
             t.watch(key, id);
         }
         (id, handle)
     }
 
-    /// Forgets a subscription; `keys` are the ones it was registered with.
-    pub fn remove(&self, id: SubId, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) {
-        let mut t = self.inner.lock();
-        t.by_dialog.remove(&(call_id.into(), local_tag.into()));
-        t.handles.remove(&id);
-        t.permits.remove(&id);
-        for key in keys {
-            t.unwatch(&key, id);
+    /// Subscription `id` now expires at `at` (a refresh).
+    pub fn schedule(&self, id: SubId, at: Instant) {
+        let due = self.seconds(at);
+        self.inner.lock().expiry.push(Reverse((due, id)));
+    }
+
+    /// Wakes the subscriptions due to expire by `now`; they end themselves.
+    pub fn expire(&self, now: Instant) -> Vec<Woken> {
+        let now = now.saturating_duration_since(self.epoch).as_secs();
+        let mut due = Vec::new();
+        {
+            let mut t = self.inner.lock();
+            while let Some(Reverse((at, id))) = t.expiry.peek().copied() {
+                if u64::from(at) > now {
+                    break;
+                }
+                t.expiry.pop();
+                due.extend(t.handles.get(&id).cloned());
+            }
+            if t.expiry.len() * 4 < t.expiry.capacity() {
+                let keep = t.expiry.len() * 2;
+                t.expiry.shrink_to(keep);
+            }
+        }
+        wake_all(due, |_| {})
+    }
+
+    /// `at` in whole seconds from `epoch`, rounded up (an expiry never comes early).
+    fn seconds(&self, at: Instant) -> u32 {
+        let d = at.saturating_duration_since(self.epoch);
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        u32::try_from(secs).unwrap_or(u32::MAX)
+    }
+
+    /// The next id: never 0, nor `SubId::MAX` (the reverse index's marker).
+    fn new_id(&self) -> SubId {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 && id != SubId::MAX {
+                return id;
+            }
         }
     }
 
-    /// Keeps a subscription's limits slot until `remove`.
-    pub fn hold(&self, id: SubId, permit: crate::limits::SubPermit) {
-        self.inner.lock().permits.insert(id, permit);
+    /// Forgets a subscription; `keys` are the ones it was registered with.
+    pub fn remove(&self, id: SubId, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) {
+        let mut t = self.inner.lock();
+        let dialog = t.dialog_key(call_id, local_tag);
+        if t.by_dialog.get(&dialog) == Some(&id) {
+            t.by_dialog.remove(&dialog);
+        }
+        t.handles.remove(&id);
+        for key in keys {
+            t.unwatch(&key, id);
+        }
+        shrink(&mut t.handles);
+        shrink(&mut t.by_dialog);
+        shrink(&mut t.sips);
     }
 
     pub fn find(&self, call_id: &str, local_tag: &str) -> Option<Handle> {
         let t = self.inner.lock();
-        let id = t.by_dialog.get(&(call_id.into(), local_tag.into()))?;
+        let id = t.by_dialog.get(&t.dialog_key(call_id, local_tag))?;
         t.handles.get(id).cloned()
     }
 
@@ -155,45 +227,68 @@ impl Subscriptions {
         t.phones.len() + t.sips.len()
     }
 
-    /// Tells every subscription watching what `change` touched.
-    pub fn on_change(&self, change: &Change) {
+    /// Tells every subscription watching what `change` touched; returns those it woke.
+    pub fn on_change(&self, change: &Change) -> Vec<Woken> {
         let phone = Key::Phone(change.number);
-        self.notify_watchers(&phone, change.new.is_none());
+        let mut woken = self.notify_watchers(&phone, change.new.is_none());
         if change.old != change.new {
             if let Some(old) = change.old.as_deref().and_then(sip_key) {
-                self.notify_watchers(&old, true);
+                woken.extend(self.notify_watchers(&old, true));
             }
             if let Some(new) = change.new.as_deref().and_then(sip_key) {
-                self.notify_watchers(&new, false);
+                woken.extend(self.notify_watchers(&new, false));
             }
         }
+        woken
     }
 
     /// A user's presence changed: every subscription watching one of his numbers, or his
-    /// SIP URI, gets his new state.
-    pub fn on_presence(&self, uri: &str, numbers: &[crate::numbers::E164]) {
+    /// SIP URI, gets his new state. Returns those it woke.
+    pub fn on_presence(&self, uri: &str, numbers: &[crate::numbers::E164]) -> Vec<Woken> {
+        let mut woken = Vec::new();
         for n in numbers {
-            self.notify_watchers(&Key::Phone(*n), false);
+            woken.extend(self.notify_watchers(&Key::Phone(*n), false));
         }
-        self.notify_watchers(&Key::Sip(uri.into()), false);
+        woken.extend(self.notify_watchers(&Key::Sip(uri.into()), false));
+        woken
     }
 
     /// After a gap in the change feed: every subscription re-sends full state.
-    pub fn resync_all(&self) {
+    pub fn resync_all(&self) -> Vec<Woken> {
         let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
-        for h in handles {
-            h.post(|i| i.full = true);
-        }
+        wake_all(handles, |i| i.full = true)
     }
 
-    fn notify_watchers(&self, key: &Key, removal: bool) {
+    fn notify_watchers(&self, key: &Key, removal: bool) -> Vec<Woken> {
         let handles: Vec<Handle> = {
             let t = self.inner.lock();
             t.watchers(key).iter().filter_map(|id| t.handles.get(id).cloned()).collect()
         };
+        let mut woken = Vec::new();
         for h in handles {
-            h.changed(key.clone(), removal);
+            if let Posted::Woken(sub) = h.changed(key.clone(), removal) {
+                woken.push(Woken { sub, mailbox: h });
+            }
         }
+        woken
+    }
+}
+
+/// Posts `f` to each of `handles`; returns the subscriptions it woke.
+fn wake_all(handles: Vec<Handle>, f: impl Fn(&mut super::mailbox::Inbox)) -> Vec<Woken> {
+    let mut woken = Vec::new();
+    for h in handles {
+        if let Posted::Woken(sub) = h.post(&f) {
+            woken.push(Woken { sub, mailbox: h });
+        }
+    }
+    woken
+}
+
+/// Gives back the room of a map that lost most of its entries.
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.len() * 4 < map.capacity() && map.capacity() > 64 {
+        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -2,10 +2,12 @@
 //! there may be a hundred thousand of them, so memory per entry matters.
 //!
 //! Clients write most entries the same way, `sip:{E.164}@{domain};user=phone`. Those are
-//! kept as the number alone (8 bytes) plus one shared prefix and suffix per list; any
-//! other entry is kept verbatim. Either way the URI comes back byte for byte, as the client
-//! wrote it (liblinphone ignores a resource whose URI differs). Entries are numbered with
-//! the templated ones first: RLMI resources carry no order.
+//! kept as the number alone plus one shared prefix and suffix per list; any other entry is
+//! kept verbatim. Either way the URI comes back byte for byte, as the client wrote it
+//! (liblinphone ignores a resource whose URI differs). The numbers are sorted and stored as
+//! the varint-coded gaps between them: an address book's numbers share their country and
+//! often their operator, so a gap takes 3-5 bytes where the number takes 8. Entries are
+//! numbered with the templated ones first, in number order: RLMI resources carry no order.
 
 use crate::numbers::E164;
 use crate::resolution::{Entry, Key};
@@ -14,10 +16,17 @@ use std::borrow::Cow;
 pub struct WatchedList {
     prefix: Box<str>,
     suffix: Box<str>,
-    /// Entries written `{prefix}{number}{suffix}`, watched by their number.
-    templated: Box<[E164]>,
+    /// Entries written `{prefix}{number}{suffix}`, watched by their number: the sorted
+    /// numbers' gaps (the first from 0), LEB128 varints.
+    gaps: Box<[u8]>,
     /// Anything else, as written, with its key if it has one.
     others: Box<[(Box<str>, Option<Key>)]>,
+}
+
+/// A list with its numbers decoded, to read entries by position (one per NOTIFY).
+pub struct View<'a> {
+    list: &'a WatchedList,
+    numbers: Vec<E164>,
 }
 
 impl WatchedList {
@@ -31,11 +40,30 @@ impl WatchedList {
                 key => others.push((e.uri, key)),
             }
         }
-        WatchedList { prefix: prefix.into(), suffix: suffix.into(), templated: templated.into(), others: others.into() }
+        templated.sort_unstable();
+        templated.dedup();
+        let gaps = encode(&templated).into();
+        WatchedList { prefix: prefix.into(), suffix: suffix.into(), gaps, others: others.into() }
     }
 
+    /// The templated entries' numbers, in order.
+    pub fn numbers(&self) -> Vec<E164> {
+        decode(&self.gaps)
+    }
+
+    pub fn view(&self) -> View<'_> {
+        View { list: self, numbers: self.numbers() }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        let others = self.others.iter().filter_map(|(_, k)| k.clone());
+        self.numbers().into_iter().map(Key::Phone).chain(others)
+    }
+}
+
+impl View<'_> {
     pub fn len(&self) -> usize {
-        self.templated.len() + self.others.len()
+        self.numbers.len() + self.list.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -44,22 +72,50 @@ impl WatchedList {
 
     /// The URI of entry `i`, exactly as the client wrote it.
     pub fn uri(&self, i: usize) -> Cow<'_, str> {
-        match self.templated.get(i) {
-            Some(n) => Cow::Owned(format!("{}{n}{}", self.prefix, self.suffix)),
-            None => Cow::Borrowed(&self.others[i - self.templated.len()].0),
+        match self.numbers.get(i) {
+            Some(n) => Cow::Owned(format!("{}{n}{}", self.list.prefix, self.list.suffix)),
+            None => Cow::Borrowed(&self.list.others[i - self.numbers.len()].0),
         }
     }
 
     pub fn key(&self, i: usize) -> Option<Key> {
-        match self.templated.get(i) {
+        match self.numbers.get(i) {
             Some(n) => Some(Key::Phone(*n)),
-            None => self.others[i - self.templated.len()].1.clone(),
+            None => self.list.others[i - self.numbers.len()].1.clone(),
         }
     }
+}
 
-    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        (0..self.len()).filter_map(|i| self.key(i))
+/// Sorted numbers as LEB128 varints of the gaps between them.
+fn encode(sorted: &[E164]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sorted.len() * 4);
+    let mut last = 0u64;
+    for n in sorted {
+        let mut gap = n.digits() - last;
+        last = n.digits();
+        while gap >= 0x80 {
+            out.push(gap as u8 | 0x80);
+            gap >>= 7;
+        }
+        out.push(gap as u8);
     }
+    out.shrink_to_fit();
+    out
+}
+
+fn decode(gaps: &[u8]) -> Vec<E164> {
+    let mut out = Vec::with_capacity(gaps.len() / 3);
+    let (mut last, mut gap, mut shift) = (0u64, 0u64, 0);
+    for b in gaps {
+        gap |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            last += gap;
+            out.extend(E164::from_digits(last).ok());
+            (gap, shift) = (0, 0);
+        }
+    }
+    out
 }
 
 /// The prefix and suffix around the number when `e` is written `…{E.164}…`.
@@ -95,12 +151,23 @@ mod tests {
         ];
         let region = crate::numbers::parse_region("FR").ok();
         let list = WatchedList::new(classify(uris.clone(), region));
-        let mut back: Vec<String> = (0..list.len()).map(|i| list.uri(i).into_owned()).collect();
+        let view = list.view();
+        let mut back: Vec<String> = (0..view.len()).map(|i| view.uri(i).into_owned()).collect();
         back.sort();
         let mut want = uris.clone();
         want.sort();
         assert_eq!(back, want);
-        assert_eq!(list.templated.len(), 2, "the two +E.164 entries of example.org");
+        assert_eq!(list.numbers().len(), 2, "the two +E.164 entries of example.org");
         assert_eq!(list.keys().count(), 5);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn numbers_round_trip(digits in proptest::collection::vec(1_000_000u64..999_999_999_999_999, 0..300)) {
+            let mut numbers: Vec<E164> = digits.iter().filter_map(|d| E164::from_digits(*d).ok()).collect();
+            numbers.sort_unstable();
+            numbers.dedup();
+            proptest::prop_assert_eq!(decode(&encode(&numbers)), numbers);
+        }
     }
 }

@@ -41,7 +41,13 @@ impl ClientTransactions {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(branch.clone(), tx);
         let outcome = self.run(req.to_bytes(), target, rx).await;
-        self.pending.lock().remove(&branch);
+        let mut pending = self.pending.lock();
+        pending.remove(&branch);
+        if pending.len() * 4 < pending.capacity() && pending.capacity() > 64 {
+            let keep = pending.len() * 2;
+            pending.shrink_to(keep);
+        }
+        drop(pending);
         outcome
     }
 

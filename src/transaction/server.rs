@@ -4,7 +4,9 @@ use crate::sip::{top_via, HeaderName, Method, Request};
 use crate::transport::Target;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,43 +50,62 @@ enum Entry {
 }
 
 /// Transactions over UDP only: on TCP/TLS the peer does not retransmit (Timer J = 0).
+///
+/// A burst of requests leaves as many transactions for 32 s, so each is kept small: by a
+/// keyed 64-bit hash of its key rather than the key's strings (two live transactions
+/// collide once in 2^64 pairs, and the key is secret), with its response copied to size.
 pub struct ServerTransactions {
     lifetime: Duration,
+    hasher: RandomState,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<ServerKey, Entry>,
+    entries: HashMap<u64, Entry>,
     /// Insertion order = expiry order, since every entry lives `lifetime`.
-    expiry: VecDeque<(Instant, ServerKey)>,
+    expiry: VecDeque<(Instant, u64)>,
 }
 
 impl ServerTransactions {
     /// `lifetime` is Timer J (64*T1).
     pub fn new(lifetime: Duration) -> Self {
-        ServerTransactions { lifetime, state: Mutex::new(State::default()) }
+        ServerTransactions { lifetime, hasher: RandomState::new(), state: Mutex::new(State::default()) }
     }
 
     pub fn begin(&self, key: &ServerKey) -> Begin {
+        let key = self.hasher.hash_one(key);
         let now = Instant::now();
         let mut state = self.state.lock();
         state.expire(now);
-        match state.entries.get(key) {
+        match state.entries.get(&key) {
             Some(Entry::Proceeding) => Begin::InProgress,
             Some(Entry::Completed(bytes, target)) => Begin::Answered(bytes.clone(), *target),
             None => {
-                state.entries.insert(key.clone(), Entry::Proceeding);
-                state.expiry.push_back((now + self.lifetime, key.clone()));
+                state.entries.insert(key, Entry::Proceeding);
+                state.expiry.push_back((now + self.lifetime, key));
                 Begin::New
             }
         }
     }
 
     /// Records the final response so retransmissions get it again.
-    pub fn complete(&self, key: &ServerKey, response: Bytes, target: Target) {
-        if let Some(entry) = self.state.lock().entries.get_mut(key) {
-            *entry = Entry::Completed(response, target);
+    pub fn complete(&self, key: &ServerKey, response: &[u8], target: Target) {
+        let key = self.hasher.hash_one(key);
+        if let Some(entry) = self.state.lock().entries.get_mut(&key) {
+            *entry = Entry::Completed(Bytes::copy_from_slice(response), target);
+        }
+    }
+
+    /// Forgets the transactions past Timer J, and the room a burst of them left: called
+    /// every second, so that a quiet server does not keep its last burst's responses.
+    pub fn sweep(&self) {
+        let mut state = self.state.lock();
+        state.expire(Instant::now());
+        let len = state.entries.len();
+        if len * 4 < state.entries.capacity() {
+            state.entries.shrink_to(len * 2);
+            state.expiry.shrink_to(len * 2);
         }
     }
 
@@ -131,7 +152,7 @@ mod tests {
         assert_eq!(tx.begin(&key), Begin::New);
         assert_eq!(tx.begin(&key), Begin::InProgress);
         let target = Target { protocol: Protocol::Udp, remote: "10.0.0.1:5060".parse().unwrap(), conn: None };
-        tx.complete(&key, Bytes::from_static(b"resp"), target);
+        tx.complete(&key, b"resp", target);
         assert_eq!(tx.begin(&key), Begin::Answered(Bytes::from_static(b"resp"), target));
         let other = ServerKey::of(&request("z9hG4bKb", "OPTIONS")).unwrap();
         assert_eq!(tx.begin(&other), Begin::New);
@@ -145,6 +166,8 @@ mod tests {
         let other = ServerKey::of(&request("z9hG4bKb", "OPTIONS")).unwrap();
         tx.begin(&other);
         assert_eq!(tx.len(), 1, "the first entry expired when the second began");
+        tx.sweep();
+        assert!(tx.is_empty(), "and the second by the sweep");
     }
 
     #[test]
