@@ -5,12 +5,12 @@
 #
 #   bash benches/load.sh                     # default run, under ~10 minutes
 #   bash benches/load.sh --quick             # smoke run, about 2 minutes
-#   bash benches/load.sh --hold 100000 --step-secs 10 --max-rate 12000   # the full figures
+#   bash benches/load.sh --step-secs 10 --max-rate 12000   # longer steps
 #
 # Needs: sipp (Debian sip-tester), kamailio + kamailio-presence-modules, python3, cargo.
 # Options (defaults in brackets):
 #   --bindings N     bindings preloaded into the index [100000]
-#   --hold N         list subscriptions of 100 numbers held for the memory figure [20000]
+#   --hold N         list subscriptions of 100 numbers held for the memory figure [100000]
 #   --fanout N       subscribers of one number for the fan-out figure [10000]
 #   --step-secs S    length of each ramp step [5]
 #   --start-rate R   first ramp rate, calls/s [250]; --rate-step R [250]; --max-rate R [8000]
@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-BINDINGS=100000 HOLD=20000 FANOUT=10000 STEP_SECS=5 START_RATE=250 RATE_STEP=250 MAX_RATE=8000
+BINDINGS=100000 HOLD=100000 FANOUT=10000 STEP_SECS=5 START_RATE=250 RATE_STEP=250 MAX_RATE=8000
 TRANSPORT=u1 KAMAILIO=1 FUZZ=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -81,6 +81,18 @@ while True:
 EOF
 }
 
+# SIPp's socket buffers default to 64 KB: four 17 KB NOTIFYs. Past ~1,000 list cycles/s the
+# kernel then drops NOTIFYs on SIPp's socket (RcvbufErrors in /proc/net/snmp), SIPp's calls
+# retransmit and fail, and the ramp stops at the client, not at the server. 4 MiB holds
+# ~250 NOTIFYs; the kernel caps it at net.core.rmem_max.
+SIPP_BUFF=4194304
+RMEM_MAX=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
+if [ "$RMEM_MAX" -lt "$SIPP_BUFF" ]; then
+  echo "warning: net.core.rmem_max is $RMEM_MAX: SIPp's receive buffer stays below $SIPP_BUFF bytes and" >&2
+  echo "         NOTIFYs may be dropped at high rates (sysctl -w net.core.rmem_max=$SIPP_BUFF as root)" >&2
+fi
+udp_drops() { awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp; }
+
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
@@ -94,6 +106,7 @@ sipp_run() {
   port=$(free_port)
   t0=$(now)
   out=$(cd "$dir" && sipp -t "${SIPP_T:-$TRANSPORT}" -trace_err -r "$rate" -m "$calls" -i 127.0.0.1 -p "$port" -nostdin \
+        -buff_size "$SIPP_BUFF" \
         -recv_timeout 5000 -timeout $((STEP_SECS * 4 + 20))s "$@" "$target" 2>&1 || true)
   t1=$(now)
   echo "$out" > "$dir/stdout.txt"
@@ -109,10 +122,11 @@ sipp_run() {
 ramp() {
   local name=$1 target=$2 pid=$3 rate=$4 step=$5 max=$6; shift 6
   BEST=0 BEST_CPU=0
-  printf '   %8s %10s %8s %8s %9s\n' "asked/s" "achieved/s" "ok" "failed" "cpu%"
+  printf '   %8s %10s %8s %8s %9s %10s\n' "asked/s" "achieved/s" "ok" "failed" "cpu%" "udp drops"
   while [ "$rate" -le "$max" ]; do
-    local calls=$((rate * STEP_SECS)) c0 c1 ok failed secs achieved cpu
+    local calls=$((rate * STEP_SECS)) c0 c1 ok failed secs achieved cpu d0 d1
     c0=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
+    d0=$(udp_drops)
     read -r ok failed secs < <(sipp_run "$name-$rate" "$target" "$rate" "$calls" "$@")
     if [ "$failed" = 0 ] && [ "$ok" -lt "$calls" ]; then
       # SIPp sometimes stops early without a failed call on this shared machine: once more.
@@ -120,9 +134,10 @@ ramp() {
       read -r ok failed secs < <(sipp_run "$name-$rate-again" "$target" "$rate" "$calls" "$@")
     fi
     c1=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
+    d1=$(udp_drops)
     achieved=$(echo "$ok / $secs" | bc -l)
     cpu=$(echo "($c1 - $c0) * 100 / $CLK_TCK / $secs" | bc -l)
-    printf '   %8d %10.0f %8d %8d %9.0f\n' "$rate" "$achieved" "$ok" "$failed" "$cpu"
+    printf '   %8d %10.0f %8d %8d %9.0f %10d\n' "$rate" "$achieved" "$ok" "$failed" "$cpu" "$((d1 - d0))"
     if [ "$failed" != 0 ] || [ "$ok" -lt "$calls" ]; then
       echo "   first failure at $rate/s (SIPp output: $WORK/sipp/$name-$rate, kept until exit)"
       break
@@ -217,7 +232,7 @@ RTT50=$(awk '/first NOTIFY p50/ {print $(NF-7)}' "$WORK/latency.txt")
 RTT99=$(awk '/first NOTIFY p50/ {print $(NF-4)}' "$WORK/latency.txt")
 
 echo "== memory: $HOLD list subscriptions of 100 numbers held (RSS after 1 s, and after 35 s when transactions are gone)"
-"$FAN" hold --target "127.0.0.1:$SP_PORT" --count "$HOLD" --server-pid "$SP_PID" --settle 35 | tee "$WORK/hold.txt"
+"$FAN" hold --target "127.0.0.1:$SP_PORT" --count "$HOLD" --lines 1000 --server-pid "$SP_PID" --settle 35 | tee "$WORK/hold.txt"
 PER_SUB=$(awk '/bytes per subscription/ {v = $(NF-3)} END {print v}' "$WORK/hold.txt")
 
 echo "== fan-out: $FANOUT subscribers of one number that becomes a user"

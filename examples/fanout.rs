@@ -6,6 +6,9 @@
 //!   subscriber got the NOTIFY that says so.
 //! - `hold`: N list subscriptions of E numbers (default 20,000 x 100) are opened and kept;
 //!   with `--server-pid`, the server's RSS before and after gives the memory per subscription.
+//!   Each address book is one of realistic shape: a fifth of its numbers are users drawn
+//!   from `make_lists.py`'s bound numbers (`--lines L`, shared with other subscribers, as
+//!   users are), the rest French mobiles scattered at random (distinct per subscriber).
 //! - `latency`: N list subscriptions of E numbers numbered as `examples/sipp/make_lists.py`
 //!   does (`--lines L`: subscription i lists line i mod L, so 20% are users once its
 //!   bindings are imported), sent at `--rate`, offering deflate; prints the time from each
@@ -256,11 +259,31 @@ async fn fanout(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     );
 }
 
+/// Entry `e` of held address book `i`: every fifth a bound number of `make_lists.py`
+/// (line chosen at random among `lines`, entry `e`), the others random `+337` mobiles.
+fn held_number(i: usize, e: usize, lines: usize) -> String {
+    let r = mix((i as u64) << 16 | e as u64);
+    if e % 5 == 0 {
+        format!("+3361{:04}{:03}", r % lines as u64, e)
+    } else {
+        format!("+337{:08}", r % 100_000_000)
+    }
+}
+
+/// splitmix64: a cheap, well-spread hash.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 async fn hold(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     let before = o.server_pid.and_then(rss_kib);
     let entries = o.entries;
     let started = Instant::now();
-    open_all(o, run, sockets, book, |i| (0..entries).map(|e| format!("+336{i:06}{e:02}")).collect()).await;
+    let lines = o.lines.max(1);
+    open_all(o, run, sockets, book, |i| (0..entries).map(|e| held_number(i, e, lines)).collect()).await;
     let held = Book::count(&book.first);
     println!("hold: {held}/{} subscriptions of {entries} numbers active after {:.1} s", o.count, started.elapsed().as_secs_f64());
     let (Some(pid), Some(before)) = (o.server_pid, before) else { return };
