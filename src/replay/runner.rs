@@ -98,7 +98,9 @@ async fn open(proto: Proto, bind: IpAddr, target: SocketAddr) -> std::io::Result
     let (tx, rx) = mpsc::channel(256);
     match proto {
         Proto::Udp => {
-            let socket = Arc::new(UdpSocket::bind(SocketAddr::new(bind, 0)).await?);
+            // The server's own binding: 8 MiB buffers, so a burst of copies is not dropped by
+            // the kernel on our side and then counted as the server's retransmissions.
+            let socket = Arc::new(crate::transport::udp::bind(SocketAddr::new(bind, 0))?);
             let local = socket.local_addr()?;
             let reader = tokio::spawn(read_udp(socket.clone(), tx));
             Ok((Link { local, out: Out::Udp(socket, target) }, rx, reader))

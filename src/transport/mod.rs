@@ -7,7 +7,7 @@
 mod connections;
 mod stream;
 pub mod tls;
-mod udp;
+pub(crate) mod udp;
 
 pub use connections::ConnectionTable;
 
