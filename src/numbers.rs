@@ -326,6 +326,13 @@ fn from_parsed(p: &phonenumber::PhoneNumber, s: &str) -> Result<E164, NumberErro
     }
     let cc = p.code().value() as u64;
     let nat = p.national();
+    // A national part that still starts with 0 is either a number of a country whose
+    // numbers keep it (Italy's fixed lines) or a second trunk prefix / garbage
+    // (`+61 0 0000001`): only a valid number of its country may keep it, or reading the
+    // result again would strip one more zero.
+    if nat.zeros() > 0 && !phonenumber::is_valid(p) {
+        return Err(NumberError::Unparseable(s.to_string()));
+    }
     let nat_len = if nat.value() == 0 { 0 } else { digit_count(nat.value()) } + nat.zeros() as u32;
     let total = digit_count(cc) + nat_len;
     if cc == 0 || total > MAX_DIGITS {
@@ -668,5 +675,12 @@ mod tests {
         assert_eq!(n("+39 06 1234 5678").to_string(), "+390612345678");
         assert_eq!(normalize("06 1234 5678", Some(Id::IT)).unwrap().to_string(), "+390612345678");
         assert_eq!(n("+390612345678").to_string(), "+390612345678");
+    }
+
+    #[test]
+    fn a_zero_left_after_the_trunk_prefix_is_refused() {
+        // Found by the property test: read as +61 0000001, which read again lost one more zero.
+        assert!(normalize("+61000000001", None).is_err());
+        assert!(normalize("+61 0 412 345 678", None).is_ok());
     }
 }
