@@ -29,6 +29,7 @@ use crate::numbers::{self, Region, UriKind, E164};
 use filter::{Filter, FilterState};
 use packed::{Bucket, Edit, InTree, Locate, Located, Write as BucketWrite};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -261,7 +262,7 @@ impl Forward {
     fn get(&self, n: E164) -> Result<Option<&[u8]>, IndexError> {
         let key = n.as_key();
         let Some((_, bytes)) = self.0.range(..=u64::from_be_bytes(key)).next_back() else { return Ok(None) };
-        Ok(Bucket::parse(bytes)?.get(&key))
+        Ok(Bucket::trusted(bytes)?.get(&key))
     }
 
     fn apply(&mut self, writes: &[BucketWrite]) {
@@ -291,8 +292,8 @@ impl Locate for RwLock<Forward> {
         let k = key_u64(key).ok_or_else(|| IndexError::Corrupt(format!("number key of {} bytes", key.len())))?;
         let map = &self.read().0;
         let bucket = map.range(..=k).next_back().map(|(s, b)| (s.to_be_bytes().to_vec(), b.clone()));
-        let next = map.range(k.saturating_add(1)..).next().map(|(s, _)| s.to_be_bytes().to_vec());
-        Ok(Located { bucket, next: if k == u64::MAX { None } else { next } })
+        let next = map.range((Bound::Excluded(k), Bound::Unbounded)).next().map(|(s, _)| s.to_be_bytes().to_vec());
+        Ok(Located { bucket, next })
     }
 }
 

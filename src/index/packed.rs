@@ -35,17 +35,11 @@ pub(super) struct Bucket<'a> {
 }
 
 impl<'a> Bucket<'a> {
+    /// Reads and checks a bucket from the store: every entry's bounds are verified.
     pub(super) fn parse(buf: &'a [u8]) -> Result<Bucket<'a>, IndexError> {
         let bad = |what: &str| IndexError::Corrupt(format!("bucket of {} bytes: {what}", buf.len()));
-        if buf.len() < HEADER || buf[0] != VERSION {
-            return Err(bad("bad header"));
-        }
-        let count = u16::from_be_bytes([buf[1], buf[2]]) as usize;
-        let ends_len = count * 4;
-        if count == 0 || buf.len() < HEADER + ends_len {
-            return Err(bad("bad entry count"));
-        }
-        let b = Bucket { ends: &buf[HEADER..HEADER + ends_len], body: &buf[HEADER + ends_len..] };
+        let b = Bucket::header(buf).ok_or_else(|| bad("bad header or entry count"))?;
+        let count = b.len();
         let mut start = 0;
         for i in 0..count {
             let end = b.end(i);
@@ -58,6 +52,23 @@ impl<'a> Bucket<'a> {
             return Err(bad("trailing bytes"));
         }
         Ok(b)
+    }
+
+    /// A bucket already checked by [`Bucket::parse`] or made by [`encode`] (the in-memory
+    /// mirror): only the header is read, so a lookup does not walk every entry.
+    pub(super) fn trusted(buf: &'a [u8]) -> Result<Bucket<'a>, IndexError> {
+        Bucket::header(buf).ok_or_else(|| IndexError::Corrupt(format!("bucket of {} bytes: bad header", buf.len())))
+    }
+
+    fn header(buf: &'a [u8]) -> Option<Bucket<'a>> {
+        if buf.len() < HEADER || buf[0] != VERSION {
+            return None;
+        }
+        let ends_len = u16::from_be_bytes([buf[1], buf[2]]) as usize * 4;
+        if ends_len == 0 || buf.len() < HEADER + ends_len {
+            return None;
+        }
+        Some(Bucket { ends: &buf[HEADER..HEADER + ends_len], body: &buf[HEADER + ends_len..] })
     }
 
     pub(super) fn len(&self) -> usize {
