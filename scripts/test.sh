@@ -25,6 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq "${missing[@]}"
 fi
 
+# A one-off build gains nothing from incremental caches, which double the target directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "disk before the build:"; df -h . | tail -1
+
 # Kamailio's package enables its service on install where systemd runs; the tests start
 # their own instances on loopback ports, so nothing else is needed.
 cargo test --all-targets --no-fail-fast "$@"
@@ -32,3 +36,4 @@ cargo test --all-targets --no-fail-fast "$@"
 # The fuzz targets (fuzz/, a workspace of its own) must keep compiling; `bash fuzz/run.sh`
 # runs them. Same target directory, so the dependencies built above are reused.
 cargo build --manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}"
+echo "disk after the build:"; df -h . | tail -1; du -sh "${CARGO_TARGET_DIR:-target}"
