@@ -1,14 +1,23 @@
 //! The reverse index from watched numbers to the subscriptions watching them, packed: a
 //! hundred thousand subscriptions of a hundred distinct numbers are ten million entries,
-//! so each costs 12 bytes (an 8-byte number, a 4-byte subscription id) over a load factor
-//! of 0.7-0.9, instead of a `HashMap` entry with its enum and slack (40-60 bytes).
+//! so each costs 8 bytes (a 4-byte fingerprint of the number, a 4-byte subscription id)
+//! over a load factor of 0.7-0.9, instead of a `HashMap` entry with its enum and slack
+//! (40-60 bytes).
+//!
+//! Why a fingerprint and not the number: this index only says whom to wake. A number
+//! hashes (keyed, `RandomState`) to 64 bits: 6 choose one of 64 tables, 32 are kept. Two
+//! numbers of one table share a fingerprint about once in 2^32 pairs, and then the watchers
+//! of one are also woken for the other; each subscription then checks the change against
+//! its own list (`WatchedList`, exact numbers) and sends nothing for a number it does not
+//! list. An unbinding makes the woken subscriptions send full state, which is correct
+//! even when they were woken by such a collision. A subscription unwatches all its
+//! numbers at once when it ends, so two of its own numbers sharing an entry lose nothing.
+//! The key is secret, so clients cannot choose numbers that collide.
 //!
 //! Open addressing with linear probing over two parallel arrays, any capacity (not only
-//! powers of two: right after a growth it is 1.4 times its entries), deletion by backward shift
-//! (no tombstones), shrinking as subscriptions go. Numbers watched by several
-//! subscriptions hold a marker and keep their ids in a side map. Hashed with a per-table
-//! random key (`RandomState`): the numbers come from clients, who must not be able to
-//! pile them on one probe run.
+//! powers of two: right after a growth it is 1.4 times its entries), deletion by backward
+//! shift (no tombstones), shrinking as subscriptions go. Fingerprints watched by several
+//! subscriptions hold a marker and keep their ids in a side map.
 
 use crate::numbers::E164;
 use std::collections::hash_map::RandomState;
@@ -17,7 +26,7 @@ use std::hash::BuildHasher;
 
 use super::table::SubId;
 
-/// The value of a number watched by more than one subscription (see `many`).
+/// The value of a fingerprint watched by more than one subscription (see `many`).
 const MANY: SubId = SubId::MAX;
 /// Grow past this load (in 1/100), shrink under `SHRINK_AT`, both to `AFTER_RESIZE`.
 const GROW_AT: usize = 90;
@@ -26,7 +35,7 @@ const AFTER_RESIZE: usize = 70;
 /// Smallest non-empty capacity.
 const MIN_CAPACITY: usize = 16;
 
-/// The index: 64 tables chosen by a hash of the number, so that growing one rehashes a
+/// The index: 64 tables chosen by the number's hash, so that growing one rehashes a
 /// 64th of the entries (with 8 million entries, ~2 ms instead of ~100 ms under the
 /// subscription table's lock: every SUBSCRIBE waited for it).
 pub struct PhoneIndex {
@@ -42,12 +51,17 @@ impl Default for PhoneIndex {
     }
 }
 
+/// A slot's fingerprint: never 0, which marks an empty slot.
+type Print = u32;
+
 impl PhoneIndex {
-    fn shard(&self, n: E164) -> usize {
-        (self.hasher.hash_one(n.digits()) >> 58) as usize
+    /// The table and fingerprint of `n`.
+    fn locate(&self, n: E164) -> (usize, Print) {
+        let h = self.hasher.hash_one(n.digits());
+        ((h >> 58) as usize, (h as Print).max(1))
     }
 
-    /// Distinct numbers watched.
+    /// Distinct fingerprints watched (distinct numbers, but for collisions).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.len).sum()
     }
@@ -63,125 +77,119 @@ impl PhoneIndex {
 
     /// Subscription `id` watches `n` (again: no change).
     pub fn watch(&mut self, n: E164, id: SubId) {
-        let i = self.shard(n);
-        self.shards[i].watch(n, id)
+        let (i, print) = self.locate(n);
+        self.shards[i].watch(print, id)
     }
 
-    /// Subscription `id` no longer watches `n`.
+    /// Subscription `id` no longer watches `n`, nor any number of the same fingerprint:
+    /// call it for every number of a subscription that ends.
     pub fn unwatch(&mut self, n: E164, id: SubId) {
-        let i = self.shard(n);
-        self.shards[i].unwatch(n, id)
+        let (i, print) = self.locate(n);
+        self.shards[i].unwatch(print, id)
     }
 
-    /// The subscriptions watching `n`.
+    /// The subscriptions watching `n`, and on a fingerprint collision those watching the
+    /// other number too.
     pub fn watchers(&self, n: E164) -> &[SubId] {
-        self.shards[self.shard(n)].watchers(n)
+        let (i, print) = self.locate(n);
+        self.shards[i].watchers(print)
     }
 }
 
 /// One table of the index.
+#[derive(Default)]
 struct Shard {
-    /// The number of each slot; 0 for an empty slot (no E.164 number is 0).
-    keys: Vec<u64>,
+    /// The fingerprint in each slot; 0 for an empty slot.
+    prints: Vec<Print>,
     /// The watcher of each slot, or `MANY`.
     vals: Vec<SubId>,
     len: usize,
-    /// The watchers of the numbers marked `MANY`, two or more each.
-    many: HashMap<u64, Vec<SubId>>,
-    hasher: RandomState,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Shard { keys: Vec::new(), vals: Vec::new(), len: 0, many: HashMap::new(), hasher: RandomState::new() }
-    }
+    /// The watchers of the fingerprints marked `MANY`, two or more each.
+    many: HashMap<Print, Vec<SubId>>,
 }
 
 impl Shard {
     fn heap_bytes(&self) -> usize {
         let many: usize = self.many.values().map(|v| v.capacity() * 4 + 32).sum();
-        self.keys.capacity() * 8 + self.vals.capacity() * 4 + many
+        self.prints.capacity() * 4 + self.vals.capacity() * 4 + many
     }
 
-    fn watch(&mut self, n: E164, id: SubId) {
+    fn watch(&mut self, print: Print, id: SubId) {
         debug_assert!(id != MANY, "subscription ids stop short of the marker");
-        let key = n.digits();
-        if (self.len + 1) * 100 > self.keys.len() * GROW_AT {
+        if (self.len + 1) * 100 > self.prints.len() * GROW_AT {
             self.resize(((self.len + 1) * 100 / AFTER_RESIZE).max(MIN_CAPACITY));
         }
-        let mut i = self.home(key);
+        let mut i = self.home(print);
         loop {
-            match self.keys[i] {
+            match self.prints[i] {
                 0 => {
-                    self.keys[i] = key;
+                    self.prints[i] = print;
                     self.vals[i] = id;
                     self.len += 1;
                     return;
                 }
-                k if k == key => return self.add_watcher(i, key, id),
+                p if p == print => return self.add_watcher(i, print, id),
                 _ => i = self.next(i),
             }
         }
     }
 
-    fn unwatch(&mut self, n: E164, id: SubId) {
-        let key = n.digits();
-        let Some(i) = self.find(key) else { return };
+    fn unwatch(&mut self, print: Print, id: SubId) {
+        let Some(i) = self.find(print) else { return };
         if self.vals[i] == MANY {
-            self.remove_watcher(i, key, id);
+            self.remove_watcher(i, print, id);
         } else if self.vals[i] == id {
             self.remove_slot(i);
-            if self.len * 100 < self.keys.len() * SHRINK_AT {
+            if self.len * 100 < self.prints.len() * SHRINK_AT {
                 self.resize(if self.len == 0 { 0 } else { (self.len * 100 / AFTER_RESIZE).max(MIN_CAPACITY) });
             }
         }
     }
 
-    fn watchers(&self, n: E164) -> &[SubId] {
-        let key = n.digits();
-        match self.find(key) {
+    fn watchers(&self, print: Print) -> &[SubId] {
+        match self.find(print) {
             None => &[],
-            Some(i) if self.vals[i] == MANY => self.many.get(&key).map_or(&[], Vec::as_slice),
+            Some(i) if self.vals[i] == MANY => self.many.get(&print).map_or(&[], Vec::as_slice),
             Some(i) => std::slice::from_ref(&self.vals[i]),
         }
     }
 
-    fn add_watcher(&mut self, i: usize, key: u64, id: SubId) {
+    fn add_watcher(&mut self, i: usize, print: Print, id: SubId) {
         match self.vals[i] {
             MANY => {
-                let ids = self.many.entry(key).or_default();
+                let ids = self.many.entry(print).or_default();
                 if !ids.contains(&id) {
                     ids.push(id);
                 }
             }
             first if first == id => {}
             first => {
-                self.many.insert(key, vec![first, id]);
+                self.many.insert(print, vec![first, id]);
                 self.vals[i] = MANY;
             }
         }
     }
 
-    fn remove_watcher(&mut self, i: usize, key: u64, id: SubId) {
-        let Some(ids) = self.many.get_mut(&key) else { return };
+    fn remove_watcher(&mut self, i: usize, print: Print, id: SubId) {
+        let Some(ids) = self.many.get_mut(&print) else { return };
         ids.retain(|s| *s != id);
         if ids.len() == 1 {
             self.vals[i] = ids[0];
-            self.many.remove(&key);
+            self.many.remove(&print);
         } else if ids.len() * 4 < ids.capacity() {
             ids.shrink_to_fit();
         }
     }
 
-    fn find(&self, key: u64) -> Option<usize> {
-        if self.keys.is_empty() {
+    fn find(&self, print: Print) -> Option<usize> {
+        if self.prints.is_empty() {
             return None;
         }
-        let mut i = self.home(key);
+        let mut i = self.home(print);
         loop {
-            match self.keys[i] {
+            match self.prints[i] {
                 0 => return None,
-                k if k == key => return Some(i),
+                p if p == print => return Some(i),
                 _ => i = self.next(i),
             }
         }
@@ -190,15 +198,15 @@ impl Shard {
     /// Empties slot `i`, then moves back the entries after it that probed past it, so
     /// every entry stays reachable from its home slot without tombstones.
     fn remove_slot(&mut self, mut hole: usize) {
-        self.keys[hole] = 0;
+        self.prints[hole] = 0;
         self.len -= 1;
         let mut i = self.next(hole);
-        while self.keys[i] != 0 {
-            let home = self.home(self.keys[i]);
+        while self.prints[i] != 0 {
+            let home = self.home(self.prints[i]);
             if self.distance(home, i) >= self.distance(hole, i) {
-                self.keys[hole] = self.keys[i];
+                self.prints[hole] = self.prints[i];
                 self.vals[hole] = self.vals[i];
-                self.keys[i] = 0;
+                self.prints[i] = 0;
                 hole = i;
             }
             i = self.next(i);
@@ -206,26 +214,26 @@ impl Shard {
     }
 
     fn resize(&mut self, capacity: usize) {
-        let keys = std::mem::replace(&mut self.keys, vec![0; capacity]);
+        let prints = std::mem::replace(&mut self.prints, vec![0; capacity]);
         let vals = std::mem::replace(&mut self.vals, vec![0; capacity]);
-        for (key, val) in keys.into_iter().zip(vals).filter(|(k, _)| *k != 0) {
-            let mut i = self.home(key);
-            while self.keys[i] != 0 {
+        for (print, val) in prints.into_iter().zip(vals).filter(|(p, _)| *p != 0) {
+            let mut i = self.home(print);
+            while self.prints[i] != 0 {
                 i = self.next(i);
             }
-            self.keys[i] = key;
+            self.prints[i] = print;
             self.vals[i] = val;
         }
     }
 
-    /// The first slot `key` may be in: the hash scaled to the capacity (no modulo).
-    fn home(&self, key: u64) -> usize {
-        let h = self.hasher.hash_one(key);
-        ((h as u128 * self.keys.len() as u128) >> 64) as usize
+    /// The first slot `print` may be in: the fingerprint (already a keyed hash) scaled to
+    /// the capacity, no modulo.
+    fn home(&self, print: Print) -> usize {
+        ((u64::from(print) * self.prints.len() as u64) >> 32) as usize
     }
 
     fn next(&self, i: usize) -> usize {
-        if i + 1 == self.keys.len() {
+        if i + 1 == self.prints.len() {
             0
         } else {
             i + 1
@@ -237,7 +245,7 @@ impl Shard {
         if to >= from {
             to - from
         } else {
-            to + self.keys.len() - from
+            to + self.prints.len() - from
         }
     }
 }
@@ -275,14 +283,20 @@ mod tests {
     fn grows_dense_and_shrinks_to_nothing() {
         let mut idx = PhoneIndex::default();
         let n = 100_000u64;
+        // Keyed by fingerprint: two of these numbers may share one (about once in 50 runs).
+        let mut model: HashMap<(usize, Print), BTreeSet<SubId>> = HashMap::new();
         for i in 0..n {
-            idx.watch(number(i * 7919), (i / 100) as SubId + 1);
+            let (num, id) = (number(i * 7919), (i / 100) as SubId + 1);
+            idx.watch(num, id);
+            model.entry(idx.locate(num)).or_default().insert(id);
         }
-        assert_eq!(idx.len(), n as usize);
+        assert_eq!(idx.len(), model.len());
         let per_entry = idx.heap_bytes() as f64 / n as f64;
-        assert!(per_entry < 12.0 / 0.5, "{per_entry} bytes per entry");
+        assert!(per_entry < 8.0 / 0.65, "{per_entry} bytes per entry");
         for i in 0..n {
-            assert_eq!(idx.watchers(number(i * 7919)), &[(i / 100) as SubId + 1]);
+            let num = number(i * 7919);
+            let got: BTreeSet<SubId> = idx.watchers(num).iter().copied().collect();
+            assert_eq!(got, model[&idx.locate(num)]);
         }
         for i in 0..n {
             idx.unwatch(number(i * 7919), (i / 100) as SubId + 1);
@@ -309,19 +323,21 @@ mod tests {
         #[test]
         fn behaves_like_a_map_of_sets(ops in proptest::collection::vec(op(), 0..2000)) {
             let mut idx = PhoneIndex::default();
-            let mut model: HashMap<u64, BTreeSet<SubId>> = HashMap::new();
+            // By fingerprint, as the index is (two of these 300 numbers rarely share one).
+            let mut model: HashMap<(usize, Print), BTreeSet<SubId>> = HashMap::new();
             for op in &ops {
                 match *op {
                     Op::Watch(n, id) => {
                         idx.watch(number(n), id);
-                        model.entry(n).or_default().insert(id);
+                        model.entry(idx.locate(number(n))).or_default().insert(id);
                     }
                     Op::Unwatch(n, id) => {
                         idx.unwatch(number(n), id);
-                        if let Some(set) = model.get_mut(&n) {
+                        let at = idx.locate(number(n));
+                        if let Some(set) = model.get_mut(&at) {
                             set.remove(&id);
                             if set.is_empty() {
-                                model.remove(&n);
+                                model.remove(&at);
                             }
                         }
                     }
@@ -331,7 +347,8 @@ mod tests {
             for n in 0..300u64 {
                 let got: BTreeSet<SubId> = idx.watchers(number(n)).iter().copied().collect();
                 prop_assert_eq!(got.len(), idx.watchers(number(n)).len(), "no duplicate watcher");
-                prop_assert_eq!(got, model.get(&n).cloned().unwrap_or_default());
+                let want = model.get(&idx.locate(number(n))).cloned().unwrap_or_default();
+                prop_assert_eq!(got, want);
             }
         }
     }
