@@ -15,6 +15,8 @@
 #   --replay-copies N  copies of the recorded list-SUBSCRIBE trace replayed at once [2000]
 #   --step-secs S    length of each ramp step [5]
 #   --start-rate R   first ramp rate, calls/s [250]; --rate-step R [250]; --max-rate R [8000]
+#   --single-start R, --single-step R, --single-max R   the same for both single-presentity
+#                    ramps (ours and Kamailio's) [1000, 500, 16000]
 #   --transport T    SIPp transport: u1 (UDP) or t1 (TCP) [u1]
 #   --no-kamailio    skip the Kamailio baseline
 #   --fuzz S         also run every fuzz target for S seconds (fuzz/run.sh) [0: off]
@@ -24,6 +26,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 BINDINGS=100000 HOLD=100000 FANOUT=10000 REPLAY_COPIES=2000 STEP_SECS=5 START_RATE=250 RATE_STEP=250 MAX_RATE=8000
+SINGLE_START=1000 SINGLE_STEP=500 SINGLE_MAX=16000
 TRANSPORT=u1 KAMAILIO=1 FUZZ=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +38,9 @@ while [ $# -gt 0 ]; do
     --start-rate) START_RATE=$2; shift ;;
     --rate-step) RATE_STEP=$2; shift ;;
     --max-rate) MAX_RATE=$2; shift ;;
+    --single-start) SINGLE_START=$2; shift ;;
+    --single-step) SINGLE_STEP=$2; shift ;;
+    --single-max) SINGLE_MAX=$2; shift ;;
     --transport) TRANSPORT=$2; shift ;;
     --no-kamailio) KAMAILIO=0 ;;
     --fuzz) FUZZ=$2; shift ;;
@@ -96,7 +102,15 @@ fi
 udp_drops() { awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp; }
 
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of a process and its children (Kamailio's workers are its children).
+cpu_ticks() {
+  local sum=0 p t
+  for p in "$1" $(pgrep -P "$1" || true); do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 
@@ -249,10 +263,10 @@ echo "== replay: fixtures/replay/list_subscribe_udp.pcap in $REPLAY_COPIES copie
   --speed 0 --quiet | tee "$WORK/replay.txt" || echo "   (the replay differed from the trace)"
 REPLAY_RATE=$(awk '/^replay:/ {t = $(NF-1)} /sent SUBSCRIBE/ {n = $NF} END {if (t > 0) printf "%.0f", n / 2 / t; else print 0}' "$WORK/replay.txt")
 
-echo "== single-presentity SUBSCRIBE cycles on smart-presence"
-ramp single-sp "127.0.0.1:$SP_PORT" "$SP_PID" "$START_RATE" "$RATE_STEP" "$MAX_RATE" \
-  -sf "$ROOT"/examples/sipp/subscribe_single.xml -s +33612345678
-SINGLE_SP=$BEST
+echo "== single-presentity SUBSCRIBE cycles on smart-presence (1,000 watchers in turn, one presentity)"
+SINGLE_ARGS=(-sf "$ROOT"/examples/sipp/subscribe_single.xml -inf "$ROOT"/examples/sipp/watchers.csv -s +33612345678)
+ramp single-sp "127.0.0.1:$SP_PORT" "$SP_PID" "$SINGLE_START" "$SINGLE_STEP" "$SINGLE_MAX" "${SINGLE_ARGS[@]}"
+SINGLE_SP=$BEST SINGLE_SP_CPU=$BEST_CPU
 if [ "$SINGLE_SP" = 0 ]; then
   grep -h -o "SIP/2.0 [0-9]* [A-Za-z ]*" "$WORK"/sipp/single-sp-*/*errors.log 2>/dev/null | sort | uniq -c | head -3 || true
 fi
@@ -262,20 +276,21 @@ SP_WALL=$(echo "$(now) - $SP_T0" | bc -l)
 SP_HWM=$(status_kib "$SP_PID" VmHWM)
 kill "$SP_PID"; wait "$SP_PID" 2>/dev/null || true; SP_PID=""
 
-SINGLE_KAM=0
+SINGLE_KAM=0 SINGLE_KAM_CPU=0
 if [ "$KAMAILIO" = 1 ]; then
   KAM_PORT=$(free_port)
   cp -r /usr/share/kamailio/dbtext/kamailio "$WORK/kamdb"
   echo "== Kamailio $(kamailio -v | awk 'NR==1 {print $3}') presence on 127.0.0.1:$KAM_PORT"
-  # 512 MB of shared memory: with the default 64 MB it answers 500 (out of shm) near 500 calls/s.
-  kamailio -f benches/kamailio/kamailio.cfg -m 512 -M 16 -DD -E -w "$WORK" -P "$WORK/kam.pid" \
+  # Its fast allocator (tlsf: the default q_malloc took 28% of its CPU) and 2 GB of shared
+  # memory (each transaction holds an 8 KB cell until its timers end: 512 MB ran out at
+  # 3,000 cycles/s).
+  kamailio -f benches/kamailio/kamailio.cfg -x tlsf -m 2048 -M 16 -DD -E -w "$WORK" -P "$WORK/kam.pid" \
     -l "udp:127.0.0.1:$KAM_PORT" -l "tcp:127.0.0.1:$KAM_PORT" -A "DBURL=\"text://$WORK/kamdb\"" \
     2> "$WORK/kamailio.log" &
   KAM_PID=$!
   sleep 2
-  ramp single-kam "127.0.0.1:$KAM_PORT" "" "$START_RATE" "$RATE_STEP" "$MAX_RATE" \
-    -sf "$ROOT"/examples/sipp/subscribe_single.xml -s +33612345678
-  SINGLE_KAM=$BEST
+  ramp single-kam "127.0.0.1:$KAM_PORT" "$KAM_PID" "$SINGLE_START" "$SINGLE_STEP" "$SINGLE_MAX" "${SINGLE_ARGS[@]}"
+  SINGLE_KAM=$BEST SINGLE_KAM_CPU=$BEST_CPU
   kill "$KAM_PID"; wait "$KAM_PID" 2>/dev/null || true; KAM_PID=""
 fi
 
@@ -288,6 +303,9 @@ ratio() {
   if [ "$1" = 0 ]; then echo "n/a (smart-presence served no single-presentity cycle)"
   elif [ "$2" != 0 ]; then printf '%.2f\n' "$(echo "$1 / $2" | bc -l)"; else echo "n/a"; fi
 }
+# CPU per cycle in microseconds, from a rate and the CPU % of one core at that rate.
+per_cycle() { if [ "$1" != 0 ]; then printf '%.0f' "$(echo "$2 * 10000 / $1" | bc -l)"; else echo 0; fi; }
+SP_US=$(per_cycle "$SINGLE_SP" "$SINGLE_SP_CPU") KAM_US=$(per_cycle "$SINGLE_KAM" "$SINGLE_KAM_CPU")
 echo
 echo "== summary ($(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); SIPp on the same machine)"
 printf '%-62s %s\n' \
@@ -297,8 +315,9 @@ printf '%-62s %s\n' \
   "time to first NOTIFY, 500 numbers at $LAT_RATE/s, p50 / p99:" "$RTT50 ms / $RTT99 ms" \
   "memory per active 100-number list subscription ($HOLD held):" "${PER_SUB:-?} bytes" \
   "fan-out: $FANOUT subscribers of one new user, all notified in:" "${FAN_MS:-?} ms (${FAN_N:-?} notified)" \
-  "single-presentity cycles, smart-presence:" "$SINGLE_SP/s" \
-  "single-presentity cycles, Kamailio presence (in-memory):" "$SINGLE_KAM/s" \
-  "ratio smart-presence / Kamailio:" "$(ratio "$SINGLE_SP" "$SINGLE_KAM")" \
+  "single-presentity cycles, smart-presence:" "$SINGLE_SP/s ($SP_US µs of CPU per cycle)" \
+  "single-presentity cycles, Kamailio presence (in-memory):" "$SINGLE_KAM/s ($KAM_US µs of CPU per cycle)" \
+  "ratio smart-presence / Kamailio, cycles per second:" "$(ratio "$SINGLE_SP" "$SINGLE_KAM")" \
+  "ratio Kamailio / smart-presence, CPU per cycle:" "$( [ "$SP_US" != 0 ] && [ "$KAM_US" != 0 ] && printf '%.2f' "$(echo "$KAM_US / $SP_US" | bc -l)" || echo n/a)" \
   "server CPU over the whole run:" "$(printf '%.1f' "$SP_CPU") s in $(printf '%.0f' "$SP_WALL") s" \
   "server peak RSS (VmHWM):" "$SP_HWM KiB"
