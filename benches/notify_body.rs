@@ -99,6 +99,16 @@ fn bench_notify(c: &mut Criterion) {
         })
     });
     let mut z = Vec::with_capacity(body.len());
+    // What the server does: deflate_zlib_into (fast level, one compressor per thread).
+    g.bench_function("build+deflate_zlib", |b| {
+        b.iter(|| {
+            out.clear();
+            z.clear();
+            build(black_box(&n), &mut out);
+            deflate_zlib_into(&out, &mut z);
+            black_box(z.len());
+        })
+    });
     for (name, level) in [
         ("build+zlib_fast", Compression::fast()),
         ("build+zlib_default", Compression::default()),
