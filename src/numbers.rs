@@ -181,6 +181,13 @@ pub enum UriKind {
     Invalid(String),
 }
 
+/// Builds `phonenumber`'s metadata (done lazily on first use: ~100 ms, which stalled the
+/// first SUBSCRIBE that needed it) and our country-code table. Called once at start.
+pub fn warm_up() {
+    let _ = phonenumber::parse(None, "+33612345678");
+    let _ = cc_table();
+}
+
 /// Normalises human text or bare digits to E.164. `region` is used for national numbers
 /// (the subscriber's own region, else the configured default); `None` makes national
 /// numbers an error ([`NumberError::NeedsRegion`]).

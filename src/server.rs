@@ -33,6 +33,7 @@ impl Server {
     /// Binds everything the config asks for and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::task::spawn_blocking(crate::numbers::warm_up).await?;
         let tls = if config.sip.tls.is_empty() {
             None
         } else {
