@@ -168,24 +168,24 @@ pub(super) struct InTree<'a> {
     pub(super) prefix: u8,
 }
 
-impl InTree<'_> {
-    fn sled_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(1 + key.len());
-        k.push(self.prefix);
-        k.extend_from_slice(key);
-        k
-    }
+/// The sled key of bucket key `key` under `prefix`.
+fn sled_key(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(prefix);
+    k.extend_from_slice(key);
+    k
+}
 
+impl InTree<'_> {
     /// The bucket holding `key`, if `key` is in the map.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
-        let Some((_, bytes)) = self.below(key)? else { return Ok(None) };
+        let Some((_, bytes)) = self.below(&sled_key(self.prefix, key))? else { return Ok(None) };
         Ok(Bucket::parse(&bytes)?.get(key).map(<[u8]>::to_vec))
     }
 
-    /// The bucket with the greatest key `<= key`.
-    fn below(&self, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, IndexError> {
-        let k = self.sled_key(key);
-        Ok(self.tree.range(&[self.prefix][..]..=&k[..]).next_back().transpose()?)
+    /// The bucket with the greatest sled key `<= k` (a key already prefixed).
+    fn below(&self, k: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, IndexError> {
+        Ok(self.tree.range(&[self.prefix][..]..=k).next_back().transpose()?)
     }
 
     /// Every bucket in key order (not a snapshot).
@@ -196,8 +196,8 @@ impl InTree<'_> {
 
 impl Locate for InTree<'_> {
     fn locate(&self, key: &[u8]) -> Result<Located, IndexError> {
-        let k = self.sled_key(key);
-        let below = self.below(key)?;
+        let k = sled_key(self.prefix, key);
+        let below = self.below(&k)?;
         let end = [self.prefix + 1];
         let next = self
             .tree
@@ -326,16 +326,10 @@ fn split(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// Adds `writes` (made under `prefix`) to a sled batch.
 pub(super) fn add_to_batch(batch: &mut sled::Batch, prefix: u8, writes: &[Write]) {
-    let key = |k: &[u8]| {
-        let mut s = Vec::with_capacity(1 + k.len());
-        s.push(prefix);
-        s.extend_from_slice(k);
-        s
-    };
     for w in writes {
         match w {
-            Write::Put(k, v) => batch.insert(key(k), &v[..]),
-            Write::Remove(k) => batch.remove(key(k)),
+            Write::Put(k, v) => batch.insert(sled_key(prefix, k), &v[..]),
+            Write::Remove(k) => batch.remove(sled_key(prefix, k)),
         }
     }
 }

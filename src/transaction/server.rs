@@ -92,8 +92,9 @@ impl ServerTransactions {
     /// Records the final response so retransmissions get it again.
     pub fn complete(&self, key: &ServerKey, response: &[u8], target: Target) {
         let key = self.hasher.hash_one(key);
+        let stored = Entry::Completed(Bytes::copy_from_slice(response), target);
         if let Some(entry) = self.state.lock().entries.get_mut(&key) {
-            *entry = Entry::Completed(Bytes::copy_from_slice(response), target);
+            *entry = stored;
         }
     }
 
