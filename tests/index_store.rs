@@ -60,6 +60,22 @@ fn refuses_phone_uris_and_garbage_as_targets() {
 }
 
 #[test]
+fn refuses_an_overlong_uri_and_keeps_the_store_sound() {
+    let (_d, idx) = open();
+    let a = n("+33612345678");
+    idx.bind(a, "sip:alice@example.org", Source::Admin).unwrap();
+    for len in [1_025, 70_000] {
+        let uri = format!("sip:{}@example.org", "u".repeat(len));
+        assert!(matches!(idx.bind(n("+33612345679"), &uri, Source::Admin), Err(IndexError::InvalidUri(_))), "{len}");
+    }
+    let longest = format!("sip:{}@example.org", "u".repeat(1_024 - "sip:@example.org".len()));
+    idx.bind(n("+33612345680"), &longest, Source::Admin).unwrap();
+    assert_eq!(idx.lookup(a).unwrap().unwrap().sip_uri, "sip:alice@example.org");
+    assert_eq!(idx.numbers_of(&longest).unwrap(), [n("+33612345680")]);
+    assert_eq!(idx.check_consistency().unwrap(), Vec::<String>::new());
+}
+
+#[test]
 fn survives_reopen_with_count() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -583,7 +583,15 @@ fn unix_now() -> u64 {
 
 /// Canonical form of a SIP user URI, or an error if the string is not one (a phone-number
 /// URI cannot be a binding target).
+/// Longest SIP URI a binding may have.
+pub const MAX_URI_BYTES: usize = 1024;
+
 pub fn canonical_sip_uri(uri: &str) -> Result<String, IndexError> {
+    // The reverse map keys buckets by URI with a 16-bit length; no real SIP user needs more
+    // than this, and a longer one (the admin API takes 2 MB bodies) must not reach a bucket.
+    if uri.len() > MAX_URI_BYTES {
+        return Err(IndexError::InvalidUri(format!("a SIP URI of {} bytes (at most {MAX_URI_BYTES})", uri.len())));
+    }
     match numbers::from_uri(uri, None) {
         UriKind::Sip(s) => Ok(s),
         UriKind::Phone(n) => Err(IndexError::InvalidUri(format!("{uri:?} is a phone number ({n}), not a SIP user"))),

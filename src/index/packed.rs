@@ -142,6 +142,7 @@ pub(super) fn encode<'a>(entries: impl ExactSizeIterator<Item = (&'a [u8], &'a [
         out.extend_from_slice(&end.to_be_bytes());
     }
     for (k, v) in entries {
+        debug_assert!(k.len() <= usize::from(u16::MAX), "bucket keys are checked shorter (MAX_URI_BYTES)");
         out.extend_from_slice(&(k.len() as u16).to_be_bytes());
         out.extend_from_slice(k);
         out.extend_from_slice(v);
