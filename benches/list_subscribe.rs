@@ -14,7 +14,7 @@ use smart_presence::notification::{self, Format, SubState};
 use smart_presence::presence::PresenceStore;
 use smart_presence::resolution;
 use smart_presence::sip::{parse_message, Message};
-use smart_presence::subscription::dialog::Dialog;
+use smart_presence::dialog::Dialog;
 use smart_presence::subscription::request;
 use smart_presence::transport::{Protocol, Source};
 

@@ -150,6 +150,10 @@ pub struct NotifyConfig {
     pub max_body_udp: usize,
     /// The same over TCP and TLS.
     pub max_body_stream: usize,
+    /// Most users (PIDF documents) in one list NOTIFY; more continue in partial NOTIFYs.
+    /// liblinphone 5.1 takes time growing faster than linearly with the users in one
+    /// NOTIFY (1,000 in one: ~43 s, past Timer F), so a big state goes in small steps.
+    pub max_users_per_notify: usize,
     /// Least time between two NOTIFYs of one subscription for live updates (coalescing).
     pub min_interval_ms: u64,
 }
@@ -270,6 +274,7 @@ impl Default for NotifyConfig {
             compress: true,
             max_body_udp: 16 * 1024,
             max_body_stream: 256 * 1024,
+            max_users_per_notify: 100,
             min_interval_ms: 1000,
         }
     }

@@ -6,6 +6,7 @@
 //! - [`sip`]: the message type every other stage sees, its parser and writer.
 //! - [`transaction`]: RFC 3261 §17 retransmission absorption and client timers.
 //! - [`core`]: routes requests to handlers and answers what needs no handler.
+//! - [`dialog`]: dialog identity, route set, remote target; builds our in-dialog requests.
 //! - [`subscription`]: list SUBSCRIBE dialogs, their lifetimes, live updates.
 //! - [`resolution`]: which entries are users, from [`numbers`] (E.164) and [`index`] (sled).
 //! - [`notification`]: NOTIFY requests from a resolved state.
@@ -25,6 +26,7 @@ pub mod body;
 pub mod budget;
 pub mod config;
 pub mod core;
+pub mod dialog;
 pub mod index;
 pub mod limits;
 pub mod notification;

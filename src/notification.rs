@@ -1,13 +1,14 @@
 //! Notification: turns a subscription's state into NOTIFY requests (RFC 4662 / RFC 6665).
 //!
-//! Owns the NOTIFY's headers and the choice of body spelling, compression and splitting;
-//! the bodies themselves are `body`'s, the dialog is `subscription`'s, and sending is the
-//! client transactions'. Must not look anything up: it is handed the resolved state.
+//! Owns the NOTIFY's own headers (Event, Subscription-State, Require) and the choice of body
+//! spelling, compression and splitting; the bodies themselves are `body`'s, the dialog's
+//! headers are `dialog`'s, and sending is the client transactions'. Must not look anything
+//! up: it is handed the resolved state.
 
 use crate::body::{self, Flavor, ListNotify, ResourceState};
 use crate::config::NotifyConfig;
-use crate::sip::{HeaderName, Headers, Method, Request};
-use crate::subscription::dialog::Dialog;
+use crate::dialog::Dialog;
+use crate::sip::{HeaderName, Method, Request};
 use bytes::Bytes;
 
 /// How one subscriber is written to.
@@ -17,7 +18,16 @@ pub struct Format {
     pub compress: bool,
     /// Most body bytes per NOTIFY as sent.
     pub max_body: usize,
+    /// Most users (PIDF parts) per list NOTIFY: liblinphone 5.1's time to take one grows
+    /// faster than linearly with the users in it (`notify.max_users_per_notify`).
+    pub max_users: usize,
+    /// Sent in datagrams (UDP): a NOTIFY can be no larger than one.
+    pub datagram: bool,
 }
+
+/// The largest NOTIFY body a datagram carries, leaving room for the headers (an IPv4 UDP
+/// payload is at most 65,507 bytes).
+pub const MAX_DATAGRAM_BODY: usize = 65_507 - 2_048;
 
 /// Full-state bodies shrink 9-11 times; the split budget assumes a safe 8.
 const ASSUMED_RATIO: usize = 8;
@@ -31,7 +41,7 @@ impl Format {
         };
         let compress = cfg.compress && accepts_deflate;
         let max_body = if reliable { cfg.max_body_stream } else { cfg.max_body_udp };
-        Format { flavor, compress, max_body }
+        Format { flavor, compress, max_body, max_users: cfg.max_users_per_notify.max(1), datagram: !reliable }
     }
 
     /// The Event header value this client matches (liblinphone 5.1 ignores `presence`).
@@ -72,16 +82,37 @@ fn belle_sip_version(ua: &str) -> Option<(u32, u32)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubState {
     Active { expires: u32 },
-    Terminated { reason: &'static str },
+    /// The last NOTIFY; `reason` as RFC 6665 §4.2.2 defines them (none after the
+    /// subscriber's own un-SUBSCRIBE: `timeout` is for a subscription that expired).
+    Terminated { reason: Option<&'static str> },
 }
 
 impl SubState {
     fn header(self) -> String {
         match self {
             SubState::Active { expires } => format!("active;expires={expires}"),
-            SubState::Terminated { reason } => format!("terminated;reason={reason}"),
+            SubState::Terminated { reason: Some(reason) } => format!("terminated;reason={reason}"),
+            SubState::Terminated { reason: None } => "terminated".to_string(),
         }
     }
+}
+
+/// Whether a list of `uris` can be served to this subscriber at all. Over UDP the first
+/// full-state NOTIFY lists every resource and cannot be split, so it must fit a datagram;
+/// Err carries its size as it would be sent.
+pub fn check_fits(format: Format, list_uri: &str, uris: &[String]) -> Result<(), usize> {
+    if !format.datagram {
+        return Ok(());
+    }
+    let resources: Vec<ResourceState> = uris.iter().map(|uri| ResourceState { uri, user: None }).collect();
+    let notify = ListNotify { list_uri, version: 0, full_state: true, resources: &resources, flavor: format.flavor };
+    let floor = body::full_state_floor(&notify);
+    // Bodies shrink 9-11 times: a plain one small enough needs no deflating to tell.
+    let size = if format.compress && floor.len() > MAX_DATAGRAM_BODY { body::deflate_zlib(&floor).len() } else { floor.len() };
+    if size > MAX_DATAGRAM_BODY {
+        return Err(size);
+    }
+    Ok(())
 }
 
 /// The NOTIFYs that carry `resources` (split when too big), versions from `*version` on
@@ -96,7 +127,7 @@ pub fn list_notifies(
     state: SubState,
 ) -> Vec<Request> {
     let notify = ListNotify { list_uri, version: *version, full_state, resources, flavor: format.flavor };
-    let parts = body::build_split(&notify, format.budget());
+    let parts = body::build_split(&notify, format.budget(), format.max_users);
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         *version = part.version + 1;
@@ -132,32 +163,20 @@ pub fn presentity_notify(
 
 /// One NOTIFY in `dialog`; `body` is (Content-Type, bytes as sent).
 pub fn notify_request(dialog: &mut Dialog, format: Format, state: SubState, body: Option<(&str, Vec<u8>)>) -> Request {
-    let mut h = Headers(Vec::with_capacity(14));
-    h.push(HeaderName::MaxForwards, "70");
-    h.push(HeaderName::From, dialog.local());
-    h.push(HeaderName::To, dialog.remote().to_string());
-    h.push(HeaderName::CallId, dialog.call_id().to_string());
-    h.push(HeaderName::CSeq, format!("{} NOTIFY", dialog.next_cseq));
-    dialog.next_cseq += 1;
-    for r in dialog.route() {
-        h.push(HeaderName::Route, r.to_string());
-    }
-    h.push(HeaderName::Contact, dialog.contact());
+    let mut req = dialog.request(Method::Notify);
+    let h = &mut req.headers;
     h.push(HeaderName::Event, format.event());
     h.push(HeaderName::SubscriptionState, state.header());
     h.push(HeaderName::Require, "eventlist");
     h.push(HeaderName::UserAgent, crate::sip::PRODUCT);
-    let body = match body {
-        Some((content_type, bytes)) => {
-            h.push(HeaderName::ContentType, content_type.to_string());
-            if format.compress {
-                h.push(HeaderName::ContentEncoding, "deflate");
-            }
-            Bytes::from(bytes)
+    if let Some((content_type, bytes)) = body {
+        h.push(HeaderName::ContentType, content_type.to_string());
+        if format.compress {
+            h.push(HeaderName::ContentEncoding, "deflate");
         }
-        None => Bytes::new(),
-    };
-    Request { method: Method::Notify, uri: dialog.remote_target().to_string(), headers: h, body }
+        req.body = Bytes::from(bytes);
+    }
+    req
 }
 
 #[cfg(test)]

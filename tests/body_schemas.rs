@@ -203,7 +203,7 @@ fn split_bodies_validate() {
             resources: &rs,
             flavor,
         };
-        let bodies = build_split(&n, 8_000);
+        let bodies = build_split(&n, 8_000, usize::MAX);
         assert!(bodies.len() > 1);
         for b in &bodies {
             check_body(&b.body, b.content_type.as_str(), flavor);

@@ -123,11 +123,19 @@ async fn liblinphone_udp_lifecycle_initial_refresh_live_update_unsubscribe() {
     assert!(parts(&live)[1].1.contains(">sip:carol@example.org</contact>"));
     assert!(latency < Duration::from_millis(1500), "{latency:?}");
 
-    // A user leaves: liblinphone only drops users on full state.
+    // A user leaves: first a partial NOTIFY showing him closed (what makes liblinphone call
+    // the app back), then the full state that drops him (the only way liblinphone forgets).
     s.server.index().unbind("+33612345678".parse().unwrap()).unwrap();
+    let closed = p.notify(200).await;
+    let list = rlmi(&closed);
+    assert!(list.contains("version=\"3\"") && list.contains("fullState=\"false\""), "{list}");
+    assert!(list.contains(BOB) && !list.contains(CAROL), "only bob: {list}");
+    let pidf = &parts(&closed)[1].1;
+    assert!(pidf.contains("<basic>closed</basic>") && pidf.contains(&format!(">{BOB}</contact>")), "{pidf}");
+    xmllint("pidf-with-extensions.xsd", pidf.as_bytes());
     let gone = p.notify(200).await;
     let list = rlmi(&gone);
-    assert!(list.contains("version=\"3\"") && list.contains("fullState=\"true\""), "{list}");
+    assert!(list.contains("version=\"4\"") && list.contains("fullState=\"true\""), "{list}");
     assert_eq!(list.matches("<instance ").count(), 1, "only carol left: {list}");
 
     // Unsubscribe: 200, then the final NOTIFY (liblinphone answers it 481: normal).
@@ -138,7 +146,7 @@ async fn liblinphone_udp_lifecycle_initial_refresh_live_update_unsubscribe() {
         Some(n) => n,
         None => p.notify(481).await,
     };
-    assert_eq!(last.header("Subscription-State"), Some("terminated;reason=timeout"));
+    assert_eq!(last.header("Subscription-State"), Some("terminated"), "timeout is for expiry (RFC 6665)");
     wait_until(|| s.server.subscriptions().is_empty()).await;
     assert_eq!(s.server.subscriptions().watched_keys(), 0, "reverse index released");
 }
@@ -178,28 +186,6 @@ async fn liblinphone_tcp_notify_comes_back_on_the_client_connection() {
     assert!(last.header("Subscription-State").unwrap().starts_with("terminated"));
 }
 
-/// A plain list SUBSCRIBE as an RFC client writes it.
-fn list_subscribe(proto: &str, local: std::net::SocketAddr, branch: &str, extra: &str, body: &str) -> String {
-    request(
-        "SUBSCRIBE",
-        proto,
-        local,
-        branch,
-        &format!(
-            "Contact: <sip:alice@{local};transport={}>\r\nEvent: presence\r\nSupported: eventlist\r\n\
-             Require: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n\
-             Content-Disposition: recipient-list\r\n{extra}",
-            proto.to_ascii_lowercase()
-        ),
-        body,
-    )
-}
-
-fn resource_list(uris: &[String]) -> String {
-    let entries: String = uris.iter().map(|u| format!("<entry uri=\"{u}\"/>")).collect();
-    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list>{entries}</list></resource-lists>")
-}
-
 #[tokio::test]
 async fn tls_list_subscription_with_rfc_spelling() {
     let s = TestServer::start_with(|c| c.notify.format = "rfc".into()).await;
@@ -230,10 +216,15 @@ async fn error_responses() {
     let too_many = resource_list(&(0..4).map(|i| format!("sip:+3361234567{i}@example.org;user=phone")).collect::<Vec<_>>());
     let doctype = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x \"y\">]><resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list><entry uri=\"&x;\"/></list></resource-lists>";
     let base = list_subscribe("UDP", local, "X", "", &ok_body);
+    let without_require = base.replace("Require: recipient-list-subscribe\r\n", "");
     let cases: Vec<(String, u16, Option<(&str, &str)>)> = vec![
         (base.replace("Event: presence", "Event: dialog"), 489, Some(("Allow-Events", "presence"))),
         (base.replace("Supported: eventlist\r\n", ""), 421, Some(("Require", "eventlist"))),
         (base.replace("application/resource-lists+xml", "text/plain"), 415, Some(("Accept", "application/resource-lists+xml"))),
+        // A list under a wrong type is refused, never served as a presentity subscription.
+        (without_require.replace("application/resource-lists+xml", "text/plain"), 415, Some(("Accept", "application/resource-lists+xml"))),
+        (without_require.replace("application/resource-lists+xml", "application/resource-list+xml"), 415, Some(("Accept", "application/resource-lists+xml"))),
+        (without_require.replace("Content-Disposition: recipient-list\r\n", "").replace("application/resource-lists+xml", "text/plain"), 415, None),
         (base.replace("Content-Disposition", "Content-Encoding: gzip\r\nContent-Disposition"), 415, Some(("Accept-Encoding", "deflate"))),
         (base.replace("Require: recipient-list-subscribe", "Require: recipient-list-subscribe, foo"), 420, Some(("Unsupported", "foo"))),
         (base.replace("Content-Disposition", "Expires: 10\r\nContent-Disposition"), 423, Some(("Min-Expires", "60"))),

@@ -21,7 +21,7 @@ mod xml;
 
 pub use deflate::{deflate_zlib, deflate_zlib_into, inflate, InflateError, InflateLimits};
 pub use notify::{
-    build, build_split, is_writable_uri, ContentType, Flavor, ListNotify, ResourceState,
+    build, build_split, full_state_floor, is_writable_uri, ContentType, Flavor, ListNotify, ResourceState,
     SplitNotify,
 };
 pub use pidf::{Basic, PidfError, Presence, Tuple};

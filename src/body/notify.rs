@@ -21,7 +21,8 @@
 //!
 //! # Splitting a full state ([`build_split`])
 //!
-//! When a full-state body is larger than the caller's budget, it becomes:
+//! When a full-state body is larger than the caller's budget, or carries more users than
+//! its cap (liblinphone 5.1 slows down more than linearly with users per NOTIFY), it becomes:
 //! 1. one full-state NOTIFY (`fullState="true"`, version `v`) listing **every** resource, with
 //!    an instance and PIDF part for as many users, in list order, as fit the budget; the other
 //!    users appear as bare `<resource uri>` (RFC 4662 §5.5: state not known yet);
@@ -113,6 +114,16 @@ pub fn build(n: &ListNotify, out: &mut Vec<u8>) -> ContentType {
     w.content_type()
 }
 
+/// The smallest body a full state of `n` can be sent in: the RLMI listing every resource,
+/// without any user's part (a split never goes below it: the RLMI of a full state is whole).
+pub fn full_state_floor(n: &ListNotify) -> Vec<u8> {
+    let w = Writer::new(n);
+    let items = n.resources.iter().filter(|r| is_writable_uri(r.uri)).map(|r| (r, false));
+    let mut out = Vec::new();
+    w.body(&mut out, n.version, true, items);
+    out
+}
+
 /// One NOTIFY body of a split full state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitNotify {
@@ -122,13 +133,15 @@ pub struct SplitNotify {
     pub content_type: ContentType,
 }
 
-/// Builds `n` as one body if it fits `max_body` bytes, else as described in the module doc.
-/// Versions run from `n.version` up, one per body.
-pub fn build_split(n: &ListNotify, max_body: usize) -> Vec<SplitNotify> {
+/// Builds `n` as one body if it fits `max_body` bytes and `max_users` users, else as
+/// described in the module doc. Versions run from `n.version` up, one per body.
+pub fn build_split(n: &ListNotify, max_body: usize, max_users: usize) -> Vec<SplitNotify> {
     let w = Writer::new(n);
     let mut body = Vec::new();
     let content_type = build(n, &mut body);
-    if body.len() <= max_body {
+    let users = n.resources.iter().filter(|r| r.user.is_some() && is_writable_uri(r.uri)).count();
+    let max_users = max_users.max(1);
+    if body.len() <= max_body && users <= max_users {
         let (version, full_state) = (n.version, n.full_state);
         return vec![SplitNotify {
             version,
@@ -144,7 +157,7 @@ pub fn build_split(n: &ListNotify, max_body: usize) -> Vec<SplitNotify> {
         .collect();
     let mut out = Vec::new();
     let rest = if n.full_state {
-        let (first, rest) = w.split_first(&writable, n.version, max_body);
+        let (first, rest) = w.split_first(&writable, n.version, max_body, max_users);
         out.push(first);
         rest
     } else {
@@ -154,7 +167,7 @@ pub fn build_split(n: &ListNotify, max_body: usize) -> Vec<SplitNotify> {
     let mut left = &rest[..];
     while !left.is_empty() {
         let base = w.size(version, false, std::iter::empty());
-        let k = w.fitting(left, base, max_body, false).max(1);
+        let k = w.fitting(left, base, max_body, false).min(max_users).max(1);
         let mut body = Vec::new();
         w.body(
             &mut body,
@@ -301,6 +314,7 @@ impl<'n> Writer<'n> {
         writable: &[&'r ResourceState<'r>],
         version: u32,
         max_body: usize,
+        max_users: usize,
     ) -> (SplitNotify, Vec<&'r ResourceState<'r>>) {
         let users: Vec<&ResourceState> = writable
             .iter()
@@ -308,7 +322,7 @@ impl<'n> Writer<'n> {
             .filter(|r| r.user.is_some())
             .collect();
         let base = self.size(version, true, writable.iter().map(|r| (*r, false)));
-        let k = self.fitting(&users, base, max_body, true);
+        let k = self.fitting(&users, base, max_body, true).min(max_users);
         // Index in `writable` of the first user left out.
         let cut = writable
             .iter()
@@ -598,7 +612,7 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
             resources: &rs,
             flavor: Flavor::Linphone,
         };
-        let parts = build_split(&n, 1 << 20);
+        let parts = build_split(&n, 1 << 20, usize::MAX);
         assert_eq!(parts.len(), 1);
         let mut whole = Vec::new();
         build(&n, &mut whole);
@@ -619,7 +633,7 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
                 flavor,
             };
             let max = 16_000;
-            let parts = build_split(&n, max);
+            let parts = build_split(&n, max, usize::MAX);
             assert!(parts.len() > 2, "{} parts", parts.len());
             let first = String::from_utf8(parts[0].body.clone()).unwrap();
             assert!(parts[0].full_state);
@@ -664,7 +678,7 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
             resources: &rs,
             flavor: Flavor::Rfc,
         };
-        let parts = build_split(&n, 6_000);
+        let parts = build_split(&n, 6_000, usize::MAX);
         assert!(parts.len() > 1);
         let mut listed = 0;
         for (i, p) in parts.iter().enumerate() {
@@ -678,6 +692,18 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
     }
 
     #[test]
+    fn split_caps_users_per_notify() {
+        let data = many(25, 1);
+        let rs = states(&data);
+        let n = ListNotify { list_uri: LIST, version: 3, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+        let parts = build_split(&n, 1 << 20, 10);
+        let users: Vec<usize> = parts.iter().map(|p| String::from_utf8_lossy(&p.body).matches("<instance").count()).collect();
+        assert_eq!(users, [10, 10, 5]);
+        assert_eq!(String::from_utf8_lossy(&parts[0].body).matches("<resource ").count(), 25, "full state lists all");
+        assert_eq!(parts.iter().map(|p| (p.version, p.full_state)).collect::<Vec<_>>(), [(3, true), (4, false), (5, false)]);
+    }
+
+    #[test]
     fn split_tiny_budget_still_progresses() {
         let data = many(20, 2);
         let rs = states(&data);
@@ -688,7 +714,7 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
             resources: &rs,
             flavor: Flavor::Linphone,
         };
-        let parts = build_split(&n, 10);
+        let parts = build_split(&n, 10, usize::MAX);
         assert_eq!(
             parts.len(),
             1 + 10,

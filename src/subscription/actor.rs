@@ -5,17 +5,24 @@
 //! parks the state in the mailbox and ends; a post (a change, a refresh, its expiry time)
 //! resumes it in a new task. It ends for good, and unregisters, on unsubscribe, expiry, or
 //! a NOTIFY the subscriber rejects (RFC 6665 §4.2.2).
+//!
+//! No silent loss: while the subscriber can be reached, a subscription ends only with a
+//! NOTIFY saying why. A NOTIFY unanswered by Timer F on a connection that is still open
+//! reached a slow phone (liblinphone can take longer than Timer F on a big state), not a
+//! dead one: the subscription goes on. Whatever cannot be delivered is logged at warn and
+//! counted (`Subscriptions::stats`).
 
-use super::dialog::Dialog;
 use super::mailbox::Mailbox;
 use super::table::{SubId, Subscriptions, Woken};
 use crate::body::{ResourceState, UserPresence};
+use crate::dialog::Dialog;
 use crate::index::Index;
 use crate::presence::PresenceStore;
 use crate::notification::{self, Format, SubState};
 use super::watched::WatchedList;
 use crate::resolution::{self, Key, User};
 use crate::transaction::{ClientTransactions, Outcome};
+use crate::transport::SendError;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,8 +74,8 @@ impl Subscription {
         self.expires_at.saturating_duration_since(Instant::now()).as_secs() as u32
     }
 
-    /// Sends full state; false when the subscriber rejected it.
-    async fn send_full(&mut self, shared: &Shared, state: SubState) -> bool {
+    /// Sends full state; `Err` when the subscription must end.
+    async fn send_full(&mut self, shared: &Shared, state: SubState) -> Sent {
         let view = self.entries.view();
         let keys = (0..view.len()).map(|i| view.key(i));
         let users = resolution::resolve_all(&shared.index, &shared.presence, keys);
@@ -76,20 +83,50 @@ impl Subscription {
         self.send(shared, true, &all, state).await
     }
 
-    async fn send_partial(&mut self, shared: &Shared, keys: &HashSet<Key>) -> bool {
+    /// The entries watching `keys`, each with who it is now.
+    fn changed(&self, shared: &Shared, keys: &HashSet<Key>) -> Vec<(usize, Option<User>)> {
         let view = self.entries.view();
-        let changed: Vec<(usize, Option<User>)> = (0..view.len())
+        (0..view.len())
             .filter_map(|i| Some((i, view.key(i).filter(|k| keys.contains(k))?)))
             .map(|(i, k)| (i, resolution::user_of(&shared.index, &shared.presence, &k).ok().flatten()))
-            .collect();
+            .collect()
+    }
+
+    async fn send_partial(&mut self, shared: &Shared, keys: &HashSet<Key>) -> Sent {
+        let changed = self.changed(shared, keys);
         if changed.is_empty() {
-            return true;
+            return Ok(());
         }
         let state = SubState::Active { expires: self.remaining() };
         self.send(shared, false, &changed, state).await
     }
 
-    async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> bool {
+    /// Before the full state that takes users away: a partial NOTIFY showing each of them
+    /// `closed`. liblinphone 5.1 clears a user that a full state leaves out without calling
+    /// the app back; this NOTIFY is what fires its presence callback, and the full state
+    /// after it then clears the number for good.
+    async fn send_removals(&mut self, shared: &Shared, keys: &HashSet<Key>) -> Sent {
+        if self.single {
+            return Ok(());
+        }
+        let gone: Vec<usize> = self.changed(shared, keys).into_iter().filter(|(_, u)| u.is_none()).map(|(i, _)| i).collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let view = self.entries.view();
+        let uris: Vec<_> = gone.iter().map(|i| view.uri(*i)).collect();
+        let resources: Vec<ResourceState> = uris
+            .iter()
+            .map(|uri| ResourceState { uri, user: Some(UserPresence { contact: uri, basic_open: false, away: false, timestamp: None }) })
+            .collect();
+        let state = SubState::Active { expires: self.remaining() };
+        let requests = notification::list_notifies(&mut self.dialog, &self.list_uri, &mut self.version, false, &resources, self.format, state);
+        drop(resources);
+        drop(uris);
+        self.deliver_all(shared, requests).await
+    }
+
+    async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> Sent {
         if self.single {
             let user = items.first().and_then(|(_, u)| u.as_ref()).map(|u| presence_of(u, shared.long_term));
             let view = self.entries.view();
@@ -115,20 +152,54 @@ impl Subscription {
         );
         drop(resources);
         drop(uris);
-        for req in requests {
-            if !deliver(shared, &self.dialog, req).await {
-                return false;
-            }
-        }
-        true
+        self.deliver_all(shared, requests).await
     }
 
-    /// The last NOTIFY: `terminated`, without a body.
-    async fn send_terminated(&mut self, shared: &Shared, reason: &'static str) {
+    /// Sends NOTIFYs one after the other, each once the one before is answered.
+    async fn deliver_all(&self, shared: &Shared, requests: Vec<crate::sip::Request>) -> Sent {
+        for req in requests {
+            deliver(shared, &self.dialog, req).await?;
+        }
+        Ok(())
+    }
+
+    /// The last NOTIFY, without a body, when the subscriber can still be told.
+    async fn send_terminated(&mut self, shared: &Shared, end: End) {
+        let Some(reason) = end.reason() else { return };
         let req = notification::notify_request(&mut self.dialog, self.format, SubState::Terminated { reason }, None);
-        deliver(shared, &self.dialog, req).await;
+        let _ = deliver(shared, &self.dialog, req).await;
     }
 }
+
+/// Why a subscription ends, which decides its last NOTIFY (RFC 6665 §4.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its time ran out: `terminated;reason=timeout`.
+    Expired,
+    /// The subscriber un-subscribed: `terminated`, no reason.
+    Unsubscribed,
+    /// A NOTIFY could not be sent at all though the subscriber can be reached (a state too
+    /// large for a datagram): `terminated;reason=rejected`, so the phone does not believe
+    /// it is subscribed, and does not retry the same list at once.
+    Undeliverable,
+    /// The subscriber refused a NOTIFY, or cannot be reached: nothing more is sent.
+    Lost,
+}
+
+impl End {
+    /// The `reason` of the last NOTIFY; None when no last NOTIFY is sent.
+    fn reason(self) -> Option<Option<&'static str>> {
+        match self {
+            End::Expired => Some(Some("timeout")),
+            End::Unsubscribed => Some(None),
+            End::Undeliverable => Some(Some("rejected")),
+            End::Lost => None,
+        }
+    }
+}
+
+/// Ok while the subscription goes on.
+type Sent = Result<(), End>;
 
 /// What a watcher is told of a user. Online: open. Offline with `long_term`: still open
 /// with his SIP URI, marked away, with his last-seen time (as Flexisip does), so the app
@@ -144,22 +215,40 @@ fn presence_of(user: &User, long_term: bool) -> UserPresence<'_> {
     }
 }
 
-/// Sends one NOTIFY; false when the answer ends the subscription (RFC 6665 §4.2.2).
-async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> bool {
+/// Sends one NOTIFY and decides from its outcome whether the subscription goes on.
+async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> Sent {
+    let stats = shared.table.stats();
+    let call_id = dialog.call_id();
     match shared.client_tx.request(req, dialog.target, dialog.sent_by()).await {
-        Outcome::Response(r) if (200..300).contains(&r.status) => true,
+        Outcome::Response(r) if (200..300).contains(&r.status) => Ok(()),
+        Outcome::Response(r) if matches!(r.status, 404 | 405 | 408 | 410 | 416 | 480..=485 | 489 | 501 | 604) => {
+            tracing::debug!(%call_id, status = r.status, "NOTIFY refused: the subscription ends");
+            stats.count(&stats.refused);
+            Err(End::Lost)
+        }
         Outcome::Response(r) => {
-            let ends = matches!(r.status, 404 | 405 | 408 | 410 | 416 | 480..=485 | 489 | 501 | 604);
-            tracing::debug!(call_id = %dialog.call_id(), status = r.status, "NOTIFY answered");
-            !ends
+            tracing::debug!(%call_id, status = r.status, "NOTIFY answered");
+            Ok(())
+        }
+        Outcome::Timeout if shared.client_tx.is_connected(&dialog.target) => {
+            tracing::warn!(%call_id, "NOTIFY unanswered by Timer F on an open connection: the subscriber is slow; the subscription goes on");
+            stats.count(&stats.unanswered_kept);
+            Ok(())
         }
         Outcome::Timeout => {
-            tracing::debug!(call_id = %dialog.call_id(), "NOTIFY timed out");
-            false
+            tracing::warn!(%call_id, target = %dialog.target.remote, "NOTIFY unanswered by Timer F: the subscriber is unreachable; the subscription ends");
+            stats.count(&stats.unreachable);
+            Err(End::Lost)
+        }
+        Outcome::TransportError(e @ SendError::TooLarge(_)) => {
+            tracing::warn!(%call_id, "NOTIFY not sent ({e}): the subscription ends with a terminated NOTIFY");
+            stats.count(&stats.undeliverable);
+            Err(End::Undeliverable)
         }
         Outcome::TransportError(e) => {
-            tracing::debug!(call_id = %dialog.call_id(), "NOTIFY not sent: {e}");
-            false
+            tracing::warn!(%call_id, target = %dialog.target.remote, "NOTIFY not sent ({e}): the subscriber is unreachable; the subscription ends");
+            stats.count(&stats.unreachable);
+            Err(End::Lost)
         }
     }
 }
@@ -190,13 +279,13 @@ pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Recei
 /// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
 /// unregisters it). Sending is boxed: the future stays small.
 async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailbox>, first: bool) {
-    let mut alive = true;
+    let mut sent: Sent = Ok(());
     if first {
-        alive = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
+        sent = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
         sub.last_sent = Instant::now();
     }
     let mut pending = Pending::default();
-    while alive && Instant::now() < sub.expires_at {
+    while sent.is_ok() && Instant::now() < sub.expires_at {
         let inbox = match pending.due {
             None => match mailbox.park(sub) {
                 Ok(()) => return,
@@ -209,20 +298,26 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailb
                 _ = mailbox.posted() => mailbox.take(),
                 _ = tokio::time::sleep_until(due.min(sub.expires_at)) => {
                     if Instant::now() >= due {
-                        alive = flush(&mut sub, &shared, std::mem::take(&mut pending)).await;
+                        sent = flush(&mut sub, &shared, std::mem::take(&mut pending)).await;
                     }
                     continue;
                 }
             },
         };
+        if let Some(to) = &inbox.retarget {
+            if !sub.dialog.retarget(to) {
+                tracing::warn!(call_id = %sub.dialog.call_id(), "target refresh ignored: its texts are too long");
+            }
+        }
         if inbox.unsubscribe {
+            sent = Err(End::Unsubscribed);
             break;
         }
         if let Some(expires) = inbox.refresh {
             sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
             shared.table.schedule(sub.id, sub.expires_at);
             pending = Pending::default();
-            alive = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
+            sent = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
             sub.last_sent = Instant::now();
             continue;
         }
@@ -233,26 +328,28 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailb
         }
     }
     mailbox.close();
-    if alive {
-        Box::pin(sub.send_terminated(&shared, "timeout")).await;
-    }
+    let end = sent.err().unwrap_or(End::Expired);
+    Box::pin(sub.send_terminated(&shared, end)).await;
     shared.table.remove(sub.id, sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys());
 }
 
-/// Sends what `pending` gathered; false when the subscriber rejected it.
-async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> bool {
-    let alive = if pending.full {
-        Box::pin(sub.send_full(shared, SubState::Active { expires: sub.remaining() })).await
+/// Sends what `pending` gathered.
+async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> Sent {
+    let sent = if pending.full {
+        match Box::pin(sub.send_removals(shared, &pending.keys)).await {
+            Ok(()) => Box::pin(sub.send_full(shared, SubState::Active { expires: sub.remaining() })).await,
+            Err(end) => Err(end),
+        }
     } else {
         Box::pin(sub.send_partial(shared, &pending.keys)).await
     };
     sub.last_sent = Instant::now();
-    alive
+    sent
 }
 
 /// A fetch (RFC 6665 §4.4.3, Expires 0): one full-state NOTIFY that also terminates.
 pub async fn fetch(mut sub: Subscription, shared: &Shared) {
-    sub.send_full(shared, super::handler::FETCH_STATE).await;
+    let _ = sub.send_full(shared, super::handler::FETCH_STATE).await;
 }
 
 #[cfg(test)]

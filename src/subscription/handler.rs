@@ -3,13 +3,13 @@
 use super::actor::{self, Shared, Subscription};
 use super::mailbox::Posted;
 use super::table::{Handle, Woken};
-use super::dialog::{local_host, Dialog};
 use super::request::{self, ListRequest};
 use super::watched::WatchedList;
 use crate::auth::Identity;
 use crate::config::Config;
+use crate::dialog::{self, Dialog, Retarget};
 use crate::core::{Handler, HandlerFuture, ServerTx};
-use crate::notification::{Format, SubState};
+use crate::notification::{self, Format, SubState};
 use crate::numbers::{parse_region, Region};
 use crate::resolution;
 use crate::sip::{HeaderName, NameAddr, Request, Response};
@@ -49,8 +49,8 @@ impl Handler for SubscribeHandler {
 enum Accepted {
     New(Response, Subscription, Handle),
     Fetch(Response, Subscription),
-    /// A refresh (Some(expires)) or an unsubscribe (None).
-    InDialog(Response, Handle, Option<u32>),
+    /// A refresh (Some(expires)) or an unsubscribe (None), and where it came from.
+    InDialog(Response, Handle, Option<u32>, Retarget),
 }
 
 impl Accepted {
@@ -64,11 +64,14 @@ impl Accepted {
                 tx.respond(resp).await;
                 actor::fetch(sub, &shared).await;
             }
-            Accepted::InDialog(resp, mailbox, refresh) => {
+            Accepted::InDialog(resp, mailbox, refresh, retarget) => {
                 tx.respond(resp).await;
-                let posted = mailbox.post(|i| match refresh {
-                    Some(expires) => i.refresh = Some(expires),
-                    None => i.unsubscribe = true,
+                let posted = mailbox.post(|i| {
+                    match refresh {
+                        Some(expires) => i.refresh = Some(expires),
+                        None => i.unsubscribe = true,
+                    }
+                    i.retarget = Some(retarget);
                 });
                 if let Posted::Woken(sub) = posted {
                     actor::resume(vec![Woken { sub, mailbox }], &shared);
@@ -81,7 +84,7 @@ impl Accepted {
 fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &Config, region: Option<Region>) -> Result<Accepted, Response> {
     let expires = request::check_common(req, &config.subscription)?;
     if let Some(tag) = to_tag(req) {
-        return in_dialog(req, tx, shared, &tag, expires);
+        return in_dialog(req, tx, shared, &config.domain, &tag, expires);
     }
     request::check_require(req)?;
     let identity = shared.auth.identify(req, tx.source())?;
@@ -108,6 +111,12 @@ fn new_subscription(
     identity: &Identity,
     list: ListRequest,
 ) -> Result<Accepted, Response> {
+    let source = tx.source();
+    let ua = req.headers.get(&HeaderName::UserAgent);
+    let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
+    if !list.single {
+        check_fits(req, format, &list.entries)?;
+    }
     let permit = tx.core().limits().subscribe(&identity.uri, tx.source().remote.ip(), list.entries.len()).map_err(|r| r.response(req))?;
     let region = match identity.numbers.first().and_then(|n| n.region()) {
         Some(r) => Some(r),
@@ -115,11 +124,7 @@ fn new_subscription(
     };
     let mut entries = resolution::classify(list.entries, region);
     charge_budget(shared, identity, &mut entries);
-    let source = tx.source();
-    let host = local_host(source, &config.domain);
-    let dialog = Dialog::from_subscribe(req, source, &host).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
-    let ua = req.headers.get(&HeaderName::UserAgent);
-    let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
+    let dialog = Dialog::from_subscribe(req, source, &config.domain).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
     let mut resp = Response::to(req, 200)
         .header(HeaderName::Contact, dialog.contact())
         .header(HeaderName::Expires, list.expires.to_string());
@@ -146,6 +151,16 @@ fn new_subscription(
     sub.id = id;
     sub.permit = Some(permit);
     Ok(Accepted::New(resp, sub, mailbox))
+}
+
+/// Never accept what cannot be served: a list whose full state cannot reach the phone
+/// over UDP (no deflate, or too big even deflated) is refused with 413, naming the way out.
+fn check_fits(req: &Request, format: Format, entries: &[String]) -> Result<(), Response> {
+    let Err(size) = notification::check_fits(format, req.uri.as_str(), entries) else { return Ok(()) };
+    let from = req.headers.get(&HeaderName::From).unwrap_or_default();
+    tracing::warn!(entries = entries.len(), size, %from, "list refused: its full state ({size} bytes) cannot be sent over UDP");
+    let reason = if format.compress { "List Too Large For UDP, Use TCP" } else { "List Too Large For UDP, Use TCP Or Accept-Encoding: deflate" };
+    Err(Response::with_reason(req, 413, reason))
 }
 
 /// Charges the numbers new to this account against its discovery budget; those over it
@@ -181,7 +196,9 @@ fn charge_budget(shared: &Shared, identity: &Identity, entries: &mut [resolution
     }
 }
 
-fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, tag: &str, expires: u32) -> Result<Accepted, Response> {
+/// A refresh or an unsubscribe: also a target refresh (RFC 6665 §4.1.2.1), so the dialog
+/// follows a phone that changed address or connection.
+fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, domain: &str, tag: &str, expires: u32) -> Result<Accepted, Response> {
     let call_id = req.headers.get(&HeaderName::CallId).unwrap_or_default();
     let handle = shared.table.find(call_id.trim(), tag).ok_or_else(|| Response::to(req, 481))?;
     if !req.body.is_empty() {
@@ -190,14 +207,14 @@ fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, tag: &str, expires: 
     if handle.is_closed() {
         return Err(Response::to(req, 481));
     }
-    let host = local_host(tx.source(), "localhost");
-    let contact = format!("<sip:rls@{host}:{};transport={}>", tx.source().local.port(), tx.source().protocol.param_name());
+    let contact = dialog::contact_for(tx.source(), domain);
     let mut resp = Response::to(req, 200).header(HeaderName::Contact, contact).header(HeaderName::Expires, expires.to_string());
     if req.headers.has_token(&HeaderName::Supported, "eventlist") {
         resp = resp.header(HeaderName::Require, "eventlist");
     }
-    Ok(Accepted::InDialog(resp, handle, (expires > 0).then_some(expires)))
+    let retarget = Retarget::from_request(req, tx.source(), domain);
+    Ok(Accepted::InDialog(resp, handle, (expires > 0).then_some(expires), retarget))
 }
 
 /// The Subscription-State of a one-shot fetch (Expires: 0 on a new subscription).
-pub const FETCH_STATE: SubState = SubState::Terminated { reason: "timeout" };
+pub const FETCH_STATE: SubState = SubState::Terminated { reason: Some("timeout") };

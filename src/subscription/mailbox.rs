@@ -20,6 +20,8 @@ pub struct Inbox {
     pub refresh: Option<u32>,
     /// An in-dialog SUBSCRIBE with Expires 0 was answered 200.
     pub unsubscribe: bool,
+    /// Where that in-dialog SUBSCRIBE came from: the dialog follows it (target refresh).
+    pub retarget: Option<crate::dialog::Retarget>,
     /// Watched keys whose binding or presence changed.
     pub changed: Vec<Key>,
     /// Some change may have removed a user: only full state can say so to liblinphone.
@@ -28,7 +30,7 @@ pub struct Inbox {
 
 impl Inbox {
     fn is_empty(&self) -> bool {
-        self.refresh.is_none() && !self.unsubscribe && self.changed.is_empty() && !self.full
+        self.refresh.is_none() && !self.unsubscribe && self.retarget.is_none() && self.changed.is_empty() && !self.full
     }
 }
 

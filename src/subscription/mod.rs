@@ -7,7 +7,6 @@
 //! `body`'s) nor touch sockets.
 
 pub mod actor;
-pub mod dialog;
 pub mod handler;
 pub mod live;
 pub mod mailbox;

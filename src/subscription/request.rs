@@ -55,9 +55,20 @@ pub fn check_require(req: &Request) -> Result<(), Response> {
 }
 
 /// Whether the SUBSCRIBE carries a list (RFC 5367) rather than naming one presentity.
+/// Any sign of a list counts (the option tag, the disposition, the type) and so does any
+/// body at all: we understand no other SUBSCRIBE body (no event filters), so a list under
+/// a wrong Content-Type must get 415 from `check_list`, never become a subscription to the
+/// Request-URI with the list thrown away.
 pub fn is_list_subscribe(req: &Request) -> bool {
     req.headers.has_token(&HeaderName::Require, "recipient-list-subscribe")
+        || disposition(req).is_some_and(|d| d == "recipient-list")
         || content_type(req).is_some_and(|t| t == "application/resource-lists+xml")
+        || !req.body.is_empty()
+}
+
+fn disposition(req: &Request) -> Option<String> {
+    let value = req.headers.get(&HeaderName::ContentDisposition)?;
+    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 fn content_type(req: &Request) -> Option<String> {
@@ -67,11 +78,11 @@ fn content_type(req: &Request) -> Option<String> {
 
 /// Checks an initial list SUBSCRIBE and reads its list.
 pub fn check_list(req: &Request, expires: u32, cfg: &SubscriptionConfig) -> Result<ListRequest, Response> {
-    if !req.headers.has_token(&HeaderName::Supported, "eventlist") {
-        return Err(Response::to(req, 421).header(HeaderName::Require, "eventlist"));
-    }
     if content_type(req).as_deref() != Some("application/resource-lists+xml") {
         return Err(Response::to(req, 415).header(HeaderName::Accept, "application/resource-lists+xml"));
+    }
+    if !req.headers.has_token(&HeaderName::Supported, "eventlist") {
+        return Err(Response::to(req, 421).header(HeaderName::Require, "eventlist"));
     }
     let compressed = is_deflated(&req.headers)
         .map_err(|_| Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate"))?;

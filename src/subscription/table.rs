@@ -14,7 +14,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use super::phones::PhoneIndex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -25,6 +25,7 @@ pub type Handle = Arc<Mailbox>;
 
 pub struct Subscriptions {
     next_id: AtomicU32,
+    stats: DeliveryStats,
     /// Expiry times are kept in whole seconds from here (4 bytes each).
     epoch: Instant,
     inner: Mutex<Table>,
@@ -32,7 +33,31 @@ pub struct Subscriptions {
 
 impl Default for Subscriptions {
     fn default() -> Self {
-        Subscriptions { next_id: AtomicU32::new(0), epoch: Instant::now(), inner: Mutex::default() }
+        Subscriptions { next_id: AtomicU32::new(0), stats: DeliveryStats::default(), epoch: Instant::now(), inner: Mutex::default() }
+    }
+}
+
+/// NOTIFYs that did not arrive, by what became of their subscription; each is also
+/// logged at warn where it happens (`actor::deliver`).
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Unanswered by Timer F on a connection still open: the subscription went on.
+    pub unanswered_kept: AtomicU64,
+    /// Unanswered over UDP, or not sent for want of a connection: the subscription ended.
+    pub unreachable: AtomicU64,
+    /// Too large to send at all: the subscription ended with a terminated NOTIFY.
+    pub undeliverable: AtomicU64,
+    /// Refused by the subscriber (481 and the like): the subscription ended.
+    pub refused: AtomicU64,
+}
+
+impl DeliveryStats {
+    pub fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }
 
@@ -211,6 +236,11 @@ impl Subscriptions {
         let t = self.inner.lock();
         let id = t.by_dialog.get(&t.dialog_key(call_id, local_tag))?;
         t.handles.get(id).cloned()
+    }
+
+    /// What became of NOTIFYs that did not arrive.
+    pub fn stats(&self) -> &DeliveryStats {
+        &self.stats
     }
 
     pub fn len(&self) -> usize {

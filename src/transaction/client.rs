@@ -3,7 +3,7 @@
 
 use super::Timers;
 use crate::sip::{new_branch, top_via, CSeq, HeaderName, Request, Response};
-use crate::transport::{Protocol, Sender, Target};
+use crate::transport::{Protocol, SendError, Sender, Target};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ pub enum Outcome {
     /// Timer F fired with no final response.
     Timeout,
     /// The transport could not send the request at all.
-    TransportError(String),
+    TransportError(SendError),
 }
 
 pub struct ClientTransactions {
@@ -53,7 +53,7 @@ impl ClientTransactions {
 
     async fn run(&self, data: Bytes, target: Target, mut rx: oneshot::Receiver<Response>) -> Outcome {
         if let Err(e) = self.sender.send(&target, data.clone()).await {
-            return Outcome::TransportError(e.to_string());
+            return Outcome::TransportError(e);
         }
         let deadline = tokio::time::Instant::now() + self.timers.f();
         let mut interval = self.timers.t1;
@@ -90,6 +90,12 @@ impl ClientTransactions {
             Some(tx) if method_ok => tx.send(resp).is_ok(),
             _ => false,
         }
+    }
+
+    /// Whether `target`'s connection is still open (false for UDP: nothing to know). A
+    /// NOTIFY unanswered on an open connection reached a slow phone, not a dead one.
+    pub fn is_connected(&self, target: &Target) -> bool {
+        target.conn.is_some_and(|id| self.sender.connections().get(id).is_some())
     }
 
     pub fn pending(&self) -> usize {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     Udp,
     Tcp,
@@ -62,11 +62,13 @@ pub struct Source {
     pub conn: Option<ConnId>,
 }
 
-/// Where to send: a connection when there is one, else an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where to send: a connection when there is one, else an address. The connection is not
+/// serialised: it does not outlive the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub protocol: Protocol,
     pub remote: SocketAddr,
+    #[serde(skip)]
     pub conn: Option<ConnId>,
 }
 

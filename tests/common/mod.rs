@@ -69,6 +69,39 @@ pub fn request(method: &str, proto: &str, local: SocketAddr, branch: &str, extra
     )
 }
 
+/// A plain list SUBSCRIBE as an RFC client writes it.
+pub fn list_subscribe(proto: &str, local: std::net::SocketAddr, branch: &str, extra: &str, body: &str) -> String {
+    request(
+        "SUBSCRIBE",
+        proto,
+        local,
+        branch,
+        &format!(
+            "Contact: <sip:alice@{local};transport={}>\r\nEvent: presence\r\nSupported: eventlist\r\n\
+             Require: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n\
+             Content-Disposition: recipient-list\r\n{extra}",
+            proto.to_ascii_lowercase()
+        ),
+        body,
+    )
+}
+
+pub fn resource_list(uris: &[String]) -> String {
+    let entries: String = uris.iter().map(|u| format!("<entry uri=\"{u}\"/>")).collect();
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list>{entries}</list></resource-lists>")
+}
+
+/// A list SUBSCRIBE with a zlib-deflated body (as liblinphone sends big lists).
+pub fn deflated_list_subscribe(proto: &str, local: SocketAddr, branch: &str, extra: &str, uris: &[String]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(resource_list(uris).as_bytes()).unwrap();
+    let body = z.finish().unwrap();
+    let head = list_subscribe(proto, local, branch, &format!("Content-Encoding: deflate\r\n{extra}"), "");
+    let head = head.replace("Content-Length: 0\r\n", &format!("Content-Length: {}\r\n", body.len()));
+    [head.into_bytes(), body].concat()
+}
+
 pub struct UdpClient {
     pub socket: UdpSocket,
     pub server: SocketAddr,
