@@ -164,3 +164,84 @@ fn publish_open_as_bob(server: std::net::SocketAddr) {
     let n = socket.recv(&mut buf).unwrap();
     assert_eq!(status(&String::from_utf8_lossy(&buf[..n])), "SIP/2.0 200 OK");
 }
+
+fn callbacks_for<'a>(lines: &'a [(u128, String)], number: &str) -> Vec<&'a (u128, String)> {
+    let prefix = format!("CALLBACK {number} ");
+    lines.iter().filter(|(_, l)| l.starts_with(&prefix)).collect()
+}
+
+/// Issue 19 (6): a user who leaves must fire the app's presence callback, not only vanish
+/// from liblinphone's store (a full state alone clears the number silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_calls_the_app_back_when_a_user_leaves() {
+    let s = TestServer::start_with(|c| c.notify.min_interval_ms = 200).await;
+    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let index = s.server.index().clone();
+    let unbind_bob = move || {
+        index.unbind("+33612345678".parse().unwrap()).unwrap();
+    };
+    let args = ["--register", "no", "--identity", "sip:alice@example.org"];
+    let (lines, unbound_at) = run_client(&s, "udp", &args, &["0612345678"], 6, Some((Duration::from_secs(3), Box::new(unbind_bob)))).await;
+    let seen_user = lines.iter().any(|(_, l)| l.starts_with("PRESENCE 0612345678 open sip:bob@example.org "));
+    assert!(seen_user, "bob was a user first: {lines:?}");
+    let after: Vec<_> = callbacks_for(&lines, "0612345678").into_iter().filter(|(at, _)| *at >= unbound_at).collect();
+    assert!(!after.is_empty(), "a presence callback after the unbinding: {lines:?}");
+    assert_eq!(final_of(&lines, "0612345678"), "NOTUSER");
+    eprintln!("bob unbound at {unbound_at} ms, callback at {} ms", after[0].0);
+}
+
+/// Issue 19 (1): 5,000 numbers (1,000 users) over TCP. liblinphone 5.1 took ~43 s to answer
+/// the whole state in one NOTIFY, past Timer F, and the subscription died silently. Now the
+/// state goes out in steps it takes quickly, every user arrives, and a binding made after
+/// the first minute still reaches the client, which sent nothing in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_with_5000_numbers_over_tcp_keeps_getting_updates() {
+    let s = TestServer::start().await;
+    let numbers: Vec<String> = (0..5_000).map(|i| format!("+3361{:07}", 1_000_000 + i * 13)).collect();
+    for n in numbers.iter().step_by(5) {
+        s.server.index().bind(n.parse().unwrap(), &format!("sip:u{}@example.org", &n[1..]), Source::Admin).unwrap();
+    }
+    let late = numbers[1].clone();
+    let index = s.server.index().clone();
+    let late_number = late.clone();
+    let bind_late = move || {
+        index.bind(late_number.parse().unwrap(), "sip:late@example.org", Source::Admin).unwrap();
+    };
+    let args = ["--register", "no", "--identity", "sip:alice@example.org"];
+    let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    let (lines, bound_at) = run_client(&s, "tcp", &args, &refs, 75, Some((Duration::from_secs(65), Box::new(bind_late)))).await;
+    let users = lines.iter().filter(|(_, l)| l.starts_with("FINAL ") && l.contains(" USER ")).count();
+    assert_eq!(users, 1_001, "every user, and the late one");
+    let last_user = lines.iter().filter(|(_, l)| l.starts_with("PRESENCE ") && l.contains(" open ")).map(|(at, _)| *at).filter(|at| *at < bound_at).max();
+    let late_seen = lines
+        .iter()
+        .find(|(_, l)| l.starts_with(&format!("PRESENCE {late} open sip:late@example.org ")))
+        .map(|(at, _)| *at)
+        .expect("the binding made after a minute reached the client");
+    assert!(late_seen >= bound_at && late_seen - bound_at < 2_000, "late binding at {bound_at} ms, seen at {late_seen} ms");
+    let stats = s.server.subscriptions().stats();
+    eprintln!(
+        "5,000 numbers over TCP: last of 1,000 users seen at {last_user:?} ms; late binding at {bound_at} ms seen at {late_seen} ms; unanswered NOTIFYs kept: {}",
+        smart_presence::subscription::table::DeliveryStats::get(&stats.unanswered_kept)
+    );
+}
+
+
+/// Issue 19 (7): liblinphone 5.1 sends a list SUBSCRIBE above ~16 KB over UDP as two
+/// datagrams (header block, then body). The server joins them (same source, in time, the
+/// body exactly as announced): a Linphone user with 3,000 contacts on UDP sees his users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_with_3000_numbers_over_udp_sees_its_users() {
+    let s = TestServer::start().await;
+    let numbers: Vec<String> = (0..3_000).map(|i| format!("+3362{:07}", 1_000_000 + i * 17)).collect();
+    for n in numbers.iter().step_by(5) {
+        s.server.index().bind(n.parse().unwrap(), &format!("sip:u{}@example.org", &n[1..]), Source::Admin).unwrap();
+    }
+    let args = ["--register", "no", "--identity", "sip:alice@example.org"];
+    let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    let (lines, _) = run_client(&s, "udp", &args, &refs, 30, None).await;
+    let users = lines.iter().filter(|(_, l)| l.starts_with("FINAL ") && l.contains(" USER ")).count();
+    let last = lines.iter().filter(|(_, l)| l.starts_with("PRESENCE ") && l.contains(" open ")).map(|(at, _)| *at).max();
+    eprintln!("3,000 numbers over UDP: {users} users seen, the last at {last:?} ms");
+    assert_eq!(users, 600, "every user of the 3,000-number book");
+}

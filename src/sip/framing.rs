@@ -82,7 +82,7 @@ impl Framer {
 }
 
 /// Content-Length from a header block; absent means 0 (validation then answers 400).
-fn content_length(head: &[u8]) -> Result<usize, FramingError> {
+pub(crate) fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     for line in head.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
         let name = line[..colon].trim_ascii();

@@ -8,6 +8,7 @@ mod connections;
 mod stream;
 pub mod tls;
 pub(crate) mod udp;
+mod udp_join;
 
 pub use connections::ConnectionTable;
 

@@ -1,12 +1,16 @@
-//! UDP: one message per datagram, up to 65,535 bytes (RFC 3261 §18).
+//! UDP: one message per datagram, up to 65,535 bytes (RFC 3261 §18), except a message a
+//! client split into a header and a body datagram, joined by `udp_join`.
 
+use super::udp_join::Joiner;
 use super::{Inbound, Protocol, Source};
 use bytes::Bytes;
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub const MAX_DATAGRAM: usize = 65_535;
 
@@ -27,18 +31,35 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub async fn receive_loop(socket: Arc<UdpSocket>, sink: Arc<dyn Inbound>, mut shutdown: watch::Receiver<bool>) {
     let Ok(local) = socket.local_addr() else { return };
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut joiner = Joiner::default();
     loop {
+        let deadline = joiner.next_deadline();
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
+            _ = sleep_until_some(deadline) => {
+                for (remote, data) in joiner.expired(Instant::now()) {
+                    sink.receive(data, Source { protocol: Protocol::Udp, remote, local, conn: None });
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         match received {
             Ok((n, remote)) => {
                 let source = Source { protocol: Protocol::Udp, remote, local, conn: None };
-                sink.receive(Bytes::copy_from_slice(&buf[..n]), source);
+                for message in joiner.push(remote, Bytes::copy_from_slice(&buf[..n]), Instant::now()) {
+                    sink.receive(message, source);
+                }
             }
             // ICMP port unreachable from an earlier send shows up here on Linux: not fatal.
             Err(e) => tracing::debug!(%local, "udp receive: {e}"),
         }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at + Duration::from_millis(1)).await,
+        None => std::future::pending().await,
     }
 }

@@ -236,8 +236,19 @@ static void on_presence_friend(LinphoneCore *lc, LinphoneFriend *fr) {
 	check_changes("core notify_presence_received");
 }
 
+/* Print a CALLBACK line: the app was told of this friend (what an app redraws on). */
+static void print_callback(LinphoneFriend *fr, const char *which) {
+	for (int i = 0; i < g_ntracked; i++) {
+		if (g_tracked[i].fr != fr) continue;
+		printf("CALLBACK %s %s %lld\n", g_tracked[i].number, which, now_ms());
+		fflush(stdout);
+		return;
+	}
+}
+
 static void on_presence_uri_or_tel(LinphoneCore *lc, LinphoneFriend *fr, const char *uri_or_tel, const LinphonePresenceModel *m) {
-	(void)lc; (void)fr;
+	(void)lc;
+	print_callback(fr, "uri_or_tel");
 	char *c = m ? linphone_presence_model_get_contact(m) : NULL;
 	elog("core cb notify_presence_received_for_uri_or_tel uri_or_tel=%s basic=%s contact=%s", uri_or_tel ? uri_or_tel : "?",
 		m ? (linphone_presence_model_get_basic_status(m) == LinphonePresenceBasicStatusOpen ? "open" : "closed") : "none",
@@ -248,6 +259,7 @@ static void on_presence_uri_or_tel(LinphoneCore *lc, LinphoneFriend *fr, const c
 
 static void on_list_presence(LinphoneFriendList *fl, const bctbx_list_t *friends) {
 	(void)fl;
+	for (const bctbx_list_t *it = friends; it; it = bctbx_list_next(it)) print_callback((LinphoneFriend *)bctbx_list_get_data(it), "list");
 	elog("friend-list cb presence_received for %zu friend(s)", bctbx_list_size(friends));
 	check_changes("friend-list presence_received");
 }
