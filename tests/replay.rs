@@ -35,7 +35,18 @@ fn bind_lists(s: &TestServer, lines: usize) {
 }
 
 fn args(trace: &str, target: std::net::SocketAddr, copies: u64) -> Args {
-    Args { trace: fixture(trace), target, speed: 0.0, copies, number_step: 1000, server: None, transport: None, timeout: 5.0, bind: None, quiet: true }
+    Args {
+        trace: fixture(trace),
+        target,
+        speed: 0.0,
+        copies,
+        number_step: 1000,
+        server: None,
+        transport: None,
+        timeout: 5.0,
+        bind: None,
+        quiet: true,
+    }
 }
 
 fn assert_cycles(report: &replay::report::Report, copies: u64) {

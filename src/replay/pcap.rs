@@ -37,7 +37,11 @@ pub fn read_pcap(data: &[u8]) -> Result<Trace, TraceError> {
     let mut out = Collector::default();
     let mut decoder = Decoder::default();
     while !rest.is_empty() {
-        let parsed: Parsed<'_, _> = if header.is_bigendian() { pcap_parser::parse_pcap_frame_be(rest) } else { pcap_parser::parse_pcap_frame(rest) };
+        let parsed: Parsed<'_, _> = if header.is_bigendian() {
+            pcap_parser::parse_pcap_frame_be(rest)
+        } else {
+            pcap_parser::parse_pcap_frame(rest)
+        };
         let (next, frame) = match parsed {
             Ok(r) => r,
             Err(e) => return fail(data, rest, e),
@@ -52,6 +56,7 @@ pub fn read_pcap(data: &[u8]) -> Result<Trace, TraceError> {
     Ok(finish(out, &decoder))
 }
 
+/// The trace, with a log line if fragmented packets were lost.
 fn finish(out: Collector, decoder: &Decoder) -> Trace {
     let (given_up, pending) = (decoder.given_up(), decoder.pending());
     if given_up + pending as u64 > 0 {
