@@ -195,6 +195,9 @@ fn pcap_records(data: &[u8]) -> Vec<(f64, Vec<u8>)> {
     out
 }
 
+/// The link header of an IPv4 (false) or IPv6 (true) packet.
+type LinkHeader = fn(bool) -> Vec<u8>;
+
 #[test]
 fn fragmented_subscribes_over_every_other_link_type_and_pcapng() {
     let ethernet = pcap_records(&std::fs::read(fixture(FRAGMENTED[0])).unwrap());
@@ -202,10 +205,11 @@ fn fragmented_subscribes_over_every_other_link_type_and_pcapng() {
     let t = trace::parse(&pcap::write_pcapng(&ethernet)).unwrap();
     assert_whole_subscribes(&t, "pcapng");
     // The same IP packets behind the other link headers we read.
-    let family_le = |v6: bool| if v6 { 30u32 } else { 2 }.to_le_bytes().to_vec();
-    let family_be = |v6: bool| if v6 { 24u32 } else { 2 }.to_be_bytes().to_vec();
-    let none = |_: bool| Vec::new();
-    let links: [(u32, &dyn Fn(bool) -> Vec<u8>); 3] = [(packet::LINK_NULL, &family_le), (packet::LINK_LOOP, &family_be), (packet::LINK_RAW, &none)];
+    let links: [(u32, LinkHeader); 3] = [
+        (packet::LINK_NULL, |v6| if v6 { 30u32 } else { 2 }.to_le_bytes().to_vec()),
+        (packet::LINK_LOOP, |v6| if v6 { 24u32 } else { 2 }.to_be_bytes().to_vec()),
+        (packet::LINK_RAW, |_| Vec::new()),
+    ];
     for (link, header) in links {
         let frames: Vec<(f64, Vec<u8>)> = ethernet.iter().map(|(time, f)| (*time, [header(f[14] >> 4 == 6), f[14..].to_vec()].concat())).collect();
         let t = trace::parse(&pcap::write_pcap_link(link, &frames)).unwrap();

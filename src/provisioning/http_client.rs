@@ -46,7 +46,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A pooled client for one gateway.
 pub struct HttpClient {
-    client: Client<HttpsConnector<Connector>, Full<Bytes>>,
+    client: Box<Client<HttpsConnector<Connector>, Full<Bytes>>>,
     timeout: Duration,
 }
 
@@ -68,7 +68,7 @@ impl HttpClient {
         let connector =
             HttpsConnectorBuilder::new().with_tls_config(tls_config(ca_file)?).https_or_http().enable_http1().wrap_connector(Connector { direct, proxies });
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(IDLE).build(connector);
-        Ok(HttpClient { client, timeout })
+        Ok(HttpClient { client: Box::new(client), timeout })
     }
 
     /// Sends the request and reads the answer (at most 64 KiB of it).
