@@ -377,7 +377,7 @@ pub struct GatewayConfig {
     pub body_template: String,
     /// `http`: `form` (URL-encode values), `json` (JSON-escape values) or `raw`.
     pub body_encoding: String,
-    /// `http` over https: PEM file of trusted CAs (unset: the system bundle).
+    /// `http` over https: PEM file of trusted CAs (unset: the platform's roots).
     pub ca_file: Option<PathBuf>,
     /// `http`: give up on the gateway after this many seconds.
     pub timeout_secs: u64,

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use smart_presence::auth::digest::answer;
 use smart_presence::config::Config;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -194,6 +196,32 @@ async fn tls_gateway_receiver(dir: &std::path::Path) -> (SocketAddr, std::path::
         }
     });
     (addr, cert_file, rx)
+}
+
+/// An HTTP/1.1 receiver that keeps connections open, answers 200 to every request, and
+/// counts the connections it accepted.
+async fn keepalive_gateway_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Received>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(received) = read_request(&mut conn).await {
+                    let _ = tx.send(received);
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx, accepted)
 }
 
 fn http_gateway(c: &mut Config, receiver: SocketAddr) {
@@ -624,4 +652,17 @@ async fn a_silent_gateway_times_out_with_502() {
     assert_eq!((r.status, r.error()), (502, "delivery_failed".into()));
     assert!(started.elapsed() < Duration::from_secs(3));
     held.abort();
+}
+
+#[tokio::test]
+async fn gateway_messages_reuse_one_connection() {
+    let (receiver, mut sms, accepted) = keepalive_gateway_receiver().await;
+    let (_s, api) = server(|c| http_gateway(c, receiver)).await;
+    for number in [NUMBER, "+33612345679", "+33612345680"] {
+        let r = ask_code(api, number, "phone-1").await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        let got = tokio::time::timeout(WAIT, sms.recv()).await.unwrap().unwrap();
+        assert_eq!(form(&got.body)["to"], number.trim_start_matches('+'));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "three messages over one kept-alive connection");
 }

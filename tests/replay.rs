@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use smart_presence::index::Source;
-use smart_presence::replay::packet::Proto;
-use smart_presence::replay::{self, trace, Args, Transport};
+use smart_presence::replay::packet::{self, Proto};
+use smart_presence::replay::{self, pcap, trace, Args, Transport};
+use smart_presence::sip::{HeaderName, Message, Method};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
@@ -143,4 +144,105 @@ async fn a_changed_answer_is_reported() {
     assert!(!report.matches_trace());
     assert_eq!(report.differing.get("SUBSCRIBE: trace 200, got 413"), Some(&CALLS), "{}", report.render());
     assert!(report.render().contains("SUBSCRIBE: trace 200, got 413"));
+}
+
+// ---- Issue 19: fragmented UDP (real captures, see fixtures/replay/record_fragments.sh) ----
+
+/// The same two SUBSCRIBEs (IPv4, 7,104 bytes in 5 fragments; IPv6, 9,256 bytes in 7),
+/// captured on `lo` (Ethernet) and on `any` (Linux cooked v1 and v2).
+const FRAGMENTED: [&str; 3] = ["fragmented_subscribe_lo.pcap", "fragmented_subscribe_sll.pcap", "fragmented_subscribe_sll2.pcap"];
+
+/// Checks a trace holds both SUBSCRIBEs whole: every list entry and the body's end.
+fn assert_whole_subscribes(t: &trace::Trace, what: &str) {
+    let subscribes: Vec<_> = t
+        .messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            Message::Request(r) => Some((m, r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscribes.len(), 2, "{what}: {:?}", t.messages.iter().map(|m| m.src).collect::<Vec<_>>());
+    let expected = [("127.0.0.1:5070", 120), ("[::1]:5070", 160)];
+    for ((m, req), (src, entries)) in subscribes.iter().zip(expected) {
+        assert_eq!((m.proto, m.src), (Proto::Udp, src.parse().unwrap()), "{what}");
+        assert_eq!(req.method, Method::Subscribe, "{what}");
+        let length: usize = req.headers.get(&HeaderName::ContentLength).unwrap().parse().unwrap();
+        assert_eq!(req.body.len(), length, "{what}: {src}");
+        let body = std::str::from_utf8(&req.body).unwrap();
+        assert_eq!(body.matches("<entry uri=").count(), entries, "{what}: {src}");
+        assert!(body.ends_with("</list></resource-lists>"), "{what}: {src}");
+    }
+}
+
+#[test]
+fn fragmented_subscribes_are_reassembled_from_real_captures() {
+    for name in FRAGMENTED {
+        let t = trace::read_file(&fixture(name)).unwrap();
+        assert_whole_subscribes(&t, name);
+    }
+}
+
+/// (time, frame) records of a little-endian pcap.
+fn pcap_records(data: &[u8]) -> Vec<(f64, Vec<u8>)> {
+    let le32 = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    let (mut at, mut out) = (24, Vec::new());
+    while at < data.len() {
+        let (secs, micros, len) = (le32(at), le32(at + 4), le32(at + 8) as usize);
+        out.push((f64::from(secs) + f64::from(micros) * 1e-6, data[at + 16..at + 16 + len].to_vec()));
+        at += 16 + len;
+    }
+    out
+}
+
+/// The link header of an IPv4 (false) or IPv6 (true) packet.
+type LinkHeader = fn(bool) -> Vec<u8>;
+
+#[test]
+fn fragmented_subscribes_over_every_other_link_type_and_pcapng() {
+    let ethernet = pcap_records(&std::fs::read(fixture(FRAGMENTED[0])).unwrap());
+    assert_eq!(ethernet.len(), 12, "5 + 7 fragments");
+    let t = trace::parse(&pcap::write_pcapng(&ethernet)).unwrap();
+    assert_whole_subscribes(&t, "pcapng");
+    // The same IP packets behind the other link headers we read.
+    let links: [(u32, LinkHeader); 3] = [
+        (packet::LINK_NULL, |v6| if v6 { 30u32 } else { 2 }.to_le_bytes().to_vec()),
+        (packet::LINK_LOOP, |v6| if v6 { 24u32 } else { 2 }.to_be_bytes().to_vec()),
+        (packet::LINK_RAW, |_| Vec::new()),
+    ];
+    for (link, header) in links {
+        let frames: Vec<(f64, Vec<u8>)> = ethernet.iter().map(|(time, f)| (*time, [header(f[14] >> 4 == 6), f[14..].to_vec()].concat())).collect();
+        let t = trace::parse(&pcap::write_pcap_link(link, &frames)).unwrap();
+        assert_whole_subscribes(&t, &format!("link type {link}"));
+    }
+    // Last fragment first, and the two packets' fragments interleaved.
+    let (mut v4, mut v6): (Vec<_>, Vec<_>) = ethernet.into_iter().partition(|(_, f)| f[14] >> 4 == 4);
+    v4.reverse();
+    v6.reverse();
+    let mut mixed = Vec::new();
+    for i in 0..v6.len() {
+        mixed.extend(v6.get(i).cloned());
+        mixed.extend(v4.get(i).cloned());
+    }
+    let t = trace::parse(&pcap::write_pcap(&mixed)).unwrap();
+    let mut srcs: Vec<String> = t.messages.iter().map(|m| m.src.to_string()).collect();
+    srcs.sort();
+    assert_eq!(srcs, ["127.0.0.1:5070", "[::1]:5070"], "both complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassembled_subscribe_replays_against_the_server() {
+    // The capture's numbers are +3361 0000 xxx (IPv4) and +3361 0001 xxx (IPv6).
+    let s = TestServer::start_with(|c| c.notify.max_body_udp = 65_000).await;
+    bind_lists(&s, 2);
+    for server in ["127.0.0.1:5060", "[::1]:5060"] {
+        let mut a = args(FRAGMENTED[0], s.udp(), 1);
+        a.server = Some(server.parse().unwrap());
+        a.timeout = 2.0;
+        let report = replay::run(a).await.unwrap();
+        let text = report.render();
+        assert_eq!(report.get("sent SUBSCRIBE"), 1, "{server}: {text}");
+        assert_eq!(report.get("recv 200 SUBSCRIBE"), 1, "{server}: {text}");
+        assert!(report.get("recv NOTIFY") >= 1, "{server}: {text}");
+    }
 }

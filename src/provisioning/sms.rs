@@ -2,10 +2,11 @@
 //!
 //! Owns how a message reaches a phone: the `log` gateway (appends one JSON line per message
 //! to a file in the data directory and logs it; the development default) and the `http`
-//! gateway (a templated request, enough for a Vonage/Nexmo-style API; the transport is in
-//! `http_client.rs`). It knows nothing of codes' limits or accounts.
+//! gateway (a templated request, enough for a Vonage/Nexmo-style API; the transport, a
+//! pooled client per gateway, is in `http_client.rs`). It knows nothing of codes' limits or
+//! accounts.
 
-use super::http_client::{self, HttpRequest};
+use super::http_client::{HttpClient, HttpRequest};
 use crate::config::GatewayConfig;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,8 +53,7 @@ pub struct HttpGateway {
     headers: Vec<(String, String)>,
     body_template: String,
     encoding: Encoding,
-    ca_file: Option<PathBuf>,
-    timeout: Duration,
+    client: HttpClient,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,14 +114,15 @@ impl HttpGateway {
             "raw" => Encoding::Raw,
             other => return Err(GatewayError::Config(format!("unknown body_encoding {other:?} (form, json or raw)"))),
         };
+        let timeout = Duration::from_secs(c.timeout_secs.max(1));
+        let client = HttpClient::new(c.ca_file.as_deref(), timeout).map_err(|e| GatewayError::Config(e.to_string()))?;
         Ok(HttpGateway {
             url: c.url.clone(),
             method: c.method.clone(),
             headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             body_template: c.body_template.clone(),
             encoding,
-            ca_file: c.ca_file.clone(),
-            timeout: Duration::from_secs(c.timeout_secs.max(1)),
+            client,
         })
     }
 
@@ -132,10 +133,7 @@ impl HttpGateway {
             headers: self.headers.clone(),
             body: fill(&self.body_template, msg, |v| self.escape(v)),
         };
-        let answer = tokio::time::timeout(self.timeout, http_client::send(&request, self.ca_file.as_deref()))
-            .await
-            .map_err(|_| GatewayError::Http(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| GatewayError::Http(e.to_string()))?;
+        let answer = self.client.send(&request).await.map_err(|e| GatewayError::Http(e.to_string()))?;
         if !(200..300).contains(&answer.status) {
             let body: String = answer.body.chars().take(200).collect();
             return Err(GatewayError::Rejected { status: answer.status, body });

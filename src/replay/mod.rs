@@ -1,7 +1,8 @@
 //! `smart-presence replay`: replays the client side of a SIP trace against a server, in
 //! many copies, and reports what differed and how long it took.
 //!
-//! - [`packet`]: Ethernet/SLL/loopback, IPv4/IPv6, UDP/TCP headers of captured frames.
+//! - [`packet`]: Ethernet/SLL/loopback, IPv4/IPv6, UDP/TCP headers of captured frames
+//!   (with the `etherparse` crate) and IPv4/IPv6 reassembly.
 //! - [`pcap`]: pcap and pcapng files (with the `pcap-parser` crate).
 //! - [`text`]: SIPp `-trace_msg` logs and sngrep text exports.
 //! - [`trace`]: the trace model, format detection, TCP reassembly.

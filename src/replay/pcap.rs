@@ -1,11 +1,12 @@
 //! pcap and pcapng captures, read with the `pcap-parser` crate: block framing, timestamps
-//! and per-interface link types. Frames go to `packet.rs` for their headers and the
-//! payloads to the `trace::Collector`.
+//! and per-interface link types. Frames go to a `packet::Decoder` for their headers and IP
+//! reassembly, and the payloads to the `trace::Collector`.
 //!
 //! Owns the capture file formats only. A malformed block stops the read with its offset;
-//! a frame whose headers do not decode is skipped (captures hold all sorts of traffic).
+//! a frame whose headers do not decode is skipped (captures hold all sorts of traffic), and
+//! fragmented packets that could not be put back together are logged once per file.
 
-use super::packet;
+use super::packet::{self, Decoder};
 use super::trace::{Collector, Trace, TraceError};
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapNGPacketBlock;
@@ -34,6 +35,7 @@ pub fn read_pcap(data: &[u8]) -> Result<Trace, TraceError> {
     let link = header.network.0 as u32;
     let nanos = header.is_nanosecond_precision();
     let mut out = Collector::default();
+    let mut decoder = Decoder::default();
     while !rest.is_empty() {
         let parsed: Parsed<'_, _> = if header.is_bigendian() {
             pcap_parser::parse_pcap_frame_be(rest)
@@ -46,12 +48,21 @@ pub fn read_pcap(data: &[u8]) -> Result<Trace, TraceError> {
         };
         let frac = if nanos { 1e-9 } else { 1e-6 };
         let time = f64::from(frame.ts_sec) + f64::from(frame.ts_usec) * frac;
-        if let Ok(Some(seg)) = packet::decode(link, frame.data) {
+        if let Ok(Some(seg)) = decoder.decode(time, link, frame.data) {
             out.push(time, offset_of(data, rest), seg);
         }
         rest = next;
     }
-    Ok(out.finish())
+    Ok(finish(out, &decoder))
+}
+
+/// The trace, with a log line if fragmented packets were lost.
+fn finish(out: Collector, decoder: &Decoder) -> Trace {
+    let (given_up, pending) = (decoder.given_up(), decoder.pending());
+    if given_up + pending as u64 > 0 {
+        tracing::warn!(given_up, pending, "fragmented IP packets of the capture could not be reassembled");
+    }
+    out.finish()
 }
 
 /// One pcapng interface: its link type and timestamp unit.
@@ -66,6 +77,7 @@ pub fn read_pcapng(data: &[u8]) -> Result<Trace, TraceError> {
     let mut big_endian = false;
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut out = Collector::default();
+    let mut decoder = Decoder::default();
     while !rest.is_empty() {
         let parsed = if rest.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
             pcap_parser::pcapng::parse_sectionheaderblock(rest).map(|(r, shb)| (r, Block::SectionHeader(shb)))
@@ -93,7 +105,7 @@ pub fn read_pcapng(data: &[u8]) -> Result<Trace, TraceError> {
                 };
                 let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                 let time = ticks as f64 * iface.tick;
-                if let Ok(Some(seg)) = packet::decode(iface.link, epb.packet_data()) {
+                if let Ok(Some(seg)) = decoder.decode(time, iface.link, epb.packet_data()) {
                     out.push(time, offset, seg);
                 }
             }
@@ -101,7 +113,7 @@ pub fn read_pcapng(data: &[u8]) -> Result<Trace, TraceError> {
                 let Some(iface) = interfaces.first() else {
                     return Err(TraceError::at(offset, "packet before any interface"));
                 };
-                if let Ok(Some(seg)) = packet::decode(iface.link, spb.packet_data()) {
+                if let Ok(Some(seg)) = decoder.decode(0.0, iface.link, spb.packet_data()) {
                     out.push(0.0, offset, seg);
                 }
             }
@@ -109,7 +121,7 @@ pub fn read_pcapng(data: &[u8]) -> Result<Trace, TraceError> {
         }
         rest = next;
     }
-    Ok(out.finish())
+    Ok(finish(out, &decoder))
 }
 
 /// Seconds per timestamp unit from `if_tsresol`: 10^-n, or 2^-n when the top bit is set.
@@ -124,13 +136,18 @@ fn tick(resol: u8) -> f64 {
 
 /// Writes a little-endian microsecond pcap of Ethernet frames (for fixtures and tests).
 pub fn write_pcap(frames: &[(f64, Vec<u8>)]) -> Vec<u8> {
+    write_pcap_link(packet::LINK_ETHERNET, frames)
+}
+
+/// Writes a little-endian microsecond pcap of frames of link type `link`.
+pub fn write_pcap_link(link: u32, frames: &[(f64, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&packet::LINK_ETHERNET.to_le_bytes());
+    out.extend_from_slice(&link.to_le_bytes());
     for (time, frame) in frames {
         out.extend_from_slice(&(*time as u32).to_le_bytes());
         out.extend_from_slice(&(((time.fract()) * 1e6) as u32).to_le_bytes());
