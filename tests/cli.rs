@@ -11,15 +11,17 @@ fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts `serve` with UDP on a free port and TLS on `tls` (a TOML list's items), stderr
-/// to a pipe; returns once it answers OPTIONS over UDP.
+/// Starts `serve` with UDP and the admin endpoint on free ports and TLS on `tls` (a TOML
+/// list's items), stderr to a pipe; returns once it answers OPTIONS over UDP.
 async fn serve_answering(dir: &std::path::Path, tls: &str) -> std::process::Child {
     let port = free_udp_port();
+    let admin = free_port();
     let config = dir.join("sp.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = []\ntls = [{tls}]\n[admin]\n",
+            "data_dir = \"{}\"\n[sip]\nudp = [\"127.0.0.1:{port}\"]\ntcp = []\ntls = [{tls}]\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
             dir.join("data").display()
         ),
     )
@@ -75,6 +77,35 @@ async fn logs_to_a_pipe_are_not_coloured() {
     let log = stop(serve_answering(dir.path(), "").await);
     assert!(log.contains("smart-presence listening"), "{log}");
     assert!(!log.contains('\x1b'), "no escape byte in piped logs:\n{log:?}");
+}
+
+/// `bindings remove` and `get` through the running server take a few milliseconds: the CLI
+/// reads the answer without checking its number again with phonenumber's metadata, whose
+/// lazy build took 360-560 ms per command here (debug build; ~100 ms in release).
+#[tokio::test]
+async fn bindings_through_the_server_are_quick() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = serve_answering(dir.path(), "").await;
+    let config = dir.path().join("sp.toml");
+    let bindings = |args: &[&str]| {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_smart-presence")).arg("bindings").arg("--config").arg(&config).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (started.elapsed(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut fastest = Duration::MAX;
+    for i in 0..3 {
+        let number = format!("+3361234567{i}");
+        bindings(&["add", &number, "sip:bob@example.org"]);
+        let (took, out) = bindings(&["get", &number]);
+        assert!(out.starts_with(&format!("{number} sip:bob@example.org (bound at ")), "{out}");
+        fastest = fastest.min(took);
+        let (took, out) = bindings(&["remove", &number]);
+        assert_eq!(out, format!("removed {number} sip:bob@example.org\n"));
+        fastest = fastest.min(took);
+    }
+    stop(child);
+    assert!(fastest < Duration::from_millis(100), "fastest get/remove took {fastest:?}");
 }
 
 /// A ClientHello (TLS 1.2 and 1.3 suites) whose SNI is an IP address, as liblinphone sends.
