@@ -18,5 +18,5 @@ pub fn raise_to_hard() -> std::io::Result<u64> {
             tracing::warn!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }

@@ -44,7 +44,13 @@ impl HttpLimits {
 
 /// Serves `router` on `listener` until `shutdown` turns true (or its sender is gone): then
 /// stops accepting and lets open connections finish their current request.
-pub async fn serve(name: &'static str, listener: TcpListener, router: Router, limits: HttpLimits, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: watch::Receiver<bool>,
+) {
     let table = Arc::new(Table::new(limits));
     let mut stop = shutdown.clone();
     loop {
@@ -63,7 +69,9 @@ pub async fn serve(name: &'static str, listener: TcpListener, router: Router, li
         };
         let Some(slot) = table.open(remote.ip()) else {
             drop(tcp);
-            table.log_throttled(|| tracing::warn!(%remote, "{name} endpoint: connection refused, over its connection caps"));
+            table.log_throttled(
+                || tracing::warn!(%remote, "{name} endpoint: connection refused, over its connection caps"),
+            );
             continue;
         };
         tokio::spawn(serve_connection(tcp, router.clone(), limits.header_read_timeout, shutdown.clone(), slot));
@@ -71,7 +79,13 @@ pub async fn serve(name: &'static str, listener: TcpListener, router: Router, li
 }
 
 /// One connection: HTTP/1 with keep-alive, closed by hyper when a header is late.
-async fn serve_connection(tcp: TcpStream, router: Router, header_timeout: Duration, mut shutdown: watch::Receiver<bool>, slot: Slot) {
+async fn serve_connection(
+    tcp: TcpStream,
+    router: Router,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    slot: Slot,
+) {
     let _slot = slot;
     let _ = tcp.set_nodelay(true);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -142,7 +156,7 @@ impl Table {
     fn log_throttled(&self, log: impl FnOnce()) {
         let now = Instant::now();
         let mut last = self.last_log.lock();
-        if last.map_or(true, |t| now.duration_since(t) >= REFUSAL_LOG_EVERY) {
+        if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY) {
             *last = Some(now);
             log();
         }

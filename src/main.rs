@@ -159,3 +159,20 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn rustls_is_quiet_unless_the_filter_names_it() {
+        let shown = |spec: &str| log_filter(spec).map(|f| f.to_string());
+        assert!(shown("debug").unwrap().contains("rustls=error"));
+        assert!(shown("warn,smart_presence=debug").unwrap().contains("rustls=error"));
+        let named = shown("info,rustls=debug").unwrap();
+        assert!(named.contains("rustls=debug") && !named.contains("rustls=error"), "{named}");
+        assert!(shown("tokio_rustls=debug").unwrap().contains("rustls=error"), "another crate is not rustls");
+        assert!(shown("  ").is_none());
+        assert!(shown("info,=[").is_none(), "an invalid filter falls back");
+    }
+}

@@ -89,7 +89,13 @@ async fn bindings_through_the_server_are_quick() {
     let config = dir.path().join("sp.toml");
     let bindings = |args: &[&str]| {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_smart-presence")).arg("bindings").arg("--config").arg(&config).args(args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_smart-presence"))
+            .arg("bindings")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         (started.elapsed(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
