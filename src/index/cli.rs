@@ -263,6 +263,8 @@ impl Client {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connecting to the admin endpoint {}", self.addr))?;
+        // A request's head and body may go out in two writes: no Nagle wait between them.
+        let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
