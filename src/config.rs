@@ -206,6 +206,13 @@ pub struct NumbersConfig {
 pub struct AdminConfig {
     /// Empty disables it. Keep it on loopback: it has no authentication.
     pub listen: Option<SocketAddr>,
+    /// HTTP connections open at once; more are closed on accept. 0 = unlimited.
+    pub max_connections: usize,
+    /// The same per source address (IPv6: per /64); 0 = only `max_connections` applies.
+    pub max_connections_per_source: usize,
+    /// A connection must send a request's whole header within this many seconds of opening
+    /// (or of its previous response), else it is closed (idle and slow clients). At least 1.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -305,7 +312,12 @@ impl Default for NumbersConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: Some("127.0.0.1:5080".parse().expect("valid literal")) }
+        AdminConfig {
+            listen: Some("127.0.0.1:5080".parse().expect("valid literal")),
+            max_connections: 64,
+            max_connections_per_source: 0,
+            header_read_timeout_secs: 10,
+        }
     }
 }
 
@@ -346,6 +358,14 @@ pub struct ProvisioningConfig {
     pub max_address_book: usize,
     /// Lifetime of an HTTP Digest nonce, in seconds.
     pub digest_nonce_secs: u64,
+    /// HTTP connections open at once; more are closed on accept. 0 = unlimited.
+    pub max_connections: usize,
+    /// The same per source address (IPv6: per /64). Behind a proxy every connection comes
+    /// from the proxy's address: raise it, or 0 (only `max_connections` applies).
+    pub max_connections_per_source: usize,
+    /// A connection must send a request's whole header within this many seconds of opening
+    /// (or of its previous response), else it is closed (idle and slow clients). At least 1.
+    pub header_read_timeout_secs: u64,
     /// When set, the delivery-status callback must carry `token=<this>` in its query.
     pub delivery_status_token: String,
     /// SMS text: `{app}` and `{code}`.
@@ -414,6 +434,9 @@ impl Default for ProvisioningConfig {
             max_body_bytes: 256 * 1024,
             max_address_book: 5000,
             digest_nonce_secs: 300,
+            max_connections: 256,
+            max_connections_per_source: 32,
+            header_read_timeout_secs: 10,
             delivery_status_token: String::new(),
             sms_text: "Your {app} code is: {code}".into(),
             voice_text: "Your {app} code is {spoken_code}".into(),

@@ -15,7 +15,9 @@
 //! Beside the SIP path: [`provisioning`] (number verification and the account web API),
 //! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
 //!
-//! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions).
+//! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
+//! [`http_listener`] bounds the HTTP listeners' connections; [`fd_limit`] raises the
+//! open-file limit at start.
 //! [`server`] wires the parts; [`config`] holds the settings. [`replay`] is a load tool:
 //! it replays SIP traces against a server.
 
@@ -27,6 +29,8 @@ pub mod budget;
 pub mod config;
 pub mod core;
 pub mod dialog;
+pub mod fd_limit;
+pub mod http_listener;
 pub mod index;
 pub mod limits;
 pub mod notification;

@@ -5,8 +5,10 @@ use smart_presence::config::Config;
 use smart_presence::accounts_cli::AccountsCommand;
 use smart_presence::index::cli::BindingsCommand;
 use smart_presence::server::Server;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
+use tracing_subscriber::EnvFilter;
 
 /// mimalloc: glibc malloc spent a quarter of a bulk import faulting in pages it had just
 /// given back to the kernel, and serialises threads on its arena lock. Built with `no_thp`
@@ -57,11 +59,45 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+/// Logs go to stderr, coloured only when it is a terminal (journald and files get plain
+/// text). `RUST_LOG`, when set and valid, overrides `level`.
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = env
+        .as_deref()
+        .and_then(log_filter)
+        .or_else(|| log_filter(level))
+        .unwrap_or_else(|| EnvFilter::new("info,rustls=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The filter `spec` asks for, with rustls at error unless `spec` names it: rustls warns
+/// about peers' protocol slips an operator cannot act on (liblinphone sends an IP address
+/// as SNI on every TLS connection: "Illegal SNI extension"), and handshakes that fail are
+/// logged by the transport.
+fn log_filter(spec: &str) -> Option<EnvFilter> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return None;
+    }
+    let names_rustls = spec.split(',').any(|d| {
+        let target = d.split(['=', '[']).next().unwrap_or("").trim();
+        target == "rustls" || target.starts_with("rustls::")
+    });
+    let full = if names_rustls { spec.to_string() } else { format!("{spec},rustls=error") };
+    EnvFilter::try_new(full).ok()
+}
+
+/// Raises the open-file limit as far as allowed and logs the figure the server runs with.
+fn raise_fd_limit() {
+    match smart_presence::fd_limit::raise_to_hard() {
+        Ok(n) => tracing::info!("open-file limit (RLIMIT_NOFILE): {n}"),
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -93,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { config } => {
                 let config = load_config(config.as_ref())?;
                 init_logging(&config.log_level);
+                raise_fd_limit();
                 serve(config).await
             }
             Command::Bindings { config, command } => {
@@ -120,5 +157,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("smart-presence: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn rustls_is_quiet_unless_the_filter_names_it() {
+        let shown = |spec: &str| log_filter(spec).map(|f| f.to_string());
+        assert!(shown("debug").unwrap().contains("rustls=error"));
+        assert!(shown("warn,smart_presence=debug").unwrap().contains("rustls=error"));
+        let named = shown("info,rustls=debug").unwrap();
+        assert!(named.contains("rustls=debug") && !named.contains("rustls=error"), "{named}");
+        assert!(shown("tokio_rustls=debug").unwrap().contains("rustls=error"), "another crate is not rustls");
+        assert!(shown("  ").is_none());
+        assert!(shown("info,=[").is_none(), "an invalid filter falls back");
     }
 }

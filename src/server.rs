@@ -5,6 +5,7 @@ use crate::accounts::{self, Accounts};
 use crate::budget::{self, Budget};
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
+use crate::http_listener::{self, HttpLimits};
 use crate::index::{self, Index};
 use crate::limits::Limits;
 use crate::presence::{PresenceStore, PublishHandler};
@@ -159,14 +160,8 @@ async fn start_admin(
         .map_err(|e| anyhow::anyhow!("cannot bind admin endpoint {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let router = index::admin::router(index.clone()).merge(budget::admin_router(budget.clone()));
-    let mut stop = shutdown.clone();
-    tokio::spawn(async move {
-        let signal = async move {
-            let _ = stop.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(signal).await {
-            tracing::error!("admin endpoint: {e}");
-        }
-    });
+    let a = &config.admin;
+    let limits = HttpLimits::new(a.max_connections, a.max_connections_per_source, a.header_read_timeout_secs);
+    tokio::spawn(http_listener::serve("admin", listener, router, limits, shutdown.clone()));
     Ok(Some(addr))
 }

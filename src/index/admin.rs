@@ -20,6 +20,7 @@
 //! rejected), 500 (storage).
 
 use super::{Format, ImportOptions, Index, IndexError, Source};
+use crate::http_listener::HttpLimits;
 use crate::numbers::{parse_region, Region};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -59,14 +60,23 @@ pub async fn serve(
     serve_on(listener, index, shutdown).await
 }
 
-/// Same as [`serve`] on an already bound listener (tests bind `127.0.0.1:0`).
+/// Same as [`serve`] on an already bound listener (tests bind `127.0.0.1:0`), with the
+/// default `[admin]` connection caps and header timeout.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     index: Index,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "admin endpoint listening");
-    axum::serve(listener, router(index)).with_graceful_shutdown(shutdown).await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let a = crate::config::AdminConfig::default();
+    let limits = HttpLimits::new(a.max_connections, a.max_connections_per_source, a.header_read_timeout_secs);
+    crate::http_listener::serve("admin", listener, router(index), limits, stopped).await;
+    Ok(())
 }
 
 struct ApiError(StatusCode, String);

@@ -10,7 +10,8 @@
 //! sled), `sms` and `http_client` (delivery gateways), `auth` (Bearer, Digest, Basic),
 //! `api` (error body, JSON input). This module owns its own sled database
 //! (`data_dir/provisioning`) and the listener; it uses the server's `Index`, `Accounts` and
-//! `Budget` through their public APIs only and never opens them itself.
+//! `Budget` through their public APIs only and never opens them itself. Connections are
+//! accepted and capped by `http_listener`.
 
 mod api;
 mod auth;
@@ -22,6 +23,7 @@ mod verification;
 use crate::accounts::Accounts;
 use crate::budget::Budget;
 use crate::config::Config;
+use crate::http_listener::{self, HttpLimits};
 use crate::index::Index;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,17 +67,10 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("cannot bind provisioning endpoint {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(sweep(service.clone(), shutdown.clone()));
-    let app = routes::router(service);
-    let mut stop = shutdown;
-    tokio::spawn(async move {
-        let signal = async move {
-            let _ = stop.changed().await;
-        };
-        tracing::info!(%addr, "provisioning endpoint listening");
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
-            tracing::error!("provisioning endpoint: {e}");
-        }
-    });
+    let p = &config.provisioning;
+    let limits = HttpLimits::new(p.max_connections, p.max_connections_per_source, p.header_read_timeout_secs);
+    tracing::info!(%addr, "provisioning endpoint listening");
+    tokio::spawn(http_listener::serve("provisioning", listener, routes::router(service), limits, shutdown));
     Ok(Some(addr))
 }
 

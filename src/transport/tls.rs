@@ -1,5 +1,8 @@
 //! TLS server configuration: the operator's certificate, or a self-signed one generated
 //! into the data directory on first start so TLS works out of the box.
+//!
+//! rustls logs through `log`; `main.rs` keeps it at error level, since its warnings are
+//! about clients (liblinphone sends an IP address as SNI, which rustls ignores and warns of).
 
 use anyhow::Context;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
