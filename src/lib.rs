@@ -14,6 +14,7 @@
 //! Beside the SIP path: [`provisioning`] (number verification and the account web API),
 //! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
 //!
+//! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions).
 //! [`server`] wires the parts; [`config`] holds the settings. [`replay`] is a load tool:
 //! it replays SIP traces against a server.
@@ -23,8 +24,10 @@ pub mod accounts_cli;
 pub mod auth;
 pub mod body;
 pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod core;
+pub mod identity;
 pub mod index;
 pub mod limits;
 pub mod notification;

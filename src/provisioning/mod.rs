@@ -19,6 +19,7 @@ mod routes;
 pub mod sms;
 mod verification;
 
+use crate::clock::unix_now;
 use crate::accounts::Accounts;
 use crate::budget::Budget;
 use crate::config::Config;
@@ -128,6 +129,3 @@ async fn sweep(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
