@@ -40,14 +40,6 @@ pub fn effective_region(own_number: Option<E164>, default: Option<Region>) -> Op
     own_number.and_then(|n| n.region()).or(default)
 }
 
-/// Reads `numbers.default_region` from the configuration: empty means none.
-pub fn default_region(config: &crate::config::Config) -> Result<Option<Region>, NumberError> {
-    match config.numbers.default_region.trim() {
-        "" => Ok(None),
-        r => parse_region(r).map(Some),
-    }
-}
-
 /// Largest number of digits accepted (country code included). E.164 says 15; a few
 /// numbering plans in the metadata allow longer national numbers, so we accept up to 17.
 const MAX_DIGITS: u32 = 17;
@@ -621,7 +613,7 @@ mod tests {
         let us = n("+14155552671");
         assert_eq!(effective_region(Some(us), Some(Id::FR)), Some(Id::US));
         assert_eq!(effective_region(None, Some(Id::FR)), Some(Id::FR));
-        assert_eq!(default_region(&crate::config::Config::default()).unwrap(), Some(Id::FR));
+        assert_eq!(crate::config::Config::default().numbers.default_region, Some(Id::FR));
     }
 
     #[test]

@@ -70,7 +70,7 @@ async fn e164_user_subscribes_and_publishes_with_auth_none() {
 #[tokio::test]
 async fn e164_user_subscribes_and_publishes_through_a_trusted_proxy() {
     let s = TestServer::start_with(|c| {
-        c.auth.mode = "digest".into();
+        c.auth.mode = smart_presence::config::AuthMode::Digest;
         c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;

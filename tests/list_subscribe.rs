@@ -202,7 +202,7 @@ fn resource_list(uris: &[String]) -> String {
 
 #[tokio::test]
 async fn tls_list_subscription_with_rfc_spelling() {
-    let s = TestServer::start_with(|c| c.notify.format = "rfc".into()).await;
+    let s = TestServer::start_with(|c| c.notify.format = smart_presence::config::NotifyFormat::Rfc).await;
     bind(&s, "+33612345678", "sip:bob@example.org");
     let tls = tls_connect(&s).await;
     let local = tls.get_ref().0.local_addr().unwrap();

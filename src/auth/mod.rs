@@ -8,7 +8,7 @@
 pub mod digest;
 
 use crate::accounts::Accounts;
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, AuthMode};
 use crate::numbers::E164;
 use crate::sip::{HeaderName, Request, Response};
 use crate::transport::Source;
@@ -45,10 +45,9 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(config: &AuthConfig, accounts: Accounts) -> anyhow::Result<Authenticator> {
-        let digest = match config.mode.as_str() {
-            "digest" => Some(Digest::new(accounts.realm(), config.nonce_secs)),
-            "none" => None,
-            other => anyhow::bail!("auth.mode must be \"digest\" or \"none\", not {other:?}"),
+        let digest = match config.mode {
+            AuthMode::Digest => Some(Digest::new(accounts.realm(), config.nonce_secs)),
+            AuthMode::None => None,
         };
         if digest.is_none() {
             tracing::warn!("auth.mode = \"none\": subscribers and publishers are not authenticated");

@@ -103,7 +103,7 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
     }
     Ok(Service {
         config: p.clone(),
-        default_region: crate::numbers::parse_region(&config.numbers.default_region).ok(),
+        default_region: config.numbers.default_region,
         index,
         accounts,
         budget,
