@@ -458,7 +458,8 @@ pub fn from_uri(uri: &str, region: Option<Region>) -> UriKind {
     };
     if parsed.scheme == Scheme::Tel {
         let number = parsed.user.as_deref().unwrap_or("");
-        return phone(tel_digits(number, parsed.params.iter().map(|(k, v)| (k.as_str(), v.as_deref().unwrap_or(""))), region));
+        let params = parsed.params.iter().map(|(k, v)| (k.as_str(), v.as_deref().unwrap_or("")));
+        return phone(tel_digits(number, params, region));
     }
     // userinfo = user [":" password]
     let Some(user) = parsed.user.as_deref().and_then(|u| u.split(':').next()) else {
