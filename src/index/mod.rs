@@ -581,7 +581,6 @@ pub const MAX_URI_BYTES: usize = 1024;
 /// Canonical form of a SIP user URI ([`crate::identity`]), or an error if the string is not
 /// one. A phone-number URI (`tel:`, `;user=phone`) names a number, which is bound, not bound
 /// to; a SIP user whose user part is a number (`sip:+4915100000001@example.org`) is a user.
-
 pub fn canonical_sip_uri(uri: &str) -> Result<String, IndexError> {
     // The reverse map keys buckets by URI with a 16-bit length; no real SIP user needs more
     // than this, and a longer one (the admin API takes 2 MB bodies) must not reach a bucket.
