@@ -15,6 +15,7 @@
 //! flushed before the call returns. It must not touch the binding index: linking a number to
 //! a SIP URI is the caller's decision (see `provisioning`).
 
+use crate::clock::unix_now;
 use crate::numbers::E164;
 use md5::Md5;
 use parking_lot::Mutex;
@@ -99,7 +100,7 @@ pub enum AccountError {
     UsernameTaken(String),
     #[error("{number} belongs to account {username:?}")]
     NumberTaken { number: E164, username: String },
-    #[error("invalid username {0:?} (1 to 64 characters: letters, digits, + - _ ., not starting with +)")]
+    #[error("invalid username {0:?} (1 to 64 characters: letters, digits, + - _ .)")]
     InvalidUsername(String),
     #[error("no account {0:?}")]
     NotFound(String),
@@ -154,9 +155,6 @@ fn tx_err(e: TransactionError<AccountError>) -> AccountError {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 fn decode(v: &[u8]) -> Result<Stored, AccountError> {
     serde_json::from_slice(v).map_err(|e| AccountError::Corrupt(e.to_string()))
@@ -180,11 +178,10 @@ fn token_hash(token: &str) -> String {
     Algorithm::Sha256.hex(token)
 }
 
-/// Usernames we accept: safe in a SIP URI user part without escaping, and not starting with
-/// `+` (`sip:+33...@domain` reads as a phone number, so it could not be a binding target).
+/// Usernames we accept: safe in a SIP URI user part without escaping. An E.164 username
+/// (`+4915100000001`, Linphone's phone-number accounts) is a SIP user like any other.
 pub fn valid_username(u: &str) -> bool {
     (1..=64).contains(&u.len())
-        && !u.starts_with('+')
         && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-_.".contains(&b))
 }
 
@@ -425,5 +422,6 @@ mod tests {
         assert_eq!(a.by_number(n("+33698765432")).unwrap().unwrap().username, "alice");
         assert!(a.ha1("nobody", Algorithm::Md5).is_none());
         assert!(matches!(a.create("bad name", "x", &[]), Err(AccountError::InvalidUsername(_))));
+        assert_eq!(a.create("+4915100000001", "x", &[]).unwrap().sip_uri(), "sip:+4915100000001@example.org");
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::accounts::{self, Accounts};
 use crate::config::Config;
-use crate::numbers::{normalize, parse_region};
+use crate::numbers::normalize;
 use anyhow::Context;
 
 #[derive(clap::Subcommand, Debug)]
@@ -41,10 +41,7 @@ pub fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
 }
 
 fn add(store: &Accounts, config: &Config, username: &str, password: &str, numbers: &[String]) -> anyhow::Result<()> {
-    let region = match config.numbers.default_region.trim() {
-        "" => None,
-        r => Some(parse_region(r)?),
-    };
+    let region = config.numbers.default_region;
     let parsed = numbers
         .iter()
         .map(|n| normalize(n, region).with_context(|| format!("bad number {n:?}")))

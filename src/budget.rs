@@ -17,6 +17,7 @@
 //! Both address-book HTTP queries and SIP list subscriptions charge through [`Budget::charge`].
 //! It knows nothing of accounts beyond their names and must not touch the binding index.
 
+use crate::clock::unix_now;
 use crate::config::BudgetConfig;
 use crate::numbers::E164;
 use parking_lot::Mutex;
@@ -118,9 +119,6 @@ impl Bucket {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 impl Budget {
     /// Opens (creating if needed) the store in `dir`.

@@ -1,12 +1,159 @@
 //! Configuration: the TOML file an operator writes, with a documented default for every key.
 //!
-//! Owns parsing and defaults only. Nothing here opens sockets or files other than the config
-//! file itself; `server.rs` turns a `Config` into running parts. Every key is documented in
-//! `examples/smart-presence.toml`, which a test parses so the two cannot drift apart.
+//! Owns parsing, validation and defaults. Nothing here opens sockets or files other than the
+//! config file itself; `server.rs` turns a `Config` into running parts. Every key is
+//! documented in `examples/smart-presence.toml`, which a test parses so the two cannot drift
+//! apart.
+//!
+//! Closed sets of values (`notify.format`, `auth.mode`, gateway kinds, regions, the log
+//! level) are types parsed when the file is read: a typo is an error at start naming the key
+//! and the allowed values, never a silent default.
 
+use crate::numbers::Region;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// A setting taking one of a fixed set of words: an enum with its words, parsed (case
+/// sensitive) with an error listing them.
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal $(| $alias:literal)*),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $variant),+
+        }
+
+        impl $name {
+            /// The words accepted, as the file writes them.
+            pub const ALLOWED: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text $(| $alias)* => Ok($name::$variant),)+
+                    _ => Err(format!("unknown value {s:?}, expected one of: {}", Self::ALLOWED.join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+choice! {
+    /// How NOTIFY bodies are spelled (`notify.format`).
+    NotifyFormat {
+        /// By User-Agent: belle-sip 5.4+ and `rfc_user_agents` get RFC, others liblinphone's.
+        Auto = "auto",
+        Linphone = "linphone",
+        Rfc = "rfc",
+    }
+}
+
+choice! {
+    /// Who is believed (`auth.mode`).
+    AuthMode {
+        /// Digest against the account store.
+        Digest = "digest",
+        /// The From URI as given (trusted networks or tests only).
+        None = "none",
+    }
+}
+
+choice! {
+    /// A delivery gateway's kind (`provisioning.sms.kind`, `provisioning.voice.kind`).
+    GatewayKind {
+        Log = "log",
+        Http = "http",
+        /// Disabled (an empty string says the same).
+        None = "none" | "",
+    }
+}
+
+choice! {
+    /// How an http gateway escapes values in its body template.
+    BodyEncoding {
+        Form = "form",
+        Json = "json",
+        Raw = "raw",
+    }
+}
+
+/// `log_level`: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or a full
+/// `tracing` filter (`info,smart_presence::transport=debug`), checked when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    const LEVELS: &'static [&'static str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogLevel, String> {
+        let t = s.trim();
+        let is_level = LogLevel::LEVELS.iter().any(|l| l.eq_ignore_ascii_case(t));
+        // A bare word that is no level would be read by `tracing` as a target name and
+        // silently log nothing of ours: only filters with directives pass as filters.
+        let is_filter = t.contains(['=', ',']) && tracing_subscriber::EnvFilter::try_new(t).is_ok();
+        if is_level || is_filter {
+            return Ok(LogLevel(t.to_string()));
+        }
+        Err(format!(
+            "unknown value {s:?}, expected one of: {}, or a tracing filter such as \"info,smart_presence=debug\"",
+            LogLevel::LEVELS.join(", ")
+        ))
+    }
+}
+
+impl std::ops::Deref for LogLevel {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `numbers.default_region`: an ISO 3166 code (`FR`, any case), or `""` for none.
+fn region<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Region>, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    match s.trim() {
+        "" => Ok(None),
+        r => crate::numbers::parse_region(r).map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("unknown region {s:?}, expected an ISO 3166 code such as FR, DE, US, or \"\" for none"))
+        }),
+    }
+}
 
 /// The whole configuration. Unknown keys are an error, so typos do not pass silently.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,8 +163,8 @@ pub struct Config {
     pub domain: String,
     /// Where sled and the generated TLS certificate live.
     pub data_dir: PathBuf,
-    /// `error`, `warn`, `info`, `debug` or `trace` (or a full `tracing` filter string).
-    pub log_level: String,
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off` (or a full `tracing` filter string).
+    pub log_level: LogLevel,
     pub sip: SipConfig,
     pub tls: TlsConfig,
     pub numbers: NumbersConfig,
@@ -57,7 +204,7 @@ pub struct AuthConfig {
     /// `digest`: SUBSCRIBE, PUBLISH and REGISTER are challenged (401, RFC 8760 SHA-256 and
     /// MD5) against the account store. `none`: the From URI is believed (trusted networks
     /// or tests only).
-    pub mode: String,
+    pub mode: AuthMode,
     /// Source addresses of proxies whose requests are trusted without a challenge; the
     /// identity is their P-Asserted-Identity, else From (e.g. the registrar that PUBLISHes).
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -67,7 +214,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { mode: "digest".into(), trusted_proxies: Vec::new(), nonce_secs: 300 }
+        AuthConfig { mode: AuthMode::Digest, trusted_proxies: Vec::new(), nonce_secs: 300 }
     }
 }
 
@@ -140,7 +287,7 @@ pub struct SubscriptionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// `auto` (by User-Agent), `linphone` or `rfc`.
-    pub format: String,
+    pub format: NotifyFormat,
     /// With `auto`: clients whose User-Agent contains one of these get the RFC spelling.
     /// belle-sip 5.4 and later are recognised without being listed here.
     pub rfc_user_agents: Vec<String>,
@@ -196,8 +343,10 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NumbersConfig {
-    /// ISO 3166 region used for national numbers when the subscriber's own region is unknown.
-    pub default_region: String,
+    /// ISO 3166 region used for national numbers when the subscriber's own region is unknown
+    /// (`""` in the file: none).
+    #[serde(deserialize_with = "region")]
+    pub default_region: Option<Region>,
 }
 
 /// The local management endpoint the CLI talks to while the server runs.
@@ -220,7 +369,7 @@ impl Default for Config {
         Config {
             domain: "localhost".into(),
             data_dir: PathBuf::from("./data"),
-            log_level: "info".into(),
+            log_level: LogLevel("info".into()),
             sip: SipConfig::default(),
             tls: TlsConfig::default(),
             numbers: NumbersConfig::default(),
@@ -276,7 +425,7 @@ impl Default for LimitsConfig {
 impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
-            format: "auto".into(),
+            format: NotifyFormat::Auto,
             rfc_user_agents: Vec::new(),
             compress: true,
             max_body_udp: 16 * 1024,
@@ -306,7 +455,7 @@ impl Default for SipConfig {
 
 impl Default for NumbersConfig {
     fn default() -> Self {
-        NumbersConfig { default_region: "FR".into() }
+        NumbersConfig { default_region: Some(Region::FR) }
     }
 }
 
@@ -346,8 +495,7 @@ pub struct ProvisioningConfig {
     /// Wrong codes that lock a verification (a new code must be requested).
     pub max_wrong_codes: u32,
     /// SIP username of a new account: `{digits}` is the E.164 number without `+` (the
-    /// default: `sip:+33...@domain` would read as a phone number, not a SIP user), `{number}`
-    /// the same with `+` (only inside a longer name, e.g. `u{number}`).
+    /// default), `{number}` the same with `+` (`sip:+33...@domain` is a SIP user too).
     pub username_template: String,
     /// Let a device that already verified a number get fresh credentials for it without a
     /// new code. Off: a device id can be forged.
@@ -384,7 +532,7 @@ pub struct ProvisioningConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// `log` (append to a file in data_dir and log), `http` (templated request) or `none`.
-    pub kind: String,
+    pub kind: GatewayKind,
     /// `log`: the file, relative to data_dir.
     pub log_file: PathBuf,
     /// `http`: the URL; `{to}`, `{from}`, `{text}`, `{ref}` are replaced, URL-encoded.
@@ -396,7 +544,7 @@ pub struct GatewayConfig {
     /// `http`: the body, with `{to}`, `{from}`, `{text}`, `{ref}` escaped by `body_encoding`.
     pub body_template: String,
     /// `http`: `form` (URL-encode values), `json` (JSON-escape values) or `raw`.
-    pub body_encoding: String,
+    pub body_encoding: BodyEncoding,
     /// `http` over https: PEM file of trusted CAs (unset: the platform's roots).
     pub ca_file: Option<PathBuf>,
     /// `http`: give up on the gateway after this many seconds.
@@ -442,7 +590,7 @@ impl Default for ProvisioningConfig {
             voice_text: "Your {app} code is {spoken_code}".into(),
             sender: "smart-presence".into(),
             sms: GatewayConfig::default(),
-            voice: GatewayConfig { kind: "none".into(), log_file: PathBuf::from("voice.log"), ..GatewayConfig::default() },
+            voice: GatewayConfig { kind: GatewayKind::None, log_file: PathBuf::from("voice.log"), ..GatewayConfig::default() },
         }
     }
 }
@@ -450,13 +598,13 @@ impl Default for ProvisioningConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
-            kind: "log".into(),
+            kind: GatewayKind::Log,
             log_file: PathBuf::from("sms.log"),
             url: String::new(),
             method: "POST".into(),
             headers: Default::default(),
             body_template: String::new(),
-            body_encoding: "form".into(),
+            body_encoding: BodyEncoding::Form,
             ca_file: None,
             timeout_secs: 10,
         }
@@ -477,6 +625,38 @@ fn any_v6(port: u16) -> SocketAddr {
     SocketAddr::from(([0u16; 8], port))
 }
 
+/// What the SUBSCRIBE handler reads (`subscription::handler`), not the whole file.
+#[derive(Debug, Clone)]
+pub struct SubscribeSettings {
+    /// The service domain (our Contact when the request's local address tells nothing).
+    pub domain: String,
+    pub subscription: SubscriptionConfig,
+    pub notify: NotifyConfig,
+    pub default_region: Option<Region>,
+}
+
+/// A configuration that does not parse: the key (as a dotted path) and what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// `notify.format`; empty when the text is not TOML at all.
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.key.as_str(), self.line) {
+            ("", Some(l)) => write!(f, "line {l}: {}", self.message),
+            ("", None) => f.write_str(&self.message),
+            (key, Some(l)) => write!(f, "{key} (line {l}): {}", self.message),
+            (key, None) => write!(f, "{key}: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl Config {
     /// Reads a TOML file; a missing file is an error (the caller decides whether to default).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -485,8 +665,47 @@ impl Config {
         Config::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses and checks a configuration; the error names the key.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError { key: if key == "." { String::new() } else { key }, line, message: inner.message().to_string() }
+        })
+    }
+
+    /// The SUBSCRIBE handler's part.
+    pub fn subscribe_settings(&self) -> SubscribeSettings {
+        SubscribeSettings {
+            domain: self.domain.clone(),
+            subscription: self.subscription.clone(),
+            notify: self.notify.clone(),
+            default_region: self.numbers.default_region,
+        }
+    }
+
+    /// A few lines saying what this configuration will run (for `check-config`).
+    pub fn summary(&self) -> String {
+        let addrs = |a: &[SocketAddr]| if a.is_empty() { "off".to_string() } else { a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ") };
+        let opt = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        let region = self.numbers.default_region.as_ref().map_or("none", |r| r.as_ref());
+        format!(
+            "domain {}\ndata_dir {}\nsip udp {}\nsip tcp {}\nsip tls {}\nauth.mode {}\nnotify.format {}\n\
+             numbers.default_region {region}\nregistrar {}\nadmin {}\nprovisioning {}\nlog_level {}\n",
+            self.domain,
+            self.data_dir.display(),
+            addrs(&self.sip.udp),
+            addrs(&self.sip.tcp),
+            addrs(&self.sip.tls),
+            self.auth.mode,
+            self.notify.format,
+            if self.registrar.enabled { "on" } else { "off" },
+            opt(self.admin.listen),
+            opt(self.provisioning.listen),
+            self.log_level.as_str(),
+        )
     }
 }
 
@@ -505,5 +724,36 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error() {
         assert!(Config::parse("domian = \"x\"").is_err());
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_key_and_the_allowed_values() {
+        let e = error("[notify]\nformat = \"RFC\"\n");
+        assert!(e.contains("notify.format") && e.contains("auto, linphone, rfc") && e.contains("line 2"), "{e}");
+        let e = error("[auth]\nmode = \"Digest\"\n");
+        assert!(e.contains("auth.mode") && e.contains("digest, none"), "{e}");
+        let e = error("[numbers]\ndefault_region = \"XX\"\n");
+        assert!(e.contains("numbers.default_region") && e.contains("ISO 3166"), "{e}");
+        let e = error("log_level = \"verbose\"\n");
+        assert!(e.contains("log_level") && e.contains("error, warn, info, debug, trace"), "{e}");
+        let e = error("[provisioning.voice]\nkind = \"sms\"\n");
+        assert!(e.contains("provisioning.voice.kind") && e.contains("log, http, none"), "{e}");
+        let e = error("[provisioning.sms]\nbody_encoding = \"xml\"\n");
+        assert!(e.contains("provisioning.sms.body_encoding") && e.contains("form, json, raw"), "{e}");
+        let e = error("[sip]\nudpp = []\n");
+        assert!(e.contains("udpp"), "{e}");
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let c = Config::parse("log_level = \"info,smart_presence=debug\"\n[notify]\nformat = \"rfc\"\n[numbers]\ndefault_region = \"de\"\n").unwrap();
+        assert_eq!((c.notify.format, c.numbers.default_region), (NotifyFormat::Rfc, Some(Region::DE)));
+        assert_eq!(c.log_level.as_str(), "info,smart_presence=debug");
+        let c = Config::parse("[numbers]\ndefault_region = \"\"\n[provisioning.sms]\nkind = \"\"\n").unwrap();
+        assert_eq!((c.numbers.default_region, c.provisioning.sms.kind), (None, GatewayKind::None));
     }
 }

@@ -15,6 +15,7 @@
 //! Beside the SIP path: [`provisioning`] (number verification and the account web API),
 //! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
 //!
+//! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
 //! [`http_listener`] bounds the HTTP listeners' connections; [`fd_limit`] raises the
 //! open-file limit at start.
@@ -26,11 +27,13 @@ pub mod accounts_cli;
 pub mod auth;
 pub mod body;
 pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod dialog;
 pub mod fd_limit;
 pub mod http_listener;
+pub mod identity;
 pub mod index;
 pub mod limits;
 pub mod notification;

@@ -247,21 +247,21 @@ impl Limits {
     }
 }
 
-/// The account a request is charged to until authentication lands: the From URI reduced
-/// to `sip:user@host` (sips counts as sip, host lowercased, parameters, port and display
-/// name dropped); `tel:` URIs keep their number; anything unparseable stays as written.
+/// The account a subscription is charged to: the identity's canonical address of record
+/// ([`crate::identity`]), so the cap and the authenticated user key one user alike; `tel:`
+/// URIs keep their number; anything else unparseable stays as written.
 pub fn account(from_uri: &str) -> String {
+    if let Ok(aor) = crate::identity::of_header(from_uri) {
+        return aor;
+    }
     let text = match NameAddr::parse(from_uri) {
         Ok(addr) => addr.uri_text,
         Err(_) => from_uri.trim().to_string(),
     };
     match crate::sip::Uri::parse(&text) {
         Ok(uri) if uri.scheme == Scheme::Tel => format!("tel:{}", uri.user.unwrap_or_default()),
-        Ok(uri) => match uri.user {
-            Some(user) => format!("sip:{user}@{}", uri.host.to_ascii_lowercase()),
-            None => format!("sip:{}", uri.host.to_ascii_lowercase()),
-        },
-        Err(_) => text,
+        Ok(uri) if uri.user.is_none() => format!("sip:{}", uri.host.to_ascii_lowercase()),
+        _ => text,
     }
 }
 
@@ -495,6 +495,8 @@ mod tests {
         assert_eq!(account("\"A\" <sip:alice@example.org>;tag=1"), "sip:alice@example.org");
         assert_eq!(account("sip:alice@example.org;user=phone"), "sip:alice@example.org");
         assert_eq!(account("tel:+33612345678"), "tel:+33612345678");
+        assert_eq!(account("sip:+4915100000001@Example.org"), "sip:+4915100000001@example.org");
+        assert_ne!(account("sip:ALICE@example.org"), account("sip:alice@example.org"));
     }
 
     #[test]

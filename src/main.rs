@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Check a configuration file: prints "ok" and a summary, or fails naming the bad key.
+    CheckConfig { file: PathBuf },
     /// Replay the client side of a SIP trace (pcap, pcapng, SIPp or sngrep text) against a server.
     Replay(smart_presence::replay::Args),
 }
@@ -141,6 +143,11 @@ fn main() -> std::process::ExitCode {
                 let config = load_config(config.as_ref())?;
                 init_logging("warn");
                 smart_presence::accounts_cli::run(command, &config)
+            }
+            Command::CheckConfig { file } => {
+                let config = Config::load(&file)?;
+                print!("ok\n{}", config.summary());
+                Ok(())
             }
             Command::Replay(args) => {
                 init_logging("warn");

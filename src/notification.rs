@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(pick("Linphone/6.0 (belle-sip/10.0.1)"), Flavor::Rfc);
         let cfg = NotifyConfig { rfc_user_agents: vec!["SIPp".into()], ..NotifyConfig::default() };
         assert_eq!(Format::choose(&cfg, Some("SIPp/3.6"), false, false).flavor, Flavor::Rfc);
-        let forced = NotifyConfig { format: "rfc".into(), ..NotifyConfig::default() };
+        let forced = NotifyConfig { format: crate::config::NotifyFormat::Rfc, ..NotifyConfig::default() };
         assert_eq!(Format::choose(&forced, Some("Linphone/5.1"), false, false).event(), "presence");
     }
 }

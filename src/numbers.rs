@@ -23,6 +23,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use crate::sip::uri::{percent_decode, Scheme, Uri};
+
 /// An ISO 3166 region (`FR`, `US`, ...), as the `phonenumber` crate names them.
 pub type Region = phonenumber::country::Id;
 
@@ -36,14 +38,6 @@ pub fn parse_region(s: &str) -> Result<Region, NumberError> {
 /// number) if known, else the configured default.
 pub fn effective_region(own_number: Option<E164>, default: Option<Region>) -> Option<Region> {
     own_number.and_then(|n| n.region()).or(default)
-}
-
-/// Reads `numbers.default_region` from the configuration: empty means none.
-pub fn default_region(config: &crate::config::Config) -> Result<Option<Region>, NumberError> {
-    match config.numbers.default_region.trim() {
-        "" => Ok(None),
-        r => parse_region(r).map(Some),
-    }
 }
 
 /// Largest number of digits accepted (country code included). E.164 says 15; a few
@@ -174,8 +168,7 @@ pub enum NumberError {
 pub enum UriKind {
     /// A phone number (`tel:`, `sip:...;user=phone`, or `sip:+digits@...`).
     Phone(E164),
-    /// A plain SIP user, canonical `sip:user@host` (scheme and host lower-cased, port kept,
-    /// parameters and headers dropped; `sips:` kept as `sips:`).
+    /// A plain SIP user, as its canonical address of record ([`crate::identity`]).
     Sip(String),
     /// Neither; the reason says why.
     Invalid(String),
@@ -456,41 +449,67 @@ fn split_cc(v: u64) -> Option<(u16, u32, &'static CcInfo)> {
 }
 
 /// Classifies a SIP or tel URI (optionally in `<...>`, optionally with a display name).
+/// A SIP URI whose user part is `+` and digits is read as its number here (list entries
+/// name numbers); as an identity it is a user too ([`crate::identity`]).
 pub fn from_uri(uri: &str, region: Option<Region>) -> UriKind {
-    let mut s = uri.trim();
-    if let (Some(a), Some(b)) = (s.find('<'), s.rfind('>')) {
-        if a < b {
-            s = &s[a + 1..b];
-        }
-    }
-    let Some(colon) = s.find(':') else {
-        return UriKind::Invalid(format!("no scheme in {uri:?}"));
+    let parsed = match Uri::parse(crate::identity::addr_spec(uri)) {
+        Ok(u) => u,
+        Err(e) => return UriKind::Invalid(format!("{e} in {uri:?}")),
     };
-    let scheme = s[..colon].to_ascii_lowercase();
-    let rest = &s[colon + 1..];
-    match scheme.as_str() {
-        "tel" => match tel_number(rest, region) {
-            Ok(n) => UriKind::Phone(n),
-            Err(e) => UriKind::Invalid(e.to_string()),
-        },
-        "sip" | "sips" => sip_uri(&scheme, rest, region),
-        _ => UriKind::Invalid(format!("unsupported scheme {scheme:?} in {uri:?}")),
+    if parsed.scheme == Scheme::Tel {
+        let number = parsed.user.as_deref().unwrap_or("");
+        let params = parsed.params.iter().map(|(k, v)| (k.as_str(), v.as_deref().unwrap_or("")));
+        return phone(tel_digits(number, params, region));
+    }
+    // userinfo = user [":" password]
+    let Some(user) = parsed.user.as_deref().and_then(|u| u.split(':').next()) else {
+        return UriKind::Invalid(format!("no user part in {uri:?}"));
+    };
+    if parsed.is_user_phone() {
+        return phone(tel_number(user, region));
+    }
+    // Without user=phone, a user part that is `+` and digits (visual separators allowed)
+    // is a phone number too.
+    let decoded = percent_decode(user);
+    if is_global_number(decoded.split(';').next().unwrap_or("")) {
+        return phone(tel_number(&decoded, region));
+    }
+    match parsed.aor() {
+        Ok(aor) => UriKind::Sip(aor),
+        Err(e) => UriKind::Invalid(format!("{e} in {uri:?}")),
     }
 }
 
-/// A telephone-subscriber (RFC 3966): `number[;params]`, number global (`+...`) or local
-/// with a `phone-context`.
+fn phone(n: Result<E164, NumberError>) -> UriKind {
+    match n {
+        Ok(n) => UriKind::Phone(n),
+        Err(e) => UriKind::Invalid(e.to_string()),
+    }
+}
+
+/// `+` then digits, visual separators allowed.
+fn is_global_number(s: &str) -> bool {
+    s.len() > 1 && s.starts_with('+') && s[1..].chars().all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | '(' | ')'))
+}
+
+/// A telephone-subscriber (RFC 3966) written as one string: `number[;params]`.
 fn tel_number(sub: &str, region: Option<Region>) -> Result<E164, NumberError> {
     let mut parts = sub.split(';');
     let raw = parts.next().unwrap_or("");
+    let params = parts.map(|p| p.split_once('=').unwrap_or((p, "")));
+    tel_digits(raw, params, region)
+}
+
+/// A telephone-subscriber's number and parameters: the number global (`+...`) or local
+/// with a `phone-context`; an extension (`ext`, `isub`) is refused.
+fn tel_digits<'a>(raw: &str, params: impl Iterator<Item = (&'a str, &'a str)>, region: Option<Region>) -> Result<E164, NumberError> {
     let mut context = None;
-    for p in parts {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+    for (k, v) in params {
         let k = k.trim().to_ascii_lowercase();
         if k == "phone-context" {
             context = Some(v.trim());
         } else if k == "ext" || k == "isub" {
-            return Err(NumberError::Extension(sub.to_string()));
+            return Err(NumberError::Extension(raw.to_string()));
         }
     }
     let number = strip_visual(raw)?;
@@ -525,78 +544,6 @@ fn strip_visual(s: &str) -> Result<String, NumberError> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('%') {
-        return s.into();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(v) = hex {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned().into()
-}
-
-fn sip_uri(scheme: &str, rest: &str, region: Option<Region>) -> UriKind {
-    // Headers first (`?`), then userinfo@hostport;params.
-    let rest = rest.split('?').next().unwrap_or("");
-    let Some(at) = rest.find('@') else {
-        return UriKind::Invalid(format!("no user part in {scheme}:{rest}"));
-    };
-    let userinfo = &rest[..at];
-    let hostpart = &rest[at + 1..];
-    // user part: up to ':' (password). The user part may carry telephone-subscriber params.
-    let user = userinfo.split(':').next().unwrap_or("");
-    let mut hp = hostpart.split(';');
-    let hostport = hp.next().unwrap_or("").trim();
-    let user_phone = hp.any(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        k.trim().eq_ignore_ascii_case("user") && v.trim().eq_ignore_ascii_case("phone")
-    });
-    if hostport.is_empty() {
-        return UriKind::Invalid(format!("no host in {scheme}:{rest}"));
-    }
-    if user.is_empty() {
-        return UriKind::Invalid(format!("empty user part in {scheme}:{rest}"));
-    }
-    if user_phone {
-        return match tel_number(user, region) {
-            Ok(n) => UriKind::Phone(n),
-            Err(e) => UriKind::Invalid(e.to_string()),
-        };
-    }
-    // Without user=phone, a user part that is `+` and digits (visual separators allowed)
-    // is a phone number too.
-    let decoded = percent_decode(user);
-    let number_part = decoded.split(';').next().unwrap_or("");
-    if number_part.starts_with('+')
-        && number_part.len() > 1
-        && number_part[1..].chars().all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | '(' | ')'))
-    {
-        return match tel_number(&decoded, region) {
-            Ok(n) => UriKind::Phone(n),
-            Err(e) => UriKind::Invalid(e.to_string()),
-        };
-    }
-    if decoded.chars().any(|c| c.is_control() || c.is_whitespace() || c == '@') {
-        return UriKind::Invalid(format!("bad character in user part of {scheme}:{rest}"));
-    }
-    if hostport.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '@' | '<' | '>' | '"')) {
-        return UriKind::Invalid(format!("bad character in host of {scheme}:{rest}"));
-    }
-    UriKind::Sip(format!("{scheme}:{decoded}@{}", hostport.to_ascii_lowercase()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,7 +571,7 @@ mod tests {
         assert_eq!(from_uri("tel:06-12-34-56-78;phone-context=+33", None), UriKind::Phone(want));
         assert_eq!(from_uri("<sip:+33-6-12-34-56-78@Dom>", None), UriKind::Phone(want));
         assert_eq!(from_uri("sip:bob@Example.COM;transport=tcp", None), UriKind::Sip("sip:bob@example.com".into()));
-        assert_eq!(from_uri("\"Bob\" <sip:bob@example.com:5061>", None), UriKind::Sip("sip:bob@example.com:5061".into()));
+        assert_eq!(from_uri("\"Bob\" <sips:bob@example.com:5061>", None), UriKind::Sip("sip:bob@example.com".into()));
         assert!(matches!(from_uri("sip:example.com", None), UriKind::Invalid(_)));
         assert_eq!(from_uri("sip:b%6Fb@x.org", None), UriKind::Sip("sip:bob@x.org".into()));
         assert!(matches!(from_uri("sip:a%40b@x.org", None), UriKind::Invalid(_)));
@@ -667,7 +614,7 @@ mod tests {
         let us = n("+14155552671");
         assert_eq!(effective_region(Some(us), Some(Id::FR)), Some(Id::US));
         assert_eq!(effective_region(None, Some(Id::FR)), Some(Id::FR));
-        assert_eq!(default_region(&crate::config::Config::default()).unwrap(), Some(Id::FR));
+        assert_eq!(crate::config::Config::default().numbers.default_region, Some(Id::FR));
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use crate::auth::Authenticator;
 use crate::config::RegistrarConfig;
 use crate::core::{Handler, HandlerFuture, ServerTx};
-use crate::numbers::{self, UriKind};
 use crate::presence::{PresenceStore, Published};
 use crate::sip::{message::split_list, HeaderName, NameAddr, Request, Response};
 use parking_lot::Mutex;
@@ -136,10 +135,7 @@ fn with_contacts(mut resp: Response, contacts: &[Contact], now: Instant) -> Resp
 fn aor_of(req: &Request) -> Option<String> {
     let to = req.headers.get(&HeaderName::To)?;
     let first = split_list(&to).into_iter().next()?.to_string();
-    match numbers::from_uri(&NameAddr::parse(&first).ok()?.uri_text, None) {
-        UriKind::Sip(uri) => Some(uri),
-        _ => None,
-    }
+    crate::identity::of_header(&first).ok()
 }
 
 impl Handler for Registrar {

@@ -50,7 +50,7 @@ pub fn classify(uris: Vec<String>, region: Option<Region>) -> Vec<Entry> {
 
 /// The subscriber's region: the country of a number bound to his SIP URI, else `default`.
 pub fn subscriber_region(index: &Index, from_uri: &str, default: Option<Region>) -> Option<Region> {
-    let UriKind::Sip(uri) = numbers::from_uri(from_uri, None) else { return default };
+    let Ok(uri) = crate::identity::aor(from_uri) else { return default };
     match index.numbers_of(&uri) {
         Ok(nums) => nums.first().and_then(|n| n.region()).or(default),
         Err(_) => default,

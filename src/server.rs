@@ -86,7 +86,7 @@ impl Server {
             .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone())) as Arc<dyn crate::core::Handler>);
         let publish = PublishHandler { auth: auth.clone(), store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
-            subscribe: Some(SubscribeHandler::new(shared, Arc::new(config.clone()))?),
+            subscribe: Some(SubscribeHandler::new(shared, config.subscribe_settings())),
             publish: Some(Arc::new(publish)),
             register: registrar,
             ..Handlers::default()

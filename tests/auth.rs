@@ -11,7 +11,7 @@ use std::time::Duration;
 
 async fn server(nonce_secs: u64) -> TestServer {
     let s = TestServer::start_with(|c| {
-        c.auth.mode = "digest".into();
+        c.auth.mode = smart_presence::config::AuthMode::Digest;
         c.auth.nonce_secs = nonce_secs;
         c.notify.min_interval_ms = 100;
         c.presence.notify_interval_secs = 1;

@@ -182,3 +182,26 @@ fn accounts_add_and_list_on_the_data_directory() {
     let list = Command::new(bin).args(["accounts", "--config"]).arg(&config).arg("list").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&list.stdout), "sip:alice@example.org\t+33612345678\n");
 }
+
+#[test]
+fn check_config_passes_the_example_and_names_a_wrong_key() {
+    let bin = env!("CARGO_BIN_EXE_smart-presence");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/smart-presence.toml");
+    let ok = Command::new(bin).args(["check-config", example]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.starts_with("ok\n") && out.contains("notify.format auto") && out.contains("numbers.default_region FR"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "domain = \"example.org\"\n[notify]\nformat = \"RFC\"\n").unwrap();
+    let out = Command::new(bin).args(["check-config"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("notify.format") && err.contains("auto, linphone, rfc"), "{err}");
+    // A region the SIP path refused and the HTTP path silently ignored: refused at start.
+    std::fs::write(&bad, "[numbers]\ndefault_region = \"FRA\"\n").unwrap();
+    let out = Command::new(bin).args(["serve", "--config"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("numbers.default_region"));
+}

@@ -3,7 +3,7 @@
 //! A test binary of its own: the variables are process-wide, so they are set before the
 //! runtime starts. The proxy and both gateways (plain and TLS) are real loopback servers.
 
-use smart_presence::config::GatewayConfig;
+use smart_presence::config::{GatewayConfig, GatewayKind};
 use smart_presence::provisioning::sms::{Gateway, Outgoing};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,7 +135,7 @@ fn gateways_go_through_the_environment_proxy() {
 
         // Plain http: two messages, one tunnel, with the proxy's credentials.
         let (plain, mut plain_requests) = http_gateway_receiver().await;
-        let config = GatewayConfig { kind: "http".into(), url: format!("http://{plain}/sms?to={{to}}"), ..GatewayConfig::default() };
+        let config = GatewayConfig { kind: GatewayKind::Http, url: format!("http://{plain}/sms?to={{to}}"), ..GatewayConfig::default() };
         let gateway = Gateway::from_config(&config, dir.path()).unwrap();
         for to in ["+33612345678", "+33612345679"] {
             gateway.send(&message(to)).await.unwrap();
@@ -150,7 +150,7 @@ fn gateways_go_through_the_environment_proxy() {
         let cert_file = dir.path().join("gateway-cert.pem");
         let (tls, mut tls_requests) = https_gateway_receiver(&cert_file).await;
         let url = format!("https://localhost:{}/calls", tls.port());
-        let config = GatewayConfig { kind: "http".into(), url, ca_file: Some(cert_file), ..GatewayConfig::default() };
+        let config = GatewayConfig { kind: GatewayKind::Http, url, ca_file: Some(cert_file), ..GatewayConfig::default() };
         Gateway::from_config(&config, dir.path()).unwrap().send(&message("+33612345678")).await.unwrap();
         assert!(next(&mut tls_requests).await.starts_with("POST /calls HTTP/1.1"));
         let connect = next(&mut tunnels).await;

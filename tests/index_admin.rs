@@ -68,7 +68,7 @@ fn free_port() -> SocketAddr {
 fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {
     let mut c = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
     c.admin.listen = Some(listen);
-    c.numbers.default_region = "FR".into();
+    c.numbers.default_region = Some(smart_presence::numbers::Region::FR);
     c
 }
 

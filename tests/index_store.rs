@@ -54,7 +54,7 @@ fn refuses_phone_uris_and_garbage_as_targets() {
     let (_d, idx) = open();
     let a = n("+33612345678");
     assert!(matches!(idx.bind(a, "tel:+33612345679", Source::Admin), Err(IndexError::InvalidUri(_))));
-    assert!(matches!(idx.bind(a, "sip:+33612345679@x", Source::Admin), Err(IndexError::InvalidUri(_))));
+    assert!(matches!(idx.bind(a, "sip:+33612345679@x;user=phone", Source::Admin), Err(IndexError::InvalidUri(_))));
     assert!(matches!(idx.bind(a, "bob", Source::Admin), Err(IndexError::InvalidUri(_))));
     assert!(idx.is_empty());
 }

@@ -118,7 +118,7 @@ async fn liblinphone_sees_users_over_tcp_and_live_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_registers_with_digest_and_sees_a_publish() {
     let s = TestServer::start_with(|c| {
-        c.auth.mode = "digest".into();
+        c.auth.mode = smart_presence::config::AuthMode::Digest;
         c.presence.long_term = false;
         c.presence.notify_interval_secs = 1;
         c.notify.min_interval_ms = 100;

@@ -188,7 +188,7 @@ async fn liblinphone_tcp_notify_comes_back_on_the_client_connection() {
 
 #[tokio::test]
 async fn tls_list_subscription_with_rfc_spelling() {
-    let s = TestServer::start_with(|c| c.notify.format = "rfc".into()).await;
+    let s = TestServer::start_with(|c| c.notify.format = smart_presence::config::NotifyFormat::Rfc).await;
     bind(&s, "+33612345678", "sip:bob@example.org");
     let tls = tls_connect(&s).await;
     let local = tls.get_ref().0.local_addr().unwrap();

@@ -8,7 +8,7 @@ use common::peer::{Msg, Peer};
 use common::*;
 use serde_json::{json, Value};
 use smart_presence::auth::digest::answer;
-use smart_presence::config::Config;
+use smart_presence::config::{BodyEncoding, Config, GatewayKind};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -225,7 +225,7 @@ async fn keepalive_gateway_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Re
 }
 
 fn http_gateway(c: &mut Config, receiver: SocketAddr) {
-    c.provisioning.sms.kind = "http".into();
+    c.provisioning.sms.kind = GatewayKind::Http;
     c.provisioning.sms.url = format!("http://{receiver}/sms/json?ref={{ref}}");
     c.provisioning.sms.body_template = "api_key=k&api_secret=s&to={to}&from={from}&text={text}&client-ref={ref}".into();
     c.provisioning.sms.headers.insert("Content-Type".into(), "application/x-www-form-urlencoded".into());
@@ -533,7 +533,7 @@ async fn reinstall_recovery_only_when_enabled_and_same_device() {
 
 #[tokio::test]
 async fn voice_callback_channel_reads_the_code_digit_by_digit() {
-    let (s, api) = server(|c| c.provisioning.voice.kind = "log".into()).await;
+    let (s, api) = server(|c| c.provisioning.voice.kind = GatewayKind::Log).await;
     let r = post_json(api, "/v1/verifications", None, &json!({"number": NUMBER, "device_id": "d", "channel": "voice"})).await;
     assert_eq!((r.status, r.json()["channel"].clone()), (202, json!("voice")), "{}", r.body);
     let log = std::fs::read_to_string(s.dir.path().join("voice.log")).expect("voice.log written");
@@ -597,9 +597,9 @@ async fn https_gateway_with_json_body_and_voice_text() {
     let (receiver, ca_file, mut calls) = tls_gateway_receiver(certs.path()).await;
     let (_s, api) = server(|c| {
         let v = &mut c.provisioning.voice;
-        v.kind = "http".into();
+        v.kind = GatewayKind::Http;
         v.url = format!("https://localhost:{}/v1/calls", receiver.port());
-        v.body_encoding = "json".into();
+        v.body_encoding = BodyEncoding::Json;
         v.body_template = r#"{"to":[{"type":"phone","number":"{to}"}],"from":{"type":"phone","number":"{from}"},"ncco":[{"action":"talk","text":"{text}"}]}"#.into();
         v.headers.insert("Content-Type".into(), "application/json".into());
         v.headers.insert("Authorization".into(), "Bearer gateway-jwt".into());

@@ -5,10 +5,10 @@
 //! reuses a count is refused. The table is pruned as nonces expire, so it stays bounded by
 //! the number of nonces in use. Owns no accounts: the caller supplies the HA1.
 
+use crate::clock::unix_now;
 use crate::accounts::{constant_time_eq, Algorithm};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DigestError {
@@ -29,9 +29,6 @@ pub struct Digest {
     counts: Mutex<HashMap<String, (u64, u32)>>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 impl Digest {
     pub fn new(realm: &str, nonce_secs: u64) -> Digest {

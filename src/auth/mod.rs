@@ -8,9 +8,9 @@
 pub mod digest;
 
 use crate::accounts::Accounts;
-use crate::config::AuthConfig;
-use crate::numbers::{self, UriKind, E164};
-use crate::sip::{HeaderName, NameAddr, Request, Response};
+use crate::config::{AuthConfig, AuthMode};
+use crate::numbers::E164;
+use crate::sip::{HeaderName, Request, Response};
 use crate::transport::Source;
 use digest::{Digest, DigestError};
 use std::net::IpAddr;
@@ -18,7 +18,8 @@ use std::net::IpAddr;
 /// The identity a request speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Canonical `sip:user@host`.
+    /// Canonical `sip:user@host` ([`crate::identity`]): the key of the per-account caps,
+    /// the presence store and the index alike.
     pub uri: String,
     /// The account's verified numbers, when an account proved it.
     pub numbers: Vec<E164>,
@@ -44,10 +45,9 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(config: &AuthConfig, accounts: Accounts) -> anyhow::Result<Authenticator> {
-        let digest = match config.mode.as_str() {
-            "digest" => Some(Digest::new(accounts.realm(), config.nonce_secs)),
-            "none" => None,
-            other => anyhow::bail!("auth.mode must be \"digest\" or \"none\", not {other:?}"),
+        let digest = match config.mode {
+            AuthMode::Digest => Some(Digest::new(accounts.realm(), config.nonce_secs)),
+            AuthMode::None => None,
         };
         if digest.is_none() {
             tracing::warn!("auth.mode = \"none\": subscribers and publishers are not authenticated");
@@ -85,7 +85,10 @@ impl Authenticator {
 
     fn account_identity(&self, req: &Request, user: &str) -> Result<Identity, Response> {
         match self.accounts.get(user) {
-            Ok(Some(a)) => Ok(Identity { uri: a.sip_uri(), numbers: a.numbers, trusted: false, account: Some(a.username) }),
+            Ok(Some(a)) => {
+                let uri = crate::identity::aor(&a.sip_uri()).unwrap_or_else(|_| a.sip_uri());
+                Ok(Identity { uri, numbers: a.numbers, trusted: false, account: Some(a.username) })
+            }
             _ => Err(Response::to(req, 403)),
         }
     }
@@ -99,11 +102,8 @@ impl Authenticator {
     }
 }
 
-/// The canonical SIP URI of a name-addr header value.
+/// The canonical address of record of a name-addr header value. A user part that is a
+/// number (`sip:+4915100000001@example.org`) is a user like any other.
 fn canonical(value: &str) -> Option<String> {
-    let addr = NameAddr::parse(value).ok()?;
-    match numbers::from_uri(&addr.uri_text, None) {
-        UriKind::Sip(uri) => Some(uri),
-        _ => None,
-    }
+    crate::identity::of_header(value).ok()
 }

@@ -4,7 +4,7 @@
 use super::admin::{ChannelBody, SERVICE_NAME};
 use super::{dir_in, parse_number, Format, ImportOptions, ImportSummary, Index, IndexError, Source};
 use crate::config::Config;
-use crate::numbers::{default_region, Region};
+use crate::numbers::Region;
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -49,7 +49,7 @@ pub enum BindingsCommand {
 
 /// Runs a `bindings` command.
 pub async fn run(cmd: BindingsCommand, config: &Config) -> anyhow::Result<()> {
-    let region = default_region(config).context("numbers.default_region")?;
+    let region = config.numbers.default_region;
     if let Some(addr) = config.admin.listen {
         match Client::connect(addr).await {
             Ok(Some(client)) => return remote(client, cmd, region).await,

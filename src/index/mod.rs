@@ -25,6 +25,7 @@ mod filter;
 mod io;
 mod packed;
 
+use crate::clock::unix_now;
 use crate::numbers::{self, Region, UriKind, E164};
 use filter::{Filter, FilterState};
 use packed::{Bucket, Edit, InTree, Locate, Located, Write as BucketWrite};
@@ -574,29 +575,24 @@ impl Inner {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Canonical form of a SIP user URI, or an error if the string is not one (a phone-number
-/// URI cannot be a binding target).
 /// Longest SIP URI a binding may have.
 pub const MAX_URI_BYTES: usize = 1024;
 
+/// Canonical form of a SIP user URI ([`crate::identity`]), or an error if the string is not
+/// one. A phone-number URI (`tel:`, `;user=phone`) names a number, which is bound, not bound
+/// to; a SIP user whose user part is a number (`sip:+4915100000001@example.org`) is a user.
 pub fn canonical_sip_uri(uri: &str) -> Result<String, IndexError> {
     // The reverse map keys buckets by URI with a 16-bit length; no real SIP user needs more
     // than this, and a longer one (the admin API takes 2 MB bodies) must not reach a bucket.
     if uri.len() > MAX_URI_BYTES {
         return Err(IndexError::InvalidUri(format!("a SIP URI of {} bytes (at most {MAX_URI_BYTES})", uri.len())));
     }
-    match numbers::from_uri(uri, None) {
-        UriKind::Sip(s) => Ok(s),
-        UriKind::Phone(n) => Err(IndexError::InvalidUri(format!("{uri:?} is a phone number ({n}), not a SIP user"))),
-        UriKind::Invalid(why) => Err(IndexError::InvalidUri(why)),
+    let invalid = |e: crate::sip::uri::UriError| IndexError::InvalidUri(format!("{e} in {uri:?}"));
+    let parsed = crate::sip::Uri::parse(crate::identity::addr_spec(uri)).map_err(invalid)?;
+    if parsed.scheme == crate::sip::uri::Scheme::Tel || parsed.is_user_phone() {
+        return Err(IndexError::InvalidUri(format!("{uri:?} is a phone number, not a SIP user")));
     }
+    parsed.aor().map_err(invalid)
 }
 
 /// Reads a number as a client or operator would give it: E.164, human text (national with

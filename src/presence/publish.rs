@@ -33,7 +33,7 @@ impl PublishHandler {
         }
         let identity = self.auth.identify(req, source)?;
         let expires = self.expires(req)?;
-        let uri = self.presentity(req)?;
+        let uri = self.presentity(req, &identity)?;
         if !identity.trusted && identity.uri != uri {
             return Err(Response::with_reason(req, 403, "Not Your Presence"));
         }
@@ -70,17 +70,27 @@ impl PublishHandler {
         Ok(asked.min(self.config.max_expires))
     }
 
-    /// The presentity: a SIP user, or the user a phone number is bound to.
-    fn presentity(&self, req: &Request) -> Result<String, Response> {
+    /// The presentity: a SIP user, or the user a phone number is bound to. A SIP user whose
+    /// user part is a number is himself when he publishes for himself (Kamailio's
+    /// `pua_usrloc` publishes to the AoR), else the number's user if it is bound, else himself.
+    fn presentity(&self, req: &Request, identity: &crate::auth::Identity) -> Result<String, Response> {
+        let user = crate::identity::aor(&req.uri).ok().filter(|_| !is_phone_only(&req.uri));
         match numbers::from_uri(&req.uri, None) {
             UriKind::Sip(uri) => Ok(uri),
-            UriKind::Phone(n) => match self.index.lookup(n) {
-                Ok(Some(b)) => Ok(b.sip_uri),
+            UriKind::Phone(_) if user.as_deref() == Some(identity.uri.as_str()) => Ok(identity.uri.clone()),
+            UriKind::Phone(n) => match (self.index.lookup(n), user) {
+                (Ok(Some(b)), _) => Ok(b.sip_uri),
+                (Ok(None), Some(user)) => Ok(user),
                 _ => Err(Response::to(req, 404)),
             },
             UriKind::Invalid(_) => Err(Response::to(req, 416)),
         }
     }
+}
+
+/// A tel: URI or a SIP URI with `user=phone`: a number and nothing else.
+fn is_phone_only(uri: &str) -> bool {
+    crate::sip::Uri::parse(uri).map_or(true, |u| u.scheme == crate::sip::Scheme::Tel || u.is_user_phone())
 }
 
 /// The published state: open when any tuple is open. 415 for other bodies, 400 for bad PIDF.

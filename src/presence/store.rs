@@ -5,9 +5,10 @@
 //! only costs users their "online" mark until the next PUBLISH. Every change is sent on
 //! the channel given at creation, for the subscription layer to notify watchers.
 
+use crate::clock::unix_now;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A presentity's combined state.
@@ -51,9 +52,6 @@ pub struct PresenceStore {
     changes: mpsc::UnboundedSender<Box<str>>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 fn new_etag() -> String {
     crate::sip::new_tag() + &crate::sip::new_tag()

@@ -20,6 +20,7 @@ mod routes;
 pub mod sms;
 mod verification;
 
+use crate::clock::unix_now;
 use crate::accounts::Accounts;
 use crate::budget::Budget;
 use crate::config::Config;
@@ -97,7 +98,7 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
     }
     Ok(Service {
         config: p.clone(),
-        default_region: crate::numbers::parse_region(&config.numbers.default_region).ok(),
+        default_region: config.numbers.default_region,
         index,
         accounts,
         budget,
@@ -123,6 +124,3 @@ async fn sweep(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}

@@ -18,7 +18,8 @@
 use super::api::{self, json_body, read_limited, ApiError};
 use super::auth::AuthError;
 use super::sms::{render_text, Outgoing};
-use super::{unix_now, Check, Service, Start};
+use super::{Check, Service, Start};
+use crate::clock::unix_now;
 use crate::accounts::{Account, AccountError, Provisioned};
 use crate::index::{self, Source};
 use crate::numbers::{self, E164};

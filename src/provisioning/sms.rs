@@ -7,7 +7,7 @@
 //! accounts.
 
 use super::http_client::{HttpClient, HttpRequest};
-use crate::config::GatewayConfig;
+use crate::config::{BodyEncoding, GatewayConfig, GatewayKind};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,11 +66,10 @@ enum Encoding {
 impl Gateway {
     /// Builds the gateway a config section describes; unknown kinds are an error.
     pub fn from_config(c: &GatewayConfig, data_dir: &Path) -> Result<Gateway, GatewayError> {
-        match c.kind.as_str() {
-            "none" | "" => Ok(Gateway::None),
-            "log" => Ok(Gateway::Log { path: data_dir.join(&c.log_file), lock: Default::default() }),
-            "http" => Ok(Gateway::Http(HttpGateway::from_config(c)?)),
-            other => Err(GatewayError::Config(format!("unknown gateway kind {other:?} (log, http or none)"))),
+        match c.kind {
+            GatewayKind::None => Ok(Gateway::None),
+            GatewayKind::Log => Ok(Gateway::Log { path: data_dir.join(&c.log_file), lock: Default::default() }),
+            GatewayKind::Http => Ok(Gateway::Http(HttpGateway::from_config(c)?)),
         }
     }
 
@@ -108,11 +107,10 @@ impl HttpGateway {
         if c.url.is_empty() {
             return Err(GatewayError::Config("the http gateway needs a url".into()));
         }
-        let encoding = match c.body_encoding.as_str() {
-            "form" => Encoding::Form,
-            "json" => Encoding::Json,
-            "raw" => Encoding::Raw,
-            other => return Err(GatewayError::Config(format!("unknown body_encoding {other:?} (form, json or raw)"))),
+        let encoding = match c.body_encoding {
+            BodyEncoding::Form => Encoding::Form,
+            BodyEncoding::Json => Encoding::Json,
+            BodyEncoding::Raw => Encoding::Raw,
         };
         let timeout = Duration::from_secs(c.timeout_secs.max(1));
         let client = HttpClient::new(c.ca_file.as_deref(), timeout).map_err(|e| GatewayError::Config(e.to_string()))?;

@@ -67,6 +67,57 @@ impl Uri {
     pub fn transport(&self) -> Option<String> {
         self.param("transport").flatten().map(|t| t.to_ascii_lowercase())
     }
+
+    /// Whether `user=phone` says the user part is a telephone number (RFC 3261 §19.1.1).
+    pub fn is_user_phone(&self) -> bool {
+        self.param("user").flatten().is_some_and(|v| v.eq_ignore_ascii_case("phone"))
+    }
+
+    /// The canonical address of record of the SIP user this URI names: `sip:user@host`.
+    /// The rule, and why, is [`crate::identity`]'s; a tel URI or one without a user part
+    /// names no user.
+    pub fn aor(&self) -> Result<String, UriError> {
+        if self.scheme == Scheme::Tel {
+            return Err(UriError("a tel URI names a number, not a SIP user"));
+        }
+        let userinfo = self.user.as_deref().ok_or(UriError("no user part"))?;
+        // userinfo = user [":" password]
+        let user = percent_decode(userinfo.split(':').next().unwrap_or(""));
+        if user.is_empty() {
+            return Err(UriError("empty user part"));
+        }
+        if user.chars().any(|c| c.is_control() || c.is_whitespace() || c == '@') {
+            return Err(UriError("bad character in user part"));
+        }
+        if self.host.chars().any(|c| c.is_control() || matches!(c, '<' | '>' | '"')) {
+            return Err(UriError("bad character in host"));
+        }
+        Ok(format!("sip:{user}@{}", self.host.to_ascii_lowercase()))
+    }
+}
+
+/// Decodes `%XX` escapes (RFC 3261 §19.1.4: an escaped character equals its unescaped
+/// form); a `%` not followed by two hex digits stays as written.
+pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return s.into();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
 }
 
 fn parse_tel(rest: &str, headers: Option<String>) -> Result<Uri, UriError> {

@@ -6,11 +6,11 @@ use super::table::{Handle, Woken};
 use super::request::{self, ListRequest};
 use super::watched::WatchedList;
 use crate::auth::Identity;
-use crate::config::Config;
-use crate::dialog::{self, Dialog, Retarget};
+use crate::config::SubscribeSettings;
 use crate::core::{Handler, HandlerFuture, ServerTx};
+use crate::dialog::{self, Dialog, Retarget};
 use crate::notification::{self, Format, SubState};
-use crate::numbers::{parse_region, Region};
+use crate::numbers::Region;
 use crate::resolution;
 use crate::sip::{HeaderName, NameAddr, Request, Response};
 use std::sync::Arc;
@@ -19,17 +19,14 @@ use tokio::time::Instant;
 
 pub struct SubscribeHandler {
     shared: Arc<Shared>,
-    config: Arc<Config>,
+    config: Arc<SubscribeSettings>,
     default_region: Option<Region>,
 }
 
 impl SubscribeHandler {
-    pub fn new(shared: Arc<Shared>, config: Arc<Config>) -> anyhow::Result<Arc<SubscribeHandler>> {
-        let default_region = match config.numbers.default_region.trim() {
-            "" => None,
-            r => Some(parse_region(r).map_err(|e| anyhow::anyhow!("numbers.default_region: {e}"))?),
-        };
-        Ok(Arc::new(SubscribeHandler { shared, config, default_region }))
+    pub fn new(shared: Arc<Shared>, config: SubscribeSettings) -> Arc<SubscribeHandler> {
+        let default_region = config.default_region;
+        Arc::new(SubscribeHandler { shared, config: Arc::new(config), default_region })
     }
 }
 
@@ -81,7 +78,7 @@ impl Accepted {
     }
 }
 
-fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &Config, region: Option<Region>) -> Result<Accepted, Response> {
+fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &SubscribeSettings, region: Option<Region>) -> Result<Accepted, Response> {
     let expires = request::check_common(req, &config.subscription)?;
     if let Some(tag) = to_tag(req) {
         return in_dialog(req, tx, shared, &config.domain, &tag, expires);
@@ -106,7 +103,7 @@ fn new_subscription(
     req: &Request,
     tx: &ServerTx,
     shared: &Shared,
-    config: &Config,
+    config: &SubscribeSettings,
     region: Option<Region>,
     identity: &Identity,
     list: ListRequest,

@@ -35,7 +35,7 @@ impl TestServer {
         config.data_dir = dir.path().to_path_buf();
         config.domain = "example.org".into();
         // Authentication has its own tests (tests/auth.rs); elsewhere the From URI is believed.
-        config.auth.mode = "none".into();
+        config.auth.mode = smart_presence::config::AuthMode::None;
         tune(&mut config);
         let server = Server::start(&config).await.expect("server starts");
         TestServer { server, dir, config }
