@@ -1,9 +1,11 @@
 //! TCP and TLS connections: accept, frame by Content-Length, answer keep-alives, write
-//! queued messages, close on idle, oversize input or errors.
+//! queued messages, close on idle, oversize input or errors. A message that cannot be
+//! framed gets its error response (413, 513, 400) before the close, when its head says
+//! enough to answer it.
 
 use super::connections::ConnHandle;
 use super::{Protocol, SendError, Sender, Source};
-use crate::sip::framing::{Frame, Framer};
+use crate::sip::framing::{Frame, Framer, FramingError};
 use bytes::Bytes;
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
@@ -16,6 +18,8 @@ use tokio::sync::mpsc;
 const WRITE_QUEUE: usize = 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to write what is queued (an error response).
+const LINGER: Duration = Duration::from_secs(2);
 
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -121,12 +125,18 @@ async fn run_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let mut writer_task = tokio::spawn(write_loop(writer, rx));
     let source = Source { protocol, remote, local, conn: Some(id) };
-    let reason = read_loop(reader, source, &sender).await;
+    let (reason, writer_done) = tokio::select! {
+        reason = read_loop(reader, source, &sender) => (reason, false),
+        r = &mut writer_task => (r.unwrap_or("writer failed").to_string(), true),
+    };
     tracing::debug!(%remote, "{protocol:?} connection closed: {reason}");
     sender.connections.remove(id, protocol, remote);
-    writer_task.abort();
+    // Out of the table, the writer sees its queue end once it is written, and shuts down.
+    if !writer_done && tokio::time::timeout(LINGER, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: &Sender) -> String {
@@ -148,7 +158,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return format!("framing error: {e}"),
+                Err(e) => return refuse(&framer, &e, source, sender),
             }
         }
         let buf = framer.buffer();
@@ -170,11 +180,35 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) {
+/// Queues the error response a framing error earns, when the message can be answered,
+/// and logs it; the caller closes the connection.
+fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender) -> String {
+    let limits = &sender.limits.sources;
+    let answer = framer.refusal(error);
+    let conn = source.conn.and_then(|id| sender.connections.get(id));
+    match (answer, conn) {
+        (Some(answer), Some(conn)) => {
+            let (status, reason) = error.status();
+            limits.log_refusal(source.remote, status, reason);
+            let _ = conn.try_send(answer);
+        }
+        _ => limits.log_malformed(source.remote, source.protocol, &error.to_string(), "closing the connection"),
+    }
+    format!("framing error: {error}")
+}
+
+/// Writes queued messages until the queue ends or an empty message (`Sender::close`).
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) -> &'static str {
+    let mut why = "write queue closed";
     while let Some(data) = rx.recv().await {
+        if data.is_empty() {
+            why = "closed after a message that could not be read";
+            break;
+        }
         if writer.write_all(&data).await.is_err() {
-            return;
+            return "write error";
         }
     }
     let _ = writer.shutdown().await;
+    why
 }
