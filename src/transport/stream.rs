@@ -20,6 +20,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to write what is queued (an error response).
 const LINGER: Duration = Duration::from_secs(2);
+/// The most a closing connection reads and drops (see `drain`).
+const DRAIN_MAX: usize = 1 << 20;
 
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -124,22 +126,54 @@ async fn run_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
     let mut writer_task = tokio::spawn(write_loop(writer, rx));
     let source = Source { protocol, remote, local, conn: Some(id) };
-    let (reason, writer_done) = tokio::select! {
-        reason = read_loop(reader, source, &sender) => (reason, false),
-        r = &mut writer_task => (r.unwrap_or("writer failed").to_string(), true),
+    let (end, writer_done) = tokio::select! {
+        end = read_loop(&mut reader, source, &sender) => (end, false),
+        end = &mut writer_task => (end.unwrap_or(End::quiet("writer failed")), true),
     };
-    tracing::debug!(%remote, "{protocol:?} connection closed: {reason}");
+    tracing::debug!(%remote, "{protocol:?} connection closed: {}", end.reason);
     sender.connections.remove(id, protocol, remote);
     // Out of the table, the writer sees its queue end once it is written, and shuts down.
     if !writer_done && tokio::time::timeout(LINGER, &mut writer_task).await.is_err() {
         writer_task.abort();
+    } else if end.refused {
+        drain(&mut reader).await;
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: &Sender) -> String {
+/// Why a connection ends. `refused`: on input we refused, while the peer may still be
+/// sending; the close then lingers so that our error response is not lost.
+struct End {
+    reason: String,
+    refused: bool,
+}
+
+impl End {
+    fn quiet(reason: impl Into<String>) -> End {
+        End { reason: reason.into(), refused: false }
+    }
+}
+
+/// A lingering close: reads and drops what the peer still sends, until it closes, LINGER
+/// passes or DRAIN_MAX bytes went, so that unread input does not make the kernel reset the
+/// connection, which would discard the error response not yet delivered.
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut buf = vec![0u8; 8192];
+    let mut left = DRAIN_MAX;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, source: Source, sender: &Sender) -> End {
     let mut framer = Framer::new(sender.limits.max_message);
     let mut shutdown = sender.shutdown.clone();
     let mut started: Option<tokio::time::Instant> = None; // when the pending partial message began
@@ -168,21 +202,21 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
         buf.reserve(8192);
         let read = tokio::select! {
             r = tokio::time::timeout(wait.min(sender.limits.idle_timeout), reader.read_buf(buf)) => r,
-            _ = shutdown.changed() => return "server shutting down".into(),
+            _ = shutdown.changed() => return End::quiet("server shutting down"),
         };
         match read {
-            Ok(Ok(0)) => return "closed by peer".into(),
+            Ok(Ok(0)) => return End::quiet("closed by peer"),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return format!("read error: {e}"),
-            Err(_) if started.is_some() => return "incomplete message: read timeout".into(),
-            Err(_) => return "idle timeout".into(),
+            Ok(Err(e)) => return End::quiet(format!("read error: {e}")),
+            Err(_) if started.is_some() => return End::quiet("incomplete message: read timeout"),
+            Err(_) => return End::quiet("idle timeout"),
         }
     }
 }
 
 /// Queues the error response a framing error earns, when the message can be answered,
 /// and logs it; the caller closes the connection.
-fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender) -> String {
+fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender) -> End {
     let limits = &sender.limits.sources;
     let answer = framer.refusal(error);
     let conn = source.conn.and_then(|id| sender.connections.get(id));
@@ -194,21 +228,21 @@ fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender
         }
         _ => limits.log_malformed(source.remote, source.protocol, &error.to_string(), "closing the connection"),
     }
-    format!("framing error: {error}")
+    End { reason: format!("framing error: {error}"), refused: true }
 }
 
 /// Writes queued messages until the queue ends or an empty message (`Sender::close`).
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) -> &'static str {
-    let mut why = "write queue closed";
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) -> End {
+    let mut end = End::quiet("write queue closed");
     while let Some(data) = rx.recv().await {
         if data.is_empty() {
-            why = "closed after a message that could not be read";
+            end = End { reason: "closed after a message that could not be read".into(), refused: true };
             break;
         }
         if writer.write_all(&data).await.is_err() {
-            return "write error";
+            return End::quiet("write error");
         }
     }
     let _ = writer.shutdown().await;
-    why
+    end
 }
