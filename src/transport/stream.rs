@@ -102,7 +102,9 @@ where
         None => return,
     };
     let (handle, rx) = register(&sender, protocol, remote);
-    run_connection(stream, handle.id, rx, protocol, remote, local, sender).await;
+    let id = handle.id;
+    drop(handle); // the writer ends once the table's copy goes too
+    run_connection(stream, id, rx, protocol, remote, local, sender).await;
 }
 
 /// The local address; TLS wraps TCP, so both expose it through this trait.
