@@ -1,6 +1,7 @@
 //! Abuse limits (issue 8): how much one source address, and one account, may ask of us.
 //!
-//! Owns three bounded tables and the throttled log lines that report refusals:
+//! Owns three bounded tables and the throttled log lines that report refusals and
+//! malformed input:
 //!
 //! - a token bucket per source address: `requests_per_second` sustained, `request_burst` at
 //!   once. Beyond it a source gets at most `rejects_per_second` error answers (503 with

@@ -195,13 +195,7 @@ mod tests {
 
     #[test]
     fn folded_compact_and_any_case_length() {
-        for head in [
-            "Content-Length:\r\n 4",
-            "CONTENT-LENGTH :\r\n\t4",
-            "l:\r\n  \r\n 4",
-            "L: 4",
-            "content-length: 4\r\n ",
-        ] {
+        for head in ["Content-Length:\r\n 4", "CONTENT-LENGTH :\r\n\t4", "l:\r\n  \r\n 4", "L: 4", "content-length: 4\r\n "] {
             let mut f = Framer::new(1 << 16);
             f.push(format!("OPTIONS sip:x SIP/2.0\r\n{head}\r\nCall-ID: a\r\n\r\nbodyNEXT").as_bytes());
             let Ok(Some(Frame::Message(m))) = f.next_frame() else { panic!("{head:?}") };

@@ -62,7 +62,8 @@ fn is_header_line(line: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const HEAD: &str = "Via: SIP/2.0/TCP h:5060;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
+    const HEAD: &str =
+        "Via: SIP/2.0/TCP h:5060;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
 
     #[test]
     fn bad_start_line_and_stray_lines_are_skipped() {

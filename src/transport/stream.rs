@@ -220,13 +220,15 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, source: Source, sender:
 /// and logs it; the caller closes the connection.
 fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender) -> End {
     let limits = &sender.limits.sources;
-    let answer = framer.refusal(error);
+    let (status, reason) = error.status();
     let conn = source.conn.and_then(|id| sender.connections.get(id));
-    match (answer, conn) {
+    match (framer.refusal(error), conn) {
         (Some(answer), Some(conn)) => {
-            let (status, reason) = error.status();
-            limits.log_refusal(source.remote, status, reason);
             let _ = conn.try_send(answer);
+            match status {
+                400 => limits.log_malformed(source.remote, source.protocol, reason, "answered 400, closing the connection"),
+                _ => limits.log_refusal(source.remote, status, reason),
+            }
         }
         _ => limits.log_malformed(source.remote, source.protocol, &error.to_string(), "closing the connection"),
     }
