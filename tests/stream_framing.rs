@@ -140,9 +140,9 @@ async fn folded_compact_and_any_case_content_length_frame_the_stream() {
     // One write: each body must be cut at its length for the next message to be found.
     write_all(&mut tcp, all.as_bytes()).await;
     let mut pending = Vec::new();
-    for i in 0..lengths.len() {
+    for (i, length) in lengths.iter().enumerate() {
         let resp = read_message(&mut tcp, &mut pending).await.expect("answered, not closed");
-        assert_eq!(status(&resp), "SIP/2.0 200 OK", "{}", lengths[i]);
+        assert_eq!(status(&resp), "SIP/2.0 200 OK", "{length:?}");
         assert_eq!(header(&resp, "Call-ID"), Some(format!("call-f{i}").as_str()));
     }
 }
