@@ -8,6 +8,7 @@ pub mod framing;
 pub mod header;
 pub mod message;
 pub mod parse;
+pub mod salvage;
 pub mod uri;
 pub mod validate;
 pub mod write;
