@@ -384,6 +384,8 @@ async fn whole_workflow_over_the_http_gateway_notifies_a_watcher() {
     let token = format!("Bearer {}", second["token"].as_str().unwrap());
     let r = http(api, "DELETE", "/v1/smart-entry", &[("Authorization", &token)], "").await;
     assert_eq!((r.status, r.json()["removed"].clone()), (200, json!([NUMBER])), "{}", r.body);
+    let closed = watcher.notify(200).await;
+    assert!(closed.body().contains("fullState=\"false\"") && closed.body().contains("<basic>closed</basic>"), "shown closed first: {}", closed.body());
     let gone = watcher.notify(200).await;
     assert!(!gone.body().contains("<instance "), "{}", gone.body());
     assert!(s.server.index().lookup(NUMBER.parse().unwrap()).unwrap().is_none());
