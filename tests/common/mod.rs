@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod process;
 
 use smart_presence::config::Config;
 use smart_presence::server::Server;
