@@ -15,8 +15,10 @@ pub struct ServerProcess {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub admin: SocketAddr,
-    /// Extra TOML appended to the config (sections included).
+    /// Extra TOML appended to the config (sections included, but not `[sip]`).
     pub extra: String,
+    /// `sip.log_messages`: every message received is logged.
+    pub log_messages: bool,
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
@@ -31,6 +33,7 @@ impl ServerProcess {
             tcp: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra: extra.to_string(),
+            log_messages: false,
             child: None,
             log: dir.join("server.log"),
             starts: 0,
@@ -41,9 +44,10 @@ impl ServerProcess {
     pub async fn start(&mut self) {
         let config = self.dir.join("sp.toml");
         let text = format!(
-            "domain = \"example.org\"\ndata_dir = \"{}\"\n{}\n[sip]\nudp = [\"{}\"]\ntcp = [\"{}\"]\ntls = []\n[admin]\nlisten = \"{}\"\n[auth]\nmode = \"none\"\n",
+            "domain = \"example.org\"\ndata_dir = \"{}\"\n{}\n[sip]\nlog_messages = {}\nudp = [\"{}\"]\ntcp = [\"{}\"]\ntls = []\n[admin]\nlisten = \"{}\"\n[auth]\nmode = \"none\"\n",
             self.dir.join("data").display(),
             self.extra_top(),
+            self.log_messages,
             self.udp,
             self.tcp,
             self.admin
