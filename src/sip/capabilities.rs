@@ -7,9 +7,10 @@
 
 use super::message::{HeaderName, Method, Request, Response};
 use super::request_checks::{Event, MediaType};
+use super::validate::is_deflated;
 
 /// One handler's declaration.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Capabilities {
     pub methods: &'static [Method],
     pub events: &'static [&'static str],
@@ -19,6 +20,9 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Serves nothing; the base of a declaration (`..Capabilities::NONE`).
+    pub const NONE: Capabilities = Capabilities { methods: &[], events: &[], accept: &[], accept_encoding: &[], supported: &[] };
+
     /// The Event package, compared byte for byte (RFC 6665 §8.2.1) with those served; else
     /// 489 with Allow-Events.
     pub fn check_event(&self, req: &Request) -> Result<Event, Response> {
@@ -33,6 +37,17 @@ impl Capabilities {
         match req.headers.content_type() {
             Some(t) if self.accept.iter().any(|a| t.is(a)) => Ok(t),
             _ => Err(Response::to(req, 415).header(HeaderName::Accept, self.accept.join(", "))),
+        }
+    }
+
+    /// Whether the body is deflated, the one coding we read; another coding, or deflate
+    /// where it is not declared, gets 415 with Accept-Encoding.
+    pub fn check_encoding(&self, req: &Request) -> Result<bool, Response> {
+        let refuse = || Response::to(req, 415).header(HeaderName::AcceptEncoding, self.accept_encoding.join(", "));
+        match is_deflated(&req.headers) {
+            Ok(true) if !self.accept_encoding.iter().any(|e| e.eq_ignore_ascii_case("deflate")) => Err(refuse()),
+            Ok(deflated) => Ok(deflated),
+            Err(_) => Err(refuse()),
         }
     }
 
@@ -137,7 +152,7 @@ mod tests {
 
     #[test]
     fn union_keeps_order_without_repeats() {
-        let a = Advertised::of(&[Capabilities { methods: &[Method::Options, Method::Ack], ..Capabilities::default() }, LISTS, PIDF]);
+        let a = Advertised::of(&[Capabilities { methods: &[Method::Options, Method::Ack], ..Capabilities::NONE }, LISTS, PIDF]);
         assert_eq!(a.allow(), "OPTIONS, ACK, SUBSCRIBE, PUBLISH");
         assert_eq!(a.events, ["presence"]);
         assert_eq!(a.accept, ["application/resource-lists+xml", "application/pidf+xml"]);
@@ -158,6 +173,12 @@ mod tests {
         assert!(PIDF.check_content_type(&req("Content-Type: Application/PIDF+xml;charset=utf-8\r\n")).is_ok());
         let resp = PIDF.check_content_type(&req("Content-Type: text/plain\r\n")).unwrap_err();
         assert_eq!((resp.status, resp.headers.get(&HeaderName::Accept).as_deref()), (415, Some("application/pidf+xml")));
+        assert_eq!(LISTS.check_encoding(&req("Content-Encoding: deflate\r\n")), Ok(true));
+        assert_eq!(LISTS.check_encoding(&req("")), Ok(false));
+        let resp = LISTS.check_encoding(&req("Content-Encoding: gzip\r\n")).unwrap_err();
+        assert_eq!((resp.status, resp.headers.get(&HeaderName::AcceptEncoding).as_deref()), (415, Some("deflate")));
+        let none = Capabilities { accept_encoding: &[], ..PIDF };
+        assert_eq!(none.check_encoding(&req("Content-Encoding: deflate\r\n")).unwrap_err().status, 415);
         assert!(LISTS.check_require(&req("Require: EventList\r\n")).is_ok());
         let resp = LISTS.check_require(&req("Require: eventlist, 100rel, timer\r\n")).unwrap_err();
         assert_eq!((resp.status, resp.headers.get(&HeaderName::Unsupported).as_deref()), (420, Some("100rel, timer")));

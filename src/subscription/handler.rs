@@ -40,6 +40,10 @@ impl Handler for SubscribeHandler {
             }
         })
     }
+
+    fn capabilities(&self) -> crate::sip::Capabilities {
+        request::CAPABILITIES
+    }
 }
 
 /// What is left to do once the request is accepted: answer 200, then notify.
@@ -114,7 +118,7 @@ fn new_subscription(
     if !list.single {
         check_fits(req, format, &list.entries)?;
     }
-    let permit = tx.core().limits().subscribe(&identity.uri, tx.source().remote.ip(), list.entries.len()).map_err(|r| r.response(req))?;
+    let permit = tx.core().limits().subscribe(&identity.uri, tx.source().remote.ip(), list.entries.len()).map_err(|r| crate::core::refused(req, &r))?;
     let region = match identity.numbers.first().and_then(|n| n.region()) {
         Some(r) => Some(r),
         None => resolution::subscriber_region(&shared.index, &identity.uri, region),
