@@ -78,7 +78,7 @@ impl Registrar {
     /// The contacts asked for; None for `Contact: *` with Expires 0 (remove all). A
     /// contact's own `expires` wins over the Expires header; both go through the policy.
     fn asked(&self, req: &Request) -> Result<Option<Vec<Asked>>, Response> {
-        let header_expires = req.headers.expires().map_err(|bad| Response::with_reason(req, 400, bad.0))?;
+        let header_expires = req.headers.expires().map_err(|bad| bad.response(req))?;
         let policy = self.expiry();
         let mut asked = Vec::new();
         for value in req.headers.list(&HeaderName::Contact) {
@@ -86,10 +86,8 @@ impl Registrar {
                 return if header_expires == Some(0) { Ok(None) } else { Err(Response::with_reason(req, 400, "Star Contact Needs Expires 0")) };
             }
             let addr = NameAddr::parse(&value).map_err(|_| Response::with_reason(req, 400, "Bad Contact"))?;
-            let own = match addr.param("expires").flatten() {
-                Some(e) => Some(e.parse().map_err(|_| Response::with_reason(req, 400, "Bad Contact Expires"))?),
-                None => None,
-            };
+            let own = addr.param("expires").flatten().map(str::parse::<u32>).transpose();
+            let own = own.map_err(|_| Response::with_reason(req, 400, "Bad Contact Expires"))?;
             let expires = policy.grant_asked(req, own.or(header_expires))?;
             asked.push(Asked { uri: addr.uri_text, expires });
         }

@@ -60,6 +60,13 @@ fn find_param<'a>(params: &'a [(String, Option<String>)], name: &str) -> Option<
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadHeader(pub &'static str);
 
+impl BadHeader {
+    /// 400 with the problem as the reason phrase.
+    pub fn response(&self, req: &Request) -> Response {
+        Response::with_reason(req, 400, self.0)
+    }
+}
+
 impl Headers {
     /// The (first) Event header.
     pub fn event(&self) -> Option<Event> {
@@ -94,7 +101,7 @@ pub struct ExpiryPolicy {
 impl ExpiryPolicy {
     /// The request's Expires header granted; 400 when it is not a number.
     pub fn grant(&self, req: &Request) -> Result<u32, Response> {
-        let asked = req.headers.expires().map_err(|bad| Response::with_reason(req, 400, bad.0))?;
+        let asked = req.headers.expires().map_err(|bad| bad.response(req))?;
         self.grant_asked(req, asked)
     }
 
