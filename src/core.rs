@@ -32,19 +32,22 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// The handlers the core routes to. Each serves the methods it declares in
-/// [`Handler::capabilities`]; the slots say which handlers exist. SUBSCRIBE, PUBLISH,
-/// REGISTER or NOTIFY without a handler declaring it gets 501.
+/// [`Handler::capabilities`]; the slots only say which handlers exist (the first to
+/// declare a method gets it). SUBSCRIBE, PUBLISH, REGISTER or NOTIFY without a handler
+/// declaring it gets 501, any other method 405.
 #[derive(Default, Clone)]
 pub struct Handlers {
     pub subscribe: Option<Arc<dyn Handler>>,
     pub publish: Option<Arc<dyn Handler>>,
     pub register: Option<Arc<dyn Handler>>,
     pub notify: Option<Arc<dyn Handler>>,
+    /// Handlers for methods without a slot of their own.
+    pub extra: Vec<Arc<dyn Handler>>,
 }
 
 impl Handlers {
     fn present(&self) -> impl Iterator<Item = &Arc<dyn Handler>> {
-        [&self.subscribe, &self.notify, &self.publish, &self.register].into_iter().flatten()
+        [&self.subscribe, &self.notify, &self.publish, &self.register].into_iter().flatten().chain(&self.extra)
     }
 }
 

@@ -1,12 +1,19 @@
-//! Issue 12: the shared SIP request checks, over real loopback sockets. OPTIONS and 405
-//! advertise what the handlers declare; SUBSCRIBE, PUBLISH and REGISTER each grant Expires
-//! by their own config section's policy.
+//! Issue 12: the shared SIP request checks, over real loopback sockets. The core routes
+//! to and advertises (OPTIONS, 405) what the handlers declare; SUBSCRIBE, PUBLISH and
+//! REGISTER each grant Expires by their own config section's policy.
 
 mod common;
 
 use common::peer::{Msg, Peer};
 use common::*;
+use smart_presence::core::{Core, CoreSink, Handler, HandlerFuture, Handlers, ServerTx};
+use smart_presence::limits::Limits;
+use smart_presence::sip::{Capabilities, Method, Request, Response};
+use smart_presence::transaction::{ClientTransactions, Timers};
+use smart_presence::transport::{StreamLimits, Transports};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 async fn send(p: &mut Peer, text: &str) -> Msg {
     p.send(text.as_bytes()).await;
@@ -101,4 +108,54 @@ async fn each_method_grants_expires_by_its_own_policy() {
     assert_eq!((published.status(), published.header("Expires")), (Some(200), Some("1200")));
     let bad = send(&mut p, &register(l, "r4", "\r\nExpires: soon\r\n")).await;
     assert_eq!(bad.start_line(), "SIP/2.0 400 Bad Expires");
+}
+
+/// A handler the core has never heard of: it serves MESSAGE as it declares.
+struct MessageHandler;
+
+impl Handler for MessageHandler {
+    fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture {
+        Box::pin(tx.respond(Response::to(&req, 200)))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { methods: &[Method::Message], events: &["message-summary"], accept: &["text/plain"], ..Capabilities::NONE }
+    }
+}
+
+/// A core on a loopback UDP socket serving only `handlers`.
+async fn core_with(handlers: Handlers) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = StreamLimits {
+        max_message: 65_535,
+        idle_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(10),
+        max_connections: 10,
+        sources: Limits::unlimited(),
+    };
+    let any = "127.0.0.1:0".parse().unwrap();
+    let transports = Transports::bind(&[any], &[], &[], None, limits, stop_rx).await.expect("bind");
+    let addr = transports.local_addrs().udp[0];
+    let sender = transports.sender();
+    let timers = Timers::default();
+    let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
+    let core = Core::new(sender, client_tx, timers, handlers, false, Limits::unlimited());
+    transports.run(Arc::new(CoreSink(core)));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn the_router_serves_and_advertises_what_a_new_handler_declares() {
+    let (addr, _stop) = core_with(Handlers { extra: vec![Arc::new(MessageHandler)], ..Handlers::default() }).await;
+    let mut p = Peer::udp(addr).await;
+    let l = p.local();
+    let ok = send(&mut p, &options(l, "o1")).await;
+    assert_eq!(ok.header("Allow"), Some("OPTIONS, ACK, MESSAGE"));
+    assert_eq!(ok.header("Allow-Events"), Some("message-summary"));
+    assert_eq!(ok.header("Accept"), Some("text/plain"));
+    assert_eq!(ok.header("Supported"), None, "nothing declared, nothing advertised");
+    assert_eq!(send(&mut p, &request("MESSAGE", "UDP", l, "m1", "", "")).await.status(), Some(200));
+    assert_eq!(send(&mut p, &subscribe(l, "s1", 600)).await.status(), Some(501));
+    let refused = send(&mut p, &request("INVITE", "UDP", l, "i1", "", "")).await;
+    assert_eq!((refused.status(), refused.header("Allow")), (Some(405), Some("OPTIONS, ACK, MESSAGE")));
 }
