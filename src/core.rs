@@ -7,7 +7,7 @@
 //! is: that is the handlers' business.
 
 use crate::limits::{Limits, Refusal, Verdict};
-use crate::sip::{self, check_request, top_via, Advertised, Capabilities, HeaderName, Message, Method, Request, Response};
+use crate::sip::{self, check_request, top_via, Advertised, Capabilities, HeaderName, Message, Method, ParseError, Request, Response};
 use crate::transaction::{Begin, ClientTransactions, ServerKey, ServerTransactions, Timers};
 use crate::transport::{Inbound, Protocol, Sender, Source, Target};
 use bytes::Bytes;
@@ -142,15 +142,39 @@ impl Core {
         if self.log_messages {
             tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(&data));
         }
-        match sip::parse_message(data) {
+        match sip::parse_message(data.clone()) {
             Ok(Message::Request(req)) => self.on_request(req, source, throttled).await,
             Ok(Message::Response(resp)) => {
                 if !self.client_tx.on_response(resp) {
                     tracing::debug!(remote = %source.remote, "response matches no transaction");
                 }
             }
-            Err(e) => tracing::debug!(remote = %source.remote, "dropping unparseable message: {e}"),
+            // A datagram of CRLFs is a keep-alive (streams take theirs out before this).
+            Err(ParseError::Empty) => tracing::trace!(remote = %source.remote, "empty message"),
+            Err(e) => self.on_unparseable(&data, e, source).await,
         }
+    }
+
+    /// A message that does not parse gets 400 when it is a request whose Via, From, To,
+    /// Call-ID and CSeq can be read (RFC 3261 §8.2.6); else it is dropped, and on TCP/TLS,
+    /// whose stream is then likely out of step, the connection is closed. Logged either way.
+    async fn on_unparseable(self: Arc<Self>, data: &[u8], error: ParseError, source: Source) {
+        let Some(mut req) = sip::salvage::answerable(data) else {
+            let action = if source.conn.is_some() { "closing the connection" } else { "dropped" };
+            self.limits.log_malformed(source.remote, source.protocol, &error.to_string(), action);
+            if let Some(conn) = source.conn {
+                self.sender.close(conn);
+            }
+            return;
+        };
+        let reason = match error {
+            ParseError::StartLine => "Bad Request Line",
+            ParseError::HeaderLine => "Bad Header Line",
+            _ => "Bad Request",
+        };
+        self.limits.log_malformed(source.remote, source.protocol, &error.to_string(), "answered 400");
+        stamp_via(&mut req, &source);
+        self.server_tx(None, &req, source).respond(Response::with_reason(&req, 400, reason)).await
     }
 
     async fn on_request(self: Arc<Self>, mut req: Request, source: Source, throttled: Option<u32>) {

@@ -1,6 +1,7 @@
 //! Abuse limits (issue 8): how much one source address, and one account, may ask of us.
 //!
-//! Owns three bounded tables and the throttled log lines that report refusals:
+//! Owns three bounded tables and the throttled log lines that report refusals and
+//! malformed input:
 //!
 //! - a token bucket per source address: `requests_per_second` sustained, `request_burst` at
 //!   once. Beyond it a source gets at most `rejects_per_second` error answers (503 with
@@ -22,10 +23,12 @@
 //! Must not touch: sockets, SIP parsing or responses, URIs (it is given canonical
 //! identities, [`crate::identity`]), subscriptions' state, the binding index, or the
 //! per-account discovery budget (`budget.rs`, a separate concern). It says yes or no (a
-//! [`Verdict`], a [`Refusal`]); the core and the handlers answer. Its log lines name addresses, accounts and reason
-//! phrases, never message bodies or list entries, and at most one a second per kind.
+//! [`Verdict`], a [`Refusal`]); the core and the handlers answer. Its log lines name
+//! addresses, accounts and reason phrases, never message bodies or list entries, and at
+//! most one a second per kind.
 
 use crate::config::LimitsConfig;
+use crate::transport::Protocol;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -88,6 +91,7 @@ pub struct Limits {
     log_drop: Throttle,
     log_refusal: Throttle,
     log_conn: Throttle,
+    log_malformed: Throttle,
     trusted: Vec<IpAddr>,
 }
 
@@ -114,6 +118,7 @@ impl Limits {
             log_drop: Throttle::default(),
             log_refusal: Throttle::default(),
             log_conn: Throttle::default(),
+            log_malformed: Throttle::default(),
         })
     }
 
@@ -162,6 +167,18 @@ impl Limits {
     pub fn log_refusal(&self, remote: std::net::SocketAddr, status: u16, reason: &str) {
         if let Some(suppressed) = self.log_refusal.allow(Instant::now()) {
             tracing::warn!(%remote, status, reason, suppressed, "request refused by a limit");
+        }
+    }
+
+    /// Logs a message we could not read (unparseable, or a stream we could not cut) and what
+    /// was done about it: a warning on TCP/TLS, info over UDP, where stray datagrams are
+    /// common. Never the message itself.
+    pub fn log_malformed(&self, remote: std::net::SocketAddr, protocol: Protocol, problem: &str, action: &str) {
+        let Some(suppressed) = self.log_malformed.allow(Instant::now()) else { return };
+        if protocol.is_reliable() {
+            tracing::warn!(%remote, ?protocol, suppressed, "malformed message ({problem}): {action}");
+        } else {
+            tracing::info!(%remote, ?protocol, suppressed, "malformed message ({problem}): {action}");
         }
     }
 

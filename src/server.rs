@@ -68,18 +68,17 @@ impl Server {
         let shared = Arc::new(Shared {
             index: index.clone(),
             auth: auth.clone(),
-            budget: budget.clone(),
+            discovery: crate::discovery::Discovery::new(index.clone(), budget.clone(), config.numbers.default_region),
+            limits: abuse.clone(),
             presence: presence.clone(),
             long_term: config.presence.long_term,
             client_tx: client_tx.clone(),
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
         });
-        tokio::spawn(subscription::live::follow(shared.clone(), shutdown_rx.clone()));
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
-        tokio::spawn(subscription::live::follow_presence(presence_changes, shared.clone(), interval, shutdown_rx.clone()));
-        tokio::spawn(subscription::actor::expire(shared.clone(), shutdown_rx.clone()));
-        tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
+        subscription::start(shared.clone(), presence_changes, interval, shutdown_rx.clone());
+        crate::presence::spawn_expiry(presence.clone(), shutdown_rx.clone());
         let registrar = config
             .registrar
             .enabled

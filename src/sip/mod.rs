@@ -10,6 +10,7 @@ pub mod header;
 pub mod message;
 pub mod parse;
 pub mod request_checks;
+pub mod salvage;
 pub mod uri;
 pub mod validate;
 pub mod write;

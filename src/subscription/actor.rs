@@ -12,14 +12,13 @@
 //! dead one: the subscription goes on. Whatever cannot be delivered is logged at warn and
 //! counted (`Subscriptions::stats`).
 
-use super::mailbox::Mailbox;
-use super::table::{SubId, Subscriptions, Woken};
+use super::record::{Handle, Subscription, Woken};
+use super::table::Subscriptions;
 use crate::body::{ResourceState, UserPresence};
 use crate::dialog::Dialog;
 use crate::index::Index;
 use crate::presence::PresenceStore;
-use crate::notification::{self, Format, SubState};
-use super::watched::WatchedList;
+use crate::notification::{self, SubState};
 use crate::resolution::{self, Key, User};
 use crate::transaction::{ClientTransactions, Outcome};
 use crate::transport::SendError;
@@ -32,29 +31,16 @@ use tokio::time::Instant;
 pub struct Shared {
     pub index: Index,
     pub auth: Arc<crate::auth::Authenticator>,
-    pub budget: crate::budget::Budget,
+    /// Reads and charges new lists (region, classification, budget).
+    pub discovery: crate::discovery::Discovery,
+    /// Caps on subscriptions per account and source.
+    pub limits: Arc<crate::limits::Limits>,
     pub presence: Arc<PresenceStore>,
     /// Offline users still show as reachable (see `PresenceConfig::long_term`).
     pub long_term: bool,
     pub client_tx: Arc<ClientTransactions>,
     pub table: Arc<Subscriptions>,
     pub min_interval: Duration,
-}
-
-pub struct Subscription {
-    pub id: SubId,
-    pub dialog: Dialog,
-    pub list_uri: Box<str>,
-    pub entries: WatchedList,
-    pub version: u32,
-    pub expires_at: Instant,
-    /// When the last NOTIFY went out (live changes wait `Shared::min_interval` after it).
-    pub last_sent: Instant,
-    pub format: Format,
-    /// A single-presentity subscription (RFC 3856): PIDF bodies, one entry.
-    pub single: bool,
-    /// The subscription's slot in the abuse limits, freed when it ends.
-    pub permit: Option<crate::limits::SubPermit>,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -66,14 +52,6 @@ struct Pending {
 }
 
 impl Subscription {
-    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        self.entries.keys()
-    }
-
-    fn remaining(&self) -> u32 {
-        self.expires_at.saturating_duration_since(Instant::now()).as_secs() as u32
-    }
-
     /// Sends full state; `Err` when the subscription must end.
     async fn send_full(&mut self, shared: &Shared, state: SubState) -> Sent {
         let view = self.entries.view();
@@ -254,7 +232,7 @@ async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> 
 }
 
 /// Starts a new subscription: its first NOTIFY, then whatever comes.
-pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
+pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Handle) {
     tokio::spawn(run(Box::new(sub), shared, mailbox, true));
 }
 
@@ -278,7 +256,7 @@ pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Recei
 
 /// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
 /// unregisters it). Sending is boxed: the future stays small.
-async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailbox>, first: bool) {
+async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, first: bool) {
     let mut sent: Sent = Ok(());
     if first {
         sent = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
