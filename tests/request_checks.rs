@@ -38,8 +38,7 @@ fn publish(local: SocketAddr, branch: &str, expires: u32) -> String {
 }
 
 fn subscribe(local: SocketAddr, branch: &str, expires: u32) -> String {
-    let extra = format!("Contact: <sip:alice@{local}>\r\nEvent: presence\r\nExpires: {expires}\r\n");
-    request("SUBSCRIBE", "UDP", local, branch, &extra, "").replace("SUBSCRIBE sip:rls@example.org", "SUBSCRIBE sip:bob@example.org")
+    presentity_subscribe("sip:bob@example.org", local, branch, &format!("Expires: {expires}\r\n"))
 }
 
 fn list(value: Option<&str>) -> Vec<&str> {
