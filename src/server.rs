@@ -28,6 +28,9 @@ pub struct Server {
     budget: Budget,
     provisioning: Option<std::net::SocketAddr>,
     limits: Arc<Limits>,
+    shared: Arc<Shared>,
+    on_shutdown: crate::config::OnShutdown,
+    resumed: subscription::resume::Resumed,
 }
 
 impl Server {
@@ -75,9 +78,11 @@ impl Server {
             client_tx: client_tx.clone(),
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
+            store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
         });
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
         subscription::start(shared.clone(), presence_changes, interval, shutdown_rx.clone());
+        let shared_for_resume = shared.clone();
         crate::presence::spawn_expiry(presence.clone(), shutdown_rx.clone());
         let registrar = config
             .registrar
@@ -92,9 +97,12 @@ impl Server {
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
+        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second);
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse })
+        let on_shutdown = config.subscription.on_shutdown;
+        let shared = shared_for_resume;
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -135,14 +143,33 @@ impl Server {
         &self.addrs
     }
 
-    /// Closes the listeners, then gives our pending requests up to `grace` to finish.
+    /// What the start found in the subscription store.
+    pub fn resumed(&self) -> subscription::resume::Resumed {
+        self.resumed
+    }
+
+    /// A clean stop. With `subscription.on_shutdown = "deactivate"`, first ends every
+    /// subscription with `terminated;reason=deactivated` (within `grace`); with `keep`, they
+    /// stay stored for the next start. Then closes the listeners, gives our pending requests
+    /// up to `grace` to finish, and writes the stores back.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;
+        if self.on_shutdown == crate::config::OnShutdown::Deactivate {
+            let count = self.subscriptions.len();
+            subscription::actor::resume(self.subscriptions.deactivate_all(), &self.shared);
+            while !self.subscriptions.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::info!(count, left = self.subscriptions.len(), "subscriptions deactivated");
+        }
+        let _ = self.shutdown.send(true);
         while self.client_tx.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::info!("smart-presence stopped");
+        if let Err(e) = self.shared.store.flush() {
+            tracing::error!("subscription store not written back: {e}");
+        }
+        tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
     }
 }
 

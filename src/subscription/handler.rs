@@ -117,6 +117,7 @@ async fn new_subscription(
     }
     let permit = shared.limits.subscribe(&identity.uri, source.remote.ip(), list.entries.len()).map_err(|r| crate::core::refused(req, &r))?;
     let dialog = Dialog::from_subscribe(req, source, &config.domain).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
+    let subscriber: Box<str> = identity.uri.as_str().into();
     let entries = discover(shared, identity, list.entries).await.ok_or_else(|| Response::to(req, 500))?;
     let mut resp = Response::to(req, 200)
         .header(HeaderName::Contact, dialog.contact())
@@ -136,8 +137,13 @@ async fn new_subscription(
         dialog,
         single: list.single,
         permit: None,
+        subscriber,
+        version_limit: 0,
+        cseq_limit: 0,
     };
     if list.expires == 0 {
+        // A fetch ends with its one NOTIFY: never recorded.
+        (sub.version_limit, sub.cseq_limit) = (u32::MAX, u32::MAX);
         return Ok(Accepted::Fetch(resp, sub));
     }
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);

@@ -7,12 +7,14 @@
 //! `body`'s) nor touch sockets.
 
 pub mod actor;
+pub mod durable;
 pub mod handler;
 pub mod live;
 pub mod mailbox;
 pub mod phones;
 pub mod record;
 pub mod request;
+pub mod resume;
 pub mod table;
 pub mod watched;
 

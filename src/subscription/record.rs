@@ -28,11 +28,22 @@ pub struct Subscription {
     pub single: bool,
     /// The subscription's slot in the abuse limits, freed when it ends.
     pub permit: Option<crate::limits::SubPermit>,
+    /// Whose it is: the canonical SIP URI the per-account caps count it under.
+    pub subscriber: Box<str>,
+    /// The version and CSeq reserved up to in the stored record (`durable.rs`): reached,
+    /// the record is rewritten with a new reservation.
+    pub version_limit: u32,
+    pub cseq_limit: u32,
 }
 
 impl Subscription {
     pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
         self.entries.keys()
+    }
+
+    /// Its expiry in Unix seconds (stored records outlive the process's clock).
+    pub fn expires_unix(&self) -> u64 {
+        crate::clock::unix_now() + u64::from(self.remaining())
     }
 
     /// Seconds left, for `Subscription-State: active;expires=`.
@@ -62,6 +73,9 @@ pub struct Inbox {
     pub unsubscribe: bool,
     /// Where that in-dialog SUBSCRIBE came from: the dialog follows it (target refresh).
     pub retarget: Option<Retarget>,
+    /// The server is leaving: end with `terminated;reason=deactivated` (RFC 6665 §4.2.2:
+    /// the phone re-subscribes at once, elsewhere).
+    pub deactivate: bool,
     /// Watched keys whose binding or presence changed.
     pub changed: Vec<Key>,
     /// Some change may have removed a user: only full state can say so to liblinphone.
@@ -85,6 +99,6 @@ impl Inbox {
 
 impl Letters for Inbox {
     fn is_empty(&self) -> bool {
-        self.refresh.is_none() && !self.unsubscribe && self.retarget.is_none() && self.changed.is_empty() && !self.full
+        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && self.retarget.is_none() && self.changed.is_empty() && !self.full
     }
 }

@@ -272,6 +272,13 @@ impl Subscriptions {
         woken
     }
 
+    /// A clean stop set to deactivate: every subscription ends with
+    /// `terminated;reason=deactivated`. Returns those it woke.
+    pub fn deactivate_all(&self) -> Vec<Woken> {
+        let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
+        wake_all(handles, |i| i.deactivate = true)
+    }
+
     /// After a gap in the change feed: every subscription re-sends full state.
     pub fn resync_all(&self) -> Vec<Woken> {
         let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
