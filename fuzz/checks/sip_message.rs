@@ -44,8 +44,9 @@ fn one(data: Bytes, stream: bool) {
                 subscribe(&req);
             }
             if let Some(from) = req.headers.get(&HeaderName::From) {
-                let _ = smart_presence::limits::account(&from);
+                let _ = smart_presence::identity::of_header(&from);
             }
+            let _ = (req.headers.event(), req.headers.content_type(), req.headers.expires());
         }
         Ok(Message::Response(resp)) => {
             let _ = resp.to_bytes();

@@ -38,6 +38,10 @@ impl Handler for SubscribeHandler {
             }
         })
     }
+
+    fn capabilities(&self) -> crate::sip::Capabilities {
+        request::CAPABILITIES
+    }
 }
 
 /// What is left to do once the request is accepted: answer 200, then notify.
@@ -111,7 +115,7 @@ async fn new_subscription(
     if !list.single {
         check_fits(req, format, &list.entries)?;
     }
-    let permit = shared.limits.subscribe(&identity.uri, source.remote.ip(), list.entries.len()).map_err(|r| r.response(req))?;
+    let permit = shared.limits.subscribe(&identity.uri, source.remote.ip(), list.entries.len()).map_err(|r| crate::core::refused(req, &r))?;
     let dialog = Dialog::from_subscribe(req, source, &config.domain).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
     let subscriber: Box<str> = identity.uri.as_str().into();
     let entries = discover(shared, identity, list.entries).await.ok_or_else(|| Response::to(req, 500))?;
