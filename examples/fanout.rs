@@ -15,6 +15,9 @@
 //!   SUBSCRIBE to its first NOTIFY (p50, p99). SIPp cannot take a 500-number state: it
 //!   reads at most 64 KB and cannot inflate.
 //!
+//! - `resume`: holds subscriptions as `hold` does, then waits while the server restarts
+//!   and reports when the first and the last resumed NOTIFY came (`benches/restart.sh`).
+//!
 //! ```sh
 //! cargo run --release --example fanout -- fanout --target 127.0.0.1:5060 --admin 127.0.0.1:5080
 //! cargo run --release --example fanout -- hold --target 127.0.0.1:5060 --server-pid PID --settle 35
@@ -46,7 +49,7 @@ struct Opts {
 fn parse_opts() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or("usage: fanout fanout|hold|latency --target HOST:PORT [options]")?;
-    let hold = mode == "hold";
+    let hold = mode == "hold" || mode == "resume";
     let mut o = Opts {
         mode,
         target: "127.0.0.1:5060".parse().unwrap(),
@@ -300,6 +303,25 @@ async fn hold(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     }
 }
 
+/// Holds the subscriptions as `hold` does, then waits (up to `--settle` seconds) while the
+/// server is restarted, until every one has had its next NOTIFY (the resumed full state);
+/// prints when the first and the last came, as Unix times, for `benches/restart.sh`.
+async fn resume(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
+    let (entries, lines) = (o.entries, o.lines.max(1));
+    open_all(o, run, sockets, book, |i| (0..entries).map(|e| held_number(i, e, lines)).collect()).await;
+    let held = Book::count(&book.first);
+    println!("resume: held {held}/{} subscriptions of {entries} numbers; restart the server now", o.count);
+    let limit = Duration::from_secs(if o.settle == 0 { 300 } else { o.settle });
+    wait_for(|| Book::count(&book.second) >= held, limit).await;
+    let unix_at = |ns: u64| {
+        let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        now_unix - (book.now().saturating_sub(ns)) as f64 / 1e9
+    };
+    let times: Vec<u64> = book.second.iter().map(|a| a.load(Ordering::Relaxed)).filter(|t| *t != 0).collect();
+    let (first, last) = (times.iter().min().copied().unwrap_or(0), times.iter().max().copied().unwrap_or(0));
+    println!("resume: {}/{held} resumed; first NOTIFY at {:.3}, last at {:.3} (unix s)", times.len(), unix_at(first), unix_at(last));
+}
+
 async fn latency(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     let (entries, lines) = (o.entries, o.lines.max(1));
     open_all(o, run, sockets, book, |i| (0..entries).map(|e| format!("+3361{:04}{e:03}", i % lines)).collect()).await;
@@ -342,6 +364,7 @@ async fn main() -> std::process::ExitCode {
         "fanout" => fanout(&o, run, &sockets, &book).await,
         "hold" => hold(&o, run, &sockets, &book).await,
         "latency" => latency(&o, run, &sockets, &book).await,
+        "resume" => resume(&o, run, &sockets, &book).await,
         other => {
             eprintln!("fanout: unknown mode {other} (fanout, hold or latency)");
             return std::process::ExitCode::FAILURE;

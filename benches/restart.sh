@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Restart benchmark (issue 13): hold N list subscriptions of 100 numbers, kill the server
+# (SIGKILL, or SIGTERM with --clean), start it again on the same data directory, and report
+# the start-up time, the time until every subscription has had its resumed NOTIFY, and the
+# disk bytes per held subscription. Everything on loopback, on this machine.
+#
+#   bash benches/restart.sh                 # 100,000 held, SIGKILL
+#   bash benches/restart.sh --hold 20000 --clean
+#
+# Options: --hold N [100000], --rate R resumed NOTIFYs per second [5000], --clean (SIGTERM)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+HOLD=100000 RATE=5000 SIGNAL=KILL
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hold) HOLD=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --clean) SIGNAL=TERM ;;
+    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+  shift
+done
+command -v python3 >/dev/null || { echo "missing python3" >&2; exit 1; }
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+echo "== building (release)"
+cargo build --release --quiet --bin smart-presence --example fanout
+BIN=$CARGO_TARGET_DIR/release/smart-presence
+FAN=$CARGO_TARGET_DIR/release/examples/fanout
+
+WORK=$(mktemp -d /tmp/sp-restart.XXXXXX)
+SP_PID="" FAN_PID=""
+cleanup() {
+  [ -n "$FAN_PID" ] && kill "$FAN_PID" 2>/dev/null
+  [ -n "$SP_PID" ] && kill "$SP_PID" 2>/dev/null && wait "$SP_PID" 2>/dev/null
+  rm -rf "$WORK/data"
+  echo "(logs of this run: $WORK)"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+free_port() {
+  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+SP_PORT=$(free_port) ADMIN_PORT=$(free_port)
+cat > "$WORK/sp.toml" <<EOF
+domain = "example.org"
+data_dir = "$WORK/data"
+log_level = "info"
+[sip]
+udp = ["127.0.0.1:$SP_PORT"]
+tcp = []
+tls = []
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+[auth]
+mode = "none"
+[subscription]
+resume_per_second = $RATE
+[limits]
+requests_per_second = 0
+max_subscriptions_per_account = 0
+max_subscriptions_per_source = 0
+max_subscriptions = 0
+max_entries_held = 0
+max_connections_per_source = 0
+EOF
+
+# start LOG: starts the server, waits until it answers OPTIONS; sets SP_PID and STARTUP (s).
+start() {
+  local t0 t1
+  t0=$(now)
+  "$BIN" serve --config "$WORK/sp.toml" 2> "$WORK/$1" &
+  SP_PID=$!
+  python3 - "$SP_PORT" <<'EOF'
+import socket, sys, time
+port = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.05)
+msg = ("OPTIONS sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKup{}\r\n"
+       "From: <sip:b@example.org>;tag=b\r\nTo: <sip:rls@example.org>\r\nCall-ID: up{}\r\nCSeq: 1 OPTIONS\r\n"
+       "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+for i in range(1200):
+    s.sendto(msg.format(i, i).encode(), ("127.0.0.1", port))
+    try:
+        s.recv(65535); sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+EOF
+  t1=$(now)
+  STARTUP=$(echo "$t1 - $t0" | bc -l)
+}
+
+echo "== server on 127.0.0.1:$SP_PORT; holding $HOLD list subscriptions of 100 numbers"
+start server-1.log
+"$FAN" resume --target "127.0.0.1:$SP_PORT" --count "$HOLD" --lines 1000 --settle 600 > "$WORK/resume.txt" &
+FAN_PID=$!
+until grep -q "restart the server now" "$WORK/resume.txt" 2>/dev/null; do sleep 0.5; done
+grep "held" "$WORK/resume.txt"
+sleep 1.5   # past the store's 500 ms write-back
+STORE_BYTES=$(du -sb "$WORK/data/subscriptions" | cut -f1)
+echo "== kill -$SIGNAL, then start again on the same data directory"
+T_KILL=$(now)
+kill -"$SIGNAL" "$SP_PID"; wait "$SP_PID" 2>/dev/null || true
+STORE_BYTES_AFTER=$(du -sb "$WORK/data/subscriptions" | cut -f1)
+T_START=$(now)
+start server-2.log
+wait "$FAN_PID"; FAN_PID=""
+cat "$WORK/resume.txt" | tail -1
+read -r FIRST LAST < <(awk '/resumed; first NOTIFY at/ {print $(NF-5), $(NF-2)}' "$WORK/resume.txt" | tr -d ',')
+RESUMED=$(awk '/resumed; first NOTIFY at/ {print $2}' "$WORK/resume.txt")
+grep -E "stored subscriptions loaded|every stored subscription resumed" "$WORK/server-2.log" | sed 's/^/   server: /'
+printf '\n%-58s %s\n' "held subscriptions (100 numbers each):" "$HOLD" \
+  "resumed (got a full-state NOTIFY after the restart):" "$RESUMED" \
+  "start-up (exec to answering OPTIONS, store loaded):" "$(printf '%.2f' "$STARTUP") s" \
+  "restart to the last resumed NOTIFY (paced at $RATE/s):" "$(printf '%.1f' "$(echo "$LAST - $T_START" | bc -l)") s" \
+  "restart to the first resumed NOTIFY:" "$(printf '%.2f' "$(echo "$FIRST - $T_START" | bc -l)") s" \
+  "store on disk per held subscription (sled, du):" "$((STORE_BYTES / HOLD)) bytes (after the kill: $((STORE_BYTES_AFTER / HOLD)))"
