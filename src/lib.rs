@@ -45,6 +45,7 @@ pub mod replay;
 pub mod resolution;
 pub mod server;
 pub mod sip;
+pub mod storage;
 pub mod subscription;
 pub mod transaction;
 pub mod transport;
