@@ -3,6 +3,7 @@
 
 use super::{canonical_sip_uri, Index, IndexError, Source};
 use crate::numbers::{Region, E164};
+use crate::storage::bindings::ChunkCounts;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 
@@ -233,7 +234,7 @@ pub(super) fn import(
         if rows.is_empty() {
             return Ok(());
         }
-        let (new, replaced, unchanged) = index.apply_chunk(rows, opts.source)?;
+        let ChunkCounts { new, replaced, unchanged } = index.store.apply_chunk(rows, opts.source)?;
         summary.imported += new + replaced;
         summary.replaced += replaced;
         summary.unchanged += unchanged;

@@ -23,6 +23,8 @@
 pub mod accounts;
 pub mod bindings;
 pub mod budgets;
+#[cfg(test)]
+mod memory_bindings;
 pub mod presence;
 pub mod sled;
 pub mod verification;
