@@ -238,19 +238,3 @@ mod tests {
         assert_eq!(b.charge_at("a", &[n, n, n], 5).unwrap().allowed, vec![true, true, true]);
     }
 }
-
-/// The operator's view on the admin endpoint: `GET /budget/{account}` shows an account's
-/// budget, `DELETE /budget/{account}` resets it (full bucket, nothing remembered).
-pub fn admin_router(budget: Budget) -> axum::Router {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    use axum::Json;
-    async fn show(State(b): State<Budget>, Path(account): Path<String>) -> Result<Json<Status>, (StatusCode, String)> {
-        b.status(&account).map(Json).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-    }
-    async fn reset(State(b): State<Budget>, Path(account): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
-        b.reset(&account).map(|_| StatusCode::NO_CONTENT).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-    }
-    axum::Router::new().route("/budget/:account", get(show).delete(reset)).with_state(budget)
-}

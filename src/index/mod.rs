@@ -13,8 +13,6 @@
 //! `packed` (its buckets), `mirror` (the in-memory copy lookups read) and `filter` (bound
 //! numbers, to skip most misses). This module must not know about SIP messages or HTTP.
 
-pub mod admin;
-pub mod cli;
 mod encoding;
 mod feed;
 mod filter;
