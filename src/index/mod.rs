@@ -9,18 +9,21 @@
 //!
 //! Files, one job each: `input` (canonical URIs, numbers as people write them), `io`
 //! (import/export formats), `feed` (the change feed), and the sled store: `sled_store`
-//! (the trait implementation, writers, migration), `encoding` (its key and value bytes),
-//! `packed` (its buckets), `mirror` (the in-memory copy lookups read) and `filter` (bound
-//! numbers, to skip most misses). This module must not know about SIP messages or HTTP.
+//! (the trait implementation: open, reads, write paths, filter builds), `writer` (one
+//! atomic change), `migrate` (the old layout), `encoding` (key and value bytes), `packed`
+//! (buckets), `mirror` (the in-memory copy lookups read) and `filter` (bound numbers, to
+//! skip most misses). This module must not know about SIP messages or HTTP.
 
 mod encoding;
 mod feed;
 mod filter;
 mod input;
 mod io;
+mod migrate;
 mod mirror;
 mod packed;
 mod sled_store;
+mod writer;
 
 use crate::numbers::{self, Region, E164};
 use crate::storage::bindings::BindingStore;

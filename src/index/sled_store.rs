@@ -6,17 +6,16 @@
 //! Both directions live in one tree so that every change (one bind, one import chunk) is
 //! one `apply_batch`: atomic on disk, including after a crash. Every write is serialised by
 //! a process-wide writer lock, flushed before it is acknowledged, and only then published on
-//! the change feed, in commit order. Stores written in layout 1 (one key per binding) are
-//! migrated at open. This is the only file of the index that talks to sled, with
-//! `packed.rs` (bucket range queries and batches); it must not make URIs canonical (the
-//! `Index` handle does) nor parse input.
+//! the change feed, in commit order (one change is built by `writer.rs`). Stores written
+//! in layout 1 (one key per binding) are migrated at open (`migrate.rs`). With those two
+//! and `packed.rs` (bucket range queries and batches), the only files of the index that
+//! talk to sled; it must not make URIs canonical (the `Index` handle does) nor parse input.
 
-use super::encoding::{
-    decode_number, decode_numbers, decode_value, encode_value, key_u64, value_uri, FWD, META_COUNT, OLD_NUM, OLD_REV, REV,
-};
+use super::encoding::{decode_number, decode_numbers, decode_value, key_u64, value_uri, FWD, META_COUNT, OLD_NUM, REV};
 use super::filter::{Filter, FilterState};
 use super::mirror::Forward;
-use super::packed::{self, Bucket, Edit, InTree};
+use super::writer::Writer;
+use super::packed::{Bucket, InTree};
 use super::{BindOutcome, Binding, Change, ChangeFeed, ChangeReceiver, IndexError, OpenOptions, Source, Stats};
 use crate::clock::unix_now;
 use crate::numbers::E164;
@@ -40,14 +39,14 @@ impl From<sled::Error> for IndexError {
 
 /// The bindings in sled. Send + Sync; shared by the `Index` handles through an `Arc`.
 pub(super) struct SledBindings {
-    db: sled::Db,
-    tree: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) tree: sled::Tree,
     /// Serialises writers, so that reads done before a write are still true when it
     /// commits, counts stay exact and events go out in commit order.
     write: Mutex<()>,
-    count: AtomicU64,
+    pub(super) count: AtomicU64,
     /// The forward buckets, as in sled. Changed only by writers, under `write`.
-    forward: RwLock<Forward>,
+    pub(super) forward: RwLock<Forward>,
     /// Bound numbers (and some formerly bound): lets `resolve`/`lookup` answer most numbers
     /// that are not users with one cache miss. Built in the background (at open, and larger
     /// when outgrown); until the first build completes, every lookup reads the mirror.
@@ -57,105 +56,6 @@ pub(super) struct SledBindings {
     builder: Mutex<Option<std::thread::JoinHandle<()>>>,
     feed: ChangeFeed,
     path: PathBuf,
-}
-
-/// One atomic change of both directions, built under the writer lock and committed as one
-/// sled batch.
-struct Writer<'a> {
-    inner: &'a SledBindings,
-    fwd: Edit,
-    rev: Edit,
-    /// The reverse lists this change touched, decoded, and whether each changed: written
-    /// once at commit (a 20,000-line import to one PBX URI re-encoded its list per line).
-    lists: BTreeMap<String, (Vec<E164>, bool)>,
-}
-
-impl<'a> Writer<'a> {
-    fn new(inner: &'a SledBindings) -> Writer<'a> {
-        Writer { inner, fwd: Edit::default(), rev: Edit::default(), lists: BTreeMap::new() }
-    }
-
-    fn rev_tree(&self) -> InTree<'a> {
-        InTree { tree: &self.inner.tree, prefix: REV }
-    }
-
-    /// The binding of `n` as this change leaves it so far.
-    fn binding(&mut self, n: E164) -> Result<Option<Binding>, IndexError> {
-        match self.fwd.get(&self.inner.forward, &n.as_key())? {
-            Some(v) => Ok(Some(decode_value(n, v)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn bind(&mut self, n: E164, uri: &str, bound_at: u64, source: Source) -> Result<BindOutcome, IndexError> {
-        let key = n.as_key();
-        let old = match self.fwd.get(&self.inner.forward, &key)? {
-            Some(v) => Some(value_uri(v)?.to_string()),
-            None => None,
-        };
-        if old.as_deref() == Some(uri) {
-            return Ok(BindOutcome::Unchanged);
-        }
-        self.fwd.set(&self.inner.forward, &key, Some(encode_value(uri, bound_at, source)))?;
-        if let Some(o) = &old {
-            self.reverse(o, n, false)?;
-        }
-        self.reverse(uri, n, true)?;
-        Ok(match old {
-            Some(old_uri) => BindOutcome::Rebound { old_uri },
-            None => BindOutcome::New,
-        })
-    }
-
-    fn unbind(&mut self, n: E164) -> Result<Option<Binding>, IndexError> {
-        let Some(b) = self.binding(n)? else { return Ok(None) };
-        self.fwd.set(&self.inner.forward, &n.as_key(), None)?;
-        self.reverse(&b.sip_uri, n, false)?;
-        Ok(Some(b))
-    }
-
-    /// Adds `n` to (or removes it from) `uri`'s numbers.
-    fn reverse(&mut self, uri: &str, n: E164, add: bool) -> Result<(), IndexError> {
-        if !self.lists.contains_key(uri) {
-            let current = match self.rev.get(&self.rev_tree(), uri.as_bytes())? {
-                Some(v) => decode_numbers(v)?,
-                None => Vec::new(),
-            };
-            self.lists.insert(uri.to_string(), (current, false));
-        }
-        let Some((numbers, changed)) = self.lists.get_mut(uri) else { return Ok(()) };
-        match (numbers.binary_search(&n), add) {
-            (Err(at), true) => numbers.insert(at, n),
-            (Ok(at), false) => {
-                numbers.remove(at);
-            }
-            _ => return Ok(()),
-        }
-        *changed = true;
-        Ok(())
-    }
-
-    /// Writes the change and `count` in one batch, updates the mirror, flushes.
-    fn commit(mut self, count: u64, extra: impl FnOnce(&mut sled::Batch)) -> Result<(), IndexError> {
-        let tree = self.rev_tree();
-        for (uri, (numbers, changed)) in std::mem::take(&mut self.lists) {
-            if changed {
-                let value = (!numbers.is_empty()).then(|| numbers.iter().flat_map(|x| x.as_key()).collect());
-                self.rev.set(&tree, uri.as_bytes(), value)?;
-            }
-        }
-        let fwd = self.fwd.finish();
-        let rev = self.rev.finish();
-        let mut batch = sled::Batch::default();
-        packed::add_to_batch(&mut batch, FWD, &fwd);
-        packed::add_to_batch(&mut batch, REV, &rev);
-        batch.insert(META_COUNT, &count.to_be_bytes());
-        extra(&mut batch);
-        self.inner.tree.apply_batch(batch)?;
-        self.inner.forward.write().apply(&fwd);
-        self.inner.db.flush()?;
-        Ok(())
-    }
 }
 
 impl Drop for SledBindings {
@@ -174,7 +74,7 @@ impl SledBindings {
     /// Starts building a filter for `capacity` numbers in the background. Called with the
     /// writer lock held (or before any writer exists): writes from now on add their numbers
     /// to the new filter themselves, the builder adds what the store already holds.
-    fn start_filter_build(&self, capacity: u64) {
+    pub(super) fn start_filter_build(&self, capacity: u64) {
         let f = Arc::new(Filter::with_capacity(capacity));
         self.filter.write().building = Some(f.clone());
         let tree = self.tree.clone();
@@ -229,7 +129,7 @@ impl SledBindings {
         (st.active.clone(), st.building.clone())
     }
 
-    fn add_to_filters(&self, numbers: impl Iterator<Item = E164>, adding: u64) {
+    pub(super) fn add_to_filters(&self, numbers: impl Iterator<Item = E164>, adding: u64) {
         let (active, building) = self.filters_for(adding);
         for n in numbers {
             for f in active.iter().chain(building.iter()) {
@@ -258,52 +158,7 @@ impl SledBindings {
         self.forward.write().0 = map;
         Ok(())
     }
-
-    /// Rewrites a store of layout 1 (one key per binding) into buckets, a chunk at a time:
-    /// each chunk adds the buckets and removes the old keys in one batch, so a crash in the
-    /// middle leaves every binding in exactly one of the two layouts.
-    fn migrate_layout_1(&self) -> Result<(), IndexError> {
-        const CHUNK: usize = 20_000;
-        let mut moved = 0u64;
-        loop {
-            let mut old_keys = Vec::with_capacity(CHUNK * 2);
-            let mut w = Writer::new(self);
-            for r in self.tree.scan_prefix([OLD_NUM]).take(CHUNK) {
-                let (k, v) = r?;
-                let n = decode_number(&k[1..])?;
-                // Layout 1 value: [version 1][bound_at u64][source u8][uri].
-                let b = decode_value(n, v.get(1..).unwrap_or_default())?;
-                w.bind(n, &b.sip_uri, b.bound_at, b.source)?;
-                let mut rk = vec![OLD_REV];
-                rk.extend_from_slice(b.sip_uri.as_bytes());
-                rk.push(0);
-                rk.extend_from_slice(&n.as_key());
-                old_keys.push(k.to_vec());
-                old_keys.push(rk);
-            }
-            if old_keys.is_empty() {
-                break;
-            }
-            moved += old_keys.len() as u64 / 2;
-            w.commit(self.count.load(Ordering::Relaxed), |batch| {
-                for k in old_keys {
-                    batch.remove(k);
-                }
-            })?;
-        }
-        // Reverse keys of layout 1 whose number key was already gone (none in a consistent store).
-        let stray: Vec<sled::IVec> = self.tree.scan_prefix([OLD_REV]).keys().collect::<Result<_, _>>()?;
-        for k in stray {
-            self.tree.remove(k)?;
-        }
-        self.db.flush()?;
-        if moved > 0 {
-            tracing::info!(bindings = moved, "index migrated to the bucket layout");
-        }
-        Ok(())
-    }
 }
-
 
 impl SledBindings {
     /// Opens (creating if needed) the store in `dir`. Fails with [`IndexError::Locked`] when

@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(idx.resolve(&[b, n("+33600000000"), a, b]).unwrap().iter().map(|(x, _)| *x).collect::<Vec<_>>(), vec![b, a]);
         assert_eq!(idx.unbind(a).unwrap().map(|x| x.sip_uri), Some("sip:carol@example.com".into()));
         assert_eq!((idx.len(), idx.is_bound(a).unwrap(), idx.iter().count()), (1, false, 1));
-        let news: Vec<(Option<String>, Option<String>)> = std::iter::from_fn(|| feed.try_recv().ok()).map(|c| (c.old, c.new)).collect();
+        let news: Vec<_> = std::iter::from_fn(|| feed.try_recv().ok()).map(|c| (c.old, c.new)).collect();
         let (bob, carol) = (Some("sip:bob@example.com".to_string()), Some("sip:carol@example.com".to_string()));
         assert_eq!(news, vec![(None, bob.clone()), (bob, carol.clone()), (None, carol.clone()), (carol, None)], "in commit order");
         assert!(idx.check_consistency().unwrap().is_empty());
