@@ -8,7 +8,7 @@
 //! is sent on the channel given at creation, for the subscription layer to notify watchers.
 
 use crate::clock::unix_now;
-use crate::storage::PublicationStore;
+use crate::storage::{PublicationStore, StorageError};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,11 +30,14 @@ pub struct Published {
     pub open: bool,
 }
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// RFC 3903 §6 step 4: 412.
     #[error("unknown entity-tag")]
     UnknownEtag,
+    /// The store failed (never for the in-memory one).
+    #[error("presence store: {0}")]
+    Storage(#[from] StorageError),
 }
 
 struct Publication {
@@ -70,7 +73,7 @@ impl PresenceStore {
     }
 
     /// A new publication for `uri`; returns its entity-tag.
-    pub fn publish(&self, uri: &str, state: Published, expires: Duration) -> String {
+    pub fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError> {
         self.store.publish(uri, state, expires)
     }
 
@@ -132,12 +135,12 @@ impl MemoryPublications {
 }
 
 impl PublicationStore for MemoryPublications {
-    fn publish(&self, uri: &str, state: Published, expires: Duration) -> String {
+    fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError> {
         let etag = new_etag();
         let mut inner = self.inner.lock();
         inner.insert(etag.clone(), Publication { uri: uri.into(), state, expires_at: Instant::now() + expires });
         self.settle(&mut inner, uri);
-        etag
+        Ok(etag)
     }
 
     fn update(&self, uri: &str, etag: &str, state: Option<Published>, expires: Duration) -> Result<String, PublishError> {
@@ -215,22 +218,22 @@ mod tests {
     #[test]
     fn any_open_publication_makes_him_online() {
         let (store, mut rx) = PresenceStore::new();
-        let phone = store.publish(BOB, Published { open: true }, HOUR);
-        let desk = store.publish(BOB, Published { open: false }, HOUR);
+        let phone = store.publish(BOB, Published { open: true }, HOUR).unwrap();
+        let desk = store.publish(BOB, Published { open: false }, HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         store.remove(BOB, &phone).unwrap();
         assert!(!store.live(BOB).unwrap().online);
         let desk = store.update(BOB, &desk, Some(Published { open: true }), HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3, "online, offline, online");
-        assert_eq!(store.update(BOB, "nope", None, HOUR), Err(PublishError::UnknownEtag));
-        assert_eq!(store.update("sip:eve@example.org", &desk, None, HOUR), Err(PublishError::UnknownEtag));
+        assert!(matches!(store.update(BOB, "nope", None, HOUR), Err(PublishError::UnknownEtag)));
+        assert!(matches!(store.update("sip:eve@example.org", &desk, None, HOUR), Err(PublishError::UnknownEtag)));
     }
 
     #[test]
     fn expiry_takes_him_offline() {
         let (store, _rx) = PresenceStore::new();
-        store.publish(BOB, Published { open: true }, Duration::from_millis(0));
+        store.publish(BOB, Published { open: true }, Duration::from_millis(0)).unwrap();
         assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
         assert!(!store.live(BOB).unwrap().online);
         assert_eq!(store.publications(), 0);

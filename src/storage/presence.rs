@@ -4,15 +4,17 @@
 //! The contract: a presentity is online while one of his publications says open; every
 //! change of that combined state is announced (his URI) on the channel the store was made
 //! with, so the subscription layer can notify; an entity-tag is good for one presentity
-//! only and is replaced by each refresh or modification. Must not know about
-//! subscriptions or SIP messages.
+//! only and is replaced by each refresh or modification. Writes may fail
+//! ([`PublishError::Storage`]: the handler answers 500); reads may not: a store that
+//! cannot tell a presentity's state says it does not know it (None), as presence is soft
+//! state. Must not know about subscriptions or SIP messages.
 
 use crate::presence::store::{Live, PublishError, Published};
 use std::time::{Duration, Instant};
 
 pub trait PublicationStore: Send + Sync {
     /// A new publication for `uri` lasting `expires`; returns its entity-tag.
-    fn publish(&self, uri: &str, state: Published, expires: Duration) -> String;
+    fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError>;
 
     /// Refreshes (`state` None) or modifies `uri`'s publication `etag`; returns its new
     /// entity-tag.
