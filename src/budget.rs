@@ -237,4 +237,45 @@ mod tests {
         let n = nums(0..1)[0];
         assert_eq!(b.charge_at("a", &[n, n, n], 5).unwrap().allowed, vec![true, true, true]);
     }
+
+    /// A second store, in memory: the rules hold through the trait whatever keeps the state.
+    #[derive(Default)]
+    struct MemoryBudgets(parking_lot::Mutex<std::collections::HashMap<String, (TokenBucket, Vec<u64>)>>);
+
+    impl BudgetStore for MemoryBudgets {
+        fn salt(&self) -> [u8; 16] {
+            [7; 16]
+        }
+        fn bucket(&self, account: &str) -> Result<Saved, StorageError> {
+            Ok(self.0.lock().get(account).map_or(Saved::Missing, |(b, _)| Saved::Found(*b)))
+        }
+        fn charge(&self, account: &str, charge: &mut crate::storage::budgets::Charge<'_>) -> Result<(), StorageError> {
+            let mut map = self.0.lock();
+            let (saved, known) = match map.get(account) {
+                Some((b, h)) => (Saved::Found(*b), h.clone()),
+                None => (Saved::Missing, Vec::new()),
+            };
+            if let Some(new) = charge(saved, known) {
+                map.insert(account.to_string(), new);
+            }
+            Ok(())
+        }
+        fn reset(&self, account: &str) -> Result<(), StorageError> {
+            self.0.lock().remove(account);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_rules_hold_over_another_store() {
+        let config = BudgetConfig { burst: 3, refill_per_day: 86_400, max_remembered: 1000 };
+        let b = Budget::with_store(Arc::new(MemoryBudgets::default()), &config);
+        assert_eq!(b.charge_at("alice", &nums(0..2), 1000).unwrap().newly_charged, 2);
+        let again = b.charge_at("alice", &nums(0..4), 1000).unwrap();
+        assert_eq!(again, Allowed { allowed: vec![true, true, true, false], newly_charged: 1, over_budget: 1 });
+        assert_eq!(b.charge_at("alice", &nums(3..4), 1001).unwrap().allowed, vec![true], "refilled");
+        assert_eq!(b.refused_total(), 1);
+        b.reset("alice").unwrap();
+        assert_eq!(b.status("alice").unwrap().remembered, 0);
+    }
 }

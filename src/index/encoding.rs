@@ -1,6 +1,6 @@
 //! How the sled store lays bindings out: the key prefixes of the `bindings` tree, and the
-//! byte forms of a forward value, a reverse list and a number key. Pure functions; only
-//! the sled store uses them.
+//! byte forms of a forward value, a reverse list and a number key. Pure functions: it must
+//! not read or write the store; only the sled store's files use it.
 
 use super::{Binding, IndexError, Source};
 use crate::numbers::E164;

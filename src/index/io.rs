@@ -1,5 +1,7 @@
 //! Bulk import and export: CSV (`number,sip_uri`) and JSON lines
-//! (`{"number":"..","sip_uri":".."}`).
+//! (`{"number":"..","sip_uri":".."}`). Owns the formats, line checks and chunking; writes
+//! go through the store's `apply_chunk` and reads through `Index::iter`, so it must not
+//! know how a store keeps bindings.
 
 use super::{canonical_sip_uri, Index, IndexError, Source};
 use crate::numbers::{Region, E164};

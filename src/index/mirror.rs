@@ -1,6 +1,7 @@
 //! The in-memory mirror of the forward buckets: every lookup is answered from here (about
 //! 0.2 µs, against 2 µs from sled). Byte for byte what sled holds; changed only by the
-//! sled store's writers, right after each batch, under the writer lock.
+//! sled store's writers, right after each batch, under the writer lock. It must not be
+//! written by anyone else, nor read sled.
 
 use super::encoding::key_u64;
 use super::packed::{Bucket, Locate, Located, Write as BucketWrite};

@@ -6,6 +6,7 @@
 //! today's store: in memory by design, as presence is soft state that publishers refresh,
 //! and a restart only costs users their "online" mark until the next PUBLISH. Every change
 //! is sent on the channel given at creation, for the subscription layer to notify watchers.
+//! It must not know about subscriptions or SIP messages.
 
 use crate::clock::unix_now;
 use crate::storage::{PublicationStore, StorageError};
