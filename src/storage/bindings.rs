@@ -54,6 +54,10 @@ pub trait BindingStore: Send + Sync {
     /// Number of bound numbers.
     fn len(&self) -> u64;
 
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn stats(&self) -> Result<Stats, IndexError>;
 
     /// The problems found by a full check of the store's invariants (empty: fine).

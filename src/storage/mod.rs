@@ -18,6 +18,12 @@
 //! | [`AccountStore`]                         | [`sled::SledAccounts`]                           |
 //! | [`VerificationStore`]                    | [`sled::SledVerifications`]                      |
 //!
+//! Atomicity: every store call that writes is atomic and durable in the store, and a
+//! budget charge is one read-modify-write inside the store. The read-modify-writes of
+//! accounts (provisioning) and verifications (codes, limits) are serialised by their
+//! handle's lock, which holds within one process only: a store shared by several nodes
+//! must make those atomic too (a per-key lock or compare-and-set).
+//!
 //! This module must not know about SIP, HTTP or configuration files.
 
 pub mod accounts;
