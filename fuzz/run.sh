@@ -45,6 +45,10 @@ for f in "$root"/fixtures/*/*.raw "$root"/fixtures/*/*.txt; do
   perl -0777 -ne '$i = 0; while (/(<presence\b.*?<\/presence>)/gs) { open(my $o, ">", "$ARGV.pidf" . $i++) or die; print $o $1; close $o }' "$f"
   for p in "$f".pidf*; do [ -e "$p" ] && mv "$p" "$seeds/pidf/$(basename "$p")"; done
 done
+# Saved regressions are seeds too (fuzz/regressions/sip_message/stream-* drive the framer).
+for t in sip_message resource_lists pidf trace_reader; do
+  for f in "$here/regressions/$t"/*; do if [ -f "$f" ]; then cp "$f" "$seeds/$t/"; fi; done
+done
 find "$seeds" -type f -empty -delete
 
 status=0

@@ -71,6 +71,17 @@ choice! {
 }
 
 choice! {
+    /// What a clean stop does with the subscriptions (`subscription.on_shutdown`).
+    OnShutdown {
+        /// Keep them in the store: the next start resumes them, and no phone notices.
+        Keep = "keep",
+        /// End each with `terminated;reason=deactivated` (RFC 6665 §4.2.2): the phone
+        /// re-subscribes at once (to another node, behind a load balancer).
+        Deactivate = "deactivate",
+    }
+}
+
+choice! {
     /// Who is believed (`auth.mode`).
     AuthMode {
         /// Digest against the account store.
@@ -280,6 +291,11 @@ pub struct SubscriptionConfig {
     pub max_body_bytes: usize,
     /// Most inflated/compressed ratio accepted (decompression bombs get 413).
     pub max_compression_ratio: usize,
+    /// Stored subscriptions resumed per second after a start (each gets a full-state
+    /// NOTIFY), so that a restart does not burst.
+    pub resume_per_second: u32,
+    /// `keep` (resume at the next start) or `deactivate` (end them, the phones re-subscribe).
+    pub on_shutdown: OnShutdown,
 }
 
 /// How NOTIFYs are written and paced.
@@ -401,6 +417,8 @@ impl Default for SubscriptionConfig {
             max_entries: 5000,
             max_body_bytes: 1 << 20,
             max_compression_ratio: 100,
+            resume_per_second: 5_000,
+            on_shutdown: OnShutdown::Keep,
         }
     }
 }

@@ -1,13 +1,13 @@
 //! The SIP core: parses what the transports hand in, absorbs retransmissions through the
 //! server transactions, answers what needs no handler (OPTIONS, 400, 405, 501, ACK) and
-//! routes SUBSCRIBE, PUBLISH, REGISTER and NOTIFY to their handlers; responses go to the
-//! client transactions.
+//! routes each request to the handler that declares its method; responses go to the
+//! client transactions. OPTIONS and 405 advertise what the handlers declare.
 //!
 //! Owns routing and the response path. It must not know what a subscription or a binding
 //! is: that is the handlers' business.
 
-use crate::limits::{Limits, Verdict};
-use crate::sip::{self, check_request, top_via, HeaderName, Message, Method, Request, Response};
+use crate::limits::{Limits, Refusal, Verdict};
+use crate::sip::{self, check_request, top_via, Advertised, Capabilities, HeaderName, Message, Method, ParseError, Request, Response};
 use crate::transaction::{Begin, ClientTransactions, ServerKey, ServerTransactions, Timers};
 use crate::transport::{Inbound, Protocol, Sender, Source, Target};
 use bytes::Bytes;
@@ -19,54 +19,77 @@ use std::sync::Arc;
 /// What a handler returns: the work of answering one request.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// Serves one method. It must call `tx.respond` exactly once with a final response.
+/// Serves the methods it declares. It must call `tx.respond` exactly once with a final
+/// response.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture;
+
+    /// What it serves: the core routes the declared methods to it and advertises the
+    /// declaration in OPTIONS and 405. Declaring nothing means it is never routed to.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
 }
 
-/// The handlers for the methods the core routes; a method without one gets 501.
+/// The handlers the core routes to. Each serves the methods it declares in
+/// [`Handler::capabilities`]; the slots only say which handlers exist (the first to
+/// declare a method gets it). SUBSCRIBE, PUBLISH, REGISTER or NOTIFY without a handler
+/// declaring it gets 501, any other method 405.
 #[derive(Default, Clone)]
 pub struct Handlers {
     pub subscribe: Option<Arc<dyn Handler>>,
     pub publish: Option<Arc<dyn Handler>>,
     pub register: Option<Arc<dyn Handler>>,
     pub notify: Option<Arc<dyn Handler>>,
+    /// Handlers for methods without a slot of their own.
+    pub extra: Vec<Arc<dyn Handler>>,
 }
 
 impl Handlers {
-    fn for_method(&self, m: &Method) -> Option<&Arc<dyn Handler>> {
-        match m {
-            Method::Subscribe => self.subscribe.as_ref(),
-            Method::Publish => self.publish.as_ref(),
-            Method::Register => self.register.as_ref(),
-            Method::Notify => self.notify.as_ref(),
-            _ => None,
-        }
+    fn present(&self) -> impl Iterator<Item = &Arc<dyn Handler>> {
+        [&self.subscribe, &self.notify, &self.publish, &self.register].into_iter().flatten().chain(&self.extra)
     }
+}
 
-    /// The `Allow` value: what we really serve.
-    fn allow(&self) -> String {
-        let mut methods = vec!["OPTIONS", "ACK"];
-        for (h, name) in [
-            (&self.subscribe, "SUBSCRIBE"),
-            (&self.notify, "NOTIFY"),
-            (&self.publish, "PUBLISH"),
-            (&self.register, "REGISTER"),
-        ] {
-            if h.is_some() {
-                methods.push(name);
+/// What the core answers itself, whatever the handlers.
+const CORE_CAPABILITIES: Capabilities = Capabilities { methods: &[Method::Options, Method::Ack], ..Capabilities::NONE };
+
+/// Each method to the handler that declares it, and the union of the declarations.
+struct Router {
+    routes: Vec<(Method, Arc<dyn Handler>)>,
+    advertised: Advertised,
+}
+
+impl Router {
+    fn new(handlers: &Handlers) -> Router {
+        let declared: Vec<(Capabilities, &Arc<dyn Handler>)> = handlers.present().map(|h| (h.capabilities(), h)).collect();
+        let mut routes: Vec<(Method, Arc<dyn Handler>)> = Vec::new();
+        for (caps, h) in &declared {
+            for m in caps.methods {
+                if !routes.iter().any(|(have, _)| have == m) {
+                    routes.push((m.clone(), Arc::clone(h)));
+                }
             }
         }
-        methods.join(", ")
+        let all = std::iter::once(&CORE_CAPABILITIES).chain(declared.iter().map(|(c, _)| c));
+        Router { routes, advertised: Advertised::of(all) }
     }
+
+    fn for_method(&self, m: &Method) -> Option<&Arc<dyn Handler>> {
+        self.routes.iter().find(|(have, _)| have == m).map(|(_, h)| h)
+    }
+}
+
+/// A refusal by a limit ([`crate::limits`]): 503 with its reason and Retry-After.
+pub fn refused(req: &Request, refusal: &Refusal) -> Response {
+    Response::with_reason(req, 503, refusal.reason).header(HeaderName::RetryAfter, refusal.retry_after.to_string())
 }
 
 pub struct Core {
     sender: Arc<Sender>,
     server_tx: ServerTransactions,
     client_tx: Arc<ClientTransactions>,
-    handlers: Handlers,
-    allow: String,
+    router: Router,
     log_messages: bool,
     limits: Arc<Limits>,
 }
@@ -84,8 +107,7 @@ impl Core {
         Arc::new(Core {
             server_tx: ServerTransactions::new(timers.f()),
             client_tx,
-            allow: handlers.allow(),
-            handlers,
+            router: Router::new(&handlers),
             sender,
             log_messages,
             limits,
@@ -120,15 +142,39 @@ impl Core {
         if self.log_messages {
             tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(&data));
         }
-        match sip::parse_message(data) {
+        match sip::parse_message(data.clone()) {
             Ok(Message::Request(req)) => self.on_request(req, source, throttled).await,
             Ok(Message::Response(resp)) => {
                 if !self.client_tx.on_response(resp) {
                     tracing::debug!(remote = %source.remote, "response matches no transaction");
                 }
             }
-            Err(e) => tracing::debug!(remote = %source.remote, "dropping unparseable message: {e}"),
+            // A datagram of CRLFs is a keep-alive (streams take theirs out before this).
+            Err(ParseError::Empty) => tracing::trace!(remote = %source.remote, "empty message"),
+            Err(e) => self.on_unparseable(&data, e, source).await,
         }
+    }
+
+    /// A message that does not parse gets 400 when it is a request whose Via, From, To,
+    /// Call-ID and CSeq can be read (RFC 3261 §8.2.6); else it is dropped, and on TCP/TLS,
+    /// whose stream is then likely out of step, the connection is closed. Logged either way.
+    async fn on_unparseable(self: Arc<Self>, data: &[u8], error: ParseError, source: Source) {
+        let Some(mut req) = sip::salvage::answerable(data) else {
+            let action = if source.conn.is_some() { "closing the connection" } else { "dropped" };
+            self.limits.log_malformed(source.remote, source.protocol, &error.to_string(), action);
+            if let Some(conn) = source.conn {
+                self.sender.close(conn);
+            }
+            return;
+        };
+        let reason = match error {
+            ParseError::StartLine => "Bad Request Line",
+            ParseError::HeaderLine => "Bad Header Line",
+            _ => "Bad Request",
+        };
+        self.limits.log_malformed(source.remote, source.protocol, &error.to_string(), "answered 400");
+        stamp_via(&mut req, &source);
+        self.server_tx(None, &req, source).respond(Response::with_reason(&req, 400, reason)).await
     }
 
     async fn on_request(self: Arc<Self>, mut req: Request, source: Source, throttled: Option<u32>) {
@@ -139,7 +185,7 @@ impl Core {
             return tx.respond(Response::with_reason(&req, 400, bad.0)).await;
         }
         if let Some(secs) = throttled.filter(|_| req.method != Method::Ack) {
-            let resp = Response::with_reason(&req, 503, "Rate Limit Exceeded").header(HeaderName::RetryAfter, secs.to_string());
+            let resp = refused(&req, &Refusal { reason: "Rate Limit Exceeded", retry_after: secs });
             return self.server_tx(None, &req, source).respond(resp).await;
         }
         let key = if source.protocol == Protocol::Udp { key } else { None };
@@ -158,11 +204,11 @@ impl Core {
             Method::Ack => {}
             Method::Options => tx.respond(self.options(&req)).await,
             Method::Cancel => tx.respond(Response::to(&req, 481)).await,
-            m => match self.handlers.for_method(m) {
+            m => match self.router.for_method(m) {
                 Some(h) => h.handle(req, tx).await,
                 None if is_known_routed(m) => tx.respond(Response::to(&req, 501)).await,
                 None => {
-                    let resp = Response::to(&req, 405).header(HeaderName::Allow, self.allow.clone());
+                    let resp = Response::to(&req, 405).header(HeaderName::Allow, self.router.advertised.allow());
                     tx.respond(resp).await
                 }
             },
@@ -173,13 +219,9 @@ impl Core {
         ServerTx { core: self.clone(), key, target: response_target(req, &source), source }
     }
 
+    /// Allow, Accept, Accept-Encoding, Supported and Allow-Events as the handlers declare.
     fn options(&self, req: &Request) -> Response {
-        Response::to(req, 200)
-            .header(HeaderName::Allow, self.allow.clone())
-            .header(HeaderName::Accept, "application/resource-lists+xml, application/pidf+xml")
-            .header(HeaderName::AcceptEncoding, "deflate")
-            .header(HeaderName::Supported, "eventlist, recipient-list-subscribe")
-            .header(HeaderName::AllowEvents, "presence")
+        self.router.advertised.write(Response::to(req, 200))
     }
 
     pub fn sender(&self) -> &Arc<Sender> {

@@ -8,6 +8,8 @@
 //! - [`core`]: routes requests to handlers and answers what needs no handler.
 //! - [`dialog`]: dialog identity, route set, remote target; builds our in-dialog requests.
 //! - [`subscription`]: list SUBSCRIBE dialogs, their lifetimes, live updates.
+//! - [`discovery`]: the subscriber's region, classifying a list, charging the budget (one
+//!   service for the list SUBSCRIBE and the HTTP address-book query).
 //! - [`resolution`]: which entries are users, from [`numbers`] (E.164) and [`index`] (sled).
 //! - [`notification`]: NOTIFY requests from a resolved state.
 //! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
@@ -36,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod dialog;
+pub mod discovery;
 pub mod fd_limit;
 pub mod http_listener;
 pub mod identity;

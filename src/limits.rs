@@ -1,6 +1,7 @@
 //! Abuse limits (issue 8): how much one source address, and one account, may ask of us.
 //!
-//! Owns three bounded tables and the throttled log lines that report refusals:
+//! Owns three bounded tables and the throttled log lines that report refusals and
+//! malformed input:
 //!
 //! - a token bucket per source address: `requests_per_second` sustained, `request_burst` at
 //!   once. Beyond it a source gets at most `rejects_per_second` error answers (503 with
@@ -19,13 +20,15 @@
 //! overflow bucket. The connection and subscription tables hold only non-zero counts, so
 //! they are bounded by the caps they enforce. A cap of 0 means unlimited.
 //!
-//! Must not touch: sockets, SIP parsing, subscriptions' state, the binding index, or the
-//! per-account discovery budget (`budget.rs`, a separate concern). It says yes or no; the
-//! core and the handlers answer. Its log lines name addresses, accounts and reason
-//! phrases, never message bodies or list entries, and at most one a second per kind.
+//! Must not touch: sockets, SIP parsing or responses, URIs (it is given canonical
+//! identities, [`crate::identity`]), subscriptions' state, the binding index, or the
+//! per-account discovery budget (`budget.rs`, a separate concern). It says yes or no (a
+//! [`Verdict`], a [`Refusal`]); the core and the handlers answer. Its log lines name
+//! addresses, accounts and reason phrases, never message bodies or list entries, and at
+//! most one a second per kind.
 
 use crate::config::LimitsConfig;
-use crate::sip::{HeaderName, NameAddr, Request, Response, Scheme};
+use crate::transport::Protocol;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -71,17 +74,12 @@ pub enum Verdict {
     Drop,
 }
 
-/// Why a subscription was refused: the response is 503 with Retry-After.
+/// Why a request was refused, and when to come back: the caller answers it (503 with the
+/// reason and Retry-After, see `core::refused`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: &'static str,
     pub retry_after: u32,
-}
-
-impl Refusal {
-    pub fn response(&self, req: &Request) -> Response {
-        Response::with_reason(req, 503, self.reason).header(HeaderName::RetryAfter, self.retry_after.to_string())
-    }
 }
 
 /// The limits of one running server; share it as `Arc<Limits>`.
@@ -93,6 +91,7 @@ pub struct Limits {
     log_drop: Throttle,
     log_refusal: Throttle,
     log_conn: Throttle,
+    log_malformed: Throttle,
     trusted: Vec<IpAddr>,
 }
 
@@ -119,6 +118,7 @@ impl Limits {
             log_drop: Throttle::default(),
             log_refusal: Throttle::default(),
             log_conn: Throttle::default(),
+            log_malformed: Throttle::default(),
         })
     }
 
@@ -170,6 +170,18 @@ impl Limits {
         }
     }
 
+    /// Logs a message we could not read (unparseable, or a stream we could not cut) and what
+    /// was done about it: a warning on TCP/TLS, info over UDP, where stray datagrams are
+    /// common. Never the message itself.
+    pub fn log_malformed(&self, remote: std::net::SocketAddr, protocol: Protocol, problem: &str, action: &str) {
+        let Some(suppressed) = self.log_malformed.allow(Instant::now()) else { return };
+        if protocol.is_reliable() {
+            tracing::warn!(%remote, ?protocol, suppressed, "malformed message ({problem}): {action}");
+        } else {
+            tracing::info!(%remote, ?protocol, suppressed, "malformed message ({problem}): {action}");
+        }
+    }
+
     /// Accounts one new TCP/TLS connection from `ip`; `max_total` caps all of them.
     /// `None` means refuse it (close at once); the guard releases the slot when dropped.
     pub fn open_connection(self: &Arc<Self>, ip: IpAddr, max_total: usize) -> Option<ConnGuard> {
@@ -202,10 +214,10 @@ impl Limits {
         self.conns.lock().total
     }
 
-    /// Takes one active-subscription slot, holding `entries` list entries, for `from_uri`'s
-    /// account and the source `ip`.
-    pub fn subscribe(self: &Arc<Self>, from_uri: &str, ip: IpAddr, entries: usize) -> Result<SubPermit, Refusal> {
-        let account: Box<str> = account(from_uri).into();
+    /// Takes one active-subscription slot, holding `entries` list entries, for `account`
+    /// (the canonical identity, [`crate::identity`]) and the source `ip`.
+    pub fn subscribe(self: &Arc<Self>, account: &str, ip: IpAddr, entries: usize) -> Result<SubPermit, Refusal> {
+        let account: Box<str> = account.into();
         let source = SourceKey::of(ip);
         let retry_after = self.cfg.subscription_retry_after_secs;
         let over = |n: usize, cap: usize| cap != 0 && n >= cap;
@@ -241,27 +253,9 @@ impl Limits {
         self.subs.lock().entries
     }
 
-    /// Active subscriptions of the account of `from_uri`.
-    pub fn subscriptions_of(&self, from_uri: &str) -> usize {
-        self.subs.lock().by_account.get(account(from_uri).as_str())
-    }
-}
-
-/// The account a subscription is charged to: the identity's canonical address of record
-/// ([`crate::identity`]), so the cap and the authenticated user key one user alike; `tel:`
-/// URIs keep their number; anything else unparseable stays as written.
-pub fn account(from_uri: &str) -> String {
-    if let Ok(aor) = crate::identity::of_header(from_uri) {
-        return aor;
-    }
-    let text = match NameAddr::parse(from_uri) {
-        Ok(addr) => addr.uri_text,
-        Err(_) => from_uri.trim().to_string(),
-    };
-    match crate::sip::Uri::parse(&text) {
-        Ok(uri) if uri.scheme == Scheme::Tel => format!("tel:{}", uri.user.unwrap_or_default()),
-        Ok(uri) if uri.user.is_none() => format!("sip:{}", uri.host.to_ascii_lowercase()),
-        _ => text,
+    /// Active subscriptions of `account` (canonical, as given to `subscribe`).
+    pub fn subscriptions_of(&self, account: &str) -> usize {
+        self.subs.lock().by_account.get(account)
     }
 }
 
@@ -490,23 +484,13 @@ mod tests {
     }
 
     #[test]
-    fn account_is_canonical() {
-        assert_eq!(account("<sips:Alice@Example.ORG:5061;transport=tls>"), "sip:Alice@example.org");
-        assert_eq!(account("\"A\" <sip:alice@example.org>;tag=1"), "sip:alice@example.org");
-        assert_eq!(account("sip:alice@example.org;user=phone"), "sip:alice@example.org");
-        assert_eq!(account("tel:+33612345678"), "tel:+33612345678");
-        assert_eq!(account("sip:+4915100000001@Example.org"), "sip:+4915100000001@example.org");
-        assert_ne!(account("sip:ALICE@example.org"), account("sip:alice@example.org"));
-    }
-
-    #[test]
     fn subscription_caps_and_release() {
         let c = LimitsConfig { max_subscriptions_per_account: 2, max_subscriptions_per_source: 3, max_subscriptions: 4, max_entries_held: 100, ..cfg() };
         let l = Limits::new(&c);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let p1 = l.subscribe("sip:alice@x", a, 10).unwrap();
-        let _p2 = l.subscribe("<sip:alice@X>;tag=2", a, 10).unwrap();
+        let _p2 = l.subscribe("sip:alice@x", a, 10).unwrap();
         assert_eq!(l.subscribe("sip:alice@x", b, 1).unwrap_err().reason, "Too Many Subscriptions For This Account");
         let _p3 = l.subscribe("sip:bob@x", a, 10).unwrap();
         assert_eq!(l.subscribe("sip:carol@x", a, 1).unwrap_err().reason, "Too Many Subscriptions From This Address");

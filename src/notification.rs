@@ -12,7 +12,7 @@ use crate::sip::{HeaderName, Method, Request};
 use bytes::Bytes;
 
 /// How one subscriber is written to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Format {
     pub flavor: Flavor,
     pub compress: bool,

@@ -9,11 +9,14 @@ use crate::auth::Authenticator;
 use crate::config::RegistrarConfig;
 use crate::core::{Handler, HandlerFuture, ServerTx};
 use crate::presence::{PresenceStore, Published};
-use crate::sip::{message::split_list, HeaderName, NameAddr, Request, Response};
+use crate::sip::{message::split_list, Capabilities, ExpiryPolicy, HeaderName, Method, NameAddr, Request, Response};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What the registrar serves: REGISTER, with no body read.
+pub const CAPABILITIES: Capabilities = Capabilities { methods: &[Method::Register], ..Capabilities::NONE };
 
 struct Contact {
     uri: String,
@@ -72,28 +75,28 @@ impl Registrar {
         Ok(resp)
     }
 
-    /// The contacts asked for; None for `Contact: *` with Expires 0 (remove all).
+    /// The contacts asked for; None for `Contact: *` with Expires 0 (remove all). A
+    /// contact's own `expires` wins over the Expires header; both go through the policy.
     fn asked(&self, req: &Request) -> Result<Option<Vec<Asked>>, Response> {
-        let header_expires = match req.headers.get(&HeaderName::Expires) {
-            Some(v) => Some(v.trim().parse::<u32>().map_err(|_| Response::with_reason(req, 400, "Bad Expires"))?),
-            None => None,
-        };
+        let header_expires = req.headers.expires().map_err(|bad| bad.response(req))?;
+        let policy = self.expiry();
         let mut asked = Vec::new();
         for value in req.headers.list(&HeaderName::Contact) {
             if value.trim() == "*" {
                 return if header_expires == Some(0) { Ok(None) } else { Err(Response::with_reason(req, 400, "Star Contact Needs Expires 0")) };
             }
             let addr = NameAddr::parse(&value).map_err(|_| Response::with_reason(req, 400, "Bad Contact"))?;
-            let expires = match addr.param("expires").flatten() {
-                Some(e) => e.parse().map_err(|_| Response::with_reason(req, 400, "Bad Contact Expires"))?,
-                None => header_expires.unwrap_or(self.config.default_expires),
-            };
-            if expires != 0 && expires < self.config.min_expires {
-                return Err(Response::to(req, 423).header(HeaderName::MinExpires, self.config.min_expires.to_string()));
-            }
-            asked.push(Asked { uri: addr.uri_text, expires: expires.min(self.config.max_expires) });
+            let own = addr.param("expires").flatten().map(str::parse::<u32>).transpose();
+            let own = own.map_err(|_| Response::with_reason(req, 400, "Bad Contact Expires"))?;
+            let expires = policy.grant_asked(req, own.or(header_expires))?;
+            asked.push(Asked { uri: addr.uri_text, expires });
         }
         Ok(Some(asked))
+    }
+
+    /// The bindings' expiry policy.
+    fn expiry(&self) -> ExpiryPolicy {
+        ExpiryPolicy { default: self.config.default_expires, min: self.config.min_expires, max: self.config.max_expires }
     }
 
     /// Online while a contact is registered, until the last one expires.
@@ -148,5 +151,9 @@ impl Handler for Registrar {
     fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture {
         let resp = self.serve(&req, &tx);
         Box::pin(tx.respond(resp))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
     }
 }

@@ -9,7 +9,7 @@ use crate::numbers::{self, Region, UriKind, E164};
 use crate::presence::{Live, PresenceStore};
 
 /// What an entry is watched by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Key {
     Phone(E164),
     /// A canonical `sip:user@host`: a user when some number is bound to it.

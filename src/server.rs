@@ -27,6 +27,9 @@ pub struct Server {
     budget: Budget,
     provisioning: Option<std::net::SocketAddr>,
     limits: Arc<Limits>,
+    shared: Arc<Shared>,
+    on_shutdown: crate::config::OnShutdown,
+    resumed: subscription::resume::Resumed,
 }
 
 impl Server {
@@ -67,18 +70,19 @@ impl Server {
         let shared = Arc::new(Shared {
             index: index.clone(),
             auth: auth.clone(),
-            budget: budget.clone(),
+            discovery: crate::discovery::Discovery::new(index.clone(), budget.clone(), config.numbers.default_region),
+            limits: abuse.clone(),
             presence: presence.clone(),
             long_term: config.presence.long_term,
             client_tx: client_tx.clone(),
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
+            store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
         });
-        tokio::spawn(subscription::live::follow(shared.clone(), shutdown_rx.clone()));
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
-        tokio::spawn(subscription::live::follow_presence(presence_changes, shared.clone(), interval, shutdown_rx.clone()));
-        tokio::spawn(subscription::actor::expire(shared.clone(), shutdown_rx.clone()));
-        tokio::spawn(subscription::live::expire_presence(presence.clone(), shutdown_rx.clone()));
+        subscription::start(shared.clone(), presence_changes, interval, shutdown_rx.clone());
+        let shared_for_resume = shared.clone();
+        crate::presence::spawn_expiry(presence.clone(), shutdown_rx.clone());
         let registrar = config
             .registrar
             .enabled
@@ -92,9 +96,12 @@ impl Server {
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
+        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second);
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse })
+        let on_shutdown = config.subscription.on_shutdown;
+        let shared = shared_for_resume;
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -135,13 +142,32 @@ impl Server {
         &self.addrs
     }
 
-    /// Closes the listeners, then gives our pending requests up to `grace` to finish.
+    /// What the start found in the subscription store.
+    pub fn resumed(&self) -> subscription::resume::Resumed {
+        self.resumed
+    }
+
+    /// A clean stop. With `subscription.on_shutdown = "deactivate"`, first ends every
+    /// subscription with `terminated;reason=deactivated` (within `grace`); with `keep`, they
+    /// stay stored for the next start. Then closes the listeners, gives our pending requests
+    /// up to `grace` to finish, and writes the stores back.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;
+        if self.on_shutdown == crate::config::OnShutdown::Deactivate {
+            let count = self.subscriptions.len();
+            subscription::actor::resume(self.subscriptions.deactivate_all(), &self.shared);
+            while !self.subscriptions.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::info!(count, left = self.subscriptions.len(), "subscriptions deactivated");
+        }
+        let _ = self.shutdown.send(true);
         while self.client_tx.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::info!("smart-presence stopped");
+        if let Err(e) = self.shared.store.flush() {
+            tracing::error!("subscription store not written back: {e}");
+        }
+        tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
     }
 }

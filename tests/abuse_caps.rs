@@ -14,22 +14,10 @@ const BOB: &str = "sip:+33612345678@example.org;user=phone";
 
 /// An RFC 5367 list SUBSCRIBE from `user`@example.org.
 fn list_subscribe(proto: &str, local: SocketAddr, branch: &str, user: &str, extra: &str, body: &[u8]) -> Vec<u8> {
-    let head = request(
-        "SUBSCRIBE",
-        proto,
-        local,
-        branch,
-        &format!(
-            "Contact: <sip:{user}@{local};transport={}>\r\nEvent: presence\r\nSupported: eventlist\r\n\
-             Require: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n\
-             Content-Disposition: recipient-list\r\n{extra}",
-            proto.to_ascii_lowercase()
-        ),
-        "",
-    )
-    .replace("<sip:alice@example.org>", &format!("<sip:{user}@example.org>"))
-    .replace("Content-Length: 0", &format!("Content-Length: {}", body.len()));
-    [head.as_bytes(), body].concat()
+    let msg = list_subscribe_raw(proto, local, branch, extra, body);
+    let end = find(&msg, b"\r\n\r\n").unwrap_or(msg.len());
+    let head = String::from_utf8_lossy(&msg[..end]).replace("sip:alice@", &format!("sip:{user}@"));
+    [head.as_bytes(), &msg[end..]].concat()
 }
 
 fn resource_list(uris: &[&str], padding: usize) -> Vec<u8> {

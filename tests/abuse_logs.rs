@@ -57,19 +57,7 @@ fn list_body(uris: &[String]) -> String {
 }
 
 fn subscribe(local: std::net::SocketAddr, branch: &str, extra: &str, body: &[u8]) -> Vec<u8> {
-    let head = request(
-        "SUBSCRIBE",
-        "UDP",
-        local,
-        branch,
-        &format!(
-            "Contact: <sip:alice@{local}>\r\nEvent: presence\r\nSupported: eventlist\r\nRequire: recipient-list-subscribe\r\n\
-             Content-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n{extra}"
-        ),
-        "",
-    )
-    .replace("Content-Length: 0", &format!("Content-Length: {}", body.len()));
-    [head.as_bytes(), body].concat()
+    list_subscribe_raw("UDP", local, branch, extra, body)
 }
 
 /// Every path a list can take: accepted (plain and deflated), live update, rejected

@@ -119,7 +119,8 @@ async fn one_identity_keys_the_account_cap_and_the_user() {
     let l = p.local();
     p.send(list_subscribe(l, "a1", "sip:alice@example.org", &["sip:bob@example.org"]).as_bytes()).await;
     assert_eq!(p.accepted().await.0.status(), Some(200));
-    assert_eq!(limits.subscriptions_of("sips:alice@EXAMPLE.org:5061"), 1);
+    let alice = smart_presence::identity::aor("sips:alice@EXAMPLE.org:5061").unwrap();
+    assert_eq!(limits.subscriptions_of(&alice), 1);
 
     let again = send(&mut p, &list_subscribe(l, "a2", "sips:alice@EXAMPLE.org:5061", &["sip:bob@example.org"])).await;
     assert_eq!(again.start_line(), "SIP/2.0 503 Too Many Subscriptions For This Account");

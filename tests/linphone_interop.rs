@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::process::ServerProcess;
 use common::*;
 use smart_presence::index::Source;
 use std::path::PathBuf;
@@ -244,4 +245,70 @@ async fn liblinphone_with_3000_numbers_over_udp_sees_its_users() {
     let last = lines.iter().filter(|(_, l)| l.starts_with("PRESENCE ") && l.contains(" open ")).map(|(at, _)| *at).max();
     eprintln!("3,000 numbers over UDP: {users} users seen, the last at {last:?} ms");
     assert_eq!(users, 600, "every user of the 3,000-number book");
+}
+
+/// Runs the client against `server` in a task of its own; its stdout lines come back with
+/// when they were read (ms since `t0`).
+fn spawn_client(server: std::net::SocketAddr, transport: &'static str, numbers: Vec<String>, duration: u32, t0: Instant) -> tokio::task::JoinHandle<Vec<(u128, String)>> {
+    let client = build_client();
+    tokio::spawn(async move {
+        let work = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(client)
+            .args(["--server", &server.to_string(), "--transport", transport, "--register", "no", "--identity", "sip:alice@example.org"])
+            .args(["--rls", "sip:rls@example.org", "--dial-prefix", "33", "--duration", &duration.to_string(), "--workdir"])
+            .arg(work.path())
+            .args(&numbers)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("client starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut out = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            out.push((t0.elapsed().as_millis(), l));
+        }
+        let status = child.wait().await.unwrap();
+        assert!(status.success(), "liblinphone client exited with {status:?}\n{out:?}");
+        out
+    })
+}
+
+/// The SUBSCRIBEs a server run received (it logs every message with `sip.log_messages`),
+/// but for the un-SUBSCRIBE (`Expires: 0`) the client sends when it exits.
+fn subscribes_received(log: &str) -> usize {
+    log.split("SUBSCRIBE sip:").skip(1).filter(|m| !m.split("\n\n").next().unwrap_or("").contains("Expires: 0")).count()
+}
+
+/// Issue 13: the real client subscribes over UDP; the server is killed (SIGKILL) and started
+/// again on the same data directory; a number of its address book is then bound, and the
+/// client reports it as a user within 2 s, having sent nothing to the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "[notify]\nmin_interval_ms = 200");
+    server.log_messages = true;
+    server.start().await;
+    server.bind("+33612345678", "sip:bob@example.org").await;
+    let t0 = Instant::now();
+    let client = spawn_client(server.udp, "udp", vec!["0612345678".into(), "0698765432".into()], 14, t0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(subscribes_received(&server.log()), 1, "the client subscribed once");
+    server.kill9();
+    server.start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bound_at = t0.elapsed().as_millis();
+    server.bind("+33698765432", "sip:carol@example.org").await;
+    let lines = client.await.unwrap();
+    let bob = lines.iter().find(|(_, l)| l.starts_with("PRESENCE 0612345678 open sip:bob@example.org ")).map(|(at, _)| *at);
+    assert!(bob.is_some_and(|at| at < 4_000), "bob seen before the kill: {lines:?}");
+    let carol = lines
+        .iter()
+        .find(|(_, l)| l.starts_with("PRESENCE 0698765432 open sip:carol@example.org "))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("carol, bound after the restart, never reached the client: {lines:?}\n{}", server.log()));
+    assert!(carol >= bound_at && carol - bound_at < 2_000, "bound at {bound_at} ms, seen at {carol} ms");
+    assert_eq!(final_of(&lines, "0698765432"), "USER sip:carol@example.org");
+    assert_eq!(subscribes_received(&server.log()), 0, "the client sent no SUBSCRIBE to the new server");
+    eprintln!("restart: carol bound at {bound_at} ms after the client started, seen at {carol} ms");
 }

@@ -239,20 +239,8 @@ fn form(body: &str) -> std::collections::HashMap<String, String> {
 // ---- SIP list subscriber -----------------------------------------------------------------
 
 fn list_subscribe(local: SocketAddr, uris: &[&str]) -> String {
-    let entries: String = uris.iter().map(|u| format!("<entry uri=\"{u}\"/>")).collect();
-    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list>{entries}</list></resource-lists>");
-    request(
-        "SUBSCRIBE",
-        "UDP",
-        local,
-        "prov1",
-        &format!(
-            "Contact: <sip:alice@{local};transport=udp>\r\nEvent: presence\r\nSupported: eventlist\r\n\
-             Require: recipient-list-subscribe\r\nContent-Type: application/resource-lists+xml\r\n\
-             Content-Disposition: recipient-list\r\n"
-        ),
-        &body,
-    )
+    let uris: Vec<String> = uris.iter().map(|u| u.to_string()).collect();
+    common::list_subscribe("UDP", local, "prov1", "", &resource_list(&uris))
 }
 
 async fn watcher(s: &TestServer, number: &str) -> Peer {
@@ -384,6 +372,8 @@ async fn whole_workflow_over_the_http_gateway_notifies_a_watcher() {
     let token = format!("Bearer {}", second["token"].as_str().unwrap());
     let r = http(api, "DELETE", "/v1/smart-entry", &[("Authorization", &token)], "").await;
     assert_eq!((r.status, r.json()["removed"].clone()), (200, json!([NUMBER])), "{}", r.body);
+    let closed = watcher.notify(200).await;
+    assert!(closed.body().contains("fullState=\"false\"") && closed.body().contains("<basic>closed</basic>"), "shown closed first: {}", closed.body());
     let gone = watcher.notify(200).await;
     assert!(!gone.body().contains("<instance "), "{}", gone.body());
     assert!(s.server.index().lookup(NUMBER.parse().unwrap()).unwrap().is_none());

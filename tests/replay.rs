@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use smart_presence::index::Source;
 use smart_presence::replay::packet::{self, Proto};
-use smart_presence::replay::{self, pcap, trace, Args, Transport};
+use smart_presence::replay::{self, pcap, read, trace, Args, Transport};
 use smart_presence::sip::{HeaderName, Message, Method};
 use std::path::PathBuf;
 
@@ -64,7 +64,7 @@ fn assert_cycles(report: &replay::report::Report, copies: u64) {
 #[test]
 fn the_three_fixtures_parse_alike() {
     for (name, proto) in [(UDP_PCAP, Proto::Udp), (TCP_PCAPNG, Proto::Tcp), (SIPP_LOG, Proto::Udp)] {
-        let t = trace::read_file(&fixture(name)).unwrap();
+        let t = read::read_file(&fixture(name)).unwrap();
         assert_eq!(t.messages.len() as u64, 8 * CALLS, "{name}");
         assert!(t.messages.iter().all(|m| m.proto == proto), "{name}");
         let server = replay::script::server_of(&t, None).unwrap();
@@ -81,10 +81,10 @@ fn the_three_fixtures_parse_alike() {
 fn truncated_fixtures_fail_with_the_offset() {
     for name in [UDP_PCAP, TCP_PCAPNG] {
         let data = std::fs::read(fixture(name)).unwrap();
-        let err = trace::parse(&data[..data.len() - 7]).unwrap_err();
+        let err = read::parse(&data[..data.len() - 7]).unwrap_err();
         assert!(err.offset > 0 && err.offset < data.len() as u64, "{name}: {err}");
         for cut in (0..data.len()).step_by(97) {
-            let _ = trace::parse(&data[..cut]);
+            let _ = read::parse(&data[..cut]);
         }
     }
 }
@@ -96,7 +96,7 @@ fn corrupted_fixtures_do_not_panic() {
         for at in (0..data.len()).step_by(41) {
             let mut bad = data.clone();
             bad[at] ^= 0xa5;
-            if let Err(e) = trace::parse(&bad) {
+            if let Err(e) = read::parse(&bad) {
                 assert!(e.offset <= data.len() as u64, "{name}: {e}");
             }
         }
@@ -178,7 +178,7 @@ fn assert_whole_subscribes(t: &trace::Trace, what: &str) {
 #[test]
 fn fragmented_subscribes_are_reassembled_from_real_captures() {
     for name in FRAGMENTED {
-        let t = trace::read_file(&fixture(name)).unwrap();
+        let t = read::read_file(&fixture(name)).unwrap();
         assert_whole_subscribes(&t, name);
     }
 }
@@ -202,7 +202,7 @@ type LinkHeader = fn(bool) -> Vec<u8>;
 fn fragmented_subscribes_over_every_other_link_type_and_pcapng() {
     let ethernet = pcap_records(&std::fs::read(fixture(FRAGMENTED[0])).unwrap());
     assert_eq!(ethernet.len(), 12, "5 + 7 fragments");
-    let t = trace::parse(&pcap::write_pcapng(&ethernet)).unwrap();
+    let t = read::parse(&pcap::write_pcapng(&ethernet)).unwrap();
     assert_whole_subscribes(&t, "pcapng");
     // The same IP packets behind the other link headers we read.
     let links: [(u32, LinkHeader); 3] = [
@@ -212,7 +212,7 @@ fn fragmented_subscribes_over_every_other_link_type_and_pcapng() {
     ];
     for (link, header) in links {
         let frames: Vec<(f64, Vec<u8>)> = ethernet.iter().map(|(time, f)| (*time, [header(f[14] >> 4 == 6), f[14..].to_vec()].concat())).collect();
-        let t = trace::parse(&pcap::write_pcap_link(link, &frames)).unwrap();
+        let t = read::parse(&pcap::write_pcap_link(link, &frames)).unwrap();
         assert_whole_subscribes(&t, &format!("link type {link}"));
     }
     // Last fragment first, and the two packets' fragments interleaved.
@@ -224,7 +224,7 @@ fn fragmented_subscribes_over_every_other_link_type_and_pcapng() {
         mixed.extend(v6.get(i).cloned());
         mixed.extend(v4.get(i).cloned());
     }
-    let t = trace::parse(&pcap::write_pcap(&mixed)).unwrap();
+    let t = read::parse(&pcap::write_pcap(&mixed)).unwrap();
     let mut srcs: Vec<String> = t.messages.iter().map(|m| m.src.to_string()).collect();
     srcs.sort();
     assert_eq!(srcs, ["127.0.0.1:5070", "[::1]:5070"], "both complete");

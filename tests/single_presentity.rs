@@ -7,19 +7,13 @@ use common::peer::Peer;
 use common::*;
 use smart_presence::index::Source;
 
-fn subscribe(target: &str, local: std::net::SocketAddr, branch: &str, extra: &str) -> String {
-    request("SUBSCRIBE", "UDP", local, branch, &format!("Contact: <sip:w@{local}>\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n{extra}"), "")
-        .replacen("SUBSCRIBE sip:rls@example.org", &format!("SUBSCRIBE {target}"), 1)
-        .replace("To: <sip:rls@example.org>", &format!("To: <{target}>"))
-}
-
 #[tokio::test]
 async fn phone_number_presentity_lifecycle_and_live_binding() {
     let s = TestServer::start_with(|c| c.notify.min_interval_ms = 100).await;
     let mut p = Peer::udp(s.udp()).await;
     let l = p.local();
     let target = "sip:+33612345678@example.org;user=phone";
-    p.send(subscribe(target, l, "s1", "").as_bytes()).await;
+    p.send(presentity_subscribe(target, l, "s1", "").as_bytes()).await;
     let mut early = Vec::new();
     let ok = p.response(&mut early).await;
     assert_eq!(ok.status(), Some(200));
@@ -40,7 +34,7 @@ async fn phone_number_presentity_lifecycle_and_live_binding() {
     assert!(body.contains("<basic>open</basic>") && body.contains(">sip:bob@example.org</contact>"), "{body}");
     xmllint("pidf-with-extensions.xsd", body.as_bytes());
 
-    let unsub = subscribe(target, l, "s2", "Expires: 0\r\n").replace("call-s2", "call-s1").replace(&format!("To: <{target}>"), &format!("To: <{target}>;tag={tag}"));
+    let unsub = presentity_subscribe(target, l, "s2", "Expires: 0\r\n").replace("call-s2", "call-s1").replace(&format!("To: <{target}>"), &format!("To: <{target}>;tag={tag}"));
     p.send(unsub.as_bytes()).await;
     let mut early = Vec::new();
     assert_eq!(p.response(&mut early).await.status(), Some(200));
@@ -61,7 +55,7 @@ async fn sip_uri_presentity_follows_publish() {
     s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
     let mut p = Peer::udp(s.udp()).await;
     let l = p.local();
-    p.send(subscribe("sip:bob@example.org", l, "s3", "").as_bytes()).await;
+    p.send(presentity_subscribe("sip:bob@example.org", l, "s3", "").as_bytes()).await;
     let mut early = Vec::new();
     assert_eq!(p.response(&mut early).await.status(), Some(200));
     let first = match early.pop() {

@@ -86,15 +86,18 @@ async fn tcp_keepalive_ping_gets_pong() {
 }
 
 #[tokio::test]
-async fn oversized_tcp_message_closes_the_connection() {
+async fn oversized_tcp_message_gets_413_and_the_connection_is_closed() {
     let s = TestServer::start_with(|c| c.sip.max_message_size = 4096).await;
     let mut tcp = tcp_connect(s.tcp()).await;
     let local = tcp.local_addr().unwrap();
     let big = request("OPTIONS", "TCP", local, "big", "", &"x".repeat(10_000));
     let _ = tcp.write_all(big.as_bytes()).await;
+    let mut pending = Vec::new();
+    let resp = read_message(&mut tcp, &mut pending).await.expect("an answer before the close");
+    assert_eq!(status(&resp), "SIP/2.0 413 Request Entity Too Large");
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.expect("closed, not hung");
-    assert!(matches!(read, Ok(0) | Err(_)), "no response, the connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "then the connection is closed");
 }
 
 #[tokio::test]

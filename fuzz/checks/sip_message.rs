@@ -1,13 +1,14 @@
 //! The SIP message layer as the transports feed it: one datagram, and a byte stream cut
 //! into reads of a size the input chooses and framed by Content-Length; every message is
 //! parsed, validated (`check_request`), answered by the writer, and a list SUBSCRIBE goes
-//! through the handler's pure checks (`subscription::request`). Invariants: nothing panics,
-//! and the responses we write parse back.
+//! through the handler's pure checks (`subscription::request`). What does not parse, or
+//! cannot be framed, goes through `salvage` and `Framer::refusal` as the core and the stream
+//! transport do. Invariants: nothing panics, and the responses we write parse back.
 
 use bytes::Bytes;
 use smart_presence::config::SubscriptionConfig;
 use smart_presence::sip::framing::{Frame, Framer};
-use smart_presence::sip::{check_request, parse_message, HeaderName, Message, Method, Response};
+use smart_presence::sip::{check_request, parse_message, salvage, HeaderName, Message, Method, Response};
 use smart_presence::subscription::request;
 
 pub fn check(data: &[u8]) {
@@ -21,14 +22,19 @@ pub fn check(data: &[u8]) {
                 Ok(Some(Frame::Message(m))) => one(m, true),
                 Ok(Some(Frame::Ping)) => {}
                 Ok(None) => break,
-                Err(_) => return,
+                Err(e) => {
+                    if let Some(answer) = framer.refusal(&e) {
+                        assert!(parse_message(answer).is_ok(), "a refusal we write must parse");
+                    }
+                    return;
+                }
             }
         }
     }
 }
 
 fn one(data: Bytes, stream: bool) {
-    match parse_message(data) {
+    match parse_message(data.clone()) {
         Ok(Message::Request(mut req)) => {
             let valid = check_request(&mut req, stream).is_ok();
             let resp = Response::to(&req, if valid { 200 } else { 400 });
@@ -38,13 +44,19 @@ fn one(data: Bytes, stream: bool) {
                 subscribe(&req);
             }
             if let Some(from) = req.headers.get(&HeaderName::From) {
-                let _ = smart_presence::limits::account(&from);
+                let _ = smart_presence::identity::of_header(&from);
             }
+            let _ = (req.headers.event(), req.headers.content_type(), req.headers.expires());
         }
         Ok(Message::Response(resp)) => {
             let _ = resp.to_bytes();
         }
-        Err(_) => {}
+        Err(_) => {
+            if let Some(req) = salvage::answerable(&data) {
+                let wire = Response::with_reason(&req, 400, "Bad Request Line").to_bytes();
+                assert!(parse_message(wire).is_ok(), "a 400 to an unparseable request must parse");
+            }
+        }
     }
 }
 

@@ -1,11 +1,11 @@
-//! The trace reader of `smart-presence replay` (`replay::trace::parse`: pcap, pcapng, SIPp
+//! The trace reader of `smart-presence replay` (`replay::read::parse`: pcap, pcapng, SIPp
 //! and sngrep text). Invariants: nothing panics on any file; an error names a byte offset
 //! inside the input; every message read comes from within the input.
 
-use smart_presence::replay::trace;
+use smart_presence::replay::read;
 
 pub fn check(data: &[u8]) {
-    match trace::parse(data) {
+    match read::parse(data) {
         Ok(t) => {
             for m in &t.messages {
                 assert!(m.offset <= data.len() as u64, "offset {} past the end", m.offset);

@@ -41,7 +41,7 @@ use super::pidf_out::{push_num, write_pidf, UserPresence};
 use super::xml::escape_attr;
 
 /// Which spelling of part ids the client understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Flavor {
     /// liblinphone before 5.4: `Content-Id: cidN`, no brackets.
     Linphone,

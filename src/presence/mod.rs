@@ -9,4 +9,4 @@ pub mod publish;
 pub mod store;
 
 pub use publish::PublishHandler;
-pub use store::{Live, PresenceStore, Published};
+pub use store::{spawn_expiry, Live, PresenceStore, Published};

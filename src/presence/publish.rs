@@ -7,9 +7,18 @@ use crate::config::PresenceConfig;
 use crate::core::{Handler, HandlerFuture, ServerTx};
 use crate::index::Index;
 use crate::numbers::{self, UriKind};
-use crate::sip::{HeaderName, Request, Response};
+use crate::sip::{Capabilities, ExpiryPolicy, HeaderName, Method, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What the PUBLISH handler serves: presence documents (PIDF), possibly deflated.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    methods: &[Method::Publish],
+    events: &["presence"],
+    accept: &["application/pidf+xml"],
+    accept_encoding: &["deflate"],
+    ..Capabilities::NONE
+};
 
 pub struct PublishHandler {
     pub auth: Arc<crate::auth::Authenticator>,
@@ -23,16 +32,17 @@ impl Handler for PublishHandler {
         let resp = self.serve(&req, tx.source()).unwrap_or_else(|r| r);
         Box::pin(tx.respond(resp))
     }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
 }
 
 impl PublishHandler {
     fn serve(&self, req: &Request, source: &crate::transport::Source) -> Result<Response, Response> {
-        let event = req.headers.get(&HeaderName::Event);
-        if event.as_deref().map(|e| e.split(';').next().unwrap_or("").trim()) != Some("presence") {
-            return Err(Response::to(req, 489).header(HeaderName::AllowEvents, "presence"));
-        }
+        CAPABILITIES.check_event(req)?;
         let identity = self.auth.identify(req, source)?;
-        let expires = self.expires(req)?;
+        let expires = self.expiry().grant(req)?;
         let uri = self.presentity(req, &identity)?;
         if !identity.trusted && identity.uri != uri {
             return Err(Response::with_reason(req, 403, "Not Your Presence"));
@@ -63,15 +73,9 @@ impl PublishHandler {
         }
     }
 
-    fn expires(&self, req: &Request) -> Result<u32, Response> {
-        let asked = match req.headers.get(&HeaderName::Expires) {
-            None => self.config.default_expires,
-            Some(v) => v.trim().parse::<u32>().map_err(|_| Response::with_reason(req, 400, "Bad Expires"))?,
-        };
-        if asked != 0 && asked < self.config.min_expires {
-            return Err(Response::to(req, 423).header(HeaderName::MinExpires, self.config.min_expires.to_string()));
-        }
-        Ok(asked.min(self.config.max_expires))
+    /// The publications' expiry policy.
+    fn expiry(&self) -> ExpiryPolicy {
+        ExpiryPolicy { default: self.config.default_expires, min: self.config.min_expires, max: self.config.max_expires }
     }
 
     /// The presentity: a SIP user, or the user a phone number is bound to. A SIP user whose
@@ -99,12 +103,8 @@ fn is_phone_only(uri: &str) -> bool {
 
 /// The published state: open when any tuple is open. 415 for other bodies, 400 for bad PIDF.
 fn read_pidf(req: &Request) -> Result<Published, Response> {
-    let ct = req.headers.get(&HeaderName::ContentType).unwrap_or_default();
-    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/pidf+xml") {
-        return Err(Response::to(req, 415).header(HeaderName::Accept, "application/pidf+xml"));
-    }
-    let deflated = crate::sip::validate::is_deflated(&req.headers)
-        .map_err(|_| Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate"))?;
+    CAPABILITIES.check_content_type(req)?;
+    let deflated = CAPABILITIES.check_encoding(req)?;
     let xml = if deflated {
         body::inflate(&req.body, &InflateLimits::default()).map_err(|_| Response::with_reason(req, 400, "Bad Deflate Body"))?
     } else {

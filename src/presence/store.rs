@@ -240,3 +240,16 @@ mod tests {
         assert_eq!(store.publications(), 0);
     }
 }
+
+/// Expires publications once a second, until `shutdown`.
+pub fn spawn_expiry(store: std::sync::Arc<PresenceStore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { store.expire(Instant::now()); }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}

@@ -42,10 +42,10 @@ pub fn dir_in(data_dir: &Path) -> PathBuf {
 /// What the handlers share.
 pub(crate) struct Service {
     config: crate::config::ProvisioningConfig,
-    default_region: Option<crate::numbers::Region>,
+    /// Which numbers of an address book are users (shared with the list SUBSCRIBE).
+    discovery: crate::discovery::Discovery,
     index: Index,
     accounts: Accounts,
-    budget: Budget,
     state: Verifications,
     sms: sms::Gateway,
     voice: sms::Gateway,
@@ -98,10 +98,9 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
     }
     Ok(Service {
         config: p.clone(),
-        default_region: config.numbers.default_region,
+        discovery: crate::discovery::Discovery::new(index.clone(), budget, config.numbers.default_region),
         index,
         accounts,
-        budget,
         state,
         sms,
         voice,

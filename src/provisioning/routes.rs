@@ -15,6 +15,7 @@
 //! Owns request parsing and answers only; state lives in `verification`, accounts and the
 //! index are changed through their APIs. Storage calls run on the blocking pool.
 
+use crate::discovery::{Found, Seeker};
 use super::api::{self, json_body, read_limited, ApiError};
 use super::auth::AuthError;
 use super::sms::{render_text, Outgoing};
@@ -399,34 +400,28 @@ async fn address_book(State(s): Shared, req: Request) -> Result<Response, ApiErr
         let msg = format!("{} numbers, at most {} per query", b.numbers.len(), s.config.max_address_book);
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_numbers", msg));
     }
-    let region = match b.region.as_deref().map(str::trim) {
+    let asked = match b.region.as_deref().map(str::trim) {
         Some(r) if !r.is_empty() => Some(numbers::parse_region(r).map_err(|e| ApiError::bad_request("invalid_region", e.to_string()))?),
-        _ => account.numbers.first().and_then(|n| n.region()).or(s.default_region),
+        _ => None,
     };
-    let parsed: Vec<Result<E164, String>> =
-        b.numbers.iter().map(|raw| index::parse_number(raw, region).map_err(|e| e.to_string())).collect();
-    let valid: Vec<E164> = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
-    let (st, user) = (s.clone(), account.username.clone());
-    let (allowed, users) = blocking(move || -> Result<_, String> {
-        let allowed = st.budget.charge(&user, &valid).map_err(|e| e.to_string())?;
-        let permitted: Vec<E164> = valid.iter().zip(&allowed.allowed).filter(|(_, ok)| **ok).map(|(n, _)| *n).collect();
-        let users = st.index.resolve(&permitted).map_err(|e| e.to_string())?;
-        Ok((allowed, users.into_iter().collect::<std::collections::HashMap<E164, String>>()))
+    let (discovery, raw) = (s.discovery.clone(), b.numbers.clone());
+    let lookup = blocking(move || {
+        let sip_uri = account.sip_uri();
+        let who = Seeker { budget_key: &account.username, sip_uri: &sip_uri, numbers: &account.numbers };
+        discovery.lookup(&who, &raw, asked)
     })
     .await?;
     let contacts: Vec<Value> = b
         .numbers
         .iter()
-        .zip(&parsed)
-        .map(|(raw, p)| match p {
-            Ok(n) => match users.get(n) {
-                Some(uri) => json!({"number": raw, "e164": n, "smart": true, "sip_uri": uri}),
-                None => json!({"number": raw, "e164": n, "smart": false}),
-            },
-            Err(e) => json!({"number": raw, "smart": false, "error": e}),
+        .zip(&lookup.found)
+        .map(|(raw, found)| match found {
+            Found::Number(n, Some(uri)) => json!({"number": raw, "e164": n, "smart": true, "sip_uri": uri}),
+            Found::Number(n, None) => json!({"number": raw, "e164": n, "smart": false}),
+            Found::Invalid(e) => json!({"number": raw, "smart": false, "error": e}),
         })
         .collect();
-    Ok(Json(json!({"contacts": contacts, "over_budget": allowed.over_budget})).into_response())
+    Ok(Json(json!({"contacts": contacts, "over_budget": lookup.over_budget})).into_response())
 }
 
 #[derive(Deserialize, Default)]

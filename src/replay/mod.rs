@@ -13,6 +13,7 @@
 
 pub mod packet;
 pub mod pcap;
+pub mod read;
 pub mod report;
 pub mod rewrite;
 pub mod runner;
@@ -20,7 +21,7 @@ pub mod script;
 pub mod text;
 pub mod trace;
 
-use packet::Proto;
+use trace::Proto;
 use report::Report;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -70,7 +71,7 @@ pub enum Transport {
 
 /// Reads the trace and replays it.
 pub async fn run(args: Args) -> anyhow::Result<Report> {
-    let trace = trace::read_file(&args.trace)?;
+    let trace = read::read_file(&args.trace)?;
     replay(&trace, &args).await
 }
 

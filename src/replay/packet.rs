@@ -10,35 +10,7 @@ use etherparse::defrag::{IpDefragBuf, IpFragId, IpFragVersionSpecId};
 use etherparse::{EtherType, IpFragOffset, IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, PacketBuilder, TcpSlice, UdpSlice};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-
-/// The transport a SIP message travelled on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Udp,
-    Tcp,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Udp => "UDP",
-            Proto::Tcp => "TCP",
-        }
-    }
-}
-
-/// A transport payload and where it went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment<'a> {
-    pub proto: Proto,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    /// TCP sequence number of the first payload byte (0 for UDP).
-    pub seq: u32,
-    /// TCP SYN flag (the stream starts at seq + 1).
-    pub syn: bool,
-    pub payload: &'a [u8],
-}
+pub use super::trace::{Proto, Segment};
 
 /// pcap link types we read (LINKTYPE_* values).
 pub const LINK_NULL: u32 = 0;

@@ -7,7 +7,7 @@
 //! Owns sockets, timing and the per-session state; rewriting is `rewrite.rs`'s, counting
 //! `report.rs`'s.
 
-use super::packet::Proto;
+use super::trace::Proto;
 use super::report::Report;
 use super::rewrite::{param, Rewriter};
 use super::script::{Answer, Script, Step};

@@ -5,7 +5,7 @@
 //! Owns splitting a trace by client and pairing requests with responses. Retransmissions
 //! in the trace (same branch and CSeq) count once.
 
-use super::packet::Proto;
+use super::trace::Proto;
 use super::rewrite::param;
 use super::trace::{Trace, TraceMessage};
 use crate::sip::{top_via, HeaderName, Message, Method, Request, Response};

@@ -8,7 +8,7 @@
 //!
 //! Owns these two formats only; errors name the byte offset of the record.
 
-use super::packet::Proto;
+use super::trace::Proto;
 use super::trace::{sip_message, Trace, TraceError, TraceMessage};
 use crate::sip::{top_via, Message, Uri};
 use std::net::SocketAddr;
@@ -220,7 +220,7 @@ SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK1\r\nCall-ID: c1
 OPTIONS sip:rls@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5090;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n\n\
 2026/11/23 13:30:05.500000 127.0.0.1:5060 -> 127.0.0.1:5090\n\
 SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:5090;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n\n";
-        let t = super::super::trace::parse(text.as_bytes()).unwrap();
+        let t = super::super::read::parse(text.as_bytes()).unwrap();
         assert_eq!(t.messages.len(), 2);
         assert_eq!(t.messages[0].proto, Proto::Tcp);
         assert_eq!(t.messages[1].src.to_string(), "127.0.0.1:5060");

@@ -1,18 +1,42 @@
-//! The trace model (SIP messages with time, endpoints and transport) and reading a trace
-//! file of any supported format: it sniffs the format, then hands the bytes to `pcap.rs`
-//! (pcap, pcapng) or `text.rs` (SIPp `-trace_msg`, sngrep text export).
-//!
-//! Owns the model, format detection and cutting TCP streams into messages. Every error
-//! names the byte offset in the file where the reader stopped.
+//! The trace model: SIP messages with time, endpoints and transport, and cutting captured
+//! TCP streams into messages. A leaf: the readers (`read.rs`, `pcap.rs`, `text.rs`,
+//! `packet.rs`) and the replayers (`script.rs`, `runner.rs`) depend on it, it on none.
 
-use super::packet::{Proto, Segment};
 use crate::sip::framing::{Frame, Framer};
 use crate::sip::{self, Message};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
+
+/// The transport a SIP message travelled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+}
+
+/// A transport payload and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment<'a> {
+    pub proto: Proto,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// TCP sequence number of the first payload byte (0 for UDP).
+    pub seq: u32,
+    /// TCP SYN flag (the stream starts at seq + 1).
+    pub syn: bool,
+    pub payload: &'a [u8],
+}
 
 /// One SIP message of a trace.
 #[derive(Debug, Clone)]
@@ -42,49 +66,6 @@ pub struct TraceError {
 impl TraceError {
     pub fn at(offset: u64, what: impl Into<String>) -> TraceError {
         TraceError { offset, what: what.into() }
-    }
-}
-
-/// The formats we read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Pcap,
-    PcapNg,
-    SippText,
-    SngrepText,
-}
-
-/// Reads and parses a trace file.
-pub fn read_file(path: &Path) -> anyhow::Result<Trace> {
-    let data = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    parse(&data).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-/// Parses a trace held in memory, whatever its format.
-pub fn parse(data: &[u8]) -> Result<Trace, TraceError> {
-    match detect(data)? {
-        Format::Pcap => super::pcap::read_pcap(data),
-        Format::PcapNg => super::pcap::read_pcapng(data),
-        Format::SippText => super::text::read_sipp(data),
-        Format::SngrepText => super::text::read_sngrep(data),
-    }
-}
-
-pub fn detect(data: &[u8]) -> Result<Format, TraceError> {
-    const PCAP_MAGICS: [[u8; 4]; 4] = [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
-    match data.get(..4) {
-        Some(m) if PCAP_MAGICS.iter().any(|p| p == m) => return Ok(Format::Pcap),
-        Some([0x0a, 0x0d, 0x0d, 0x0a]) => return Ok(Format::PcapNg),
-        _ => {}
-    }
-    let start = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
-    let first = start.trim_start().lines().next().unwrap_or("");
-    if first.starts_with("----") {
-        Ok(Format::SippText)
-    } else if super::text::sngrep_header(first).is_some() {
-        Ok(Format::SngrepText)
-    } else {
-        Err(TraceError::at(0, "unknown trace format (expected pcap, pcapng, SIPp -trace_msg or sngrep text)"))
     }
 }
 
@@ -199,10 +180,5 @@ mod tests {
         c.push(0.0, 0, seg(Proto::Udp, 0, b"\x00\x01 dns"));
         c.push(0.0, 0, seg(Proto::Udp, 0, OPTIONS));
         assert_eq!(c.finish().messages.len(), 1);
-    }
-
-    #[test]
-    fn unknown_format_is_an_error() {
-        assert_eq!(parse(b"hello").unwrap_err().offset, 0);
     }
 }

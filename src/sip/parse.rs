@@ -66,6 +66,12 @@ pub fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
     }
 }
 
+/// Parses header lines without a start line (`salvage.rs` reads what it can of a message
+/// whose start line is bad).
+pub fn parse_header_block(block: Bytes) -> Result<Headers, ParseError> {
+    parse_headers(&block, Lines::new(&block))
+}
+
 fn skip_leading_crlf(buf: &[u8]) -> usize {
     buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len())
 }
@@ -92,7 +98,7 @@ fn parse_request_line(line: &str) -> Result<(Method, String), ParseError> {
     Ok((Method::parse(method), uri.to_string()))
 }
 
-fn is_token_char(b: u8) -> bool {
+pub(crate) fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 

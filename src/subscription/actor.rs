@@ -12,14 +12,13 @@
 //! dead one: the subscription goes on. Whatever cannot be delivered is logged at warn and
 //! counted (`Subscriptions::stats`).
 
-use super::mailbox::Mailbox;
-use super::table::{SubId, Subscriptions, Woken};
+use super::record::{Handle, Subscription, Woken};
+use super::table::Subscriptions;
 use crate::body::{ResourceState, UserPresence};
 use crate::dialog::Dialog;
 use crate::index::Index;
 use crate::presence::PresenceStore;
-use crate::notification::{self, Format, SubState};
-use super::watched::WatchedList;
+use crate::notification::{self, SubState};
 use crate::resolution::{self, Key, User};
 use crate::transaction::{ClientTransactions, Outcome};
 use crate::transport::SendError;
@@ -32,29 +31,18 @@ use tokio::time::Instant;
 pub struct Shared {
     pub index: Index,
     pub auth: Arc<crate::auth::Authenticator>,
-    pub budget: crate::budget::Budget,
+    /// Reads and charges new lists (region, classification, budget).
+    pub discovery: crate::discovery::Discovery,
+    /// Caps on subscriptions per account and source.
+    pub limits: Arc<crate::limits::Limits>,
     pub presence: Arc<PresenceStore>,
     /// Offline users still show as reachable (see `PresenceConfig::long_term`).
     pub long_term: bool,
     pub client_tx: Arc<ClientTransactions>,
     pub table: Arc<Subscriptions>,
     pub min_interval: Duration,
-}
-
-pub struct Subscription {
-    pub id: SubId,
-    pub dialog: Dialog,
-    pub list_uri: Box<str>,
-    pub entries: WatchedList,
-    pub version: u32,
-    pub expires_at: Instant,
-    /// When the last NOTIFY went out (live changes wait `Shared::min_interval` after it).
-    pub last_sent: Instant,
-    pub format: Format,
-    /// A single-presentity subscription (RFC 3856): PIDF bodies, one entry.
-    pub single: bool,
-    /// The subscription's slot in the abuse limits, freed when it ends.
-    pub permit: Option<crate::limits::SubPermit>,
+    /// Where subscriptions are recorded to survive a restart.
+    pub store: super::durable::SubscriptionStore,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -66,12 +54,23 @@ struct Pending {
 }
 
 impl Subscription {
-    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        self.entries.keys()
+    /// Records the subscription (created, refreshed or moved) with a fresh reservation of
+    /// versions and CSeqs. A store that fails is logged: the subscription goes on, it only
+    /// would not survive a restart.
+    fn record(&mut self, shared: &Shared) {
+        match shared.store.put(self, &self.subscriber, self.expires_unix()) {
+            Ok((version, cseq)) => (self.version_limit, self.cseq_limit) = (version, cseq),
+            Err(e) => tracing::warn!(call_id = %self.dialog.call_id(), "subscription not recorded (lost on restart): {e}"),
+        }
     }
 
-    fn remaining(&self) -> u32 {
-        self.expires_at.saturating_duration_since(Instant::now()).as_secs() as u32
+    /// Before a send: renews the reservation when less than half of it is left (a send
+    /// uses at most ~50 versions), so no version or CSeq is used past what is stored.
+    fn keep_reservation(&mut self, shared: &Shared) {
+        let half = super::durable::RESERVE / 2;
+        if self.version_limit.saturating_sub(self.version) < half || self.cseq_limit.saturating_sub(self.dialog.next_cseq) < half {
+            self.record(shared);
+        }
     }
 
     /// Sends full state; `Err` when the subscription must end.
@@ -109,6 +108,7 @@ impl Subscription {
         if self.single {
             return Ok(());
         }
+        self.keep_reservation(shared);
         let gone: Vec<usize> = self.changed(shared, keys).into_iter().filter(|(_, u)| u.is_none()).map(|(i, _)| i).collect();
         if gone.is_empty() {
             return Ok(());
@@ -127,6 +127,7 @@ impl Subscription {
     }
 
     async fn send(&mut self, shared: &Shared, full: bool, items: &[(usize, Option<User>)], state: SubState) -> Sent {
+        self.keep_reservation(shared);
         if self.single {
             let user = items.first().and_then(|(_, u)| u.as_ref()).map(|u| presence_of(u, shared.long_term));
             let view = self.entries.view();
@@ -166,6 +167,7 @@ impl Subscription {
     /// The last NOTIFY, without a body, when the subscriber can still be told.
     async fn send_terminated(&mut self, shared: &Shared, end: End) {
         let Some(reason) = end.reason() else { return };
+        self.keep_reservation(shared);
         let req = notification::notify_request(&mut self.dialog, self.format, SubState::Terminated { reason }, None);
         let _ = deliver(shared, &self.dialog, req).await;
     }
@@ -178,6 +180,9 @@ pub enum End {
     Expired,
     /// The subscriber un-subscribed: `terminated`, no reason.
     Unsubscribed,
+    /// The server is leaving (a clean stop set to deactivate): `terminated;reason=deactivated`,
+    /// and the phone re-subscribes at once.
+    Deactivated,
     /// A NOTIFY could not be sent at all though the subscriber can be reached (a state too
     /// large for a datagram): `terminated;reason=rejected`, so the phone does not believe
     /// it is subscribed, and does not retry the same list at once.
@@ -192,6 +197,7 @@ impl End {
         match self {
             End::Expired => Some(Some("timeout")),
             End::Unsubscribed => Some(None),
+            End::Deactivated => Some(Some("deactivated")),
             End::Undeliverable => Some(Some("rejected")),
             End::Lost => None,
         }
@@ -254,7 +260,7 @@ async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> 
 }
 
 /// Starts a new subscription: its first NOTIFY, then whatever comes.
-pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Arc<Mailbox>) {
+pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Handle) {
     tokio::spawn(run(Box::new(sub), shared, mailbox, true));
 }
 
@@ -278,9 +284,10 @@ pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Recei
 
 /// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
 /// unregisters it). Sending is boxed: the future stays small.
-async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailbox>, first: bool) {
+async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, first: bool) {
     let mut sent: Sent = Ok(());
     if first {
+        sub.record(&shared);
         sent = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
         sub.last_sent = Instant::now();
     }
@@ -309,6 +316,10 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailb
                 tracing::warn!(call_id = %sub.dialog.call_id(), "target refresh ignored: its texts are too long");
             }
         }
+        if inbox.deactivate {
+            sent = Err(End::Deactivated);
+            break;
+        }
         if inbox.unsubscribe {
             sent = Err(End::Unsubscribed);
             break;
@@ -316,6 +327,7 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailb
         if let Some(expires) = inbox.refresh {
             sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
             shared.table.schedule(sub.id, sub.expires_at);
+            sub.record(&shared);
             pending = Pending::default();
             sent = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
             sub.last_sent = Instant::now();
@@ -330,6 +342,9 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Arc<Mailb
     mailbox.close();
     let end = sent.err().unwrap_or(End::Expired);
     Box::pin(sub.send_terminated(&shared, end)).await;
+    if let Err(e) = shared.store.remove(&sub.dialog) {
+        tracing::warn!(call_id = %sub.dialog.call_id(), "ended subscription not removed from the store: {e}");
+    }
     shared.table.remove(sub.id, sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys());
 }
 

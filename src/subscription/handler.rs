@@ -1,16 +1,16 @@
 //! The SUBSCRIBE handler: initial list subscriptions, refreshes and unsubscribes.
 
-use super::actor::{self, Shared, Subscription};
+use super::actor::{self, Shared};
 use super::mailbox::Posted;
-use super::table::{Handle, Woken};
+use super::record::{Handle, Subscription, Woken};
 use super::request::{self, ListRequest};
 use super::watched::WatchedList;
 use crate::auth::Identity;
 use crate::config::SubscribeSettings;
 use crate::core::{Handler, HandlerFuture, ServerTx};
 use crate::dialog::{self, Dialog, Retarget};
+use crate::discovery::{self, Seeker};
 use crate::notification::{self, Format, SubState};
-use crate::numbers::Region;
 use crate::resolution;
 use crate::sip::{HeaderName, NameAddr, Request, Response};
 use std::sync::Arc;
@@ -20,25 +20,27 @@ use tokio::time::Instant;
 pub struct SubscribeHandler {
     shared: Arc<Shared>,
     config: Arc<SubscribeSettings>,
-    default_region: Option<Region>,
 }
 
 impl SubscribeHandler {
     pub fn new(shared: Arc<Shared>, config: SubscribeSettings) -> Arc<SubscribeHandler> {
-        let default_region = config.default_region;
-        Arc::new(SubscribeHandler { shared, config: Arc::new(config), default_region })
+        Arc::new(SubscribeHandler { shared, config: Arc::new(config) })
     }
 }
 
 impl Handler for SubscribeHandler {
     fn handle(&self, req: Request, tx: ServerTx) -> HandlerFuture {
-        let (shared, config, region) = (self.shared.clone(), self.config.clone(), self.default_region);
+        let (shared, config) = (self.shared.clone(), self.config.clone());
         Box::pin(async move {
-            match serve(&req, &tx, &shared, &config, region) {
+            match serve(&req, &tx, &shared, &config).await {
                 Ok(accepted) => accepted.finish(tx, shared).await,
                 Err(resp) => tx.respond(resp).await,
             }
         })
+    }
+
+    fn capabilities(&self) -> crate::sip::Capabilities {
+        request::CAPABILITIES
     }
 }
 
@@ -78,7 +80,7 @@ impl Accepted {
     }
 }
 
-fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &SubscribeSettings, region: Option<Region>) -> Result<Accepted, Response> {
+async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &SubscribeSettings) -> Result<Accepted, Response> {
     let expires = request::check_common(req, &config.subscription)?;
     if let Some(tag) = to_tag(req) {
         return in_dialog(req, tx, shared, &config.domain, &tag, expires);
@@ -91,7 +93,7 @@ fn serve(req: &Request, tx: &ServerTx, shared: &Shared, config: &SubscribeSettin
         // RFC 3856: the Request-URI names the one presentity watched.
         ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true }
     };
-    new_subscription(req, tx, shared, config, region, &identity, list)
+    new_subscription(req, tx, shared, config, identity, list).await
 }
 
 fn to_tag(req: &Request) -> Option<String> {
@@ -99,13 +101,12 @@ fn to_tag(req: &Request) -> Option<String> {
     NameAddr::parse(&to).ok()?.tag().map(str::to_string)
 }
 
-fn new_subscription(
+async fn new_subscription(
     req: &Request,
     tx: &ServerTx,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     config: &SubscribeSettings,
-    region: Option<Region>,
-    identity: &Identity,
+    identity: Identity,
     list: ListRequest,
 ) -> Result<Accepted, Response> {
     let source = tx.source();
@@ -114,14 +115,10 @@ fn new_subscription(
     if !list.single {
         check_fits(req, format, &list.entries)?;
     }
-    let permit = tx.core().limits().subscribe(&identity.uri, tx.source().remote.ip(), list.entries.len()).map_err(|r| r.response(req))?;
-    let region = match identity.numbers.first().and_then(|n| n.region()) {
-        Some(r) => Some(r),
-        None => resolution::subscriber_region(&shared.index, &identity.uri, region),
-    };
-    let mut entries = resolution::classify(list.entries, region);
-    charge_budget(shared, identity, &mut entries);
+    let permit = shared.limits.subscribe(&identity.uri, source.remote.ip(), list.entries.len()).map_err(|r| crate::core::refused(req, &r))?;
     let dialog = Dialog::from_subscribe(req, source, &config.domain).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
+    let subscriber: Box<str> = identity.uri.as_str().into();
+    let entries = discover(shared, identity, list.entries).await.ok_or_else(|| Response::to(req, 500))?;
     let mut resp = Response::to(req, 200)
         .header(HeaderName::Contact, dialog.contact())
         .header(HeaderName::Expires, list.expires.to_string());
@@ -140,14 +137,30 @@ fn new_subscription(
         dialog,
         single: list.single,
         permit: None,
+        subscriber,
+        version_limit: 0,
+        cseq_limit: 0,
     };
     if list.expires == 0 {
+        // A fetch ends with its one NOTIFY: never recorded.
+        (sub.version_limit, sub.cseq_limit) = (u32::MAX, u32::MAX);
         return Ok(Accepted::Fetch(resp, sub));
     }
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     sub.permit = Some(permit);
     Ok(Accepted::New(resp, sub, mailbox))
+}
+
+/// The list's entries as `discovery` reads and charges them, on the blocking pool (the
+/// budget is stored); None if that failed outright.
+async fn discover(shared: &Shared, identity: Identity, uris: Vec<String>) -> Option<Vec<resolution::Entry>> {
+    let discovery = shared.discovery.clone();
+    discovery::blocking(move || {
+        let who = Seeker { budget_key: identity.budget_key(), sip_uri: &identity.uri, numbers: &identity.numbers };
+        discovery.entries(&who, uris)
+    })
+    .await
 }
 
 /// Never accept what cannot be served: a list whose full state cannot reach the phone
@@ -158,39 +171,6 @@ fn check_fits(req: &Request, format: Format, entries: &[String]) -> Result<(), R
     tracing::warn!(entries = entries.len(), size, %from, "list refused: its full state ({size} bytes) cannot be sent over UDP");
     let reason = if format.compress { "List Too Large For UDP, Use TCP" } else { "List Too Large For UDP, Use TCP Or Accept-Encoding: deflate" };
     Err(Response::with_reason(req, 413, reason))
-}
-
-/// Charges the numbers new to this account against its discovery budget; those over it
-/// are answered as not users and never watched (nothing is stored about them). Without a
-/// working budget store, no number is revealed: privacy fails closed.
-fn charge_budget(shared: &Shared, identity: &Identity, entries: &mut [resolution::Entry]) {
-    let phones: Vec<(usize, crate::numbers::E164)> = entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match e.key {
-            Some(resolution::Key::Phone(n)) => Some((i, n)),
-            _ => None,
-        })
-        .collect();
-    if phones.is_empty() {
-        return;
-    }
-    let numbers: Vec<_> = phones.iter().map(|(_, n)| *n).collect();
-    match shared.budget.charge(identity.budget_key(), &numbers) {
-        Ok(allowed) => {
-            for ((i, _), ok) in phones.iter().zip(allowed.allowed) {
-                if !ok {
-                    entries[*i].key = None;
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!("discovery budget unavailable, numbers answered as not users: {e}");
-            for (i, _) in &phones {
-                entries[*i].key = None;
-            }
-        }
-    }
 }
 
 /// A refresh or an unsubscribe: also a target refresh (RFC 6665 §4.1.2.1), so the dialog

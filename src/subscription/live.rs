@@ -65,14 +65,3 @@ pub async fn follow_presence(
         last.retain(|_, t| now.duration_since(*t) < interval);
     }
 }
-
-/// Expires publications once a second.
-pub async fn expire_presence(store: Arc<crate::presence::PresenceStore>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => { store.expire(std::time::Instant::now()); }
-            _ = shutdown.changed() => return,
-        }
-    }
-}

@@ -1,90 +1,62 @@
-//! How the rest of the server reaches a subscription, and where an idle one waits.
+//! Where an idle task's state waits, and how others reach it. Generic: it knows neither
+//! what it parks nor what is posted, only that posts coalesce into one letters value.
 //!
 //! A subscription has a task only while it has something to do (a NOTIFY to send, changes
 //! to coalesce): a hundred thousand idle tasks cost more than their subscriptions. In
-//! between, its state is *parked* in its mailbox, and the first post takes it out again
-//! for the poster to run (`actor::resume`). Posts coalesce: many changes to one list become
-//! one flag set and a key set, bounded, beyond which the task is told to resend full state.
+//! between, its state `S` is *parked* here, and the first post takes it out again for the
+//! poster to run. Posts coalesce into `L` (e.g. many changes to one list become one flag
+//! set and a key set); the owner of `L` bounds it.
 
-use super::actor::Subscription;
-use crate::resolution::Key;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// Changed keys kept before falling back to a full-state resync.
-const MAX_CHANGED: usize = 256;
-
-#[derive(Default)]
-pub struct Inbox {
-    /// An in-dialog SUBSCRIBE with this Expires was answered 200.
-    pub refresh: Option<u32>,
-    /// An in-dialog SUBSCRIBE with Expires 0 was answered 200.
-    pub unsubscribe: bool,
-    /// Where that in-dialog SUBSCRIBE came from: the dialog follows it (target refresh).
-    pub retarget: Option<crate::dialog::Retarget>,
-    /// Watched keys whose binding or presence changed.
-    pub changed: Vec<Key>,
-    /// Some change may have removed a user: only full state can say so to liblinphone.
-    pub full: bool,
-}
-
-impl Inbox {
-    fn is_empty(&self) -> bool {
-        self.refresh.is_none() && !self.unsubscribe && self.retarget.is_none() && self.changed.is_empty() && !self.full
-    }
+/// What can be posted: empty until a post, taken whole by the task.
+pub trait Letters: Default {
+    fn is_empty(&self) -> bool;
 }
 
 /// What became of a post.
-#[must_use = "a woken subscription must be resumed"]
-pub enum Posted {
-    /// The subscription has ended.
+#[must_use = "a woken state must be resumed"]
+pub enum Posted<S> {
+    /// The mailbox is closed: its task has ended.
     Closed,
     /// Its task runs and will see the post.
     Queued,
-    /// It was parked: the poster must resume it (`actor::resume`).
-    Woken(Box<Subscription>),
+    /// It was parked: the poster must resume it.
+    Woken(Box<S>),
 }
 
-#[derive(Default)]
-struct State {
-    inbox: Inbox,
+struct State<S, L> {
+    letters: L,
     closed: bool,
-    parked: Option<Box<Subscription>>,
+    parked: Option<Box<S>>,
 }
 
-#[derive(Default)]
-pub struct Mailbox {
-    state: Mutex<State>,
+pub struct Mailbox<S, L> {
+    state: Mutex<State<S, L>>,
     wake: Notify,
 }
 
-impl Mailbox {
-    /// Posts to the subscription (`f` may also change nothing: a bare wake-up).
-    pub fn post(&self, f: impl FnOnce(&mut Inbox)) -> Posted {
+impl<S, L: Letters> Default for Mailbox<S, L> {
+    fn default() -> Self {
+        Mailbox { state: Mutex::new(State { letters: L::default(), closed: false, parked: None }), wake: Notify::new() }
+    }
+}
+
+impl<S, L: Letters> Mailbox<S, L> {
+    /// Posts (`f` may also change nothing: a bare wake-up).
+    pub fn post(&self, f: impl FnOnce(&mut L)) -> Posted<S> {
         let mut state = self.state.lock();
         if state.closed {
             return Posted::Closed;
         }
-        f(&mut state.inbox);
-        if state.inbox.changed.len() > MAX_CHANGED {
-            state.inbox.changed = Vec::new();
-            state.inbox.full = true;
-        }
-        if let Some(sub) = state.parked.take() {
-            return Posted::Woken(sub);
+        f(&mut state.letters);
+        if let Some(parked) = state.parked.take() {
+            return Posted::Woken(parked);
         }
         drop(state);
         self.wake.notify_one();
         Posted::Queued
-    }
-
-    pub fn changed(&self, key: Key, removal: bool) -> Posted {
-        self.post(|i| {
-            if !i.changed.contains(&key) {
-                i.changed.push(key);
-            }
-            i.full |= removal;
-        })
     }
 
     /// Waits until something is posted (or was, since the last `take`).
@@ -93,22 +65,22 @@ impl Mailbox {
     }
 
     /// Takes what was posted.
-    pub fn take(&self) -> Inbox {
-        std::mem::take(&mut self.state.lock().inbox)
+    pub fn take(&self) -> L {
+        std::mem::take(&mut self.state.lock().letters)
     }
 
-    /// Parks `sub` until the next post, unless something is already waiting: then `sub`
-    /// comes back to handle it.
-    pub fn park(&self, sub: Box<Subscription>) -> Result<(), Box<Subscription>> {
+    /// Parks `s` until the next post, unless something is already waiting: then `s` comes
+    /// back to handle it.
+    pub fn park(&self, s: Box<S>) -> Result<(), Box<S>> {
         let mut state = self.state.lock();
-        if !state.inbox.is_empty() {
-            return Err(sub);
+        if !state.letters.is_empty() {
+            return Err(s);
         }
-        state.parked = Some(sub);
+        state.parked = Some(s);
         Ok(())
     }
 
-    /// Refuses further posts (the subscription is ending).
+    /// Refuses further posts (the task is ending).
     pub fn close(&self) {
         self.state.lock().closed = true;
     }

@@ -7,14 +7,32 @@
 //! `body`'s) nor touch sockets.
 
 pub mod actor;
+pub mod durable;
 pub mod handler;
 pub mod live;
 pub mod mailbox;
 pub mod phones;
+pub mod record;
 pub mod request;
+pub mod resume;
 pub mod table;
 pub mod watched;
 
 pub use actor::Shared;
+
+/// Starts what every subscription relies on, until `shutdown`: following the binding
+/// index's change feed and the presence announcements (`live`), and waking subscriptions
+/// whose time is up (`actor::expire`). `presence_interval` is the least time between two
+/// announcements of one presentity.
+pub fn start(
+    shared: std::sync::Arc<Shared>,
+    presence_changes: tokio::sync::mpsc::UnboundedReceiver<Box<str>>,
+    presence_interval: std::time::Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(live::follow(shared.clone(), shutdown.clone()));
+    tokio::spawn(live::follow_presence(presence_changes, shared.clone(), presence_interval, shutdown.clone()));
+    tokio::spawn(actor::expire(shared, shutdown));
+}
 pub use handler::SubscribeHandler;
 pub use table::Subscriptions;

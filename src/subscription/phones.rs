@@ -24,7 +24,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-use super::table::SubId;
+use super::record::SubId;
 
 /// The value of a fingerprint watched by more than one subscription (see `many`).
 const MANY: SubId = SubId::MAX;

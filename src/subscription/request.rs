@@ -3,11 +3,20 @@
 
 use crate::body::{self, InflateLimits};
 use crate::config::SubscriptionConfig;
-use crate::sip::validate::is_deflated;
-use crate::sip::{HeaderName, Request, Response};
+use crate::sip::{Capabilities, ExpiryPolicy, HeaderName, Method, Request, Response};
 
-/// The option tags we support in `Require`.
-const KNOWN_REQUIRE: &[&str] = &["recipient-list-subscribe", "eventlist"];
+/// The list body type (RFC 4826), the only SUBSCRIBE body we read.
+const RESOURCE_LISTS: &str = "application/resource-lists+xml";
+
+/// What the SUBSCRIBE handler serves: presence (RFC 3856), for a list in the body
+/// (RFC 5367, possibly deflated) answered as one event list (RFC 4662).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    methods: &[Method::Subscribe],
+    events: &["presence"],
+    accept: &[RESOURCE_LISTS],
+    accept_encoding: &["deflate"],
+    supported: &["eventlist", "recipient-list-subscribe"],
+};
 
 /// What an acceptable initial list SUBSCRIBE asks for.
 #[derive(Debug)]
@@ -22,36 +31,20 @@ pub struct ListRequest {
     pub single: bool,
 }
 
-/// The Event package, checked byte for byte (RFC 6665 §8.2.1), and the Expires asked,
-/// capped; errors are the response to send.
-pub fn check_common(req: &Request, cfg: &SubscriptionConfig) -> Result<u32, Response> {
-    let event = req.headers.get(&HeaderName::Event);
-    let package = event.as_deref().map(|e| e.split(';').next().unwrap_or("").trim());
-    if package != Some("presence") {
-        return Err(Response::to(req, 489).header(HeaderName::AllowEvents, "presence"));
-    }
-    let asked = match req.headers.get(&HeaderName::Expires) {
-        None => cfg.default_expires,
-        Some(v) => v.trim().parse::<u32>().map_err(|_| Response::with_reason(req, 400, "Bad Expires"))?,
-    };
-    if asked != 0 && asked < cfg.min_expires {
-        return Err(Response::to(req, 423).header(HeaderName::MinExpires, cfg.min_expires.to_string()));
-    }
-    Ok(asked.min(cfg.max_expires))
+/// The subscriptions' expiry policy.
+pub fn expiry(cfg: &SubscriptionConfig) -> ExpiryPolicy {
+    ExpiryPolicy { default: cfg.default_expires, min: cfg.min_expires, max: cfg.max_expires }
 }
 
-/// Unknown option tags in `Require` get 420 naming them (RFC 3261 §8.2.2.3).
+/// The Event package served and the Expires granted; errors are the response to send.
+pub fn check_common(req: &Request, cfg: &SubscriptionConfig) -> Result<u32, Response> {
+    CAPABILITIES.check_event(req)?;
+    expiry(cfg).grant(req)
+}
+
+/// Unknown option tags in `Require` get 420 naming them.
 pub fn check_require(req: &Request) -> Result<(), Response> {
-    let unknown: Vec<String> = req
-        .headers
-        .list(&HeaderName::Require)
-        .filter(|t| !KNOWN_REQUIRE.iter().any(|k| k.eq_ignore_ascii_case(t)))
-        .map(|t| t.into_owned())
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    Err(Response::to(req, 420).header(HeaderName::Unsupported, unknown.join(", ")))
+    CAPABILITIES.check_require(req)
 }
 
 /// Whether the SUBSCRIBE carries a list (RFC 5367) rather than naming one presentity.
@@ -62,7 +55,7 @@ pub fn check_require(req: &Request) -> Result<(), Response> {
 pub fn is_list_subscribe(req: &Request) -> bool {
     req.headers.has_token(&HeaderName::Require, "recipient-list-subscribe")
         || disposition(req).is_some_and(|d| d == "recipient-list")
-        || content_type(req).is_some_and(|t| t == "application/resource-lists+xml")
+        || req.headers.content_type().is_some_and(|t| t.is(RESOURCE_LISTS))
         || !req.body.is_empty()
 }
 
@@ -71,21 +64,13 @@ fn disposition(req: &Request) -> Option<String> {
     Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
-fn content_type(req: &Request) -> Option<String> {
-    let value = req.headers.get(&HeaderName::ContentType)?;
-    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-}
-
 /// Checks an initial list SUBSCRIBE and reads its list.
 pub fn check_list(req: &Request, expires: u32, cfg: &SubscriptionConfig) -> Result<ListRequest, Response> {
-    if content_type(req).as_deref() != Some("application/resource-lists+xml") {
-        return Err(Response::to(req, 415).header(HeaderName::Accept, "application/resource-lists+xml"));
-    }
+    CAPABILITIES.check_content_type(req)?;
     if !req.headers.has_token(&HeaderName::Supported, "eventlist") {
         return Err(Response::to(req, 421).header(HeaderName::Require, "eventlist"));
     }
-    let compressed = is_deflated(&req.headers)
-        .map_err(|_| Response::to(req, 415).header(HeaderName::AcceptEncoding, "deflate"))?;
+    let compressed = CAPABILITIES.check_encoding(req)?;
     if req.body.len() > cfg.max_body_bytes {
         return Err(Response::to(req, 413));
     }

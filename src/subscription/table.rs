@@ -3,8 +3,8 @@
 //! expires. The one owner of that shared state; each subscription's own state lives in
 //! its task or, while idle, parked in its mailbox (`actor.rs`, `mailbox.rs`).
 
-use super::actor::Subscription;
-use super::mailbox::{Mailbox, Posted};
+use super::mailbox::Posted;
+use super::record::{Handle, Inbox, SubId, Woken};
 use crate::index::Change;
 use crate::numbers;
 use crate::resolution::Key;
@@ -15,13 +15,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use super::phones::PhoneIndex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use tokio::time::Instant;
 
-pub type SubId = u32;
-
-/// How to reach a subscription's task.
-pub type Handle = Arc<Mailbox>;
 
 pub struct Subscriptions {
     next_id: AtomicU32,
@@ -59,12 +54,6 @@ impl DeliveryStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
-}
-
-/// A parked subscription that a post woke: the poster runs it (`actor::resume`).
-pub struct Woken {
-    pub sub: Box<Subscription>,
-    pub mailbox: Handle,
 }
 
 /// Who watches one SIP user. Most numbers have one watcher: no allocation for them.
@@ -283,6 +272,13 @@ impl Subscriptions {
         woken
     }
 
+    /// A clean stop set to deactivate: every subscription ends with
+    /// `terminated;reason=deactivated`. Returns those it woke.
+    pub fn deactivate_all(&self) -> Vec<Woken> {
+        let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
+        wake_all(handles, |i| i.deactivate = true)
+    }
+
     /// After a gap in the change feed: every subscription re-sends full state.
     pub fn resync_all(&self) -> Vec<Woken> {
         let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
@@ -296,7 +292,7 @@ impl Subscriptions {
         };
         let mut woken = Vec::new();
         for h in handles {
-            if let Posted::Woken(sub) = h.changed(key.clone(), removal) {
+            if let Posted::Woken(sub) = h.post(|i| i.change(key.clone(), removal)) {
                 woken.push(Woken { sub, mailbox: h });
             }
         }
@@ -305,7 +301,7 @@ impl Subscriptions {
 }
 
 /// Posts `f` to each of `handles`; returns the subscriptions it woke.
-fn wake_all(handles: Vec<Handle>, f: impl Fn(&mut super::mailbox::Inbox)) -> Vec<Woken> {
+fn wake_all(handles: Vec<Handle>, f: impl Fn(&mut Inbox)) -> Vec<Woken> {
     let mut woken = Vec::new();
     for h in handles {
         if let Posted::Woken(sub) = h.post(&f) {

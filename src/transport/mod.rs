@@ -229,6 +229,9 @@ impl Sender {
     }
 
     async fn send_stream(self: &Arc<Self>, target: &Target, data: Bytes) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Ok(()); // empty is the writer's close mark: see `close`
+        }
         let existing = target
             .conn
             .and_then(|id| self.connections.get(id))
@@ -239,6 +242,14 @@ impl Sender {
             None => return Err(SendError::NoConnection(target.remote)),
         };
         handle.try_send(data).map_err(|_| SendError::Congested(target.remote))
+    }
+
+    /// Closes a TCP/TLS connection once what is queued on it is written (the stream is out
+    /// of step: a message that could not be read nor answered).
+    pub fn close(&self, conn: ConnId) {
+        if let Some(handle) = self.connections.get(conn) {
+            let _ = handle.try_send(Bytes::new());
+        }
     }
 
     pub fn connections(&self) -> &ConnectionTable {

@@ -1,9 +1,11 @@
 //! TCP and TLS connections: accept, frame by Content-Length, answer keep-alives, write
-//! queued messages, close on idle, oversize input or errors.
+//! queued messages, close on idle, oversize input or errors. A message that cannot be
+//! framed gets its error response (413, 513, 400) before the close, when its head says
+//! enough to answer it.
 
 use super::connections::ConnHandle;
 use super::{Protocol, SendError, Sender, Source};
-use crate::sip::framing::{Frame, Framer};
+use crate::sip::framing::{Frame, Framer, FramingError};
 use bytes::Bytes;
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
@@ -16,6 +18,10 @@ use tokio::sync::mpsc;
 const WRITE_QUEUE: usize = 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to write what is queued (an error response).
+const LINGER: Duration = Duration::from_secs(2);
+/// The most a closing connection reads and drops (see `drain`).
+const DRAIN_MAX: usize = 1 << 20;
 
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -96,7 +102,9 @@ where
         None => return,
     };
     let (handle, rx) = register(&sender, protocol, remote);
-    run_connection(stream, handle.id, rx, protocol, remote, local, sender).await;
+    let id = handle.id;
+    drop(handle); // the writer ends once the table's copy goes too
+    run_connection(stream, id, rx, protocol, remote, local, sender).await;
 }
 
 /// The local address; TLS wraps TCP, so both expose it through this trait.
@@ -120,16 +128,54 @@ async fn run_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let (mut reader, writer) = tokio::io::split(stream);
+    let mut writer_task = tokio::spawn(write_loop(writer, rx));
     let source = Source { protocol, remote, local, conn: Some(id) };
-    let reason = read_loop(reader, source, &sender).await;
-    tracing::debug!(%remote, "{protocol:?} connection closed: {reason}");
+    let (end, writer_done) = tokio::select! {
+        end = read_loop(&mut reader, source, &sender) => (end, false),
+        end = &mut writer_task => (end.unwrap_or(End::quiet("writer failed")), true),
+    };
+    tracing::debug!(%remote, "{protocol:?} connection closed: {}", end.reason);
     sender.connections.remove(id, protocol, remote);
-    writer_task.abort();
+    // Out of the table, the writer sees its queue end once it is written, and shuts down.
+    if !writer_done && tokio::time::timeout(LINGER, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    } else if end.refused {
+        drain(&mut reader).await;
+    }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: &Sender) -> String {
+/// Why a connection ends. `refused`: on input we refused, while the peer may still be
+/// sending; the close then lingers so that our error response is not lost.
+struct End {
+    reason: String,
+    refused: bool,
+}
+
+impl End {
+    fn quiet(reason: impl Into<String>) -> End {
+        End { reason: reason.into(), refused: false }
+    }
+}
+
+/// A lingering close: reads and drops what the peer still sends, until it closes, LINGER
+/// passes or DRAIN_MAX bytes went, so that unread input does not make the kernel reset the
+/// connection, which would discard the error response not yet delivered.
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut buf = vec![0u8; 8192];
+    let mut left = DRAIN_MAX;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, source: Source, sender: &Sender) -> End {
     let mut framer = Framer::new(sender.limits.max_message);
     let mut shutdown = sender.shutdown.clone();
     let mut started: Option<tokio::time::Instant> = None; // when the pending partial message began
@@ -148,7 +194,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return format!("framing error: {e}"),
+                Err(e) => return refuse(&framer, &e, source, sender),
             }
         }
         let buf = framer.buffer();
@@ -158,23 +204,49 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, source: Source, sender: 
         buf.reserve(8192);
         let read = tokio::select! {
             r = tokio::time::timeout(wait.min(sender.limits.idle_timeout), reader.read_buf(buf)) => r,
-            _ = shutdown.changed() => return "server shutting down".into(),
+            _ = shutdown.changed() => return End::quiet("server shutting down"),
         };
         match read {
-            Ok(Ok(0)) => return "closed by peer".into(),
+            Ok(Ok(0)) => return End::quiet("closed by peer"),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return format!("read error: {e}"),
-            Err(_) if started.is_some() => return "incomplete message: read timeout".into(),
-            Err(_) => return "idle timeout".into(),
+            Ok(Err(e)) => return End::quiet(format!("read error: {e}")),
+            Err(_) if started.is_some() => return End::quiet("incomplete message: read timeout"),
+            Err(_) => return End::quiet("idle timeout"),
         }
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) {
+/// Queues the error response a framing error earns, when the message can be answered,
+/// and logs it; the caller closes the connection.
+fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender) -> End {
+    let limits = &sender.limits.sources;
+    let (status, reason) = error.status();
+    let conn = source.conn.and_then(|id| sender.connections.get(id));
+    match (framer.refusal(error), conn) {
+        (Some(answer), Some(conn)) => {
+            let _ = conn.try_send(answer);
+            match status {
+                400 => limits.log_malformed(source.remote, source.protocol, reason, "answered 400, closing the connection"),
+                _ => limits.log_refusal(source.remote, status, reason),
+            }
+        }
+        _ => limits.log_malformed(source.remote, source.protocol, &error.to_string(), "closing the connection"),
+    }
+    End { reason: format!("framing error: {error}"), refused: true }
+}
+
+/// Writes queued messages until the queue ends or an empty message (`Sender::close`).
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) -> End {
+    let mut end = End::quiet("write queue closed");
     while let Some(data) = rx.recv().await {
+        if data.is_empty() {
+            end = End { reason: "closed after a message that could not be read".into(), refused: true };
+            break;
+        }
         if writer.write_all(&data).await.is_err() {
-            return;
+            return End::quiet("write error");
         }
     }
     let _ = writer.shutdown().await;
+    end
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod process;
 
 use smart_presence::config::Config;
 use smart_presence::server::Server;
@@ -70,8 +71,13 @@ pub fn request(method: &str, proto: &str, local: SocketAddr, branch: &str, extra
 }
 
 /// A plain list SUBSCRIBE as an RFC client writes it.
-pub fn list_subscribe(proto: &str, local: std::net::SocketAddr, branch: &str, extra: &str, body: &str) -> String {
-    request(
+pub fn list_subscribe(proto: &str, local: SocketAddr, branch: &str, extra: &str, body: &str) -> String {
+    String::from_utf8(list_subscribe_raw(proto, local, branch, extra, body.as_bytes())).expect("a text body")
+}
+
+/// The same with any body bytes (deflated, padded...).
+pub fn list_subscribe_raw(proto: &str, local: SocketAddr, branch: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let head = request(
         "SUBSCRIBE",
         proto,
         local,
@@ -82,8 +88,17 @@ pub fn list_subscribe(proto: &str, local: std::net::SocketAddr, branch: &str, ex
              Content-Disposition: recipient-list\r\n{extra}",
             proto.to_ascii_lowercase()
         ),
-        body,
+        "",
     )
+    .replace("Content-Length: 0\r\n", &format!("Content-Length: {}\r\n", body.len()));
+    [head.as_bytes(), body].concat()
+}
+
+/// A single-presentity SUBSCRIBE (RFC 3856) for `target`.
+pub fn presentity_subscribe(target: &str, local: SocketAddr, branch: &str, extra: &str) -> String {
+    request("SUBSCRIBE", "UDP", local, branch, &format!("Contact: <sip:w@{local}>\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n{extra}"), "")
+        .replacen("SUBSCRIBE sip:rls@example.org", &format!("SUBSCRIBE {target}"), 1)
+        .replace("To: <sip:rls@example.org>", &format!("To: <{target}>"))
 }
 
 pub fn resource_list(uris: &[String]) -> String {
@@ -93,13 +108,8 @@ pub fn resource_list(uris: &[String]) -> String {
 
 /// A list SUBSCRIBE with a zlib-deflated body (as liblinphone sends big lists).
 pub fn deflated_list_subscribe(proto: &str, local: SocketAddr, branch: &str, extra: &str, uris: &[String]) -> Vec<u8> {
-    use std::io::Write;
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(resource_list(uris).as_bytes()).unwrap();
-    let body = z.finish().unwrap();
-    let head = list_subscribe(proto, local, branch, &format!("Content-Encoding: deflate\r\n{extra}"), "");
-    let head = head.replace("Content-Length: 0\r\n", &format!("Content-Length: {}\r\n", body.len()));
-    [head.into_bytes(), body].concat()
+    let body = smart_presence::body::deflate_zlib(resource_list(uris).as_bytes());
+    list_subscribe_raw(proto, local, branch, &format!("Content-Encoding: deflate\r\n{extra}"), &body)
 }
 
 pub struct UdpClient {

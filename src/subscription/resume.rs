@@ -1,0 +1,139 @@
+//! Resuming the stored subscriptions after a start (`durable.rs` keeps them).
+//!
+//! Every unexpired record is put back in the table at once, before the listeners accept
+//! anything, so that a refresh arriving early finds its dialog. Each then gets a full-state
+//! NOTIFY with a new version, paced at `subscription.resume_per_second` so that a hundred
+//! thousand resumed subscriptions do not burst; the progress is logged. Expired records are
+//! dropped. A UDP subscriber is reached at its recorded address. A TCP subscriber's
+//! connection died with the old process: the NOTIFY goes on a new connection to its
+//! Contact, once; if that fails the subscription ends (a phone behind NAT re-subscribes at
+//! its next refresh). We never open TLS connections, so a TLS subscription is not resumed.
+
+use super::actor::{self, Shared};
+use super::durable::Stored;
+use super::record::{Handle, Subscription};
+use crate::sip::Uri;
+use crate::transport::Protocol;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a start found in the store.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Put back in the table, each to get its NOTIFY.
+    pub resumed: usize,
+    pub expired: usize,
+    /// Not resumable: TLS, a Contact we cannot reach over TCP, or over the caps.
+    pub dropped: usize,
+}
+
+/// Loads the store into the table and starts the paced NOTIFYs; returns the counts.
+pub fn resume(shared: &Arc<Shared>, per_second: u32) -> Resumed {
+    let now = crate::clock::unix_now();
+    let mut counts = Resumed::default();
+    let mut ready = Vec::new();
+    for stored in shared.store.load() {
+        if stored.expires_at <= now {
+            counts.expired += 1;
+            shared.store.forget(&stored);
+            continue;
+        }
+        match revive(shared, stored, now) {
+            Some(r) => ready.push(r),
+            None => counts.dropped += 1,
+        }
+    }
+    counts.resumed = ready.len();
+    if !ready.is_empty() || counts.expired > 0 || counts.dropped > 0 {
+        tracing::info!(resumed = counts.resumed, expired = counts.expired, dropped = counts.dropped, "stored subscriptions loaded");
+    }
+    if !ready.is_empty() {
+        tokio::spawn(pace(shared.clone(), ready, per_second.max(1)));
+    }
+    counts
+}
+
+/// A stored subscription back in the table, or None (logged) when it cannot go on.
+fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Handle)> {
+    let mut dialog = s.dialog.clone();
+    match dialog.target.protocol {
+        Protocol::Udp => {}
+        Protocol::Tcp => match contact_addr(dialog.remote_target()) {
+            Some(addr) => dialog.target.remote = addr,
+            None => return drop_record(shared, &s, "its Contact is no address we can connect to"),
+        },
+        Protocol::Tls => return drop_record(shared, &s, "TLS connections are never opened by us"),
+    }
+    let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.view().len()) {
+        Ok(p) => p,
+        Err(_) => return drop_record(shared, &s, "over the subscription caps"),
+    };
+    let expires_at = Instant::now() + Duration::from_secs(s.expires_at - now);
+    let mut sub = Subscription {
+        id: 0,
+        dialog,
+        list_uri: s.list_uri.clone(),
+        entries: s.entries,
+        version: s.version_from,
+        expires_at,
+        last_sent: Instant::now(),
+        format: s.format,
+        single: s.single,
+        permit: Some(permit),
+        subscriber: s.subscriber.clone(),
+        version_limit: 0,
+        cseq_limit: 0,
+    };
+    sub.dialog.next_cseq = s.cseq_from;
+    let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
+    sub.id = id;
+    Some((sub, mailbox))
+}
+
+fn drop_record<T>(shared: &Shared, s: &Stored, why: &str) -> Option<T> {
+    tracing::info!(call_id = %s.dialog.call_id(), "stored subscription not resumed: {why}; the phone re-subscribes at its next refresh");
+    shared.store.forget(s);
+    None
+}
+
+/// Where a TCP Contact listens: its host, when an IP address, and port (5060 by default).
+fn contact_addr(uri: &str) -> Option<SocketAddr> {
+    let uri = Uri::parse(uri).ok()?;
+    let ip: IpAddr = uri.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+/// Starts the resumed subscriptions at `per_second`, in steps of 10 ms, logging progress.
+async fn pace(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_second: u32) {
+    let total = ready.len();
+    let started = Instant::now();
+    let per_tick = (per_second as usize / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut next_log = total / 10;
+    let mut done = 0;
+    let mut ready = ready.into_iter();
+    while done < total {
+        tick.tick().await;
+        for (sub, mailbox) in ready.by_ref().take(per_tick) {
+            actor::start(sub, shared.clone(), mailbox);
+            done += 1;
+        }
+        if done >= next_log && done < total {
+            tracing::info!(done, total, "resuming stored subscriptions");
+            next_log += (total / 10).max(1);
+        }
+    }
+    tracing::info!(total, secs = started.elapsed().as_secs_f64(), "every stored subscription resumed (full-state NOTIFYs started)");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tcp_contacts_give_an_address() {
+        assert_eq!(super::contact_addr("sip:alice@192.0.2.7:5070;transport=tcp"), Some("192.0.2.7:5070".parse().unwrap()));
+        assert_eq!(super::contact_addr("sip:alice@[2001:db8::1];transport=tcp"), Some("[2001:db8::1]:5060".parse().unwrap()));
+        assert_eq!(super::contact_addr("sip:alice@phone.example.org;transport=tcp"), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! Issue 13: a restart no phone notices. The server (the real binary) is killed or stopped
+//! and started again on the same data directory and ports; its subscribers, who send
+//! nothing in between, get a full-state NOTIFY that continues their dialog (higher CSeq,
+//! higher version) and then the live updates.
+
+mod common;
+
+use common::peer::{Msg, Peer};
+use common::process::ServerProcess;
+use common::*;
+use std::time::Duration;
+
+const BOB: &str = "sip:+33612345678@example.org;user=phone";
+const CAROL: &str = "sip:+33698765432@example.org;user=phone";
+
+fn cseq(m: &Msg) -> u32 {
+    m.header("CSeq").and_then(|c| c.split_whitespace().next()?.parse().ok()).expect("a CSeq")
+}
+
+fn version(m: &Msg) -> u32 {
+    let body = m.body();
+    let at = body.find("version=\"").expect("an RLMI version") + 9;
+    body[at..].split('"').next().unwrap().parse().unwrap()
+}
+
+/// Subscribes `p` to BOB and CAROL; returns the first NOTIFY (answered 200).
+async fn subscribe(p: &mut Peer, proto: &str, branch: &str, extra: &str) -> Msg {
+    let body = resource_list(&[BOB.to_string(), CAROL.to_string()]);
+    p.send(list_subscribe(proto, p.local(), branch, extra, &body).as_bytes()).await;
+    let (ok, first) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200), "{}", ok.head);
+    first.expect("the first NOTIFY")
+}
+
+/// Past the store's write-back interval (500 ms).
+async fn written_back() {
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+}
+
+#[tokio::test]
+async fn a_udp_subscription_survives_sigkill_and_gets_later_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "[notify]\nmin_interval_ms = 100");
+    server.start().await;
+    server.bind("+33612345678", "sip:bob@example.org").await;
+    let mut p = Peer::udp(server.udp).await;
+    let first = subscribe(&mut p, "UDP", "k9", "").await;
+    assert_eq!(version(&first), 0);
+    written_back().await;
+    server.kill9();
+
+    server.start().await;
+    assert!(server.log().contains("resumed=1"), "{}", server.log());
+    let resumed = p.notify(200).await;
+    assert!(cseq(&resumed) > cseq(&first), "CSeq goes on: {} after {}", cseq(&resumed), cseq(&first));
+    assert!(version(&resumed) > version(&first), "version goes on");
+    assert!(resumed.body().contains("fullState=\"true\"") && resumed.body().contains("sip:bob@example.org"));
+    assert_eq!(resumed.tag("From"), first.tag("From"), "the same dialog");
+    server.bind("+33698765432", "sip:carol@example.org").await;
+    let live = p.notify(200).await;
+    assert!(live.body().contains("sip:carol@example.org") && version(&live) == version(&resumed) + 1);
+    assert!(cseq(&live) > cseq(&resumed));
+}
+
+#[tokio::test]
+async fn a_clean_stop_loses_nothing_and_versions_keep_rising_over_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "");
+    server.start().await;
+    let mut p = Peer::udp(server.udp).await;
+    let mut last = subscribe(&mut p, "UDP", "term", "").await;
+    for _ in 0..2 {
+        server.stop(); // at once: the clean stop writes the store back
+        server.start().await;
+        let resumed = p.notify(200).await;
+        assert!(cseq(&resumed) > cseq(&last) && version(&resumed) > version(&last));
+        last = resumed;
+    }
+}
+
+#[tokio::test]
+async fn an_expired_subscription_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "[subscription]\nmin_expires = 1");
+    server.start().await;
+    let mut p = Peer::udp(server.udp).await;
+    subscribe(&mut p, "UDP", "exp", "Expires: 2\r\n").await;
+    written_back().await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.start().await;
+    assert!(server.log().contains("expired=1"), "{}", server.log());
+    assert!(p.recv_within(Duration::from_millis(800)).await.is_none(), "nothing sent to an expired subscriber");
+}
+
+#[tokio::test]
+async fn deactivate_on_shutdown_ends_every_subscription_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "[subscription]\non_shutdown = \"deactivate\"");
+    server.start().await;
+    let mut p = Peer::udp(server.udp).await;
+    subscribe(&mut p, "UDP", "deact", "").await;
+    let stopping = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    });
+    let last = p.notify(200).await;
+    assert_eq!(last.header("Subscription-State"), Some("terminated;reason=deactivated"));
+    let mut server = stopping.await.unwrap();
+    server.start().await;
+    assert!(p.recv_within(Duration::from_millis(800)).await.is_none(), "a deactivated subscription is not resumed");
+}
+
+#[tokio::test]
+async fn a_tcp_subscriber_is_reached_on_a_new_connection_to_its_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "");
+    server.start().await;
+    // The phone listens on its Contact, as a SIP UA over TCP does.
+    let phone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let contact = phone.local_addr().unwrap();
+    let mut p = Peer::tcp(server.tcp).await;
+    let extra = format!("Contact: <sip:alice@{contact};transport=tcp>\r\n");
+    let body = resource_list(&[BOB.to_string()]);
+    let msg = list_subscribe("TCP", p.local(), "tcpk", "", &body).replacen(&format!("Contact: <sip:alice@{};transport=tcp>\r\n", p.local()), &extra, 1);
+    p.send(msg.as_bytes()).await;
+    let (ok, first) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200));
+    let first = first.unwrap();
+    written_back().await;
+    server.kill9();
+    drop(p); // the old connection died with the server
+
+    server.start().await;
+    let (conn, _) = tokio::time::timeout(WAIT, phone.accept()).await.expect("the server connects to the Contact").unwrap();
+    let mut p = Peer::stream(conn, contact);
+    let resumed = p.notify(200).await;
+    assert!(cseq(&resumed) > cseq(&first));
+}
+
+#[tokio::test]
+async fn a_tcp_subscriber_that_cannot_be_reached_is_ended_and_counted_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "");
+    server.start().await;
+    let mut p = Peer::tcp(server.tcp).await;
+    subscribe(&mut p, "TCP", "tcpgone", "").await; // Contact: its own ephemeral port
+    written_back().await;
+    server.kill9();
+    drop(p);
+    server.start().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let log = server.log();
+    assert!(log.contains("NOTIFY not sent") && log.contains("unreachable"), "{log}");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_skipped_and_a_foreign_layout_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "");
+    server.start().await;
+    let mut p = Peer::udp(server.udp).await;
+    subscribe(&mut p, "UDP", "corrupt", "").await;
+    server.stop();
+    let store = dir.path().join("data/subscriptions");
+    {
+        let db = sled::open(&store).unwrap();
+        db.insert(b"bogus\0record", b"\xff\x00not a record".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    server.start().await;
+    let log = server.log();
+    assert!(log.contains("corrupt record skipped") && log.contains("resumed=1"), "{log}");
+    p.notify(200).await;
+    server.stop();
+    {
+        let db = sled::open(&store).unwrap();
+        db.insert(b"\0layout", 99u32.to_be_bytes().to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let (code, log) = server.start_failing();
+    assert_ne!(code, Some(0));
+    assert!(log.contains("has layout 99"), "a clear error: {log}");
+}
