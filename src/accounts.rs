@@ -1,19 +1,17 @@
 //! SIP accounts: who may register and authenticate, and which verified numbers each has.
 //!
-//! Owns its own sled database (`data_dir/accounts`), three trees:
-//!
-//! - `accounts`: username → the stored account (JSON: the public [`Account`] plus secrets);
-//! - `by_number`: number (8 bytes) → username, so that one number always yields one account;
-//! - `tokens`: SHA-256 of a bearer token (hex) → username.
+//! Owns the rules of accounts; the records (an account with its HA1s and token hash,
+//! findable by username, number and token) are kept by an [`AccountStore`]
+//! (`crate::storage::accounts`; today sled, `data_dir/accounts`).
 //!
 //! Passwords are never stored: only the digest HA1s, `H(username:realm:password)` for MD5 and
 //! SHA-256 (RFC 2617, RFC 8760), realm = the config `domain`. So credentials are not
 //! retrievable: each verified provisioning *rotates* the password and the bearer token and
 //! returns the new ones; the previous ones stop working (one number, one active device).
 //!
-//! Every write goes through one writer lock, is one sled transaction over the trees, and is
-//! flushed before the call returns. It must not touch the binding index: linking a number to
-//! a SIP URI is the caller's decision (see `provisioning`).
+//! Every write goes through one writer lock (reads and the write of a change agree) and is
+//! atomic and durable in the store before the call returns. It must not touch the binding
+//! index: linking a number to a SIP URI is the caller's decision (see `provisioning`).
 
 use crate::clock::unix_now;
 use crate::numbers::E164;
@@ -22,8 +20,9 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use crate::storage::accounts::{AccountStore, StoredAccount};
+use crate::storage::sled::SledAccounts;
+use crate::storage::StorageError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -107,61 +106,23 @@ pub enum AccountError {
     #[error("corrupt account entry: {0}")]
     Corrupt(String),
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Storage(#[from] StorageError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    account: Account,
-    ha1_md5: String,
-    ha1_sha256: String,
-    /// SHA-256 hex of the current bearer token, if any.
-    token_hash: Option<String>,
-}
-
-/// The account store. Cheap to clone.
+/// The account store: a handle over an [`AccountStore`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    db: sled::Db,
-    accounts: sled::Tree,
-    by_number: sled::Tree,
-    tokens: sled::Tree,
-    realm: String,
-    write: Mutex<()>,
+    store: Arc<dyn AccountStore>,
+    realm: Arc<str>,
+    write: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accounts").field("realm", &self.inner.realm).finish()
+        f.debug_struct("Accounts").field("realm", &self.realm).finish()
     }
-}
-
-type Tx<T> = Result<T, ConflictableTransactionError<AccountError>>;
-
-fn abort(e: AccountError) -> ConflictableTransactionError<AccountError> {
-    ConflictableTransactionError::Abort(e)
-}
-
-fn tx_err(e: TransactionError<AccountError>) -> AccountError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => AccountError::Sled(e),
-    }
-}
-
-
-fn decode(v: &[u8]) -> Result<Stored, AccountError> {
-    serde_json::from_slice(v).map_err(|e| AccountError::Corrupt(e.to_string()))
-}
-
-fn encode(s: &Stored) -> Vec<u8> {
-    serde_json::to_vec(s).unwrap_or_default()
 }
 
 /// A random password for SIP digest: 20 letters and digits (about 119 bits).
@@ -186,24 +147,20 @@ pub fn valid_username(u: &str) -> bool {
 }
 
 impl Accounts {
-    /// Opens (creating if needed) the store in `dir`; `realm` is the digest realm (the domain).
+    /// Opens (creating if needed) the sled store in `dir`; `realm` is the digest realm (the
+    /// domain).
     pub fn open(dir: &Path, realm: &str) -> Result<Accounts, AccountError> {
-        std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
-        let inner = Inner {
-            accounts: db.open_tree("accounts")?,
-            by_number: db.open_tree("by_number")?,
-            tokens: db.open_tree("tokens")?,
-            db,
-            realm: realm.to_string(),
-            write: Mutex::new(()),
-        };
-        Ok(Accounts { inner: Arc::new(inner) })
+        Ok(Accounts::with_store(Arc::new(SledAccounts::open(dir)?), realm))
+    }
+
+    /// Accounts over any store.
+    pub fn with_store(store: Arc<dyn AccountStore>, realm: &str) -> Accounts {
+        Accounts { store, realm: realm.into(), write: Arc::new(Mutex::new(())) }
     }
 
     /// The digest realm (the service domain).
     pub fn realm(&self) -> &str {
-        &self.inner.realm
+        &self.realm
     }
 
     pub fn get(&self, username: &str) -> Result<Option<Account>, AccountError> {
@@ -212,16 +169,16 @@ impl Accounts {
 
     /// The account `n` was provisioned for, if any.
     pub fn by_number(&self, n: E164) -> Result<Option<Account>, AccountError> {
-        match self.inner.by_number.get(n.as_key())? {
-            Some(u) => self.get(&String::from_utf8_lossy(&u)),
+        match self.store.username_by_number(n)? {
+            Some(u) => self.get(&u),
             None => Ok(None),
         }
     }
 
     /// The account a bearer token was issued to.
     pub fn by_token(&self, token: &str) -> Result<Option<Account>, AccountError> {
-        match self.inner.tokens.get(token_hash(token))? {
-            Some(u) => self.get(&String::from_utf8_lossy(&u)),
+        match self.store.username_by_token(&token_hash(token))? {
+            Some(u) => self.get(&u),
             None => Ok(None),
         }
     }
@@ -238,7 +195,7 @@ impl Accounts {
     /// True when `password` is the account's password (for HTTP Basic).
     pub fn check_password(&self, username: &str, password: &str) -> bool {
         let Some(stored) = self.ha1(username, Algorithm::Sha256) else { return false };
-        let computed = Algorithm::Sha256.hex(&format!("{username}:{}:{password}", self.inner.realm));
+        let computed = Algorithm::Sha256.hex(&format!("{username}:{}:{password}", self.realm));
         constant_time_eq(stored.as_bytes(), computed.as_bytes())
     }
 
@@ -248,18 +205,17 @@ impl Accounts {
         if !valid_username(username) {
             return Err(AccountError::InvalidUsername(username.to_string()));
         }
-        let _w = self.inner.write.lock();
+        let _w = self.write.lock();
         let now = unix_now();
         let account = Account {
             username: username.to_string(),
-            domain: self.inner.realm.clone(),
+            domain: self.realm.to_string(),
             numbers: numbers.to_vec(),
             created_at: now,
             updated_at: now,
         };
         let stored = self.with_password(account, password, None);
-        self.insert_new(&stored)?;
-        self.inner.db.flush()?;
+        self.store.insert(&stored)?;
         Ok(stored.account)
     }
 
@@ -269,110 +225,61 @@ impl Accounts {
         if !valid_username(username) {
             return Err(AccountError::InvalidUsername(username.to_string()));
         }
-        let _w = self.inner.write.lock();
+        let _w = self.write.lock();
         let credentials = Credentials { password: random_password(), token: random_token() };
-        let (stored, created) = match self.inner.by_number.get(n.as_key())? {
+        let (stored, created) = match self.store.username_by_number(n)? {
             Some(u) => {
-                let u = String::from_utf8_lossy(&u).into_owned();
                 let old = self.stored(&u)?.ok_or_else(|| AccountError::Corrupt(format!("{n} points to missing {u:?}")))?;
                 let mut account = old.account;
                 account.updated_at = unix_now();
                 let stored = self.with_password(account, &credentials.password, Some(&credentials.token));
-                self.replace(&stored, old.token_hash.as_deref())?;
+                self.store.replace(&stored, old.token_hash.as_deref())?;
                 (stored, false)
             }
             None => {
                 let now = unix_now();
                 let account = Account {
                     username: username.to_string(),
-                    domain: self.inner.realm.clone(),
+                    domain: self.realm.to_string(),
                     numbers: vec![n],
                     created_at: now,
                     updated_at: now,
                 };
                 let stored = self.with_password(account, &credentials.password, Some(&credentials.token));
-                self.insert_new(&stored)?;
+                self.store.insert(&stored)?;
                 (stored, true)
             }
         };
-        self.inner.db.flush()?;
         Ok(Provisioned { account: stored.account, credentials, created })
     }
 
     /// Sets a new password (keeps the token).
     pub fn set_password(&self, username: &str, password: &str) -> Result<(), AccountError> {
-        let _w = self.inner.write.lock();
+        let _w = self.write.lock();
         let old = self.stored(username)?.ok_or_else(|| AccountError::NotFound(username.to_string()))?;
         let mut stored = self.with_password(old.account, password, None);
         stored.token_hash = old.token_hash.clone();
-        self.replace(&stored, old.token_hash.as_deref())?;
-        self.inner.db.flush()?;
+        self.store.replace(&stored, old.token_hash.as_deref())?;
         Ok(())
     }
 
     /// Every account, in username order.
     pub fn list(&self) -> Result<Vec<Account>, AccountError> {
-        self.inner.accounts.iter().values().map(|v| Ok(decode(&v?)?.account)).collect()
+        self.store.list()
     }
 
-    fn stored(&self, username: &str) -> Result<Option<Stored>, AccountError> {
-        match self.inner.accounts.get(username.as_bytes())? {
-            Some(v) => Ok(Some(decode(&v)?)),
-            None => Ok(None),
-        }
+    fn stored(&self, username: &str) -> Result<Option<StoredAccount>, AccountError> {
+        self.store.get(username)
     }
 
-    fn with_password(&self, account: Account, password: &str, token: Option<&str>) -> Stored {
-        let a1 = format!("{}:{}:{password}", account.username, self.inner.realm);
-        Stored {
+    fn with_password(&self, account: Account, password: &str, token: Option<&str>) -> StoredAccount {
+        let a1 = format!("{}:{}:{password}", account.username, self.realm);
+        StoredAccount {
             ha1_md5: Algorithm::Md5.hex(&a1),
             ha1_sha256: Algorithm::Sha256.hex(&a1),
             token_hash: token.map(token_hash),
             account,
         }
-    }
-
-    /// Writes a new account and its numbers (and token) in one transaction.
-    fn insert_new(&self, s: &Stored) -> Result<(), AccountError> {
-        let i = &self.inner;
-        (&i.accounts, &i.by_number, &i.tokens)
-            .transaction(|(accounts, by_number, tokens)| -> Tx<()> {
-                let name = s.account.username.as_bytes();
-                if accounts.get(name)?.is_some() {
-                    return Err(abort(AccountError::UsernameTaken(s.account.username.clone())));
-                }
-                for n in &s.account.numbers {
-                    if let Some(owner) = by_number.get(n.as_key())? {
-                        let username = String::from_utf8_lossy(&owner).into_owned();
-                        return Err(abort(AccountError::NumberTaken { number: *n, username }));
-                    }
-                    by_number.insert(&n.as_key()[..], name)?;
-                }
-                if let Some(h) = &s.token_hash {
-                    tokens.insert(h.as_bytes(), name)?;
-                }
-                accounts.insert(name, encode(s))?;
-                Ok(())
-            })
-            .map_err(tx_err)
-    }
-
-    /// Rewrites an existing account, swapping its token entry.
-    fn replace(&self, s: &Stored, old_token: Option<&str>) -> Result<(), AccountError> {
-        let i = &self.inner;
-        (&i.accounts, &i.tokens)
-            .transaction(|(accounts, tokens)| -> Tx<()> {
-                let name = s.account.username.as_bytes();
-                if let Some(h) = old_token {
-                    tokens.remove(h.as_bytes())?;
-                }
-                if let Some(h) = &s.token_hash {
-                    tokens.insert(h.as_bytes(), name)?;
-                }
-                accounts.insert(name, encode(s))?;
-                Ok(())
-            })
-            .map_err(tx_err)
     }
 }
 

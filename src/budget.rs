@@ -6,13 +6,11 @@
 //! nothing; a new number costs one token. Without a token, the number is reported as not
 //! allowed (callers answer "not a user", never an error), logged and counted.
 //!
-//! Owns its own sled database (`data_dir/budget`), two trees:
-//!
-//! - `buckets`: account → `[tokens f64 BE][updated_at u64 BE][remembered u32 BE]`;
-//! - `charged`: account → the sorted 8-byte keyed hashes of the numbers it was charged for,
-//!   one value per account so a charge is one read and one write whatever the list size.
-//!   Hashed so that the store does not keep address books in clear; at most
-//!   `max_remembered` per account (beyond, new numbers are still charged but not remembered).
+//! Owns the rules; the state (per account, the bucket and the keyed hashes of the numbers
+//! it was charged for) is kept by a [`BudgetStore`] (`crate::storage::budgets`; today
+//! sled, `data_dir/budget`). Numbers are hashed so that the store does not keep address
+//! books in clear; at most `max_remembered` per account (beyond, new numbers are still
+//! charged but not remembered).
 //!
 //! Both address-book HTTP queries and SIP list subscriptions charge through [`Budget::charge`].
 //! It knows nothing of accounts beyond their names and must not touch the binding index.
@@ -20,7 +18,9 @@
 use crate::clock::unix_now;
 use crate::config::BudgetConfig;
 use crate::numbers::E164;
-use parking_lot::Mutex;
+use crate::storage::budgets::{BudgetStore, Saved, TokenBucket};
+use crate::storage::sled::SledBudgets;
+use crate::storage::StorageError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -32,8 +32,6 @@ use std::sync::Arc;
 pub fn dir_in(data_dir: &Path) -> PathBuf {
     data_dir.join("budget")
 }
-
-const SALT_KEY: &[u8] = b"salt";
 
 /// The answer of [`Budget::charge`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,46 +59,20 @@ pub struct Status {
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Storage(#[from] StorageError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// The budget store. Cheap to clone.
+/// The budget: a handle over a [`BudgetStore`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Budget {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    db: sled::Db,
-    buckets: sled::Tree,
-    charged: sled::Tree,
-    salt: [u8; 16],
+    store: Arc<dyn BudgetStore>,
     config: BudgetConfig,
-    write: Mutex<()>,
-    refused: AtomicU64,
+    refused: Arc<AtomicU64>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated_at: u64,
-    remembered: u32,
-}
-
-impl Bucket {
-    fn decode(v: &[u8]) -> Option<Bucket> {
-        let tokens = f64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
-        let updated_at = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
-        let remembered = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
-        Some(Bucket { tokens, updated_at, remembered })
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        [&self.tokens.to_be_bytes()[..], &self.updated_at.to_be_bytes(), &self.remembered.to_be_bytes()].concat()
-    }
-
+impl TokenBucket {
     /// Takes one token for a new number; false when none is left.
     fn take(&mut self) -> bool {
         if self.tokens < 1.0 {
@@ -117,36 +89,28 @@ impl Bucket {
         self.tokens = (self.tokens + added).min(f64::from(c.burst));
         self.updated_at = now.max(self.updated_at);
     }
+
+    /// The bucket as of `now`: a missing one is full, an unreadable one empty.
+    fn at(saved: Saved, now: u64, c: &BudgetConfig) -> TokenBucket {
+        let mut b = match saved {
+            Saved::Found(b) => b,
+            Saved::Unreadable => TokenBucket { tokens: 0.0, updated_at: now, remembered: 0 },
+            Saved::Missing => TokenBucket { tokens: f64::from(c.burst), updated_at: now, remembered: 0 },
+        };
+        b.refill(now, c);
+        b
+    }
 }
 
-
 impl Budget {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the sled store in `dir`.
     pub fn open(dir: &Path, config: &BudgetConfig) -> Result<Budget, BudgetError> {
-        std::fs::create_dir_all(dir)?;
-        // A small cache: the store is written once per new list SUBSCRIBE and read back only on
-        // the next one; with 16 MiB, sled's cache of 100,000 new accounts was ~160 bytes
-        // of every held subscription.
-        let db = sled::Config::new().path(dir).cache_capacity(2 << 20).open()?;
-        let salt = match db.get(SALT_KEY)? {
-            Some(v) if v.len() == 16 => v.as_ref().try_into().unwrap_or([0; 16]),
-            _ => {
-                let s: [u8; 16] = rand::random();
-                db.insert(SALT_KEY, &s)?;
-                db.flush()?;
-                s
-            }
-        };
-        let inner = Inner {
-            buckets: db.open_tree("buckets")?,
-            charged: db.open_tree("charged")?,
-            db,
-            salt,
-            config: config.clone(),
-            write: Mutex::new(()),
-            refused: AtomicU64::new(0),
-        };
-        Ok(Budget { inner: Arc::new(inner) })
+        Ok(Budget::with_store(Arc::new(SledBudgets::open(dir)?), config))
+    }
+
+    /// A budget over any store.
+    pub fn with_store(store: Arc<dyn BudgetStore>, config: &BudgetConfig) -> Budget {
+        Budget { store, config: config.clone(), refused: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Charges `account` for learning about `numbers` (now).
@@ -156,53 +120,46 @@ impl Budget {
 
     /// [`Budget::charge`] at a given Unix time (tests).
     pub fn charge_at(&self, account: &str, numbers: &[E164], now: u64) -> Result<Allowed, BudgetError> {
-        let _w = self.inner.write.lock();
-        let mut bucket = self.bucket(account, now)?;
-        let known = self.remembered(account)?;
-        let room = (self.inner.config.max_remembered as usize).saturating_sub(known.len());
-        let mut charged_now: HashSet<u64> = HashSet::new();
-        let mut out = Allowed { allowed: Vec::with_capacity(numbers.len()), newly_charged: 0, over_budget: 0 };
-        for n in numbers {
-            let h = self.hash(account, *n);
-            let is_known = charged_now.contains(&h) || known.binary_search(&h).is_ok();
-            let ok = is_known || bucket.take();
-            if !is_known && ok {
-                out.newly_charged += 1;
-                charged_now.insert(h);
-            } else if !ok {
-                out.over_budget += 1;
+        let salt = self.store.salt();
+        let hashes: Vec<u64> = numbers.iter().map(|n| hash(&salt, account, *n)).collect();
+        let c = &self.config;
+        let mut out = Allowed { allowed: Vec::new(), newly_charged: 0, over_budget: 0 };
+        self.store.charge(account, &mut |saved, known| {
+            let mut bucket = TokenBucket::at(saved, now, c);
+            let room = (c.max_remembered as usize).saturating_sub(known.len());
+            let mut charged_now: HashSet<u64> = HashSet::new();
+            out = Allowed { allowed: Vec::with_capacity(hashes.len()), newly_charged: 0, over_budget: 0 };
+            for h in &hashes {
+                let is_known = charged_now.contains(h) || known.binary_search(h).is_ok();
+                let ok = is_known || bucket.take();
+                if !is_known && ok {
+                    out.newly_charged += 1;
+                    charged_now.insert(*h);
+                } else if !ok {
+                    out.over_budget += 1;
+                }
+                out.allowed.push(ok);
             }
-            out.allowed.push(ok);
-        }
-        if out.newly_charged > 0 {
+            if out.newly_charged == 0 {
+                return None;
+            }
             let mut all = known;
             all.extend(charged_now.into_iter().take(room));
             all.sort_unstable();
             bucket.remembered = all.len() as u32;
-            // No flush here: sled writes back within flush_every_ms. A crash can forget the
-            // last instant of charges, which errs towards the user; an fsync per SUBSCRIBE
-            // would cap the subscription rate.
-            let blob: Vec<u8> = all.iter().flat_map(|h| h.to_be_bytes()).collect();
-            self.inner.charged.insert(account.as_bytes(), blob)?;
-            self.inner.buckets.insert(account.as_bytes(), bucket.encode())?;
-        }
+            Some((bucket, all))
+        })?;
         if out.over_budget > 0 {
-            self.inner.refused.fetch_add(out.over_budget as u64, Ordering::Relaxed);
+            self.refused.fetch_add(out.over_budget as u64, Ordering::Relaxed);
             tracing::warn!(account, over_budget = out.over_budget, "discovery budget exhausted: numbers answered as not users");
         }
         Ok(out)
     }
 
-    /// The sorted hashes of the numbers `account` was charged for.
-    fn remembered(&self, account: &str) -> Result<Vec<u64>, BudgetError> {
-        let Some(blob) = self.inner.charged.get(account.as_bytes())? else { return Ok(Vec::new()) };
-        Ok(blob.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))).collect())
-    }
-
     /// The account's budget now.
     pub fn status(&self, account: &str) -> Result<Status, BudgetError> {
-        let b = self.bucket(account, unix_now())?;
-        let c = &self.inner.config;
+        let c = &self.config;
+        let b = TokenBucket::at(self.store.bucket(account)?, unix_now(), c);
         Ok(Status {
             account: account.to_string(),
             tokens: b.tokens.max(0.0) as u64,
@@ -214,38 +171,24 @@ impl Budget {
 
     /// Forgets the account's bucket and charged numbers: a full budget again.
     pub fn reset(&self, account: &str) -> Result<(), BudgetError> {
-        let _w = self.inner.write.lock();
-        self.inner.charged.remove(account.as_bytes())?;
-        self.inner.buckets.remove(account.as_bytes())?;
-        self.inner.db.flush()?;
-        Ok(())
+        Ok(self.store.reset(account)?)
     }
 
     /// New numbers refused for lack of budget since start (all accounts).
     pub fn refused_total(&self) -> u64 {
-        self.inner.refused.load(Ordering::Relaxed)
+        self.refused.load(Ordering::Relaxed)
     }
+}
 
-    fn bucket(&self, account: &str, now: u64) -> Result<Bucket, BudgetError> {
-        let c = &self.inner.config;
-        let mut b = match self.inner.buckets.get(account.as_bytes())? {
-            Some(v) => Bucket::decode(&v).unwrap_or(Bucket { tokens: 0.0, updated_at: now, remembered: 0 }),
-            None => Bucket { tokens: f64::from(c.burst), updated_at: now, remembered: 0 },
-        };
-        b.refill(now, c);
-        Ok(b)
-    }
-
-    /// The keyed hash a number is remembered by (salted: the store holds no number).
-    fn hash(&self, account: &str, n: E164) -> u64 {
-        let mut h = Sha256::new();
-        h.update(self.inner.salt);
-        h.update(account.as_bytes());
-        h.update([0]);
-        h.update(n.as_key());
-        let digest = h.finalize();
-        u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
-    }
+/// The keyed hash a number is remembered by (salted: the store holds no number).
+fn hash(salt: &[u8; 16], account: &str, n: E164) -> u64 {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(account.as_bytes());
+    h.update([0]);
+    h.update(n.as_key());
+    let digest = h.finalize();
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
 }
 
 #[cfg(test)]
@@ -294,20 +237,45 @@ mod tests {
         let n = nums(0..1)[0];
         assert_eq!(b.charge_at("a", &[n, n, n], 5).unwrap().allowed, vec![true, true, true]);
     }
-}
 
-/// The operator's view on the admin endpoint: `GET /budget/{account}` shows an account's
-/// budget, `DELETE /budget/{account}` resets it (full bucket, nothing remembered).
-pub fn admin_router(budget: Budget) -> axum::Router {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    use axum::Json;
-    async fn show(State(b): State<Budget>, Path(account): Path<String>) -> Result<Json<Status>, (StatusCode, String)> {
-        b.status(&account).map(Json).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    /// A second store, in memory: the rules hold through the trait whatever keeps the state.
+    #[derive(Default)]
+    struct MemoryBudgets(parking_lot::Mutex<std::collections::HashMap<String, (TokenBucket, Vec<u64>)>>);
+
+    impl BudgetStore for MemoryBudgets {
+        fn salt(&self) -> [u8; 16] {
+            [7; 16]
+        }
+        fn bucket(&self, account: &str) -> Result<Saved, StorageError> {
+            Ok(self.0.lock().get(account).map_or(Saved::Missing, |(b, _)| Saved::Found(*b)))
+        }
+        fn charge(&self, account: &str, charge: &mut crate::storage::budgets::Charge<'_>) -> Result<(), StorageError> {
+            let mut map = self.0.lock();
+            let (saved, known) = match map.get(account) {
+                Some((b, h)) => (Saved::Found(*b), h.clone()),
+                None => (Saved::Missing, Vec::new()),
+            };
+            if let Some(new) = charge(saved, known) {
+                map.insert(account.to_string(), new);
+            }
+            Ok(())
+        }
+        fn reset(&self, account: &str) -> Result<(), StorageError> {
+            self.0.lock().remove(account);
+            Ok(())
+        }
     }
-    async fn reset(State(b): State<Budget>, Path(account): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
-        b.reset(&account).map(|_| StatusCode::NO_CONTENT).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+
+    #[test]
+    fn the_rules_hold_over_another_store() {
+        let config = BudgetConfig { burst: 3, refill_per_day: 86_400, max_remembered: 1000 };
+        let b = Budget::with_store(Arc::new(MemoryBudgets::default()), &config);
+        assert_eq!(b.charge_at("alice", &nums(0..2), 1000).unwrap().newly_charged, 2);
+        let again = b.charge_at("alice", &nums(0..4), 1000).unwrap();
+        assert_eq!(again, Allowed { allowed: vec![true, true, true, false], newly_charged: 1, over_budget: 1 });
+        assert_eq!(b.charge_at("alice", &nums(3..4), 1001).unwrap().allowed, vec![true], "refilled");
+        assert_eq!(b.refused_total(), 1);
+        b.reset("alice").unwrap();
+        assert_eq!(b.status("alice").unwrap().remembered, 0);
     }
-    axum::Router::new().route("/budget/:account", get(show).delete(reset)).with_state(budget)
 }

@@ -15,7 +15,11 @@
 //! - [`body`]: the bodies exchanged (resource lists in, RLMI/PIDF out, deflate).
 //!
 //! Beside the SIP path: [`provisioning`] (number verification and the account web API),
-//! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget).
+//! [`accounts`] (SIP accounts and their digest HA1s), [`budget`] (per-account discovery budget),
+//! [`admin`] (the operator's HTTP routes), [`cli`] (the `bindings` and `accounts` commands).
+//!
+//! [`storage`] holds one trait per kind of state (bindings, presence, budgets, accounts,
+//! verifications); the handles above use them, so a backend can change under them.
 //!
 //! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
@@ -25,10 +29,11 @@
 //! it replays SIP traces against a server.
 
 pub mod accounts;
-pub mod accounts_cli;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod budget;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
@@ -48,6 +53,7 @@ pub mod replay;
 pub mod resolution;
 pub mod server;
 pub mod sip;
+pub mod storage;
 pub mod subscription;
 pub mod transaction;
 pub mod transport;

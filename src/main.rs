@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use smart_presence::config::Config;
-use smart_presence::accounts_cli::AccountsCommand;
-use smart_presence::index::cli::BindingsCommand;
+use smart_presence::cli::accounts::AccountsCommand;
+use smart_presence::cli::bindings::BindingsCommand;
 use smart_presence::server::Server;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -137,12 +137,12 @@ fn main() -> std::process::ExitCode {
             Command::Bindings { config, command } => {
                 let config = load_config(config.as_ref())?;
                 init_logging("warn");
-                smart_presence::index::cli::run(command, &config).await
+                smart_presence::cli::bindings::run(command, &config).await
             }
             Command::Accounts { config, command } => {
                 let config = load_config(config.as_ref())?;
                 init_logging("warn");
-                smart_presence::accounts_cli::run(command, &config)
+                smart_presence::cli::accounts::run(command, &config)
             }
             Command::CheckConfig { file } => {
                 let config = Config::load(&file)?;

@@ -107,7 +107,13 @@ impl Registrar {
                 let life = until.saturating_duration_since(now);
                 let open = Published { open: true };
                 let renewed = etag.and_then(|e| self.presence.update(aor, &e, Some(open.clone()), life).ok());
-                entry.etag = Some(renewed.unwrap_or_else(|| self.presence.publish(aor, open, life)));
+                entry.etag = renewed.or_else(|| match self.presence.publish(aor, open, life) {
+                    Ok(etag) => Some(etag),
+                    Err(e) => {
+                        tracing::warn!(aor, "presence not published for a registration: {e}");
+                        None
+                    }
+                });
             }
             (None, Some(etag)) => {
                 let _ = self.presence.remove(aor, &etag);

@@ -89,7 +89,7 @@ pub fn resolve_all(index: &Index, presence: &PresenceStore, keys: impl Iterator<
 /// list entry (a URI or a number from a subscriber's address book) by kind only.
 fn loggable(err: &IndexError) -> String {
     match err {
-        IndexError::Sled(_) | IndexError::Io(_) | IndexError::Corrupt(_) | IndexError::Locked { .. } => err.to_string(),
+        IndexError::Storage(_) | IndexError::Io(_) | IndexError::Corrupt(_) | IndexError::Locked { .. } => err.to_string(),
         IndexError::InvalidUri(_) => "entry is not a SIP user URI".into(),
         IndexError::Number(_) => "entry is not a valid number".into(),
         IndexError::StrictRejected(_) => "import rejected".into(),

@@ -5,7 +5,6 @@ use crate::accounts::{self, Accounts};
 use crate::budget::{self, Budget};
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
-use crate::http_listener::{self, HttpLimits};
 use crate::index::{self, Index};
 use crate::limits::Limits;
 use crate::presence::{PresenceStore, PublishHandler};
@@ -59,7 +58,7 @@ impl Server {
         let index = Index::open(&index::dir_in(&config.data_dir))?;
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
-        let admin = start_admin(config, &index, &budget, &shutdown_rx).await?;
+        let admin = crate::admin::start(config, &index, &budget, &shutdown_rx).await?;
         let provisioning =
             crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), shutdown_rx.clone()).await?;
         let sender = transports.sender();
@@ -171,23 +170,4 @@ impl Server {
         }
         tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
     }
-}
-
-/// Binds the admin endpoint (when configured): bindings (`index::admin`) and budgets.
-async fn start_admin(
-    config: &Config,
-    index: &Index,
-    budget: &Budget,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Option<std::net::SocketAddr>> {
-    let Some(listen) = config.admin.listen else { return Ok(None) };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind admin endpoint {listen}: {e}"))?;
-    let addr = listener.local_addr()?;
-    let router = index::admin::router(index.clone()).merge(budget::admin_router(budget.clone()));
-    let a = &config.admin;
-    let limits = HttpLimits::new(a.max_connections, a.max_connections_per_source, a.header_read_timeout_secs);
-    tokio::spawn(http_listener::serve("admin", listener, router, limits, shutdown.clone()));
-    Ok(Some(addr))
 }

@@ -1,8 +1,9 @@
 //! The admin HTTP API and the `bindings` CLI, over real loopback sockets.
 
 use smart_presence::config::Config;
-use smart_presence::index::cli::{run, BindingsCommand};
-use smart_presence::index::{admin, dir_in, Index, Source};
+use smart_presence::admin::bindings as admin;
+use smart_presence::cli::bindings::{run, BindingsCommand};
+use smart_presence::index::{dir_in, Index, Source};
 use smart_presence::numbers::{normalize, E164};
 use std::io::{Read, Write};
 use std::net::SocketAddr;

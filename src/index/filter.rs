@@ -2,7 +2,8 @@
 //! answers "not a user" for most numbers without touching sled. No false negatives: a number
 //! is added before its binding is written; unbound numbers stay in it (a false positive only
 //! costs the sled lookup that would have happened anyway). Rebuilt from the store at open,
-//! and rebuilt larger when the index outgrows it.
+//! and rebuilt larger when the index outgrows it. Owns the bit array only: the sled store
+//! decides when to add and rebuild; it must not read the store itself.
 
 use crate::numbers::E164;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,11 @@
 //! Bulk import and export: CSV (`number,sip_uri`) and JSON lines
-//! (`{"number":"..","sip_uri":".."}`).
+//! (`{"number":"..","sip_uri":".."}`). Owns the formats, line checks and chunking; writes
+//! go through the store's `apply_chunk` and reads through `Index::iter`, so it must not
+//! know how a store keeps bindings.
 
 use super::{canonical_sip_uri, Index, IndexError, Source};
 use crate::numbers::{Region, E164};
+use crate::storage::bindings::ChunkCounts;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 
@@ -233,7 +236,7 @@ pub(super) fn import(
         if rows.is_empty() {
             return Ok(());
         }
-        let (new, replaced, unchanged) = index.apply_chunk(rows, opts.source)?;
+        let ChunkCounts { new, replaced, unchanged } = index.store.apply_chunk(rows, opts.source)?;
         summary.imported += new + replaced;
         summary.replaced += replaced;
         summary.unchanged += unchanged;

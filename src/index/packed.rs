@@ -10,7 +10,7 @@
 //! bucket that holds key `k` (if any does) is the one with the greatest sled key `<= k`.
 //!
 //! This module owns the bucket format and how a change set ([`Edit`]) becomes bucket writes.
-//! It knows nothing of numbers or URIs; `index/mod.rs` gives the keys their meaning.
+//! It knows nothing of numbers or URIs; `encoding.rs` gives the keys their meaning.
 
 use super::IndexError;
 use std::collections::BTreeMap;

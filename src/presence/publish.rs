@@ -53,7 +53,7 @@ impl PublishHandler {
         let result = match (etag, state, expires) {
             (None, None, _) => return Err(Response::with_reason(req, 400, "Missing Body And SIP-If-Match")),
             (None, Some(_), 0) => return Err(Response::with_reason(req, 400, "Expires 0 Without SIP-If-Match")),
-            (None, Some(s), _) => Ok(Some(self.store.publish(&uri, s, life))),
+            (None, Some(s), _) => self.store.publish(&uri, s, life).map(Some),
             (Some(e), _, 0) => self.store.remove(&uri, &e).map(|_| None),
             (Some(e), state, _) => self.store.update(&uri, &e, state, life).map(Some),
         };
@@ -66,6 +66,10 @@ impl PublishHandler {
                 Ok(resp)
             }
             Err(PublishError::UnknownEtag) => Err(Response::to(req, 412)),
+            Err(PublishError::Storage(e)) => {
+                tracing::warn!("presence store: {e}");
+                Err(Response::to(req, 500))
+            }
         }
     }
 

@@ -1,13 +1,18 @@
 //! Live presence: the publications (RFC 3903) in force for each presentity, combined into
 //! one state (any open tuple makes him online), with expiry.
 //!
-//! In memory by design: presence is soft state that publishers refresh, and a restart
-//! only costs users their "online" mark until the next PUBLISH. Every change is sent on
-//! the channel given at creation, for the subscription layer to notify watchers.
+//! [`PresenceStore`] is the handle the PUBLISH handler, the registrar and the subscription
+//! layer use; it holds the state through [`PublicationStore`]. [`MemoryPublications`] is
+//! today's store: in memory by design, as presence is soft state that publishers refresh,
+//! and a restart only costs users their "online" mark until the next PUBLISH. Every change
+//! is sent on the channel given at creation, for the subscription layer to notify watchers.
+//! It must not know about subscriptions or SIP messages.
 
 use crate::clock::unix_now;
+use crate::storage::{PublicationStore, StorageError};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -26,11 +31,14 @@ pub struct Published {
     pub open: bool,
 }
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// RFC 3903 §6 step 4: 412.
     #[error("unknown entity-tag")]
     UnknownEtag,
+    /// The store failed (never for the in-memory one).
+    #[error("presence store: {0}")]
+    Storage(#[from] StorageError),
 }
 
 struct Publication {
@@ -47,76 +55,70 @@ struct Inner {
     expiry: BTreeSet<(Instant, String)>,
 }
 
+/// Presence state: a handle over a [`PublicationStore`]. Cheap to clone.
+#[derive(Clone)]
 pub struct PresenceStore {
-    inner: Mutex<Inner>,
-    changes: mpsc::UnboundedSender<Box<str>>,
-}
-
-
-fn new_etag() -> String {
-    crate::sip::new_tag() + &crate::sip::new_tag()
+    store: Arc<dyn PublicationStore>,
 }
 
 impl PresenceStore {
-    /// The store, and the receiving end of its change channel (presentity URIs).
+    /// The in-memory store, and the receiving end of its change channel (presentity URIs).
     pub fn new() -> (PresenceStore, mpsc::UnboundedReceiver<Box<str>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (PresenceStore { inner: Mutex::new(Inner::default()), changes: tx }, rx)
+        let (store, rx) = MemoryPublications::new();
+        (PresenceStore::with_store(Arc::new(store)), rx)
+    }
+
+    /// A handle over any store (which announces changes on its own channel).
+    pub fn with_store(store: Arc<dyn PublicationStore>) -> PresenceStore {
+        PresenceStore { store }
     }
 
     /// A new publication for `uri`; returns its entity-tag.
-    pub fn publish(&self, uri: &str, state: Published, expires: Duration) -> String {
-        let etag = new_etag();
-        let mut inner = self.inner.lock();
-        inner.insert(etag.clone(), Publication { uri: uri.into(), state, expires_at: Instant::now() + expires });
-        self.settle(&mut inner, uri);
-        etag
+    pub fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError> {
+        self.store.publish(uri, state, expires)
     }
 
     /// Refreshes (`state` None) or modifies a publication; returns its new entity-tag.
     /// `uri` must be the one it was published for.
     pub fn update(&self, uri: &str, etag: &str, state: Option<Published>, expires: Duration) -> Result<String, PublishError> {
-        let mut inner = self.inner.lock();
-        let mut publication = inner.take(etag, uri).ok_or(PublishError::UnknownEtag)?;
-        if let Some(s) = state {
-            publication.state = s;
-        }
-        publication.expires_at = Instant::now() + expires;
-        let new = new_etag();
-        inner.insert(new.clone(), publication);
-        self.settle(&mut inner, uri);
-        Ok(new)
+        self.store.update(uri, etag, state, expires)
     }
 
     /// Removes a publication (Expires: 0).
     pub fn remove(&self, uri: &str, etag: &str) -> Result<(), PublishError> {
-        let mut inner = self.inner.lock();
-        inner.take(etag, uri).ok_or(PublishError::UnknownEtag)?;
-        self.settle(&mut inner, uri);
-        Ok(())
+        self.store.remove(uri, etag)
     }
 
     /// The combined state of `uri`, if he ever published since start.
     pub fn live(&self, uri: &str) -> Option<Live> {
-        self.inner.lock().last.get(uri).cloned()
+        self.store.live(uri)
     }
 
     /// Drops expired publications; returns how many.
     pub fn expire(&self, now: Instant) -> usize {
-        let mut inner = self.inner.lock();
-        let due: Vec<(Instant, String)> = inner.expiry.range(..(now, String::new())).cloned().collect();
-        for (_, etag) in &due {
-            if let Some(p) = inner.by_etag.get(etag) {
-                let uri = p.uri.clone();
-                inner.take(etag, &uri);
-                self.settle(&mut inner, &uri);
-            }
-        }
-        due.len()
+        self.store.expire(now)
     }
 
     pub fn publications(&self) -> usize {
-        self.inner.lock().by_etag.len()
+        self.store.publications()
+    }
+}
+
+/// The publications in memory.
+pub struct MemoryPublications {
+    inner: Mutex<Inner>,
+    changes: mpsc::UnboundedSender<Box<str>>,
+}
+
+fn new_etag() -> String {
+    crate::sip::new_tag() + &crate::sip::new_tag()
+}
+
+impl MemoryPublications {
+    /// The store, and the receiving end of its change channel (presentity URIs).
+    pub fn new() -> (MemoryPublications, mpsc::UnboundedReceiver<Box<str>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (MemoryPublications { inner: Mutex::new(Inner::default()), changes: tx }, rx)
     }
 
     /// Recomputes `uri`'s combined state and announces a change.
@@ -130,6 +132,57 @@ impl PresenceStore {
             inner.last.insert(uri.into(), Live { online, updated: unix_now() });
             let _ = self.changes.send(uri.into());
         }
+    }
+}
+
+impl PublicationStore for MemoryPublications {
+    fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError> {
+        let etag = new_etag();
+        let mut inner = self.inner.lock();
+        inner.insert(etag.clone(), Publication { uri: uri.into(), state, expires_at: Instant::now() + expires });
+        self.settle(&mut inner, uri);
+        Ok(etag)
+    }
+
+    fn update(&self, uri: &str, etag: &str, state: Option<Published>, expires: Duration) -> Result<String, PublishError> {
+        let mut inner = self.inner.lock();
+        let mut publication = inner.take(etag, uri).ok_or(PublishError::UnknownEtag)?;
+        if let Some(s) = state {
+            publication.state = s;
+        }
+        publication.expires_at = Instant::now() + expires;
+        let new = new_etag();
+        inner.insert(new.clone(), publication);
+        self.settle(&mut inner, uri);
+        Ok(new)
+    }
+
+    fn remove(&self, uri: &str, etag: &str) -> Result<(), PublishError> {
+        let mut inner = self.inner.lock();
+        inner.take(etag, uri).ok_or(PublishError::UnknownEtag)?;
+        self.settle(&mut inner, uri);
+        Ok(())
+    }
+
+    fn live(&self, uri: &str) -> Option<Live> {
+        self.inner.lock().last.get(uri).cloned()
+    }
+
+    fn expire(&self, now: Instant) -> usize {
+        let mut inner = self.inner.lock();
+        let due: Vec<(Instant, String)> = inner.expiry.range(..(now, String::new())).cloned().collect();
+        for (_, etag) in &due {
+            if let Some(p) = inner.by_etag.get(etag) {
+                let uri = p.uri.clone();
+                inner.take(etag, &uri);
+                self.settle(&mut inner, &uri);
+            }
+        }
+        due.len()
+    }
+
+    fn publications(&self) -> usize {
+        self.inner.lock().by_etag.len()
     }
 }
 
@@ -166,22 +219,22 @@ mod tests {
     #[test]
     fn any_open_publication_makes_him_online() {
         let (store, mut rx) = PresenceStore::new();
-        let phone = store.publish(BOB, Published { open: true }, HOUR);
-        let desk = store.publish(BOB, Published { open: false }, HOUR);
+        let phone = store.publish(BOB, Published { open: true }, HOUR).unwrap();
+        let desk = store.publish(BOB, Published { open: false }, HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         store.remove(BOB, &phone).unwrap();
         assert!(!store.live(BOB).unwrap().online);
         let desk = store.update(BOB, &desk, Some(Published { open: true }), HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3, "online, offline, online");
-        assert_eq!(store.update(BOB, "nope", None, HOUR), Err(PublishError::UnknownEtag));
-        assert_eq!(store.update("sip:eve@example.org", &desk, None, HOUR), Err(PublishError::UnknownEtag));
+        assert!(matches!(store.update(BOB, "nope", None, HOUR), Err(PublishError::UnknownEtag)));
+        assert!(matches!(store.update("sip:eve@example.org", &desk, None, HOUR), Err(PublishError::UnknownEtag)));
     }
 
     #[test]
     fn expiry_takes_him_offline() {
         let (store, _rx) = PresenceStore::new();
-        store.publish(BOB, Published { open: true }, Duration::from_millis(0));
+        store.publish(BOB, Published { open: true }, Duration::from_millis(0)).unwrap();
         assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
         assert!(!store.live(BOB).unwrap().online);
         assert_eq!(store.publications(), 0);

@@ -6,8 +6,8 @@
 //! authenticated, makes its verified numbers smart entries (bindings in the index, so list
 //! watchers are notified) and queries address books (charged to the discovery budget).
 //!
-//! Parts, one concept per file: `routes` (handlers), `verification` (codes and limits in
-//! sled), `sms` and `http_client` (delivery gateways), `auth` (Bearer, Digest, Basic),
+//! Parts, one concept per file: `routes` (handlers), `verification` (codes and limits,
+//! kept by a `storage::VerificationStore`), `sms` and `http_client` (delivery gateways), `auth` (Bearer, Digest, Basic),
 //! `api` (error body, JSON input). This module owns its own sled database
 //! (`data_dir/provisioning`) and the listener; it uses the server's `Index`, `Accounts` and
 //! `Budget` through their public APIs only and never opens them itself. Connections are
@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub use verification::{Check, Limits, Start, Verifications};
+pub use verification::{Check, Limits, Start, StateError, Verifications};
 
 /// The directory of the service's own state inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {

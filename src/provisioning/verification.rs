@@ -1,19 +1,22 @@
-//! Verification state: pending one-time codes, their counters and limits, and the devices
-//! that verified a number, in sled (`data_dir/provisioning`), with expiry.
+//! Verification: pending one-time codes, their counters and limits, and the devices that
+//! verified a number, with expiry.
 //!
-//! Owns the trees `pending` (number + device id → [`Record`] JSON), `refs` (verification id →
-//! pending key, for delivery reports), `numbers` (number → sends of all devices in the
-//! current window: device ids are made up by clients, so a number also has its own cap) and
-//! `devices` (number + device id → time verified).
-//! Every decision takes `now` (Unix seconds) so that limits are testable; every write is
-//! flushed before the call returns. It sends nothing and must not touch accounts or the
-//! binding index.
+//! Owns the rules: per number and device a code record, per number the sends of all its
+//! devices in the current window (device ids are made up by clients, so a number also has
+//! its own cap), codes' references for delivery reports. The state is kept by a
+//! [`VerificationStore`] (`crate::storage::verification`; today sled,
+//! `data_dir/provisioning`). Every decision takes `now` (Unix seconds) so that limits are
+//! testable; every write is durable before the call returns. It sends nothing and must not
+//! touch accounts or the binding index.
 
 use crate::numbers::E164;
+use crate::storage::sled::SledVerifications;
+use crate::storage::verification::{CodeRecord, SendWindow, VerificationStore};
+use crate::storage::StorageError;
 use parking_lot::Mutex;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The limits a verification runs under (from the config).
 #[derive(Debug, Clone)]
@@ -29,28 +32,9 @@ pub struct Limits {
     pub max_wrong: u32,
 }
 
-/// One number and device's verification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    /// Id of the current code (random hex); given to the gateway as the reference.
-    id: String,
-    /// SHA-256 of `id:code`; empty once used.
-    code_hash: String,
-    sent_at: u64,
-    expires_at: u64,
-    /// Codes sent since `window_start`.
-    sends: u32,
-    window_start: u64,
-    /// Wrong codes entered for the current code.
-    wrong: u32,
-    /// `submitted` (to the gateway), `failed` (the gateway refused it), or what the gateway's
-    /// delivery report said (`delivered`, ...).
-    delivery: String,
-}
-
-impl Record {
-    fn new(now: u64) -> Record {
-        Record {
+impl CodeRecord {
+    fn new(now: u64) -> CodeRecord {
+        CodeRecord {
             id: String::new(),
             code_hash: String::new(),
             sent_at: 0,
@@ -71,28 +55,6 @@ impl Record {
         self.sends += 1;
         self.wrong = 0;
         self.delivery = "submitted".into();
-    }
-}
-
-/// Codes sent to one number, all devices together, since `start`.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    sends: u32,
-    start: u64,
-}
-
-impl Window {
-    fn decode(v: &[u8]) -> Option<Window> {
-        let sends = u32::from_be_bytes(v.get(0..4)?.try_into().ok()?);
-        let start = u64::from_be_bytes(v.get(4..12)?.try_into().ok()?);
-        Some(Window { sends, start })
-    }
-
-    fn encode(&self) -> [u8; 12] {
-        let mut out = [0u8; 12];
-        out[..4].copy_from_slice(&self.sends.to_be_bytes());
-        out[4..].copy_from_slice(&self.start.to_be_bytes());
-        out
     }
 }
 
@@ -130,23 +92,18 @@ pub enum Check {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Storage(#[from] StorageError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// Verifications: a handle over a [`VerificationStore`]. Cheap to clone.
+#[derive(Clone)]
 pub struct Verifications {
-    db: sled::Db,
-    pending: sled::Tree,
-    refs: sled::Tree,
-    devices: sled::Tree,
-    numbers: sled::Tree,
+    store: Arc<dyn VerificationStore>,
     limits: Limits,
-    write: Mutex<()>,
-}
-
-fn key(n: E164, device: &str) -> Vec<u8> {
-    [&n.as_key()[..], device.as_bytes()].concat()
+    /// Serialises the read-modify-writes of a record.
+    write: Arc<Mutex<()>>,
 }
 
 fn hash_code(id: &str, code: &str) -> String {
@@ -164,18 +121,14 @@ fn random_id() -> String {
 }
 
 impl Verifications {
+    /// Opens (creating if needed) the sled store in `dir`.
     pub fn open(dir: &Path, limits: Limits) -> Result<Verifications, StateError> {
-        std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
-        Ok(Verifications {
-            pending: db.open_tree("pending")?,
-            refs: db.open_tree("refs")?,
-            devices: db.open_tree("devices")?,
-            numbers: db.open_tree("numbers")?,
-            db,
-            limits,
-            write: Mutex::new(()),
-        })
+        Ok(Verifications::with_store(Arc::new(SledVerifications::open(dir)?), limits))
+    }
+
+    /// Verifications over any store.
+    pub fn with_store(store: Arc<dyn VerificationStore>, limits: Limits) -> Verifications {
+        Verifications { store, limits, write: Arc::new(Mutex::new(())) }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -186,9 +139,8 @@ impl Verifications {
     pub fn start(&self, n: E164, device: &str, now: u64) -> Result<Start, StateError> {
         let l = &self.limits;
         let _w = self.write.lock();
-        let k = key(n, device);
-        let mut r = self.record(&k)?.unwrap_or_else(|| Record::new(now));
-        let mut per_number = self.number_window(n)?.unwrap_or(Window { sends: 0, start: now });
+        let mut r = self.store.record(n, device)?.unwrap_or_else(|| CodeRecord::new(now));
+        let mut per_number = self.store.window(n)?.unwrap_or(SendWindow { sends: 0, start: now });
         r.window_start = roll_window(&mut r.sends, r.window_start, now, l.window_secs);
         per_number.start = roll_window(&mut per_number.sends, per_number.start, now, l.window_secs);
         let window_end = |start: u64| start.saturating_add(l.window_secs).saturating_sub(now).max(1);
@@ -202,27 +154,18 @@ impl Verifications {
         if r.sends > 0 && now < next {
             return Ok(Start::TooSoon { retry_after: next - now });
         }
-        if !r.id.is_empty() {
-            self.refs.remove(r.id.as_bytes())?;
-        }
+        let old_id = (!r.id.is_empty()).then(|| r.id.clone());
         let code = random_code(l.code_length);
         r.renew(&code, now, l.validity_secs);
         per_number.sends += 1;
-        self.numbers.insert(n.as_key(), &per_number.encode()[..])?;
-        self.refs.insert(r.id.as_bytes(), k.as_slice())?;
-        self.save(&k, &r)?;
+        self.store.save_new_code(n, device, &r, old_id.as_deref(), per_number)?;
         Ok(Start::Send { id: r.id, code, sends_left: l.max_sends - r.sends })
-    }
-
-    fn number_window(&self, n: E164) -> Result<Option<Window>, StateError> {
-        Ok(self.numbers.get(n.as_key())?.and_then(|v| Window::decode(&v)))
     }
 
     /// Checks a code; a correct one is used up (durably) so it cannot be replayed.
     pub fn check(&self, n: E164, device: &str, code: &str, now: u64) -> Result<Check, StateError> {
         let _w = self.write.lock();
-        let k = key(n, device);
-        let Some(mut r) = self.record(&k)? else { return Ok(Check::NoPending) };
+        let Some(mut r) = self.store.record(n, device)? else { return Ok(Check::NoPending) };
         if r.code_hash.is_empty() {
             return Ok(Check::NoPending);
         }
@@ -235,73 +178,45 @@ impl Verifications {
         let given = hash_code(&r.id, code.trim());
         if crate::accounts::constant_time_eq(given.as_bytes(), r.code_hash.as_bytes()) {
             r.code_hash.clear();
-            self.save(&k, &r)?;
+            self.store.save(n, device, &r)?;
             return Ok(Check::Correct);
         }
         r.wrong += 1;
-        self.save(&k, &r)?;
+        self.store.save(n, device, &r)?;
         Ok(Check::Wrong { attempts_left: self.limits.max_wrong.saturating_sub(r.wrong) })
     }
 
     /// Records the gateway's delivery report; false when the reference is unknown.
     pub fn set_delivery(&self, id: &str, status: &str) -> Result<bool, StateError> {
         let _w = self.write.lock();
-        let Some(k) = self.refs.get(id.as_bytes())? else { return Ok(false) };
-        let Some(mut r) = self.record(&k)? else { return Ok(false) };
+        let Some((n, device)) = self.store.by_reference(id)? else { return Ok(false) };
+        let Some(mut r) = self.store.record(n, &device)? else { return Ok(false) };
         r.delivery = status.chars().filter(|c| !c.is_control()).take(64).collect();
-        self.save(&k, &r)?;
+        self.store.save(n, &device, &r)?;
         Ok(true)
     }
 
     /// The delivery state of the current code of `n` and `device`.
     pub fn delivery(&self, n: E164, device: &str) -> Result<Option<String>, StateError> {
-        Ok(self.record(&key(n, device))?.map(|r| r.delivery))
+        Ok(self.store.record(n, device)?.map(|r| r.delivery))
     }
 
     /// Remembers that `device` verified `n` (for re-install recovery).
     pub fn remember_device(&self, n: E164, device: &str, now: u64) -> Result<(), StateError> {
-        self.devices.insert(key(n, device), &now.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        Ok(self.store.remember_device(n, device, now)?)
     }
 
     pub fn knows_device(&self, n: E164, device: &str) -> Result<bool, StateError> {
-        Ok(self.devices.contains_key(key(n, device))?)
+        Ok(self.store.knows_device(n, device)?)
     }
 
     /// Removes records whose code and send window are both over; returns how many.
     pub fn sweep(&self, now: u64) -> Result<usize, StateError> {
         let _w = self.write.lock();
-        let mut removed = 0;
-        for item in self.pending.iter() {
-            let (k, v) = item?;
-            let Ok(r) = serde_json::from_slice::<Record>(&v) else { continue };
-            if now >= r.expires_at && now >= r.window_start.saturating_add(self.limits.window_secs) {
-                self.pending.remove(&k)?;
-                self.refs.remove(r.id.as_bytes())?;
-                removed += 1;
-            }
-        }
-        for item in self.numbers.iter() {
-            let (k, v) = item?;
-            if Window::decode(&v).is_none_or(|w| now >= w.start.saturating_add(self.limits.window_secs)) {
-                self.numbers.remove(&k)?;
-            }
-        }
-        if removed > 0 {
-            self.db.flush()?;
-        }
-        Ok(removed)
-    }
-
-    fn record(&self, k: &[u8]) -> Result<Option<Record>, StateError> {
-        Ok(self.pending.get(k)?.and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    fn save(&self, k: &[u8], r: &Record) -> Result<(), StateError> {
-        self.pending.insert(k, serde_json::to_vec(r).unwrap_or_default())?;
-        self.db.flush()?;
-        Ok(())
+        let window = self.limits.window_secs;
+        let done = |r: &CodeRecord| now >= r.expires_at && now >= r.window_start.saturating_add(window);
+        let window_over = |w: &SendWindow| now >= w.start.saturating_add(window);
+        Ok(self.store.sweep(&done, &window_over)?)
     }
 }
 

@@ -1,8 +1,10 @@
 //! `smart-presence bindings ...`: manage the index, through the running server's admin
-//! endpoint when one answers, else directly on the data directory.
+//! endpoint when one answers, else directly on the data directory. Uses the `Index`
+//! handle and the admin routes' contract only; it must not know how bindings are stored.
 
-use super::admin::{ChannelBody, SERVICE_NAME};
-use super::{dir_in, parse_number, Format, ImportOptions, ImportSummary, Index, IndexError, Source};
+use crate::admin::bindings::SERVICE_NAME;
+use crate::admin::ChannelBody;
+use crate::index::{dir_in, parse_number, Format, ImportOptions, ImportSummary, Index, IndexError, Source};
 use crate::config::Config;
 use crate::numbers::Region;
 use anyhow::{anyhow, bail, Context as _};
@@ -107,7 +109,7 @@ fn print_summary(s: &ImportSummary) {
     println!("imported {}, replaced {}, unchanged {}, rejected {}", s.imported, s.replaced, s.unchanged, s.rejected);
 }
 
-fn print_binding(b: &super::Binding) {
+fn print_binding(b: &crate::index::Binding) {
     print_binding_fields(&b.number, &b.sip_uri, b.bound_at, b.source);
 }
 

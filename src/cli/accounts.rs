@@ -1,8 +1,8 @@
 //! `smart-presence accounts ...`: create and list SIP accounts from the command line.
 //!
-//! Works on the data directory directly. sled lets one process open a database, so while
-//! the server runs this refuses with a clear message: create accounts through the
-//! provisioning service then, or stop the server.
+//! Works on the data directory directly, through the `Accounts` handle. sled lets one
+//! process open a database, so while the server runs this refuses with a clear message:
+//! create accounts through the provisioning service then, or stop the server.
 
 use crate::accounts::{self, Accounts};
 use crate::config::Config;

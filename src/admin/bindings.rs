@@ -1,5 +1,6 @@
-//! The admin HTTP API: how the CLI (and operators' scripts) change the index while the
-//! server holds it. Local only, no authentication: bind it to loopback.
+//! The admin routes of the binding index: how the CLI (and operators' scripts) change the
+//! index while the server holds it. They use the `Index` handle only; they must not open
+//! a store nor know how one keeps bindings.
 //!
 //! | method and path              | body                    | answer                                |
 //! |------------------------------|-------------------------|---------------------------------------|
@@ -19,7 +20,8 @@
 //! Errors are `{"error":"..."}` with status 400 (bad input), 404, 422 (strict import
 //! rejected), 500 (storage).
 
-use super::{Format, ImportOptions, Index, IndexError, Source};
+use super::stream::{ChannelBody, ChannelReader, ChannelWriter};
+use crate::index::{self, Format, ImportOptions, Index, IndexError, Source};
 use crate::http_listener::HttpLimits;
 use crate::numbers::{parse_region, Region};
 use axum::extract::{Path, Query, Request, State};
@@ -33,8 +35,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// The health answer the CLI checks to know it talks to us.
 pub const SERVICE_NAME: &str = "smart-presence-index";
@@ -122,7 +122,7 @@ fn region_of(q: &Option<String>) -> Result<Option<Region>, ApiError> {
 }
 
 fn number_of(s: &str, region: Option<Region>) -> Result<crate::numbers::E164, ApiError> {
-    super::parse_number(s, region).map_err(bad)
+    index::parse_number(s, region).map_err(bad)
 }
 
 async fn get_binding(
@@ -179,7 +179,7 @@ struct NumbersQuery {
 }
 
 async fn numbers_of(State(index): State<Index>, Query(q): Query<NumbersQuery>) -> Result<Response, ApiError> {
-    let uri = super::canonical_sip_uri(&q.sip_uri)?;
+    let uri = index::canonical_sip_uri(&q.sip_uri)?;
     let numbers = index.numbers_of(&uri)?;
     Ok(Json(json!({"sip_uri": uri, "numbers": numbers})).into_response())
 }
@@ -266,61 +266,4 @@ async fn export(State(index): State<Index>, Query(q): Query<ExportQuery>, header
 
 async fn stats(State(index): State<Index>) -> Result<Response, ApiError> {
     Ok(Json(blocking(move || index.stats()).await?).into_response())
-}
-
-/// A `Read` over chunks sent from async code (used from a blocking thread). The end of the
-/// channel is the end of input; an error item is a read error.
-pub(crate) struct ChannelReader {
-    pub(crate) rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-    pub(crate) cur: Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
-        Ok(n)
-    }
-}
-
-/// A `Write` (from a blocking thread) feeding a [`ChannelBody`].
-pub(crate) struct ChannelWriter {
-    pub(crate) tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver gone"))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// An HTTP body streamed from a channel (export responses, import uploads).
-pub(crate) struct ChannelBody {
-    pub(crate) rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(http_body::Frame::data)))
-    }
 }

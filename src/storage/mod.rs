@@ -1,0 +1,54 @@
+//! Storage seams: each kind of state the server keeps sits behind one small trait, so that
+//! a second backend (e.g. Redis, shared by several nodes) can be added without touching a
+//! handler.
+//!
+//! The rule: handlers (SIP, provisioning HTTP, admin HTTP, CLIs) use the handle types only,
+//! [`Index`](crate::index::Index), [`PresenceStore`](crate::presence::PresenceStore),
+//! [`Budget`](crate::budget::Budget), [`Accounts`](crate::accounts::Accounts) and
+//! [`Verifications`](crate::provisioning::Verifications); each handle keeps the domain
+//! rules (canonical URIs, token buckets, HA1s, send limits) and holds its state through an
+//! `Arc<dyn ...Store>` from this module. Traits speak the domain's types and errors, never
+//! a backend's; a trait method is what the handles need, not what a backend offers.
+//!
+//! | trait                                    | today's implementation                          |
+//! |------------------------------------------|-------------------------------------------------|
+//! | [`BindingStore`] (bindings, change feed) | `index::sled_store` (sled, with an in-memory mirror) |
+//! | [`PublicationStore`] (presence)          | `presence::store::MemoryPublications` (memory)   |
+//! | [`BudgetStore`]                          | [`sled::SledBudgets`]                            |
+//! | [`AccountStore`]                         | [`sled::SledAccounts`]                           |
+//! | [`VerificationStore`]                    | [`sled::SledVerifications`]                      |
+//!
+//! Atomicity: every store call that writes is atomic and durable in the store, and a
+//! budget charge is one read-modify-write inside the store. The read-modify-writes of
+//! accounts (provisioning) and verifications (codes, limits) are serialised by their
+//! handle's lock, which holds within one process only: a store shared by several nodes
+//! must make those atomic too (a per-key lock or compare-and-set).
+//!
+//! This module must not know about SIP, HTTP or configuration files.
+
+pub mod accounts;
+pub mod bindings;
+pub mod budgets;
+#[cfg(test)]
+mod memory_bindings;
+pub mod presence;
+pub mod sled;
+pub mod verification;
+
+pub use accounts::AccountStore;
+pub use bindings::BindingStore;
+pub use budgets::BudgetStore;
+pub use presence::PublicationStore;
+pub use verification::VerificationStore;
+
+/// A failure of the storage backend (I/O, a lost connection, ...), its cause kept as text
+/// and source but not as a backend type.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
+
+impl StorageError {
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+        StorageError(cause.into())
+    }
+}

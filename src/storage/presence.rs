@@ -1,0 +1,34 @@
+//! Presence state's store: the publications (RFC 3903) in force per presentity, their
+//! combined state and expiry. [`crate::presence::PresenceStore`] is the handle over it.
+//!
+//! The contract: a presentity is online while one of his publications says open; every
+//! change of that combined state is announced (his URI) on the channel the store was made
+//! with, so the subscription layer can notify; an entity-tag is good for one presentity
+//! only and is replaced by each refresh or modification. Writes may fail
+//! ([`PublishError::Storage`]: the handler answers 500); reads may not: a store that
+//! cannot tell a presentity's state says it does not know it (None), as presence is soft
+//! state. Must not know about subscriptions or SIP messages.
+
+use crate::presence::store::{Live, PublishError, Published};
+use std::time::{Duration, Instant};
+
+pub trait PublicationStore: Send + Sync {
+    /// A new publication for `uri` lasting `expires`; returns its entity-tag.
+    fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError>;
+
+    /// Refreshes (`state` None) or modifies `uri`'s publication `etag`; returns its new
+    /// entity-tag.
+    fn update(&self, uri: &str, etag: &str, state: Option<Published>, expires: Duration) -> Result<String, PublishError>;
+
+    /// Removes `uri`'s publication `etag`.
+    fn remove(&self, uri: &str, etag: &str) -> Result<(), PublishError>;
+
+    /// The combined state of `uri`, if he published since the store was made.
+    fn live(&self, uri: &str) -> Option<Live>;
+
+    /// Drops the publications expired at `now`; returns how many.
+    fn expire(&self, now: Instant) -> usize;
+
+    /// Publications in force.
+    fn publications(&self) -> usize;
+}

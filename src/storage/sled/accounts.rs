@@ -1,0 +1,126 @@
+//! Accounts in their own sled database (`data_dir/accounts`), three trees:
+//!
+//! - `accounts`: username → the [`StoredAccount`] as JSON;
+//! - `by_number`: number (8 bytes) → username, so that one number always yields one account;
+//! - `tokens`: SHA-256 of a bearer token (hex) → username.
+//!
+//! Each write is one sled transaction over the trees, flushed before it returns.
+
+use crate::accounts::{Account, AccountError};
+use crate::numbers::E164;
+use crate::storage::accounts::{AccountStore, StoredAccount};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::Path;
+
+pub struct SledAccounts {
+    db: sled::Db,
+    accounts: sled::Tree,
+    by_number: sled::Tree,
+    tokens: sled::Tree,
+}
+
+impl From<sled::Error> for AccountError {
+    fn from(e: sled::Error) -> AccountError {
+        AccountError::Storage(e.into())
+    }
+}
+
+type Tx<T> = Result<T, ConflictableTransactionError<AccountError>>;
+
+fn abort(e: AccountError) -> ConflictableTransactionError<AccountError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_err(e: TransactionError<AccountError>) -> AccountError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+fn decode(v: &[u8]) -> Result<StoredAccount, AccountError> {
+    serde_json::from_slice(v).map_err(|e| AccountError::Corrupt(e.to_string()))
+}
+
+fn encode(s: &StoredAccount) -> Vec<u8> {
+    serde_json::to_vec(s).unwrap_or_default()
+}
+
+impl SledAccounts {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledAccounts, AccountError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
+        Ok(SledAccounts {
+            accounts: db.open_tree("accounts")?,
+            by_number: db.open_tree("by_number")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+        })
+    }
+}
+
+impl AccountStore for SledAccounts {
+    fn get(&self, username: &str) -> Result<Option<StoredAccount>, AccountError> {
+        match self.accounts.get(username.as_bytes())? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn username_by_number(&self, n: E164) -> Result<Option<String>, AccountError> {
+        Ok(self.by_number.get(n.as_key())?.map(|u| String::from_utf8_lossy(&u).into_owned()))
+    }
+
+    fn username_by_token(&self, token_hash: &str) -> Result<Option<String>, AccountError> {
+        Ok(self.tokens.get(token_hash)?.map(|u| String::from_utf8_lossy(&u).into_owned()))
+    }
+
+    fn insert(&self, s: &StoredAccount) -> Result<(), AccountError> {
+        (&self.accounts, &self.by_number, &self.tokens)
+            .transaction(|(accounts, by_number, tokens)| -> Tx<()> {
+                let name = s.account.username.as_bytes();
+                if accounts.get(name)?.is_some() {
+                    return Err(abort(AccountError::UsernameTaken(s.account.username.clone())));
+                }
+                for n in &s.account.numbers {
+                    if let Some(owner) = by_number.get(n.as_key())? {
+                        let username = String::from_utf8_lossy(&owner).into_owned();
+                        return Err(abort(AccountError::NumberTaken { number: *n, username }));
+                    }
+                    by_number.insert(&n.as_key()[..], name)?;
+                }
+                if let Some(h) = &s.token_hash {
+                    tokens.insert(h.as_bytes(), name)?;
+                }
+                accounts.insert(name, encode(s))?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn replace(&self, s: &StoredAccount, old_token: Option<&str>) -> Result<(), AccountError> {
+        (&self.accounts, &self.tokens)
+            .transaction(|(accounts, tokens)| -> Tx<()> {
+                let name = s.account.username.as_bytes();
+                if let Some(h) = old_token {
+                    tokens.remove(h.as_bytes())?;
+                }
+                if let Some(h) = &s.token_hash {
+                    tokens.insert(h.as_bytes(), name)?;
+                }
+                accounts.insert(name, encode(s))?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<Account>, AccountError> {
+        self.accounts.iter().values().map(|v| Ok(decode(&v?)?.account)).collect()
+    }
+}

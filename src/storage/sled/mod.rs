@@ -1,0 +1,22 @@
+//! The sled implementations of the stores of budgets, accounts and verifications, one
+//! database per store under the data directory. (The binding index's sled store lives in
+//! `index::sled_store`, with its mirror and bucket layout; presence is in memory.)
+//!
+//! The only place besides `index` that names a sled type; sled errors become
+//! [`StorageError`]s here and never leave.
+
+mod accounts;
+mod budgets;
+mod verification;
+
+pub use accounts::SledAccounts;
+pub use budgets::SledBudgets;
+pub use verification::SledVerifications;
+
+use super::StorageError;
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> StorageError {
+        StorageError::new(e)
+    }
+}
