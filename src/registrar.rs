@@ -2,14 +2,16 @@
 //! against the account store, keeps each account's contacts with their expiry, and turns
 //! registration state into presence (online while a contact is registered).
 //!
-//! Owns contact bindings only, in memory: registrations are soft state that phones refresh.
-//! It publishes into the presence store like any publisher and knows nothing of watchers.
+//! Owns contact bindings only, in memory and recorded in a [`RegistrationStore`] so that a
+//! restart keeps registered phones registered (and online) until their next REGISTER. It
+//! publishes into the presence store like any publisher and knows nothing of watchers.
 
 use crate::auth::Authenticator;
 use crate::config::RegistrarConfig;
 use crate::core::{Handler, HandlerFuture, ServerTx};
 use crate::presence::{PresenceStore, Published};
 use crate::sip::{message::split_list, Capabilities, ExpiryPolicy, HeaderName, Method, NameAddr, Request, Response};
+use crate::storage::registrations::{Registration, RegistrationStore};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct Registrar {
     presence: Arc<PresenceStore>,
     config: RegistrarConfig,
     aors: Mutex<HashMap<String, Aor>>,
+    store: Option<Arc<dyn RegistrationStore>>,
 }
 
 /// One Contact of a REGISTER: its URI and the expiry asked for it.
@@ -44,8 +47,25 @@ struct Asked {
 }
 
 impl Registrar {
-    pub fn new(auth: Arc<Authenticator>, presence: Arc<PresenceStore>, config: RegistrarConfig) -> Registrar {
-        Registrar { auth, presence, config, aors: Mutex::new(HashMap::new()) }
+    /// A registrar; with a `store`, the registrations it holds are put back from it.
+    pub fn new(auth: Arc<Authenticator>, presence: Arc<PresenceStore>, config: RegistrarConfig, store: Option<Arc<dyn RegistrationStore>>) -> Registrar {
+        let aors = store.as_ref().map(|s| restore(s.as_ref())).unwrap_or_default();
+        Registrar { auth, presence, config, aors: Mutex::new(aors), store }
+    }
+
+    /// Records `aor`'s registration as it now is (removed when it has no contact).
+    fn record(&self, aor: &str, entry: &Aor, now: Instant) {
+        let Some(store) = &self.store else { return };
+        let written = if entry.contacts.is_empty() {
+            store.remove(aor)
+        } else {
+            let unix = crate::clock::unix_now();
+            let contacts = entry.contacts.iter().map(|c| (c.uri.clone(), unix + c.expires_at.saturating_duration_since(now).as_secs())).collect();
+            store.save(aor, &Registration { contacts, etag: entry.etag.clone() })
+        };
+        if let Err(e) = written {
+            tracing::warn!(aor, "registration not recorded (lost on restart): {e}");
+        }
     }
 
     fn serve(&self, req: &Request, tx: &ServerTx) -> Response {
@@ -68,6 +88,7 @@ impl Registrar {
             Some(list) => apply(&mut entry.contacts, list, now),
         }
         self.publish(&aor, entry, now);
+        self.record(&aor, entry, now);
         let resp = with_contacts(Response::to(req, 200), &entry.contacts, now);
         if entry.contacts.is_empty() {
             aors.remove(&aor);
@@ -130,6 +151,26 @@ fn apply(contacts: &mut Vec<Contact>, asked: Vec<Asked>, now: Instant) {
             contacts.push(Contact { uri: a.uri, expires_at: now + Duration::from_secs(a.expires.into()) });
         }
     }
+}
+
+/// The registrations of `store` whose contacts have not expired.
+fn restore(store: &dyn RegistrationStore) -> HashMap<String, Aor> {
+    let (unix, now) = (crate::clock::unix_now(), Instant::now());
+    let mut aors = HashMap::new();
+    for (aor, r) in store.load() {
+        let contacts: Vec<Contact> = r
+            .contacts
+            .into_iter()
+            .filter(|(_, until)| *until > unix)
+            .map(|(uri, until)| Contact { uri, expires_at: now + Duration::from_secs(until - unix) })
+            .collect();
+        if contacts.is_empty() {
+            let _ = store.remove(&aor);
+        } else {
+            aors.insert(aor, Aor { contacts, etag: r.etag });
+        }
+    }
+    aors
 }
 
 /// The 200 lists every current contact with its remaining time (RFC 3261 §10.3 step 8).

@@ -29,6 +29,7 @@ pub struct Server {
     limits: Arc<Limits>,
     shared: Arc<Shared>,
     on_shutdown: crate::config::OnShutdown,
+    publications: Arc<crate::storage::sled::SledPublications>,
     resumed: subscription::resume::Resumed,
 }
 
@@ -64,8 +65,9 @@ impl Server {
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
-        let (presence, presence_changes) = PresenceStore::new();
-        let presence = Arc::new(presence);
+        let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
+        let publications = Arc::new(publications);
+        let presence = Arc::new(PresenceStore::with_store(publications.clone()));
         let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, accounts.clone())?);
         let shared = Arc::new(Shared {
             index: index.clone(),
@@ -86,7 +88,7 @@ impl Server {
         let registrar = config
             .registrar
             .enabled
-            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone())) as Arc<dyn crate::core::Handler>);
+            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone(), Some(publications.clone()))) as Arc<dyn crate::core::Handler>);
         let publish = PublishHandler { auth: auth.clone(), store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
             subscribe: Some(SubscribeHandler::new(shared, config.subscribe_settings())),
@@ -101,7 +103,7 @@ impl Server {
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -164,6 +166,9 @@ impl Server {
         let _ = self.shutdown.send(true);
         while self.client_tx.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self.publications.flush() {
+            tracing::error!("presence store not written back: {e}");
         }
         if let Err(e) = self.shared.store.flush() {
             tracing::error!("subscription store not written back: {e}");

@@ -182,3 +182,64 @@ async fn a_corrupt_record_is_skipped_and_a_foreign_layout_refused() {
     assert_ne!(code, Some(0));
     assert!(log.contains("has layout 99"), "a clear error: {log}");
 }
+
+const OPEN: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:bob@example.org"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>"#;
+
+/// The PIDF of a single-presentity subscription to `target`'s first NOTIFY (answered).
+async fn presence_of(server: &ServerProcess, target: &str, branch: &str) -> String {
+    let mut w = Peer::udp(server.udp).await;
+    w.send(presentity_subscribe(target, w.local(), branch, "").as_bytes()).await;
+    let (ok, first) = w.accepted().await;
+    assert_eq!(ok.status(), Some(200));
+    first.unwrap().body()
+}
+
+fn timestamp(pidf: &str) -> Option<&str> {
+    Some(pidf.split("<timestamp>").nth(1)?.split("</timestamp>").next().unwrap_or(""))
+}
+
+#[tokio::test]
+async fn published_and_registered_presence_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "");
+    server.start().await;
+    server.bind("+33612345678", "sip:bob@example.org").await;
+    server.bind("+33698765432", "sip:carol@example.org").await;
+    server.bind("+33611111111", "sip:dave@example.org").await;
+    let mut bob = Peer::udp(server.udp).await;
+    bob.send(publish_as("bob", bob.local(), "pub1", "Expires: 600\r\n", OPEN).as_bytes()).await;
+    let published = bob.recv().await;
+    assert_eq!(published.status(), Some(200));
+    let etag = published.header("SIP-ETag").expect("an entity-tag").to_string();
+    let mut carol = Peer::udp(server.udp).await;
+    carol.send(register_as("carol", carol.local(), "reg1", 600).as_bytes()).await;
+    assert_eq!(carol.recv().await.status(), Some(200));
+    // Dave was online, then left: what watchers keep is when he was last seen.
+    let mut dave = Peer::udp(server.udp).await;
+    dave.send(publish_as("dave", dave.local(), "pub2", "Expires: 600\r\n", &OPEN.replace("bob", "dave")).as_bytes()).await;
+    let dave_etag = dave.recv().await.header("SIP-ETag").unwrap().to_string();
+    dave.send(publish_as("dave", dave.local(), "pub3", &format!("Expires: 0\r\nSIP-If-Match: {dave_etag}\r\n"), "").as_bytes()).await;
+    assert_eq!(dave.recv().await.status(), Some(200));
+    let last_seen = presence_of(&server, "sip:dave@example.org", "w0").await;
+    assert!(last_seen.contains("away"), "{last_seen}");
+    written_back().await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    server.start().await;
+    let bob_now = presence_of(&server, "sip:bob@example.org", "w1").await;
+    assert!(bob_now.contains("<basic>open</basic>") && !bob_now.contains("away"), "bob's PUBLISH survived: {bob_now}");
+    let carol_now = presence_of(&server, "sip:carol@example.org", "w2").await;
+    assert!(carol_now.contains("<basic>open</basic>") && !carol_now.contains("away"), "carol's REGISTER survived: {carol_now}");
+    let dave_now = presence_of(&server, "sip:dave@example.org", "w3").await;
+    assert!(dave_now.contains("away"), "{dave_now}");
+    assert_eq!(timestamp(&dave_now), timestamp(&last_seen), "last seen before the restart, not at it");
+    // Bob's publisher refreshes with the entity-tag it holds: still known.
+    bob.send(publish_as("bob", bob.local(), "pub4", &format!("Expires: 600\r\nSIP-If-Match: {etag}\r\n"), "").as_bytes()).await;
+    assert_eq!(bob.recv().await.status(), Some(200), "the entity-tag survived the restart");
+    // Carol un-registers: her stored registration ends, and she goes offline.
+    carol.send(register_as("carol", carol.local(), "reg2", 0).as_bytes()).await;
+    assert_eq!(carol.recv().await.status(), Some(200));
+    let carol_gone = presence_of(&server, "sip:carol@example.org", "w4").await;
+    assert!(carol_gone.contains("away"), "offline after the un-REGISTER: {carol_gone}");
+}

@@ -2,10 +2,11 @@
 //! one state (any open tuple makes him online), with expiry.
 //!
 //! [`PresenceStore`] is the handle the PUBLISH handler, the registrar and the subscription
-//! layer use; it holds the state through [`PublicationStore`]. [`MemoryPublications`] is
-//! today's store: in memory by design, as presence is soft state that publishers refresh,
-//! and a restart only costs users their "online" mark until the next PUBLISH. Every change
-//! is sent on the channel given at creation, for the subscription layer to notify watchers.
+//! layer use; it holds the state through [`PublicationStore`]. [`MemoryPublications`] holds
+//! it in memory; the server wraps it in `storage::sled::SledPublications`, which records
+//! every write so that publications, entity-tags and "last seen" survive a restart. Every
+//! change is sent on the channel given at creation, for the subscription layer to notify
+//! watchers.
 //! It must not know about subscriptions or SIP messages.
 
 use crate::clock::unix_now;
@@ -121,6 +122,39 @@ impl MemoryPublications {
         (MemoryPublications { inner: Mutex::new(Inner::default()), changes: tx }, rx)
     }
 
+    /// Puts back a presentity's last known state (from a durable store, at start).
+    pub(crate) fn restore_last(&self, uri: &str, live: Live) {
+        self.inner.lock().last.insert(uri.into(), live);
+    }
+
+    /// Puts back a publication (from a durable store, at start); its presentity's state
+    /// is recomputed, and announced only if it changed.
+    pub(crate) fn restore(&self, etag: String, uri: &str, state: Published, expires_at: Instant) {
+        let mut inner = self.inner.lock();
+        inner.insert(etag, Publication { uri: uri.into(), state, expires_at });
+        self.settle(&mut inner, uri);
+    }
+
+    /// What publication `etag` says, and until when.
+    pub(crate) fn publication(&self, etag: &str) -> Option<(Published, Instant)> {
+        self.inner.lock().by_etag.get(etag).map(|p| (p.state.clone(), p.expires_at))
+    }
+
+    /// Drops the publications expired at `now`; returns them (entity-tag, presentity).
+    pub(crate) fn expire_listed(&self, now: Instant) -> Vec<(String, Box<str>)> {
+        let mut inner = self.inner.lock();
+        let due: Vec<(Instant, String)> = inner.expiry.range(..(now, String::new())).cloned().collect();
+        let mut gone = Vec::with_capacity(due.len());
+        for (_, etag) in due {
+            if let Some(uri) = inner.by_etag.get(&etag).map(|p| p.uri.clone()) {
+                inner.take(&etag, &uri);
+                self.settle(&mut inner, &uri);
+                gone.push((etag, uri));
+            }
+        }
+        gone
+    }
+
     /// Recomputes `uri`'s combined state and announces a change.
     fn settle(&self, inner: &mut Inner, uri: &str) {
         let online = inner
@@ -169,16 +203,7 @@ impl PublicationStore for MemoryPublications {
     }
 
     fn expire(&self, now: Instant) -> usize {
-        let mut inner = self.inner.lock();
-        let due: Vec<(Instant, String)> = inner.expiry.range(..(now, String::new())).cloned().collect();
-        for (_, etag) in &due {
-            if let Some(p) = inner.by_etag.get(etag) {
-                let uri = p.uri.clone();
-                inner.take(etag, &uri);
-                self.settle(&mut inner, &uri);
-            }
-        }
-        due.len()
+        self.expire_listed(now).len()
     }
 
     fn publications(&self) -> usize {

@@ -13,7 +13,8 @@
 //! | trait                                    | today's implementation                          |
 //! |------------------------------------------|-------------------------------------------------|
 //! | [`BindingStore`] (bindings, change feed) | `index::sled_store` (sled, with an in-memory mirror) |
-//! | [`PublicationStore`] (presence)          | `presence::store::MemoryPublications` (memory)   |
+//! | [`PublicationStore`] (presence)          | [`sled::SledPublications`] (memory, recorded in sled) |
+//! | [`RegistrationStore`] (registrar)        | [`sled::SledPublications`]                       |
 //! | [`BudgetStore`]                          | [`sled::SledBudgets`]                            |
 //! | [`AccountStore`]                         | [`sled::SledAccounts`]                           |
 //! | [`VerificationStore`]                    | [`sled::SledVerifications`]                      |
@@ -32,6 +33,7 @@ pub mod budgets;
 #[cfg(test)]
 mod memory_bindings;
 pub mod presence;
+pub mod registrations;
 pub mod sled;
 pub mod verification;
 
@@ -39,6 +41,7 @@ pub use accounts::AccountStore;
 pub use bindings::BindingStore;
 pub use budgets::BudgetStore;
 pub use presence::PublicationStore;
+pub use registrations::RegistrationStore;
 pub use verification::VerificationStore;
 
 /// A failure of the storage backend (I/O, a lost connection, ...), its cause kept as text

@@ -94,6 +94,22 @@ pub fn list_subscribe_raw(proto: &str, local: SocketAddr, branch: &str, extra: &
     [head.as_bytes(), body].concat()
 }
 
+/// A PUBLISH of `body` (PIDF) by `user`@example.org for himself.
+pub fn publish_as(user: &str, local: SocketAddr, branch: &str, extra: &str, body: &str) -> String {
+    let ct = if body.is_empty() { "" } else { "Content-Type: application/pidf+xml\r\n" };
+    request("PUBLISH", "UDP", local, branch, &format!("Event: presence\r\n{ct}{extra}"), body)
+        .replace("PUBLISH sip:rls@example.org", &format!("PUBLISH sip:{user}@example.org"))
+        .replace("<sip:alice@example.org>", &format!("<sip:{user}@example.org>"))
+}
+
+/// A REGISTER of `user`@example.org's contact at `local` for `expires` seconds.
+pub fn register_as(user: &str, local: SocketAddr, branch: &str, expires: u32) -> String {
+    request("REGISTER", "UDP", local, branch, &format!("Contact: <sip:{user}@{local}>\r\nExpires: {expires}\r\n"), "")
+        .replace("REGISTER sip:rls@example.org", "REGISTER sip:example.org")
+        .replace("<sip:alice@example.org>", &format!("<sip:{user}@example.org>"))
+        .replace("To: <sip:rls@example.org>", &format!("To: <sip:{user}@example.org>"))
+}
+
 /// A single-presentity SUBSCRIBE (RFC 3856) for `target`.
 pub fn presentity_subscribe(target: &str, local: SocketAddr, branch: &str, extra: &str) -> String {
     request("SUBSCRIBE", "UDP", local, branch, &format!("Contact: <sip:w@{local}>\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n{extra}"), "")

@@ -1,16 +1,19 @@
-//! The sled implementations of the stores of budgets, accounts and verifications, one
-//! database per store under the data directory. (The binding index's sled store lives in
-//! `index::sled_store`, with its mirror and bucket layout; presence is in memory.)
+//! The sled implementations of the stores of budgets, accounts, verifications and presence
+//! (with the registrar's registrations), one database per store under the data directory.
+//! (The binding index's sled store lives in `index::sled_store`, with its mirror and bucket
+//! layout; subscriptions in `subscription::durable`.)
 //!
 //! The only place besides `index` that names a sled type; sled errors become
 //! [`StorageError`]s here and never leave.
 
 mod accounts;
 mod budgets;
+mod presence;
 mod verification;
 
 pub use accounts::SledAccounts;
 pub use budgets::SledBudgets;
+pub use presence::SledPublications;
 pub use verification::SledVerifications;
 
 use super::StorageError;

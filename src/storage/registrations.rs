@@ -1,0 +1,23 @@
+//! The embedded registrar's registrations: each address of record's contacts with their
+//! expiry, and the presence publication they keep open. Stored so that a restart keeps
+//! registered phones registered (and online) until their next REGISTER.
+//! [`crate::registrar::Registrar`] is the only user. Must not know about SIP messages.
+
+use crate::storage::StorageError;
+use serde::{Deserialize, Serialize};
+
+/// One address of record's registration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// (Contact URI, expiry in Unix seconds).
+    pub contacts: Vec<(String, u64)>,
+    /// The entity-tag of the presence publication the registration keeps.
+    pub etag: Option<String>,
+}
+
+pub trait RegistrationStore: Send + Sync {
+    fn save(&self, aor: &str, registration: &Registration) -> Result<(), StorageError>;
+    fn remove(&self, aor: &str) -> Result<(), StorageError>;
+    /// Every stored registration (expired contacts included: the registrar drops them).
+    fn load(&self) -> Vec<(String, Registration)>;
+}

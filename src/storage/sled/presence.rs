@@ -1,0 +1,181 @@
+//! Presence that survives a restart (`data_dir/presence`): the publications in force (entity
+//! tag, presentity, what it says, expiry), each presentity's last known state ("last seen"),
+//! and the embedded registrar's registrations.
+//!
+//! The state itself is [`MemoryPublications`]'s, which this store wraps: reads are served
+//! from memory, every write is also recorded in sled (written back every 500 ms: a crash
+//! loses at most that last instant; a clean stop flushes). At open, the records are put
+//! back: unexpired publications with their entity-tags (a publisher's next refresh finds
+//! its tag), last states, registrations; expired ones are dropped, a record that does not
+//! decode is skipped with a log line.
+
+use crate::clock::unix_now;
+use crate::presence::store::{Live, MemoryPublications, PublishError, Published};
+use crate::storage::registrations::{Registration, RegistrationStore};
+use crate::storage::{PublicationStore, StorageError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub struct SledPublications {
+    memory: MemoryPublications,
+    db: sled::Db,
+    /// Entity-tag → [`Record`].
+    publications: sled::Tree,
+    /// Presentity → [`LastSeen`].
+    last_seen: sled::Tree,
+    /// Address of record → [`Registration`].
+    registrations: sled::Tree,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    uri: String,
+    open: bool,
+    /// Unix seconds.
+    expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LastSeen {
+    online: bool,
+    updated: u64,
+}
+
+impl SledPublications {
+    /// Opens (or creates) the store and puts its state back in memory; returns it with the
+    /// receiving end of its change channel.
+    pub fn open(dir: &Path) -> Result<(SledPublications, mpsc::UnboundedReceiver<Box<str>>), StorageError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).cache_capacity(8 << 20).open()?;
+        let (memory, rx) = MemoryPublications::new();
+        let store = SledPublications {
+            publications: db.open_tree("publications")?,
+            last_seen: db.open_tree("last_seen")?,
+            registrations: db.open_tree("registrations")?,
+            memory,
+            db,
+        };
+        store.load();
+        Ok((store, rx))
+    }
+
+    fn load(&self) {
+        for (uri, last) in decoded::<LastSeen>(&self.last_seen) {
+            self.memory.restore_last(&uri, Live { online: last.online, updated: last.updated });
+        }
+        let (now, mono) = (unix_now(), Instant::now());
+        let mut restored = 0;
+        for (etag, r) in decoded::<Record>(&self.publications) {
+            if r.expires_at <= now {
+                let _ = self.publications.remove(etag.as_bytes());
+                continue;
+            }
+            self.memory.restore(etag, &r.uri, Published { open: r.open }, mono + Duration::from_secs(r.expires_at - now));
+            restored += 1;
+        }
+        if restored > 0 {
+            tracing::info!(publications = restored, "stored presence loaded");
+        }
+    }
+
+    /// Records publication `etag` as memory now has it, and its presentity's state.
+    fn record(&self, etag: &str, uri: &str) -> Result<(), StorageError> {
+        if let Some((state, until)) = self.memory.publication(etag) {
+            let expires_at = unix_now() + until.saturating_duration_since(Instant::now()).as_secs();
+            let r = Record { uri: uri.to_string(), open: state.open, expires_at };
+            self.publications.insert(etag.as_bytes(), encode(&r)?)?;
+        }
+        self.record_last(uri)
+    }
+
+    fn record_last(&self, uri: &str) -> Result<(), StorageError> {
+        if let Some(l) = self.memory.live(uri) {
+            self.last_seen.insert(uri.as_bytes(), encode(&LastSeen { online: l.online, updated: l.updated })?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything back now (a clean stop).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl PublicationStore for SledPublications {
+    fn publish(&self, uri: &str, state: Published, expires: Duration) -> Result<String, PublishError> {
+        let etag = self.memory.publish(uri, state, expires)?;
+        self.record(&etag, uri)?;
+        Ok(etag)
+    }
+
+    fn update(&self, uri: &str, etag: &str, state: Option<Published>, expires: Duration) -> Result<String, PublishError> {
+        let new = self.memory.update(uri, etag, state, expires)?;
+        self.publications.remove(etag.as_bytes()).map_err(StorageError::from)?;
+        self.record(&new, uri)?;
+        Ok(new)
+    }
+
+    fn remove(&self, uri: &str, etag: &str) -> Result<(), PublishError> {
+        self.memory.remove(uri, etag)?;
+        self.publications.remove(etag.as_bytes()).map_err(StorageError::from)?;
+        self.record_last(uri)?;
+        Ok(())
+    }
+
+    fn live(&self, uri: &str) -> Option<Live> {
+        self.memory.live(uri)
+    }
+
+    fn expire(&self, now: Instant) -> usize {
+        let gone = self.memory.expire_listed(now);
+        for (etag, uri) in &gone {
+            let written = self.publications.remove(etag.as_bytes()).map_err(StorageError::from).and_then(|_| self.record_last(uri));
+            if let Err(e) = written {
+                tracing::warn!("presence store: an expired publication not recorded: {e}");
+            }
+        }
+        gone.len()
+    }
+
+    fn publications(&self) -> usize {
+        self.memory.publications()
+    }
+}
+
+impl RegistrationStore for SledPublications {
+    fn save(&self, aor: &str, registration: &Registration) -> Result<(), StorageError> {
+        self.registrations.insert(aor.as_bytes(), encode(registration)?)?;
+        Ok(())
+    }
+
+    fn remove(&self, aor: &str) -> Result<(), StorageError> {
+        self.registrations.remove(aor.as_bytes())?;
+        Ok(())
+    }
+
+    fn load(&self) -> Vec<(String, Registration)> {
+        decoded(&self.registrations)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    postcard::to_allocvec(value).map_err(StorageError::new)
+}
+
+/// Every record of `tree` that decodes, keyed by its UTF-8 key; others are skipped and
+/// logged.
+fn decoded<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Vec<(String, T)> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let decoded = item
+            .map_err(|e| e.to_string())
+            .and_then(|(k, v)| Ok((String::from_utf8(k.to_vec()).map_err(|e| e.to_string())?, postcard::from_bytes::<T>(&v).map_err(|e| e.to_string())?)));
+        match decoded {
+            Ok(kv) => out.push(kv),
+            Err(e) => tracing::warn!("presence store: a corrupt record skipped: {e}"),
+        }
+    }
+    out
+}
