@@ -161,7 +161,7 @@ impl Core {
     async fn on_unparseable(self: Arc<Self>, data: &[u8], error: ParseError, source: Source) {
         let Some(mut req) = sip::salvage::answerable(data) else {
             let action = if source.conn.is_some() { "closing the connection" } else { "dropped" };
-            self.limits.log_malformed(source.remote, source.protocol, &error.to_string(), action);
+            self.limits.log_malformed(source.remote, source.protocol.via_name(), &error.to_string(), action);
             if let Some(conn) = source.conn {
                 self.sender.close(conn);
             }
@@ -172,7 +172,7 @@ impl Core {
             ParseError::HeaderLine => "Bad Header Line",
             _ => "Bad Request",
         };
-        self.limits.log_malformed(source.remote, source.protocol, &error.to_string(), "answered 400");
+        self.limits.log_malformed(source.remote, source.protocol.via_name(), &error.to_string(), "answered 400");
         stamp_via(&mut req, &source);
         self.server_tx(None, &req, source).respond(Response::with_reason(&req, 400, reason)).await
     }

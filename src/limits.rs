@@ -28,7 +28,6 @@
 //! most one a second per kind.
 
 use crate::config::LimitsConfig;
-use crate::transport::Protocol;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -172,13 +171,13 @@ impl Limits {
 
     /// Logs a message we could not read (unparseable, or a stream we could not cut) and what
     /// was done about it: a warning on TCP/TLS, info over UDP, where stray datagrams are
-    /// common. Never the message itself.
-    pub fn log_malformed(&self, remote: std::net::SocketAddr, protocol: Protocol, problem: &str, action: &str) {
+    /// common. Never the message itself. `transport` names it (`UDP`, `TCP`, `TLS`).
+    pub fn log_malformed(&self, remote: std::net::SocketAddr, transport: &str, problem: &str, action: &str) {
         let Some(suppressed) = self.log_malformed.allow(Instant::now()) else { return };
-        if protocol.is_reliable() {
-            tracing::warn!(%remote, ?protocol, suppressed, "malformed message ({problem}): {action}");
+        if transport == "UDP" {
+            tracing::info!(%remote, transport, suppressed, "malformed message ({problem}): {action}");
         } else {
-            tracing::info!(%remote, ?protocol, suppressed, "malformed message ({problem}): {action}");
+            tracing::warn!(%remote, transport, suppressed, "malformed message ({problem}): {action}");
         }
     }
 

@@ -226,11 +226,11 @@ fn refuse(framer: &Framer, error: &FramingError, source: Source, sender: &Sender
         (Some(answer), Some(conn)) => {
             let _ = conn.try_send(answer);
             match status {
-                400 => limits.log_malformed(source.remote, source.protocol, reason, "answered 400, closing the connection"),
+                400 => limits.log_malformed(source.remote, source.protocol.via_name(), reason, "answered 400, closing the connection"),
                 _ => limits.log_refusal(source.remote, status, reason),
             }
         }
-        _ => limits.log_malformed(source.remote, source.protocol, &error.to_string(), "closing the connection"),
+        _ => limits.log_malformed(source.remote, source.protocol.via_name(), &error.to_string(), "closing the connection"),
     }
     End { reason: format!("framing error: {error}"), refused: true }
 }
