@@ -312,3 +312,39 @@ async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
     assert_eq!(subscribes_received(&server.log()), 0, "the client sent no SUBSCRIBE to the new server");
     eprintln!("restart: carol bound at {bound_at} ms after the client started, seen at {carol} ms");
 }
+
+/// Issue 13, over TCP, the documented behaviour: liblinphone 5.1's Contact over TCP is the
+/// local port of its connection (`;alias`), where nothing listens, so the restarted server
+/// cannot reach it: the resumed NOTIFY fails, the subscription ends (logged at warn). The
+/// phone notices its lost connection, reconnects (liblinphone retries after ~60 s),
+/// refreshes, gets 481, and subscribes again with its whole list: then it sees the users,
+/// a binding made meanwhile included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_over_tcp_resubscribes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "[notify]\nmin_interval_ms = 200");
+    server.log_messages = true;
+    server.start().await;
+    server.bind("+33612345678", "sip:bob@example.org").await;
+    let t0 = Instant::now();
+    let client = spawn_client(server.tcp, "tcp", vec!["0612345678".into(), "0698765432".into()], 85, t0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(subscribes_received(&server.log()), 1, "the client subscribed once");
+    server.kill9();
+    server.start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bound_at = t0.elapsed().as_millis();
+    server.bind("+33698765432", "sip:carol@example.org").await;
+    let lines = client.await.unwrap();
+    let log = server.log();
+    assert!(log.contains("NOTIFY not sent") && log.contains("the subscription ends"), "the unreachable TCP subscriber is ended, logged:\n{log}");
+    let carol = lines
+        .iter()
+        .find(|(_, l)| l.starts_with("PRESENCE 0698765432 open sip:carol@example.org "))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("carol never reached the client: {lines:?}\n{log}"));
+    let again = subscribes_received(&log);
+    eprintln!("tcp restart: carol bound at {bound_at} ms, seen at {carol} ms, after {again} SUBSCRIBE(s) to the new server");
+    assert!(again >= 1, "the client subscribed again");
+    assert_eq!(final_of(&lines, "0612345678"), "USER sip:bob@example.org");
+}
