@@ -7,36 +7,7 @@ mod common;
 use common::peer::Peer;
 use common::*;
 use smart_presence::index::Source;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// What an address book holds; none of these may reach the logs.
 const SECRETS: &[&str] = &["655501234", "655509876", "0655507777", "secret.contact", "755501111"];
@@ -52,8 +23,7 @@ fn entries() -> Vec<String> {
 }
 
 fn list_body(uris: &[String]) -> String {
-    let e: String = uris.iter().map(|u| format!("<entry uri=\"{u}\"/>")).collect();
-    format!("<?xml version=\"1.0\"?><resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list>{e}</list></resource-lists>")
+    resource_list(uris)
 }
 
 fn subscribe(local: std::net::SocketAddr, branch: &str, extra: &str, body: &[u8]) -> Vec<u8> {

@@ -280,18 +280,19 @@ fn subscribes_received(log: &str) -> usize {
     log.split("SUBSCRIBE sip:").skip(1).filter(|m| !m.split("\n\n").next().unwrap_or("").contains("Expires: 0")).count()
 }
 
-/// Issue 13: the real client subscribes over UDP; the server is killed (SIGKILL) and started
-/// again on the same data directory; a number of its address book is then bound, and the
-/// client reports it as a user within 2 s, having sent nothing to the new server.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
+/// The client (watching bob's and carol's numbers, bob bound) over `transport` for
+/// `duration` s against a server process that is killed (SIGKILL) 4 s in and started again
+/// on the same data directory; carol is bound 2 s after. Returns the client's lines, what
+/// the new server logged (every message received), and when carol was bound.
+async fn client_across_a_restart(transport: &'static str, duration: u32) -> (Vec<(u128, String)>, String, u128) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::new(dir.path(), "[notify]\nmin_interval_ms = 200");
     server.log_messages = true;
     server.start().await;
     server.bind("+33612345678", "sip:bob@example.org").await;
     let t0 = Instant::now();
-    let client = spawn_client(server.udp, "udp", vec!["0612345678".into(), "0698765432".into()], 14, t0);
+    let server_addr = if transport == "udp" { server.udp } else { server.tcp };
+    let client = spawn_client(server_addr, transport, vec!["0612345678".into(), "0698765432".into()], duration, t0);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(subscribes_received(&server.log()), 1, "the client subscribed once");
     server.kill9();
@@ -300,16 +301,29 @@ async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
     let bound_at = t0.elapsed().as_millis();
     server.bind("+33698765432", "sip:carol@example.org").await;
     let lines = client.await.unwrap();
-    let bob = lines.iter().find(|(_, l)| l.starts_with("PRESENCE 0612345678 open sip:bob@example.org ")).map(|(at, _)| *at);
-    assert!(bob.is_some_and(|at| at < 4_000), "bob seen before the kill: {lines:?}");
-    let carol = lines
+    (lines, server.log(), bound_at)
+}
+
+fn carol_seen(lines: &[(u128, String)], log: &str) -> u128 {
+    lines
         .iter()
         .find(|(_, l)| l.starts_with("PRESENCE 0698765432 open sip:carol@example.org "))
         .map(|(at, _)| *at)
-        .unwrap_or_else(|| panic!("carol, bound after the restart, never reached the client: {lines:?}\n{}", server.log()));
+        .unwrap_or_else(|| panic!("carol, bound after the restart, never reached the client: {lines:?}\n{log}"))
+}
+
+/// Issue 13: the real client subscribes over UDP; the server is killed (SIGKILL) and started
+/// again on the same data directory; a number of its address book is then bound, and the
+/// client reports it as a user within 2 s, having sent nothing to the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
+    let (lines, log, bound_at) = client_across_a_restart("udp", 14).await;
+    let bob = lines.iter().find(|(_, l)| l.starts_with("PRESENCE 0612345678 open sip:bob@example.org ")).map(|(at, _)| *at);
+    assert!(bob.is_some_and(|at| at < 4_000), "bob seen before the kill: {lines:?}");
+    let carol = carol_seen(&lines, &log);
     assert!(carol >= bound_at && carol - bound_at < 2_000, "bound at {bound_at} ms, seen at {carol} ms");
     assert_eq!(final_of(&lines, "0698765432"), "USER sip:carol@example.org");
-    assert_eq!(subscribes_received(&server.log()), 0, "the client sent no SUBSCRIBE to the new server");
+    assert_eq!(subscribes_received(&log), 0, "the client sent no SUBSCRIBE to the new server");
     eprintln!("restart: carol bound at {bound_at} ms after the client started, seen at {carol} ms");
 }
 
@@ -321,28 +335,9 @@ async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
 /// a binding made meanwhile included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_over_tcp_resubscribes_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::new(dir.path(), "[notify]\nmin_interval_ms = 200");
-    server.log_messages = true;
-    server.start().await;
-    server.bind("+33612345678", "sip:bob@example.org").await;
-    let t0 = Instant::now();
-    let client = spawn_client(server.tcp, "tcp", vec!["0612345678".into(), "0698765432".into()], 85, t0);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(subscribes_received(&server.log()), 1, "the client subscribed once");
-    server.kill9();
-    server.start().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let bound_at = t0.elapsed().as_millis();
-    server.bind("+33698765432", "sip:carol@example.org").await;
-    let lines = client.await.unwrap();
-    let log = server.log();
+    let (lines, log, bound_at) = client_across_a_restart("tcp", 85).await;
     assert!(log.contains("NOTIFY not sent") && log.contains("the subscription ends"), "the unreachable TCP subscriber is ended, logged:\n{log}");
-    let carol = lines
-        .iter()
-        .find(|(_, l)| l.starts_with("PRESENCE 0698765432 open sip:carol@example.org "))
-        .map(|(at, _)| *at)
-        .unwrap_or_else(|| panic!("carol never reached the client: {lines:?}\n{log}"));
+    let carol = carol_seen(&lines, &log);
     let again = subscribes_received(&log);
     eprintln!("tcp restart: carol bound at {bound_at} ms, seen at {carol} ms, after {again} SUBSCRIBE(s) to the new server");
     assert!(again >= 1, "the client subscribed again");
