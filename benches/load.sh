@@ -58,13 +58,8 @@ if [ "$KAMAILIO" = 1 ] && ! command -v kamailio >/dev/null; then
   exit 1
 fi
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-echo "== building (release)"
-cargo build --release --quiet --bin smart-presence --example fanout
-BIN=$CARGO_TARGET_DIR/release/smart-presence
-FAN=$CARGO_TARGET_DIR/release/examples/fanout
-
-WORK=$(mktemp -d /tmp/sp-load.XXXXXX)
+. "$ROOT/benches/common.sh"
+build_release load
 SP_PID="" KAM_PID=""
 cleanup() {
   [ -n "$SP_PID" ] && kill "$SP_PID" 2>/dev/null && wait "$SP_PID" 2>/dev/null
@@ -112,7 +107,6 @@ cpu_ticks() {
   echo "$sum"
 }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-now() { date +%s.%N; }
 
 # sipp_run NAME TARGET RATE CALLS ARGS...: prints "successful failed seconds".
 sipp_run() {

@@ -23,13 +23,8 @@ while [ $# -gt 0 ]; do
 done
 command -v python3 >/dev/null || { echo "missing python3" >&2; exit 1; }
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-echo "== building (release)"
-cargo build --release --quiet --bin smart-presence --example fanout
-BIN=$CARGO_TARGET_DIR/release/smart-presence
-FAN=$CARGO_TARGET_DIR/release/examples/fanout
-
-WORK=$(mktemp -d /tmp/sp-restart.XXXXXX)
+. "$ROOT/benches/common.sh"
+build_release restart
 SP_PID="" FAN_PID=""
 cleanup() {
   [ -n "$FAN_PID" ] && kill "$FAN_PID" 2>/dev/null
@@ -38,7 +33,6 @@ cleanup() {
   echo "(logs of this run: $WORK)"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
 free_port() {
   python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
