@@ -2,7 +2,8 @@
 //!
 //! Owns the rules of accounts; the records (an account with its HA1s and token hash,
 //! findable by username, number and token) are kept by an [`AccountStore`]
-//! (`crate::storage::accounts`; today sled, `data_dir/accounts`).
+//! (`crate::storage::accounts`, which also defines [`Account`] and [`AccountError`]; today
+//! sled, `data_dir/accounts`).
 //!
 //! Passwords are never stored: only the digest HA1s, `H(username:realm:password)` for MD5 and
 //! SHA-256 (RFC 2617, RFC 8760), realm = the config `domain`. So credentials are not
@@ -18,37 +19,17 @@ use crate::numbers::E164;
 use md5::Md5;
 use parking_lot::Mutex;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use crate::storage::accounts::{AccountStore, StoredAccount};
 use crate::storage::sled::SledAccounts;
-use crate::storage::StorageError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub use crate::storage::accounts::{Account, AccountError};
 
 /// The directory of the account store inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
     data_dir.join("accounts")
-}
-
-/// A SIP account as other parts see it (no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    pub username: String,
-    pub domain: String,
-    /// The verified numbers the account was provisioned with.
-    pub numbers: Vec<E164>,
-    /// Unix seconds.
-    pub created_at: u64,
-    /// Unix seconds of the last credential change.
-    pub updated_at: u64,
-}
-
-impl Account {
-    /// `sip:username@domain`.
-    pub fn sip_uri(&self) -> String {
-        format!("sip:{}@{}", self.username, self.domain)
-    }
 }
 
 /// Digest algorithms we keep an HA1 for.
@@ -91,24 +72,6 @@ pub struct Provisioned {
     pub credentials: Credentials,
     /// True when the account did not exist.
     pub created: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AccountError {
-    #[error("username {0:?} is taken")]
-    UsernameTaken(String),
-    #[error("{number} belongs to account {username:?}")]
-    NumberTaken { number: E164, username: String },
-    #[error("invalid username {0:?} (1 to 64 characters: letters, digits, + - _ .)")]
-    InvalidUsername(String),
-    #[error("no account {0:?}")]
-    NotFound(String),
-    #[error("corrupt account entry: {0}")]
-    Corrupt(String),
-    #[error("storage error: {0}")]
-    Storage(#[from] StorageError),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// The account store: a handle over an [`AccountStore`]. Cheap to clone.

@@ -20,13 +20,14 @@ use crate::config::BudgetConfig;
 use crate::numbers::E164;
 use crate::storage::budgets::{BudgetStore, Saved, TokenBucket};
 use crate::storage::sled::SledBudgets;
-use crate::storage::StorageError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub use crate::storage::budgets::BudgetError;
 
 /// The directory of the budget store inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
@@ -54,14 +55,6 @@ pub struct Status {
     pub refill_per_day: u32,
     /// Numbers remembered as already charged.
     pub remembered: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BudgetError {
-    #[error("storage error: {0}")]
-    Storage(#[from] StorageError),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// The budget: a handle over a [`BudgetStore`]. Cheap to clone.
@@ -194,6 +187,7 @@ fn hash(salt: &[u8; 16], account: &str, n: E164) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StorageError;
 
     fn nums(range: std::ops::Range<u64>) -> Vec<E164> {
         range.map(|i| E164::from_digits(33_600_000_000 + i).unwrap()).collect()

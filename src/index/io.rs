@@ -3,7 +3,7 @@
 //! go through the store's `apply_chunk` and reads through `Index::iter`, so it must not
 //! know how a store keeps bindings.
 
-use super::{canonical_sip_uri, Index, IndexError, Source};
+use super::{canonical_sip_uri, Index, IndexError, Rejection, Source};
 use crate::numbers::{Region, E164};
 use crate::storage::bindings::ChunkCounts;
 use serde::{Deserialize, Serialize};
@@ -76,14 +76,6 @@ impl ImportOptions {
     pub fn new(format: Format) -> ImportOptions {
         ImportOptions { format, strict: false, region: None, source: Source::Import, chunk_size: 10_000 }
     }
-}
-
-/// A bad input line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    /// 1-based line number in the input.
-    pub line: u64,
-    pub reason: String,
 }
 
 /// The outcome of an import.

@@ -3,19 +3,20 @@
 //!
 //! [`Index`] is the handle every caller uses (SIP subscriptions, provisioning, the admin
 //! API, the CLI): it makes URIs canonical and does bulk import/export, and holds the
-//! bindings through [`BindingStore`] (`crate::storage::bindings`), so it never touches a
-//! backend. A number is exactly in one binding or in none: binding a bound number to
+//! bindings through [`BindingStore`] (`crate::storage::bindings`, which also defines the
+//! [`Binding`], [`Source`], [`BindOutcome`] and [`IndexError`] re-exported here), so it never
+//! touches a backend. A number is exactly in one binding or in none: binding a bound number to
 //! another URI replaces the old binding and its reverse entry in the same atomic change.
 //!
 //! Files, one job each: `input` (canonical URIs, numbers as people write them), `io`
-//! (import/export formats), `feed` (the change feed), and the sled store: `sled_store`
+//! (import/export formats), and the sled store: `sled_store`
 //! (the trait implementation: open, reads, write paths, filter builds), `writer` (one
 //! atomic change), `migrate` (the old layout), `encoding` (key and value bytes), `packed`
 //! (buckets), `mirror` (the in-memory copy lookups read) and `filter` (bound numbers, to
-//! skip most misses). This module must not know about SIP messages or HTTP.
+//! skip most misses). The change feed is `crate::storage::feed`, which any store publishes
+//! through. This module must not know about SIP messages or HTTP.
 
 mod encoding;
-mod feed;
 mod filter;
 mod input;
 mod io;
@@ -27,89 +28,18 @@ mod writer;
 
 use crate::numbers::{self, Region, E164};
 use crate::storage::bindings::BindingStore;
-use crate::storage::StorageError;
-use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use feed::{Change, ChangeError, ChangeFeed, ChangeReceiver, CHANGE_CAPACITY};
+pub use crate::storage::bindings::{BindOutcome, Binding, IndexError, Rejection, Source, Stats};
+pub use crate::storage::feed::{Change, ChangeError, ChangeFeed, ChangeReceiver, CHANGE_CAPACITY};
 pub use input::{canonical_sip_uri, parse_number, MAX_URI_BYTES};
-pub use io::{Format, ImportOptions, ImportSummary, Rejection};
+pub use io::{Format, ImportOptions, ImportSummary};
 
 /// The directory of the index inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
     data_dir.join("index")
-}
-
-/// How a binding was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// A single change through the admin API (or the CLI talking to it).
-    Admin,
-    /// A bulk import.
-    Import,
-    /// The CLI working directly on the data directory.
-    Cli,
-    /// Verified in-band by the service (e.g. a subscriber proved ownership).
-    Verification,
-    /// A code this version does not know (written by a newer version).
-    Other,
-}
-
-/// A number's binding.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Binding {
-    pub number: E164,
-    /// Canonical `sip:user@host`.
-    pub sip_uri: String,
-    /// Unix time (seconds) of the bind.
-    pub bound_at: u64,
-    pub source: Source,
-}
-
-/// What [`Index::bind`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "lowercase")]
-pub enum BindOutcome {
-    /// The number was not bound.
-    New,
-    /// It was already bound to that URI: nothing written, no event.
-    Unchanged,
-    /// It was bound to another URI, now replaced.
-    Rebound { old_uri: String },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error("the index at {path} is locked by another process (is a smart-presence server running on this data directory?)")]
-    Locked { path: PathBuf },
-    #[error("not a SIP user URI: {0}")]
-    InvalidUri(String),
-    #[error(transparent)]
-    Number(#[from] numbers::NumberError),
-    #[error("corrupt index entry: {0}")]
-    Corrupt(String),
-    #[error("strict import rejected: {} bad line(s), nothing imported; first: line {}: {}",
-        .0.len(), .0.first().map(|r| r.line).unwrap_or(0), .0.first().map(|r| r.reason.as_str()).unwrap_or(""))]
-    StrictRejected(Vec<Rejection>),
-    #[error("storage error: {0}")]
-    Storage(#[from] StorageError),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Counts shown by `bindings stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Bound numbers.
-    pub numbers: u64,
-    /// Distinct SIP URIs with at least one number (computed by a scan: O(bindings)).
-    pub sip_uris: u64,
-    /// Bytes used by the database on disk.
-    pub size_on_disk: u64,
-    pub path: PathBuf,
 }
 
 /// Tuning of [`Index::open_with`].

@@ -12,11 +12,12 @@
 use crate::numbers::E164;
 use crate::storage::sled::SledVerifications;
 use crate::storage::verification::{CodeRecord, SendWindow, VerificationStore};
-use crate::storage::StorageError;
 use parking_lot::Mutex;
 use rand::Rng;
 use std::path::Path;
 use std::sync::Arc;
+
+pub use crate::storage::verification::StateError;
 
 /// The limits a verification runs under (from the config).
 #[derive(Debug, Clone)]
@@ -87,14 +88,6 @@ pub enum Check {
     Expired,
     /// No code was sent, or it was already used.
     NoPending,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("storage error: {0}")]
-    Storage(#[from] StorageError),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Verifications: a handle over a [`VerificationStore`]. Cheap to clone.

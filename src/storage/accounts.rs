@@ -5,10 +5,51 @@
 //! The contract: one number belongs to one account at most, one token hash names one
 //! account; each write (with its index entries) is atomic and durable before it returns.
 //! A store never sees a password or a token in clear. Must not know about SIP or HTTP.
+//!
+//! [`Account`] and [`AccountError`] are defined here, with the trait that speaks them, and
+//! re-exported by `accounts`.
 
-use crate::accounts::{Account, AccountError};
+use super::StorageError;
 use crate::numbers::E164;
 use serde::{Deserialize, Serialize};
+
+/// A SIP account as other parts see it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub domain: String,
+    /// The verified numbers the account was provisioned with.
+    pub numbers: Vec<E164>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last credential change.
+    pub updated_at: u64,
+}
+
+impl Account {
+    /// `sip:username@domain`.
+    pub fn sip_uri(&self) -> String {
+        format!("sip:{}@{}", self.username, self.domain)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("username {0:?} is taken")]
+    UsernameTaken(String),
+    #[error("{number} belongs to account {username:?}")]
+    NumberTaken { number: E164, username: String },
+    #[error("invalid username {0:?} (1 to 64 characters: letters, digits, + - _ .)")]
+    InvalidUsername(String),
+    #[error("no account {0:?}")]
+    NotFound(String),
+    #[error("corrupt account entry: {0}")]
+    Corrupt(String),
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// An account as stored: the public [`Account`] and its secrets' hashes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

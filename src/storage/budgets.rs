@@ -5,9 +5,19 @@
 //! The contract: a charge is a read-modify-write of one account, atomic with respect to
 //! other charges and resets of that account (several nodes may charge one account); the
 //! salt is made once and never changes, or every remembered number would be forgotten.
-//! Must not know about numbers in clear, SIP or HTTP.
+//! Must not know about numbers in clear, SIP or HTTP. [`BudgetError`] is re-exported by
+//! `budget`.
 
 use super::StorageError;
+
+/// A failure of the budget's store, or of opening it.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// An account's token bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,9 +2,9 @@
 //! the resolution path hold through the trait whatever the backend, as a Redis store must.
 //! Test-only: it keeps nothing across restarts.
 
-use super::bindings::{BindingStore, Bindings, ChunkCounts};
+use super::bindings::{BindOutcome, Binding, BindingStore, Bindings, ChunkCounts, IndexError, Source, Stats};
+use super::feed::{Change, ChangeFeed, ChangeReceiver};
 use crate::clock::unix_now;
-use crate::index::{BindOutcome, Binding, Change, ChangeFeed, ChangeReceiver, IndexError, Source, Stats};
 use crate::numbers::E164;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};

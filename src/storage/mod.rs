@@ -10,14 +10,19 @@
 //! `Arc<dyn ...Store>` from this module. Traits speak the domain's types and errors, never
 //! a backend's; a trait method is what the handles need, not what a backend offers.
 //!
-//! | trait                                    | today's implementation                          |
-//! |------------------------------------------|-------------------------------------------------|
-//! | [`BindingStore`] (bindings, change feed) | `index::sled_store` (sled, with an in-memory mirror) |
-//! | [`PublicationStore`] (presence)          | [`sled::SledPublications`] (memory, recorded in sled) |
-//! | [`RegistrationStore`] (registrar)        | [`sled::SledPublications`]                       |
-//! | [`BudgetStore`]                          | [`sled::SledBudgets`]                            |
-//! | [`AccountStore`]                         | [`sled::SledAccounts`]                           |
-//! | [`VerificationStore`]                    | [`sled::SledVerifications`]                      |
+//! Each trait's file also defines its vocabulary (the plain data and error types it speaks),
+//! which the domain module re-exports where callers name it. So this module is a leaf: it
+//! uses no domain module, only `numbers`, `clock` and `sip::new_tag` (entity-tags), and the domain
+//! modules depend on it, never the other way (`tests/layering.rs` checks it).
+//!
+//! | trait (file)                                 | its vocabulary, re-exported by          | today's implementation |
+//! |----------------------------------------------|-----------------------------------------|------------------------|
+//! | [`BindingStore`] (`bindings`; feed: `feed`)  | `index`: `Binding`, `Source`, `BindOutcome`, `IndexError`, `Stats`, `Rejection`, `Change`, `ChangeFeed`, `ChangeReceiver` | `index::sled_store` (sled, with an in-memory mirror); `memory_bindings` (tests) |
+//! | [`PublicationStore`] (`presence`)            | `presence`: `Live`, `Published`, `PublishError` | [`sled::SledPublications`] (wraps [`memory_publications::MemoryPublications`], recorded in sled) |
+//! | [`RegistrationStore`] (`registrations`)      | (used by `registrar` as is)             | [`sled::SledPublications`] |
+//! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`sled::SledBudgets`] |
+//! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`] |
+//! | [`VerificationStore`] (`verification`)       | `provisioning`: `StateError`            | [`sled::SledVerifications`] |
 //!
 //! Atomicity: every store call that writes is atomic and durable in the store, and a
 //! budget charge is one read-modify-write inside the store. The read-modify-writes of
@@ -25,13 +30,15 @@
 //! handle's lock, which holds within one process only: a store shared by several nodes
 //! must make those atomic too (a per-key lock or compare-and-set).
 //!
-//! This module must not know about SIP, HTTP or configuration files.
+//! This module must not know about SIP messages, HTTP or configuration files.
 
 pub mod accounts;
 pub mod bindings;
 pub mod budgets;
+pub mod feed;
 #[cfg(test)]
 mod memory_bindings;
+pub mod memory_publications;
 pub mod presence;
 pub mod registrations;
 pub mod sled;

@@ -8,9 +8,38 @@
 //! ([`PublishError::Storage`]: the handler answers 500); reads may not: a store that
 //! cannot tell a presentity's state says it does not know it (None), as presence is soft
 //! state. Must not know about subscriptions or SIP messages.
+//!
+//! [`Live`], [`Published`] and [`PublishError`] are defined here and re-exported by
+//! `presence`; [`MemoryPublications`](super::memory_publications::MemoryPublications) is the
+//! implementation that keeps them in memory.
 
-use crate::presence::store::{Live, PublishError, Published};
+use super::StorageError;
 use std::time::{Duration, Instant};
+
+/// A presentity's combined state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// Some publication says open.
+    pub online: bool,
+    /// When the state last changed (unix seconds): "last seen" once he is offline.
+    pub updated: u64,
+}
+
+/// What a publication says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub open: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// RFC 3903 §6 step 4: 412.
+    #[error("unknown entity-tag")]
+    UnknownEtag,
+    /// The store failed (never for the in-memory one).
+    #[error("presence store: {0}")]
+    Storage(#[from] StorageError),
+}
 
 pub trait PublicationStore: Send + Sync {
     /// A new publication for `uri` lasting `expires`; returns its entity-tag.

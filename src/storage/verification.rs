@@ -5,11 +5,21 @@
 //!
 //! The contract: every write is durable before it returns; a record is found by its
 //! number and device, and by its current reference once [`VerificationStore::save_new_code`]
-//! stored it. Must not know about SMS, accounts or the binding index.
+//! stored it. Must not know about SMS, accounts or the binding index. [`StateError`] is
+//! re-exported by `provisioning`.
 
 use super::StorageError;
 use crate::numbers::E164;
 use serde::{Deserialize, Serialize};
+
+/// A failure of the verification state's store, or of opening it.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// One number and device's verification.
 #[derive(Debug, Clone, Serialize, Deserialize)]

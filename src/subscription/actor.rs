@@ -362,9 +362,12 @@ async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> Sen
     sent
 }
 
+/// The Subscription-State of a one-shot fetch (Expires: 0 on a new subscription).
+pub const FETCH_STATE: SubState = SubState::Terminated { reason: Some("timeout") };
+
 /// A fetch (RFC 6665 §4.4.3, Expires 0): one full-state NOTIFY that also terminates.
 pub async fn fetch(mut sub: Subscription, shared: &Shared) {
-    let _ = sub.send_full(shared, super::handler::FETCH_STATE).await;
+    let _ = sub.send_full(shared, FETCH_STATE).await;
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::config::SubscribeSettings;
 use crate::core::{Handler, HandlerFuture, ServerTx};
 use crate::dialog::{self, Dialog, Retarget};
 use crate::discovery::{self, Seeker};
-use crate::notification::{self, Format, SubState};
+use crate::notification::{self, Format};
 use crate::resolution;
 use crate::sip::{HeaderName, NameAddr, Request, Response};
 use std::sync::Arc;
@@ -192,6 +192,3 @@ fn in_dialog(req: &Request, tx: &ServerTx, shared: &Shared, domain: &str, tag: &
     let retarget = Retarget::from_request(req, tx.source(), domain);
     Ok(Accepted::InDialog(resp, handle, (expires > 0).then_some(expires), retarget))
 }
-
-/// The Subscription-State of a one-shot fetch (Expires: 0 on a new subscription).
-pub const FETCH_STATE: SubState = SubState::Terminated { reason: Some("timeout") };

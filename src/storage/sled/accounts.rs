@@ -6,9 +6,8 @@
 //!
 //! Each write is one sled transaction over the trees, flushed before it returns.
 
-use crate::accounts::{Account, AccountError};
 use crate::numbers::E164;
-use crate::storage::accounts::{AccountStore, StoredAccount};
+use crate::storage::accounts::{Account, AccountError, AccountStore, StoredAccount};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;

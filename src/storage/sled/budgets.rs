@@ -7,8 +7,7 @@
 //! and the salt under `salt` in the default tree. Charges and resets of all accounts are
 //! serialised by one lock (one process holds the database).
 
-use crate::budget::BudgetError;
-use crate::storage::budgets::{BudgetStore, Charge, Saved, TokenBucket};
+use crate::storage::budgets::{BudgetError, BudgetStore, Charge, Saved, TokenBucket};
 use crate::storage::StorageError;
 use parking_lot::Mutex;
 use std::path::Path;

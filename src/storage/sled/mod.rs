@@ -1,7 +1,8 @@
 //! The sled implementations of the stores of budgets, accounts, verifications and presence
 //! (with the registrar's registrations), one database per store under the data directory.
 //! (The binding index's sled store lives in `index::sled_store`, with its mirror and bucket
-//! layout; subscriptions in `subscription::durable`.)
+//! layout; subscriptions in `subscription::durable`.) Like the rest of `storage`, they use
+//! no domain module.
 //!
 //! The only place besides `index` that names a sled type; sled errors become
 //! [`StorageError`]s here and never leave.

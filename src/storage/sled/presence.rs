@@ -10,7 +10,8 @@
 //! decode is skipped with a log line.
 
 use crate::clock::unix_now;
-use crate::presence::store::{Live, MemoryPublications, PublishError, Published};
+use crate::storage::memory_publications::MemoryPublications;
+use crate::storage::presence::{Live, PublishError, Published};
 use crate::storage::registrations::{Registration, RegistrationStore};
 use crate::storage::{PublicationStore, StorageError};
 use serde::{Deserialize, Serialize};

@@ -4,8 +4,7 @@
 //! time verified, 8 bytes). Every write is flushed before it returns.
 
 use crate::numbers::E164;
-use crate::provisioning::StateError;
-use crate::storage::verification::{CodeRecord, SendWindow, VerificationStore};
+use crate::storage::verification::{CodeRecord, SendWindow, StateError, VerificationStore};
 use crate::storage::StorageError;
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! The change feed: every change of the index, published once it is durable, in commit
 //! order, to every subscriber. Bounded per subscriber; a slow one is told it lagged, never
-//! left with a silent gap. Any store can publish through it; it knows nothing of storage.
+//! left with a silent gap. Any store can publish through it; it knows no backend.
+//! `index` re-exports it: callers subscribe through `Index::changes`.
 
 use crate::numbers::E164;
 use serde::Serialize;
