@@ -281,10 +281,11 @@ fn subscribes_received(log: &str) -> usize {
 }
 
 /// The client (watching bob's and carol's numbers, bob bound) over `transport` for
-/// `duration` s against a server process that is killed (SIGKILL) 4 s in and started again
+/// `duration` s against a server process that is killed (SIGKILL) once the subscription is stored and started again
 /// on the same data directory; carol is bound 2 s after. Returns the client's lines, what
-/// the new server logged (every message received), and when carol was bound.
-async fn client_across_a_restart(transport: &'static str, duration: u32) -> (Vec<(u128, String)>, String, u128) {
+/// the new server logged (every message received), when the server was killed and when
+/// carol was bound (ms since the client started).
+async fn client_across_a_restart(transport: &'static str, duration: u32) -> (Vec<(u128, String)>, String, u128, u128) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::new(dir.path(), "[notify]\nmin_interval_ms = 200");
     server.log_messages = true;
@@ -292,16 +293,19 @@ async fn client_across_a_restart(transport: &'static str, duration: u32) -> (Vec
     server.bind("+33612345678", "sip:bob@example.org").await;
     let t0 = Instant::now();
     let server_addr = if transport == "udp" { server.udp } else { server.tcp };
+    let before = server.store_stamp("subscriptions");
     let client = spawn_client(server_addr, transport, vec!["0612345678".into(), "0698765432".into()], duration, t0);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.written_back("subscriptions", before).await;
     assert_eq!(subscribes_received(&server.log()), 1, "the client subscribed once");
+    let killed_at = t0.elapsed().as_millis();
     server.kill9();
     server.start().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bound_at = t0.elapsed().as_millis();
     server.bind("+33698765432", "sip:carol@example.org").await;
     let lines = client.await.unwrap();
-    (lines, server.log(), bound_at)
+    (lines, server.log(), killed_at, bound_at)
 }
 
 fn carol_seen(lines: &[(u128, String)], log: &str) -> u128 {
@@ -317,9 +321,9 @@ fn carol_seen(lines: &[(u128, String)], log: &str) -> u128 {
 /// client reports it as a user within 2 s, having sent nothing to the new server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
-    let (lines, log, bound_at) = client_across_a_restart("udp", 14).await;
+    let (lines, log, killed_at, bound_at) = client_across_a_restart("udp", 14).await;
     let bob = lines.iter().find(|(_, l)| l.starts_with("PRESENCE 0612345678 open sip:bob@example.org ")).map(|(at, _)| *at);
-    assert!(bob.is_some_and(|at| at < 4_000), "bob seen before the kill: {lines:?}");
+    assert!(bob.is_some_and(|at| at < killed_at), "bob seen before the kill: {lines:?}");
     let carol = carol_seen(&lines, &log);
     assert!(carol >= bound_at && carol - bound_at < 2_000, "bound at {bound_at} ms, seen at {carol} ms");
     assert_eq!(final_of(&lines, "0698765432"), "USER sip:carol@example.org");
@@ -335,7 +339,7 @@ async fn liblinphone_over_udp_does_not_notice_a_sigkill_restart() {
 /// a binding made meanwhile included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_over_tcp_resubscribes_after_a_restart() {
-    let (lines, log, bound_at) = client_across_a_restart("tcp", 85).await;
+    let (lines, log, _, bound_at) = client_across_a_restart("tcp", 85).await;
     assert!(log.contains("NOTIFY not sent") && log.contains("the subscription ends"), "the unreachable TCP subscriber is ended, logged:\n{log}");
     let carol = carol_seen(&lines, &log);
     let again = subscribes_received(&log);

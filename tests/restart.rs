@@ -32,11 +32,6 @@ async fn subscribe(p: &mut Peer, proto: &str, branch: &str, extra: &str) -> Msg 
     first.expect("the first NOTIFY")
 }
 
-/// Past the store's write-back interval (500 ms).
-async fn written_back() {
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-}
-
 #[tokio::test]
 async fn a_udp_subscription_survives_sigkill_and_gets_later_bindings() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,9 +39,10 @@ async fn a_udp_subscription_survives_sigkill_and_gets_later_bindings() {
     server.start().await;
     server.bind("+33612345678", "sip:bob@example.org").await;
     let mut p = Peer::udp(server.udp).await;
+    let before = server.store_stamp("subscriptions");
     let first = subscribe(&mut p, "UDP", "k9", "").await;
     assert_eq!(version(&first), 0);
-    written_back().await;
+    server.written_back("subscriptions", before).await;
     server.kill9();
 
     server.start().await;
@@ -84,8 +80,9 @@ async fn an_expired_subscription_is_not_resumed() {
     let mut server = ServerProcess::new(dir.path(), "[subscription]\nmin_expires = 1");
     server.start().await;
     let mut p = Peer::udp(server.udp).await;
+    let before = server.store_stamp("subscriptions");
     subscribe(&mut p, "UDP", "exp", "Expires: 2\r\n").await;
-    written_back().await;
+    server.written_back("subscriptions", before).await;
     server.kill9();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     server.start().await;
@@ -123,11 +120,12 @@ async fn a_tcp_subscriber_is_reached_on_a_new_connection_to_its_contact() {
     let extra = format!("Contact: <sip:alice@{contact};transport=tcp>\r\n");
     let body = resource_list(&[BOB.to_string()]);
     let msg = list_subscribe("TCP", p.local(), "tcpk", "", &body).replacen(&format!("Contact: <sip:alice@{};transport=tcp>\r\n", p.local()), &extra, 1);
+    let before = server.store_stamp("subscriptions");
     p.send(msg.as_bytes()).await;
     let (ok, first) = p.accepted().await;
     assert_eq!(ok.status(), Some(200));
     let first = first.unwrap();
-    written_back().await;
+    server.written_back("subscriptions", before).await;
     server.kill9();
     drop(p); // the old connection died with the server
 
@@ -144,8 +142,9 @@ async fn a_tcp_subscriber_that_cannot_be_reached_is_ended_and_counted_in_the_log
     let mut server = ServerProcess::new(dir.path(), "");
     server.start().await;
     let mut p = Peer::tcp(server.tcp).await;
+    let before = server.store_stamp("subscriptions");
     subscribe(&mut p, "TCP", "tcpgone", "").await; // Contact: its own ephemeral port
-    written_back().await;
+    server.written_back("subscriptions", before).await;
     server.kill9();
     drop(p);
     server.start().await;
@@ -218,11 +217,12 @@ async fn published_and_registered_presence_survive_a_sigkill() {
     let mut dave = Peer::udp(server.udp).await;
     dave.send(publish_as("dave", dave.local(), "pub2", "Expires: 600\r\n", &OPEN.replace("bob", "dave")).as_bytes()).await;
     let dave_etag = dave.recv().await.header("SIP-ETag").unwrap().to_string();
+    let before = server.store_stamp("presence");
     dave.send(publish_as("dave", dave.local(), "pub3", &format!("Expires: 0\r\nSIP-If-Match: {dave_etag}\r\n"), "").as_bytes()).await;
     assert_eq!(dave.recv().await.status(), Some(200));
     let last_seen = presence_of(&server, "sip:dave@example.org", "w0").await;
     assert!(last_seen.contains("away"), "{last_seen}");
-    written_back().await;
+    server.written_back("presence", before).await;
     server.kill9();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 

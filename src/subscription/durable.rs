@@ -67,6 +67,7 @@ impl SubscriptionStore {
         match db.get(LAYOUT_KEY)? {
             None => {
                 db.insert(LAYOUT_KEY, &LAYOUT.to_be_bytes())?;
+                db.flush()?;
             }
             Some(v) => {
                 let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0);

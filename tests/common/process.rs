@@ -124,6 +124,23 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// What store `store` (a directory of the data directory) holds on disk now.
+    pub fn store_stamp(&self, store: &str) -> Stamp {
+        stamp(&self.dir.join("data").join(store))
+    }
+
+    /// Waits until the server wrote `store` back to disk since `before` was taken (sled
+    /// writes back every 500 ms, later on a loaded machine), and one interval more: a
+    /// write-back that had begun before may have missed the last write.
+    pub async fn written_back(&self, store: &str, before: Stamp) {
+        let started = Instant::now();
+        while self.store_stamp(store) == before {
+            assert!(started.elapsed() < Duration::from_secs(15), "{store} never written back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+
     /// Binds `number` to `sip_uri` through the admin endpoint.
     pub async fn bind(&self, number: &str, sip_uri: &str) {
         let body = format!("{{\"sip_uri\":\"{sip_uri}\"}}");
@@ -146,4 +163,24 @@ impl Drop for ServerProcess {
             let _ = c.wait();
         }
     }
+}
+
+/// Each file of a directory tree with its size and time of change.
+pub type Stamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn stamp(dir: &Path) -> Stamp {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(e.path());
+            } else {
+                files.push((e.path(), meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    files.sort();
+    files
 }
