@@ -70,7 +70,7 @@ start() {
   python3 - "$SP_PORT" <<'EOF'
 import socket, sys, time
 port = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.05)
-msg = ("OPTIONS sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKup{}\r\n"
+msg = ("OPTIONS sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKup{};rport\r\n"
        "From: <sip:b@example.org>;tag=b\r\nTo: <sip:rls@example.org>\r\nCall-ID: up{}\r\nCSeq: 1 OPTIONS\r\n"
        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
 for i in range(1200):
@@ -87,10 +87,11 @@ EOF
 
 echo "== server on 127.0.0.1:$SP_PORT; holding $HOLD list subscriptions of 100 numbers"
 start server-1.log
-"$FAN" resume --target "127.0.0.1:$SP_PORT" --count "$HOLD" --lines 1000 --settle 600 > "$WORK/resume.txt" &
+"$FAN" resume --target "127.0.0.1:$SP_PORT" --count "$HOLD" --lines 1000 --settle 600 --server-pid "$SP_PID" > "$WORK/resume.txt" &
 FAN_PID=$!
 until grep -q "restart the server now" "$WORK/resume.txt" 2>/dev/null; do sleep 0.5; done
-grep "held" "$WORK/resume.txt"
+sleep 2.5
+grep -E "held|RSS" "$WORK/resume.txt"
 sleep 1.5   # past the store's 500 ms write-back
 STORE_BYTES=$(du -sb "$WORK/data/subscriptions" | cut -f1)
 echo "== kill -$SIGNAL, then start again on the same data directory"

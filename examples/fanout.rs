@@ -308,8 +308,15 @@ async fn hold(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
 /// prints when the first and the last came, as Unix times, for `benches/restart.sh`.
 async fn resume(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     let (entries, lines) = (o.entries, o.lines.max(1));
+    let before = o.server_pid.and_then(rss_kib);
     open_all(o, run, sockets, book, |i| (0..entries).map(|e| held_number(i, e, lines)).collect()).await;
     let held = Book::count(&book.first);
+    if let (Some(pid), Some(before)) = (o.server_pid, before) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss_kib(pid).unwrap_or(before);
+        let per = (after.saturating_sub(before) * 1024) as f64 / held.max(1) as f64;
+        println!("resume: server RSS {before} KiB -> {after} KiB: {per:.0} bytes per subscription (2 s after the last)");
+    }
     println!("resume: held {held}/{} subscriptions of {entries} numbers; restart the server now", o.count);
     let limit = Duration::from_secs(if o.settle == 0 { 300 } else { o.settle });
     wait_for(|| Book::count(&book.second) >= held, limit).await;

@@ -452,6 +452,9 @@ fn split_cc(v: u64) -> Option<(u16, u32, &'static CcInfo)> {
 /// A SIP URI whose user part is `+` and digits is read as its number here (list entries
 /// name numbers); as an identity it is a user too ([`crate::identity`]).
 pub fn from_uri(uri: &str, region: Option<Region>) -> UriKind {
+    if let Some(kind) = plain_phone_uri(uri, region) {
+        return kind;
+    }
     let parsed = match Uri::parse(crate::identity::addr_spec(uri)) {
         Ok(u) => u,
         Err(e) => return UriKind::Invalid(format!("{e} in {uri:?}")),
@@ -478,6 +481,22 @@ pub fn from_uri(uri: &str, region: Option<Region>) -> UriKind {
         Ok(aor) => UriKind::Sip(aor),
         Err(e) => UriKind::Invalid(format!("{e} in {uri:?}")),
     }
+}
+
+/// The common entry, `sip:+<digits>@<host>[:<port>][;user=phone]`, read without building a
+/// [`Uri`] (an address book holds thousands): the answer `from_uri` would give; None for
+/// anything else, which takes the general way.
+fn plain_phone_uri(uri: &str, region: Option<Region>) -> Option<UriKind> {
+    let (user, hostport) = uri.strip_prefix("sip:")?.split_once('@')?;
+    let digits = user.strip_prefix('+')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hostport = hostport.strip_suffix(";user=phone").unwrap_or(hostport);
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "0"));
+    let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    (host_ok && port_ok).then(|| phone(tel_number(user, region)))
 }
 
 fn phone(n: Result<E164, NumberError>) -> UriKind {
@@ -546,6 +565,33 @@ fn strip_visual(s: &str) -> Result<String, NumberError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_plain_phone_shortcut_answers_as_the_general_way() {
+        for uri in [
+            "sip:+33612345678@example.org;user=phone",
+            "sip:+33612345678@example.org",
+            "sip:+33612345678@127.0.0.1:5060;user=phone",
+            "sip:+1415555@example.org;user=phone",
+            "sip:+@example.org;user=phone",
+            "sip:+3361234567890123456789@example.org;user=phone",
+        ] {
+            let general = match Uri::parse(crate::identity::addr_spec(uri)) {
+                Ok(_) => {
+                    let user = uri[4..].split('@').next().unwrap();
+                    phone(tel_number(user, None))
+                }
+                Err(e) => UriKind::Invalid(e.to_string()),
+            };
+            match plain_phone_uri(uri, None) {
+                Some(fast) => assert_eq!(format!("{fast:?}"), format!("{general:?}"), "{uri}"),
+                None => assert!(uri.contains("sip:+@"), "{uri} should take the shortcut"),
+            }
+        }
+        for other in ["sips:+33612345678@example.org", "sip:+33612345678@ex ample.org", "sip:alice@example.org", "sip:+3361;x@e.org", "<sip:+33612345678@example.org>"] {
+            assert!(plain_phone_uri(other, None).is_none(), "{other}");
+        }
+    }
+
     use super::*;
     use phonenumber::country::Id;
 

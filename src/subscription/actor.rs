@@ -58,7 +58,8 @@ impl Subscription {
     /// versions and CSeqs. A store that fails is logged: the subscription goes on, it only
     /// would not survive a restart.
     fn record(&mut self, shared: &Shared) {
-        match shared.store.put(self, &self.subscriber, self.expires_unix()) {
+        let created = self.version == 0 && self.version_limit == 0;
+        match shared.store.put(self, &self.subscriber, self.expires_unix(), created) {
             Ok((version, cseq)) => (self.version_limit, self.cseq_limit) = (version, cseq),
             Err(e) => tracing::warn!(call_id = %self.dialog.call_id(), "subscription not recorded (lost on restart): {e}"),
         }
@@ -342,9 +343,7 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
     mailbox.close();
     let end = sent.err().unwrap_or(End::Expired);
     Box::pin(sub.send_terminated(&shared, end)).await;
-    if let Err(e) = shared.store.remove(&sub.dialog) {
-        tracing::warn!(call_id = %sub.dialog.call_id(), "ended subscription not removed from the store: {e}");
-    }
+    shared.store.remove(&sub.dialog);
     shared.table.remove(sub.id, sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys());
 }
 

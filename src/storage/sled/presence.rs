@@ -48,7 +48,7 @@ impl SledPublications {
     /// Opens (or creates) the store and puts its state back in memory; returns it with the
     /// receiving end of its change channel.
     pub fn open(dir: &Path) -> Result<(SledPublications, mpsc::UnboundedReceiver<Box<str>>), StorageError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).cache_capacity(8 << 20).open()?;
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).cache_capacity(1 << 20).open()?;
         let (memory, rx) = MemoryPublications::new();
         let store = SledPublications {
             publications: db.open_tree("publications")?,

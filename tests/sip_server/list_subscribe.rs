@@ -1,19 +1,18 @@
 //! Issue 4: list subscriptions end to end, replaying what liblinphone 5.1 really sends
 //! (`fixtures/liblinphone-5.1/`) and checking the NOTIFY bytes it needs.
 
-mod common;
 
-use common::peer::{Msg, Peer};
-use common::*;
+use crate::common::peer::{Msg, Peer};
+use crate::common::*;
 use smart_presence::index::Source;
 use smart_presence::numbers::E164;
 use std::time::{Duration, Instant};
 
-const INITIAL_UDP: &[u8] = include_bytes!("../fixtures/liblinphone-5.1/01-subscribe-initial-udp-4numbers-deflate.raw");
-const REFRESH_UDP: &[u8] = include_bytes!("../fixtures/liblinphone-5.1/03-subscribe-refresh-udp-in-dialog.raw");
-const UNSUB_UDP: &[u8] = include_bytes!("../fixtures/liblinphone-5.1/04-subscribe-unsubscribe-udp.raw");
-const INITIAL_TCP: &[u8] = include_bytes!("../fixtures/liblinphone-5.1/02-subscribe-initial-tcp-1number-uncompressed.raw");
-const UNSUB_TCP: &[u8] = include_bytes!("../fixtures/liblinphone-5.1/05-subscribe-unsubscribe-tcp.raw");
+const INITIAL_UDP: &[u8] = include_bytes!("../../fixtures/liblinphone-5.1/01-subscribe-initial-udp-4numbers-deflate.raw");
+const REFRESH_UDP: &[u8] = include_bytes!("../../fixtures/liblinphone-5.1/03-subscribe-refresh-udp-in-dialog.raw");
+const UNSUB_UDP: &[u8] = include_bytes!("../../fixtures/liblinphone-5.1/04-subscribe-unsubscribe-udp.raw");
+const INITIAL_TCP: &[u8] = include_bytes!("../../fixtures/liblinphone-5.1/02-subscribe-initial-tcp-1number-uncompressed.raw");
+const UNSUB_TCP: &[u8] = include_bytes!("../../fixtures/liblinphone-5.1/05-subscribe-unsubscribe-tcp.raw");
 
 /// The fixture with its client address replaced by ours (head only: the body is binary),
 /// and any other textual replacements.

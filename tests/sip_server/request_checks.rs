@@ -2,10 +2,9 @@
 //! to and advertises (OPTIONS, 405) what the handlers declare; SUBSCRIBE, PUBLISH and
 //! REGISTER each grant Expires by their own config section's policy.
 
-mod common;
 
-use common::peer::{Msg, Peer};
-use common::*;
+use crate::common::peer::{Msg, Peer};
+use crate::common::*;
 use smart_presence::core::{Core, CoreSink, Handler, HandlerFuture, Handlers, ServerTx};
 use smart_presence::limits::Limits;
 use smart_presence::sip::{Capabilities, Method, Request, Response};

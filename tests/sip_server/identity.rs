@@ -3,10 +3,9 @@
 //! registers and is a binding's target; and one canonical form keys the per-account cap and
 //! the authenticated user alike. Over real loopback sockets.
 
-mod common;
 
-use common::peer::{Msg, Peer};
-use common::*;
+use crate::common::peer::{Msg, Peer};
+use crate::common::*;
 use std::net::SocketAddr;
 
 const E164_USER: &str = "sip:+4915100000001@example.org";

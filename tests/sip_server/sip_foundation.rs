@@ -1,8 +1,7 @@
 //! Issue 2: the SIP foundation over real loopback sockets (UDP, TCP, TLS).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 #[tokio::test]

@@ -1,10 +1,9 @@
 //! Client transactions (our NOTIFYs): Timer E retransmission over UDP, Timer F timeout,
 //! no retransmission over TCP, the final response reported to the owner.
 
-mod common;
 
 use bytes::Bytes;
-use common::*;
+use crate::common::*;
 use smart_presence::sip::{parse_message, Message, Request};
 use smart_presence::transaction::{ClientTransactions, Outcome, Timers};
 use smart_presence::transport::{Inbound, Protocol, Source, StreamLimits, Target, Transports};

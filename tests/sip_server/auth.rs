@@ -2,10 +2,9 @@
 //! never 407) against the account store: wrong password, stale nonce, replayed nonce; and
 //! the embedded registrar turning REGISTER into presence.
 
-mod common;
 
-use common::peer::{Msg, Peer};
-use common::*;
+use crate::common::peer::{Msg, Peer};
+use crate::common::*;
 use smart_presence::auth::digest::answer;
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! Issue 5: PUBLISH (RFC 3903) and presence reaching list subscribers.
 
-mod common;
 
-use common::peer::{Msg, Peer};
-use common::*;
+use crate::common::peer::{Msg, Peer};
+use crate::common::*;
 use smart_presence::index::Source;
 use std::time::{Duration, Instant};
 

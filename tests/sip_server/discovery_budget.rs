@@ -3,10 +3,9 @@
 //! 5,000) while a normal account syncing 2,000 contacts is served in full; re-subscribing
 //! with the same list costs nothing.
 
-mod common;
 
-use common::peer::Peer;
-use common::*;
+use crate::common::peer::Peer;
+use crate::common::*;
 use smart_presence::index::Source;
 use std::io::Write;
 

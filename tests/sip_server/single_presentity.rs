@@ -1,10 +1,9 @@
 //! Issue 5: single-presentity SUBSCRIBE (RFC 3856), for a phone-number URI or a SIP URI:
 //! PIDF NOTIFYs with the same lifecycle as list subscriptions.
 
-mod common;
 
-use common::peer::Peer;
-use common::*;
+use crate::common::peer::Peer;
+use crate::common::*;
 use smart_presence::index::Source;
 
 #[tokio::test]

@@ -3,10 +3,9 @@
 //! subscription, an unreachable one is counted, a list that cannot be served over UDP is
 //! refused up front, and a big state goes out in small steps.
 
-mod common;
 
-use common::peer::{Msg, Peer};
-use common::*;
+use crate::common::peer::{Msg, Peer};
+use crate::common::*;
 use smart_presence::index::Source;
 use smart_presence::subscription::table::DeliveryStats;
 use std::time::{Duration, Instant};
