@@ -9,3 +9,9 @@ build_release() {
   WORK=$(mktemp -d "/tmp/sp-$1.XXXXXX")
 }
 now() { date +%s.%N; }
+# The [limits] section of a server under load: all of it comes from 127.0.0.1, so no
+# per-source or per-account caps.
+no_load_caps() {
+  printf '%s\n' '[limits]' 'requests_per_second = 0' 'max_subscriptions_per_account = 0' \
+    'max_subscriptions_per_source = 0' 'max_subscriptions = 0' 'max_entries_held = 0' 'max_connections_per_source = 0'
+}

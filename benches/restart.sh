@@ -52,14 +52,8 @@ listen = "127.0.0.1:$ADMIN_PORT"
 mode = "none"
 [subscription]
 resume_per_second = $RATE
-[limits]
-requests_per_second = 0
-max_subscriptions_per_account = 0
-max_subscriptions_per_source = 0
-max_subscriptions = 0
-max_entries_held = 0
-max_connections_per_source = 0
 EOF
+no_load_caps >> "$WORK/sp.toml"
 
 # start LOG: starts the server, waits until it answers OPTIONS; sets SP_PID and STARTUP (s).
 start() {

@@ -101,7 +101,7 @@ impl SubState {
 /// full-state NOTIFY lists every resource and cannot be split, so it must fit a datagram;
 /// Err carries its size as it would be sent.
 pub fn check_fits(format: Format, list_uri: &str, uris: &[String]) -> Result<(), usize> {
-    if !format.datagram {
+    if !format.datagram || floor_bound(list_uri, uris) <= MAX_DATAGRAM_BODY {
         return Ok(());
     }
     let resources: Vec<ResourceState> = uris.iter().map(|uri| ResourceState { uri, user: None }).collect();
@@ -113,6 +113,15 @@ pub fn check_fits(format: Format, list_uri: &str, uris: &[String]) -> Result<(),
         return Err(size);
     }
     Ok(())
+}
+
+/// An upper bound of the full-state floor's size, from the URIs' lengths alone: most lists
+/// are far below a datagram, and need not be written out to tell.
+fn floor_bound(list_uri: &str, uris: &[String]) -> usize {
+    // `<resource uri="..."/>` and its line end take 20 bytes; escaping turns one byte into
+    // at most six (`&quot;`). The multipart framing and the `<list>` element take < 1 KiB.
+    let escaped = |s: &str| s.len() + 5 * s.bytes().filter(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')).count();
+    1024 + escaped(list_uri) + uris.iter().map(|u| 48 + escaped(u)).sum::<usize>()
 }
 
 /// The NOTIFYs that carry `resources` (split when too big), versions from `*version` on
@@ -181,6 +190,19 @@ pub fn notify_request(dialog: &mut Dialog, format: Format, state: SubState, body
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_floor_bound_is_above_the_floor() {
+        let cfg = NotifyConfig::default();
+        for flavor_ua in ["Linphone/5.1 (belle-sip/5.1.64)", "Linphone/6.0 (belle-sip/5.4.2)"] {
+            let format = Format::choose(&cfg, Some(flavor_ua), false, false);
+            let uris: Vec<String> = (0..300).map(|i| format!("sip:+3361{i:07}@example.org;user=phone&x=\"{i}\"")).collect();
+            let resources: Vec<ResourceState> = uris.iter().map(|uri| ResourceState { uri, user: None }).collect();
+            let notify = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &resources, flavor: format.flavor };
+            let floor = body::full_state_floor(&notify).len();
+            assert!(floor_bound("sip:rls@example.org", &uris) >= floor, "{floor}");
+        }
+    }
+
     use super::*;
 
     #[test]

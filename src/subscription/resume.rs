@@ -66,7 +66,7 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
         },
         Protocol::Tls => return drop_record(shared, &s, "TLS connections are never opened by us"),
     }
-    let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.view().len()) {
+    let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.len()) {
         Ok(p) => p,
         Err(_) => return drop_record(shared, &s, "over the subscription caps"),
     };

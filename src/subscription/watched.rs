@@ -52,6 +52,16 @@ impl WatchedList {
         decode(&self.gaps)
     }
 
+    /// How many entries, without decoding the numbers (a LEB128 varint ends at each byte
+    /// whose high bit is clear).
+    pub fn len(&self) -> usize {
+        self.gaps.iter().filter(|b| **b & 0x80 == 0).count() + self.others.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn view(&self) -> View<'_> {
         View { list: self, numbers: self.numbers() }
     }
@@ -139,6 +149,17 @@ fn fits(uri: &str, prefix: &str, suffix: &str, n: E164) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn len_counts_without_decoding() {
+        let entries: Vec<Entry> = (0..300u64)
+            .map(|i| Entry { uri: format!("sip:+336{:08}@example.org;user=phone", i * 97_713).into(), key: Some(Key::Phone(format!("+336{:08}", i * 97_713).parse().unwrap())) })
+            .chain(std::iter::once(Entry { uri: "sip:bob@example.org".into(), key: None }))
+            .collect();
+        let list = WatchedList::new(entries);
+        assert_eq!(list.len(), list.view().len());
+        assert_eq!(list.len(), 301);
+    }
+
     use super::*;
     use crate::resolution::classify;
 

@@ -47,9 +47,7 @@ pub async fn receive_loop(socket: Arc<UdpSocket>, sink: Arc<dyn Inbound>, mut sh
         match received {
             Ok((n, remote)) => {
                 let source = Source { protocol: Protocol::Udp, remote, local, conn: None };
-                for message in joiner.push(remote, Bytes::copy_from_slice(&buf[..n]), Instant::now()) {
-                    sink.receive(message, source);
-                }
+                joiner.push(remote, Bytes::copy_from_slice(&buf[..n]), Instant::now(), |m| sink.receive(m, source));
             }
             // ICMP port unreachable from an earlier send shows up here on Linux: not fatal.
             Err(e) => tracing::debug!(%local, "udp receive: {e}"),

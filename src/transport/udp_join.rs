@@ -39,28 +39,25 @@ pub struct Joiner {
 }
 
 impl Joiner {
-    /// Takes one datagram from `from`; returns the messages to hand on, in order (none
-    /// when it is a header block now waiting for its body).
-    pub fn push(&mut self, from: SocketAddr, data: Bytes, now: Instant) -> Vec<Bytes> {
-        let mut out = Vec::new();
+    /// Takes one datagram from `from` and hands on, in order, the messages it completes
+    /// (none when it is a header block now waiting for its body).
+    pub fn push(&mut self, from: SocketAddr, data: Bytes, now: Instant, mut deliver: impl FnMut(Bytes)) {
         if let Some(p) = self.pending.remove(&from) {
             if data.len() == p.missing && now.duration_since(p.since) <= WINDOW && !starts_message(&data) {
                 let mut joined = BytesMut::with_capacity(p.head.len() + data.len());
                 joined.extend_from_slice(&p.head);
                 joined.extend_from_slice(&data);
                 tracing::debug!(%from, bytes = joined.len(), "UDP message joined from its header and body datagrams");
-                out.push(joined.freeze());
-                return out;
+                return deliver(joined.freeze());
             }
-            out.push(p.head);
+            deliver(p.head);
         }
         match missing_body(&data) {
             Some(missing) if data.len() <= MAX_HEAD && self.pending.len() < MAX_PENDING => {
                 self.pending.insert(from, Pending { head: data, missing, since: now });
             }
-            _ => out.push(data),
+            _ => deliver(data),
         }
-        out
     }
 
     /// Header blocks whose body did not come within `WINDOW`: handed on as they are (they
@@ -102,6 +99,14 @@ fn starts_message(data: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    impl Joiner {
+        fn take(&mut self, from: SocketAddr, data: Bytes, now: Instant) -> Vec<Bytes> {
+            let mut out = Vec::new();
+            self.push(from, data, now, |m| out.push(m));
+            out
+        }
+    }
+
     const HEAD: &[u8] = b"SUBSCRIBE sip:rls@example.org SIP/2.0\r\nCall-ID: a\r\nContent-Length: 4\r\n\r\n";
     const ADDR: &str = "127.0.0.1:5070";
 
@@ -109,8 +114,8 @@ mod tests {
     fn a_head_and_its_body_become_one_message() {
         let mut j = Joiner::default();
         let now = Instant::now();
-        assert!(j.push(ADDR.parse().unwrap(), Bytes::from_static(HEAD), now).is_empty());
-        let out = j.push(ADDR.parse().unwrap(), Bytes::from_static(b"body"), now);
+        assert!(j.take(ADDR.parse().unwrap(), Bytes::from_static(HEAD), now).is_empty());
+        let out = j.take(ADDR.parse().unwrap(), Bytes::from_static(b"body"), now);
         assert_eq!(out, [Bytes::from([HEAD, b"body"].concat())]);
         assert!(j.pending.is_empty());
     }
@@ -121,17 +126,17 @@ mod tests {
         let now = Instant::now();
         let a: SocketAddr = ADDR.parse().unwrap();
         // A body of the wrong length: both go on, unjoined.
-        assert!(j.push(a, Bytes::from_static(HEAD), now).is_empty());
-        assert_eq!(j.push(a, Bytes::from_static(b"bod"), now).len(), 2);
+        assert!(j.take(a, Bytes::from_static(HEAD), now).is_empty());
+        assert_eq!(j.take(a, Bytes::from_static(b"bod"), now).len(), 2);
         // From another port: not joined.
-        assert!(j.push(a, Bytes::from_static(HEAD), now).is_empty());
-        assert_eq!(j.push("127.0.0.1:5071".parse().unwrap(), Bytes::from_static(b"body"), now), [Bytes::from_static(b"body")]);
+        assert!(j.take(a, Bytes::from_static(HEAD), now).is_empty());
+        assert_eq!(j.take("127.0.0.1:5071".parse().unwrap(), Bytes::from_static(b"body"), now), [Bytes::from_static(b"body")]);
         // Too late: the head goes on alone.
         let out = j.expired(now + WINDOW + Duration::from_millis(1));
         assert_eq!(out, [(a, Bytes::from_static(HEAD))]);
         // A whole message is never held.
         let whole = Bytes::from([HEAD, b"body"].concat());
-        assert_eq!(j.push(a, whole.clone(), now), [whole]);
+        assert_eq!(j.take(a, whole.clone(), now), [whole]);
     }
 
     #[test]
@@ -139,7 +144,7 @@ mod tests {
         let mut j = Joiner::default();
         let now = Instant::now();
         for port in 0..(MAX_PENDING as u16 + 10) {
-            let _ = j.push(SocketAddr::from(([127, 0, 0, 1], 10_000 + port)), Bytes::from_static(HEAD), now);
+            let _ = j.take(SocketAddr::from(([127, 0, 0, 1], 10_000 + port)), Bytes::from_static(HEAD), now);
         }
         assert_eq!(j.pending.len(), MAX_PENDING);
     }
