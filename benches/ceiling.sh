@@ -98,14 +98,21 @@ done
 if [ "$PROFILE" = 1 ]; then
   mkdir -p "$ROOT/benches/flamegraphs"
   echo "== profile: UDP at $PROFILE_RATE/s under perf"
-  perf record -F 999 -g -p "$SP_PID" -o "$WORK/perf.data" -- sleep "$((SECONDS_PER_STEP + 1))" 2>/dev/null &
+  perf record -F 499 --call-graph dwarf,32768 -p "$SP_PID" -o "$WORK/perf.data" -- sleep "$((SECONDS_PER_STEP + 1))" 2>/dev/null &
   PERF=$!
   step udp "$PROFILE_RATE" | sed 's/^/   /'
   wait "$PERF" || true
-  perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "$WORK/folded.txt"
-  inferno-flamegraph --title "$ENTRIES-number list cycles, UDP, $PROFILE_RATE/s" < "$WORK/folded.txt" \
+  FOLDED=$ROOT/benches/flamegraphs/list-cycles-udp.folded   # not committed (.gitignore)
+  perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "$FOLDED"
+  inferno-flamegraph --title "$ENTRIES-number list cycles, UDP, $PROFILE_RATE/s" < "$FOLDED" \
     > "$ROOT/benches/flamegraphs/list-cycles-udp.svg"
   echo "   benches/flamegraphs/list-cycles-udp.svg; top frames by self time:"
   awk '{n = $NF; $NF = ""; k = split($0, f, ";"); self[f[k]] += n; total += n}
-       END {for (s in self) printf "%6.2f%% %s\n", 100 * self[s] / total, s}' "$WORK/folded.txt" | sort -rn | head -25
+       END {for (s in self) printf "%6.2f%% %s\n", 100 * self[s] / total, s}' "$FOLDED" | sort -rn | head -25 || true
+fi
+if [ "$PROFILE" = 1 ]; then
+  echo "   top frames by inclusive time (each stack counted once per frame):"
+  awk '{n = $NF; $NF = ""; k = split($0, f, ";"); delete seen
+        for (i = 1; i <= k; i++) if (!(f[i] in seen)) {seen[f[i]] = 1; incl[f[i]] += n}; total += n}
+       END {for (s in incl) printf "%6.2f%% %s\n", 100 * incl[s] / total, s}' "$FOLDED" | sort -rn | head -60 || true
 fi
