@@ -278,3 +278,29 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     }
     assert!(seen.iter().any(|s| s.lines().any(|l| l == "STOPPING=1")), "STOPPING=1 at the stop: {seen:?}");
 }
+
+/// `docs/admin.openapi.yaml` documents every route the admin listener serves (each
+/// `.route("...")` of `src/admin/` and `src/health.rs`, `:param` written `{param}`).
+#[test]
+fn the_openapi_file_lists_every_admin_route() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/admin.openapi.yaml")).unwrap();
+    let mut sources = vec![root.join("src/health.rs")];
+    for e in std::fs::read_dir(root.join("src/admin")).unwrap() {
+        sources.push(e.unwrap().path());
+    }
+    let mut routes = Vec::new();
+    for file in sources {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for part in text.split(".route(\"").skip(1) {
+            let path = part.split('"').next().unwrap();
+            let path: Vec<String> =
+                path.split('/').map(|s| s.strip_prefix(':').map_or(s.to_string(), |p| format!("{{{p}}}"))).collect();
+            routes.push(path.join("/"));
+        }
+    }
+    assert!(routes.len() >= 9, "routes found: {routes:?}");
+    for r in &routes {
+        assert!(doc.contains(&format!("\n  {r}:\n")), "{r} is not in docs/admin.openapi.yaml");
+    }
+}
