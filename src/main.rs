@@ -112,14 +112,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let server = Server::start(&config).await?;
     // Every listener is bound and served: systemd may count us started (Type=notify).
-    let systemd = smart_presence::systemd::Notifier::from_env();
+    let systemd = smart_presence::systemd::Notifier::from_env().map(std::sync::Arc::new);
     if let Some(n) = &systemd {
         n.notify("READY=1\nSTATUS=serving");
     }
     let (stop_watchdog, watchdog_stopped) = tokio::sync::watch::channel(false);
-    if let (Some(every), Some(n)) = (smart_presence::systemd::watchdog_interval(), smart_presence::systemd::Notifier::from_env()) {
+    if let (Some(every), Some(n)) = (smart_presence::systemd::watchdog_interval(), &systemd) {
         tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog");
-        tokio::spawn(n.watchdog(every, watchdog_stopped));
+        tokio::spawn(n.clone().watchdog(every, watchdog_stopped));
     }
     tokio::select! {
         _ = term.recv() => {}

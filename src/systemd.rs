@@ -48,7 +48,7 @@ impl Notifier {
     }
 
     /// Sends `WATCHDOG=1` every `every` until `shutdown` turns true.
-    pub async fn watchdog(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn watchdog(self: std::sync::Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
