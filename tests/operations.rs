@@ -36,6 +36,22 @@ async fn http(addr: SocketAddr, method: &str, path: &str, authorization: Option<
     Answer { status, head: head.to_string(), body: body.to_string() }
 }
 
+/// The server with `[admin] token = TOKEN`, started.
+async fn started_with_token(dir: &std::path::Path) -> ServerProcess {
+    let mut server = ServerProcess::new(dir, "");
+    server.admin_extra = format!("token = \"{TOKEN}\"");
+    server.start().await;
+    server
+}
+
+/// A list SUBSCRIBE of NUMBER from `p`, accepted (its first NOTIFY answered).
+async fn subscribe_to_number(p: &mut Peer, branch: &str) {
+    let body = resource_list(&[format!("sip:{NUMBER}@example.org;user=phone")]);
+    p.send(list_subscribe("UDP", p.local(), branch, "", &body).as_bytes()).await;
+    let (ok, _) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200), "{}", ok.head);
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -85,11 +101,8 @@ async fn not_ready_while_stored_subscriptions_resume() {
     let ready = http(server.admin, "GET", "/health/ready", None).await;
     assert_eq!(ready.status, 200, "nothing to resume on a first start: {}", ready.body);
     let mut p = Peer::udp(server.udp).await;
-    let body = resource_list(&[format!("sip:{NUMBER}@example.org;user=phone")]);
     for i in 0..COUNT {
-        p.send(list_subscribe("UDP", p.local(), &format!("r{i}"), "", &body).as_bytes()).await;
-        let (ok, _) = p.accepted().await;
-        assert_eq!(ok.status(), Some(200), "{}", ok.head);
+        subscribe_to_number(&mut p, &format!("r{i}")).await;
     }
     server.stop(); // subscription.on_shutdown = keep: all stored
     server.start().await;
@@ -117,9 +130,7 @@ async fn json_log_lines_carry_the_stable_fields() {
     let mut server = ServerProcess::new(dir.path(), "log_format = \"json\"");
     server.start().await;
     let mut p = Peer::udp(server.udp).await;
-    let body = resource_list(&[format!("sip:{NUMBER}@example.org;user=phone")]);
-    p.send(list_subscribe("UDP", p.local(), "json1", "", &body).as_bytes()).await;
-    assert_eq!(p.accepted().await.0.status(), Some(200));
+    subscribe_to_number(&mut p, "json1").await;
     server.stop();
     let log = server.log();
     let lines: Vec<serde_json::Value> = log.lines().filter(|l| !l.trim().is_empty()).map(json).collect();
@@ -142,9 +153,7 @@ async fn json_log_lines_carry_the_stable_fields() {
 #[tokio::test]
 async fn admin_routes_require_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::new(dir.path(), "");
-    server.admin_extra = format!("token = \"{TOKEN}\"");
-    server.start().await;
+    let server = started_with_token(dir.path()).await;
     let a = server.admin;
     for path in ["/stats", "/bindings/%2B33612345678", "/export", "/budget/alice", "/metrics", "/nothing-here"] {
         let none = http(a, "GET", path, None).await;
@@ -170,9 +179,7 @@ async fn admin_routes_require_the_token() {
 #[tokio::test]
 async fn the_cli_sends_the_configured_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::new(dir.path(), "");
-    server.admin_extra = format!("token = \"{TOKEN}\"");
-    server.start().await;
+    let server = started_with_token(dir.path()).await;
     let cli = |config: &std::path::Path, args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_smart-presence")).arg("bindings").arg("--config").arg(config).args(args).output().unwrap()
     };
