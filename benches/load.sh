@@ -65,6 +65,7 @@ fi
 
 . "$ROOT/benches/common.sh"
 build_release load
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 CHARTS=${CHARTS:-$WORK}
 mkdir -p "$CHARTS"
 # One row per ramp step, for the charts: the series, the rates, the server's CPU and the
@@ -329,7 +330,7 @@ printf '%-62s %s\n' \
   "server CPU over the whole run:" "$(printf '%.1f' "$SP_CPU") s in $(printf '%.0f' "$SP_WALL") s" \
   "server peak RSS (VmHWM):" "$SP_HWM KiB"
 
-MACHINE="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(date -u '+%Y-%m-%d %H:%M UTC'), load.sh $ARGS"
+MACHINE="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $LOAD0 before the run, $(date -u '+%Y-%m-%d %H:%M UTC'), load.sh $ARGS"
 { echo "# machine: $MACHINE"; cat "$RAMPS"; } > "$CHARTS/ramps.tsv"
 if command -v gnuplot >/dev/null; then
   bash "$ROOT/benches/charts.sh" "$CHARTS/ramps.tsv" "$CHARTS"
