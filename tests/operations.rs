@@ -88,15 +88,41 @@ async fn not_ready_until_the_stores_open() {
     assert_eq!(http(a, "GET", "/stats", None).await.status, 200);
 }
 
+/// `[admin] metrics_open = true` lets a scraper read `/metrics` without the token; every
+/// other guarded route still wants it.
+#[tokio::test]
+async fn metrics_open_exempts_only_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.admin.token = Some(TOKEN.into());
+    config.admin.metrics_open = true;
+    let health = smart_presence::health::Health::default();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = smart_presence::admin::bind(&config, &health, &stopped).await.unwrap().expect("listening");
+    let index = smart_presence::index::Index::open(&smart_presence::index::dir_in(dir.path())).unwrap();
+    let budget = smart_presence::budget::Budget::open(&smart_presence::budget::dir_in(dir.path()), &config.budget).unwrap();
+    admin.serve(index, budget);
+    let metrics = http(admin.addr(), "GET", "/metrics", None).await;
+    assert_ne!(metrics.status, 401, "{}", metrics.head);
+    assert_eq!(http(admin.addr(), "GET", "/metrics/../stats", None).await.status, 401);
+    assert_eq!(http(admin.addr(), "GET", "/stats", None).await.status, 401);
+    assert_eq!(http(admin.addr(), "GET", "/stats", Some(&format!("Bearer {TOKEN}"))).await.status, 200);
+}
+
 /// After a restart, not ready while the stored subscriptions are being resumed; ready
-/// once every one has been started. `resume_per_second = 100` paces 400 over ~4 s.
+/// once every one has been started. `resume_per_second = 100` paces 400 over ~4 s. The
+/// provisioning listener reports the same.
 #[tokio::test]
 async fn not_ready_while_stored_subscriptions_resume() {
     const COUNT: usize = 400;
     let dir = tempfile::tempdir().unwrap();
-    let extra = "[subscription]\nresume_per_second = 100\n[limits]\nrequests_per_second = 0\n\
-                 max_subscriptions_per_account = 0\nmax_subscriptions_per_source = 0";
-    let mut server = ServerProcess::new(dir.path(), extra);
+    let provisioning = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let extra = format!(
+        "[subscription]\nresume_per_second = 100\n[limits]\nrequests_per_second = 0\n\
+         max_subscriptions_per_account = 0\nmax_subscriptions_per_source = 0\n[provisioning]\nlisten = \"{provisioning}\""
+    );
+    let mut server = ServerProcess::new(dir.path(), &extra);
     server.start().await;
     let ready = http(server.admin, "GET", "/health/ready", None).await;
     assert_eq!(ready.status, 200, "nothing to resume on a first start: {}", ready.body);
@@ -110,6 +136,8 @@ async fn not_ready_while_stored_subscriptions_resume() {
     assert_eq!(ready.status, 503, "still resuming: {}\n{}", ready.body, server.log());
     assert_eq!(json(&ready.body)["waiting"], serde_json::json!(["resuming subscriptions"]));
     assert_eq!(http(server.admin, "GET", "/health/live", None).await.status, 200, "live all the same");
+    let on_provisioning = http(provisioning, "GET", "/health/ready", None).await;
+    assert_eq!((on_provisioning.status, json(&on_provisioning.body)), (503, json(&ready.body)));
     let started = Instant::now();
     loop {
         let ready = http(server.admin, "GET", "/health/ready", None).await;
@@ -120,6 +148,7 @@ async fn not_ready_while_stored_subscriptions_resume() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(server.log().contains(&format!("resumed={COUNT}")), "{}", server.log());
+    assert_eq!(http(provisioning, "GET", "/health/ready", None).await.status, 200);
 }
 
 /// `log_format = "json"`: every line is a JSON object with the stable fields, and the
