@@ -110,8 +110,10 @@ impl Server {
         drop(opening);
         let resuming = health.pending("resuming subscriptions");
         let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
-        transports.run(Arc::new(CoreSink(core)));
+        // Bound and about to be served (the kernel queues what arrives meanwhile): once a
+        // request is answered, no probe may still see "listeners".
         drop(starting);
+        transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
