@@ -12,6 +12,7 @@ declare -A needs=(
   [kamailio]=/usr/sbin/kamailio
   [kamailio-presence-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so
   [pkg-config]=/usr/bin/pkg-config
+  [systemd]=/usr/bin/systemd-analyze
 )
 missing=()
 for pkg in "${!needs[@]}"; do

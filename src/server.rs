@@ -31,12 +31,18 @@ pub struct Server {
     on_shutdown: crate::config::OnShutdown,
     publications: Arc<crate::storage::sled::SledPublications>,
     resumed: subscription::resume::Resumed,
+    health: crate::health::Health,
 }
 
 impl Server {
     /// Binds everything the config asks for and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // The admin endpoint first: its health checks answer (not ready) while the rest starts.
+        let health = crate::health::Health::default();
+        let opening = health.pending("stores");
+        let starting = health.pending("listeners");
+        let admin = crate::admin::bind(config, &health, &shutdown_rx).await?;
         tokio::task::spawn_blocking(crate::numbers::warm_up).await?;
         let tls = if config.sip.tls.is_empty() {
             None
@@ -59,9 +65,12 @@ impl Server {
         let index = Index::open(&index::dir_in(&config.data_dir))?;
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
-        let admin = crate::admin::start(config, &index, &budget, &shutdown_rx).await?;
+        if let Some(a) = &admin {
+            a.serve(index.clone(), budget.clone());
+        }
+        let admin = admin.map(|a| a.addr());
         let provisioning =
-            crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), shutdown_rx.clone()).await?;
+            crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), health.clone(), shutdown_rx.clone()).await?;
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
@@ -98,12 +107,17 @@ impl Server {
         };
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
-        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second);
+        drop(opening);
+        let resuming = health.pending("resuming subscriptions");
+        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
+        // Bound and about to be served (the kernel queues what arrives meanwhile): once a
+        // request is answered, no probe may still see "listeners".
+        drop(starting);
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -144,6 +158,11 @@ impl Server {
         &self.addrs
     }
 
+    /// What the server still waits for before it is ready (`/health/ready`).
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
+    }
+
     /// What the start found in the subscription store.
     pub fn resumed(&self) -> subscription::resume::Resumed {
         self.resumed
@@ -154,6 +173,8 @@ impl Server {
     /// stay stored for the next start. Then closes the listeners, gives our pending requests
     /// up to `grace` to finish, and writes the stores back.
     pub async fn shutdown(self, grace: Duration) {
+        // Not ready from now on: load balancers stop sending new work.
+        let _stopping = self.health.pending("stopping");
         let deadline = tokio::time::Instant::now() + grace;
         if self.on_shutdown == crate::config::OnShutdown::Deactivate {
             let count = self.subscriptions.len();

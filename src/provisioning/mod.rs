@@ -59,6 +59,7 @@ pub async fn start(
     index: Index,
     accounts: Accounts,
     budget: Budget,
+    health: crate::health::Health,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = config.provisioning.listen else { return Ok(None) };
@@ -71,7 +72,7 @@ pub async fn start(
     let p = &config.provisioning;
     let limits = HttpLimits::new(p.max_connections, p.max_connections_per_source, p.header_read_timeout_secs);
     tracing::info!(%addr, "provisioning endpoint listening");
-    tokio::spawn(http_listener::serve("provisioning", listener, routes::router(service), limits, shutdown));
+    tokio::spawn(http_listener::serve("provisioning", listener, routes::router(service).merge(crate::health::router(health)), limits, shutdown));
     Ok(Some(addr))
 }
 
