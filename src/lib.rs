@@ -44,6 +44,7 @@ pub mod http_listener;
 pub mod identity;
 pub mod index;
 pub mod limits;
+pub mod metrics;
 pub mod notification;
 pub mod presence;
 pub mod numbers;
