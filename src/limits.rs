@@ -233,7 +233,7 @@ impl Limits {
             s.by_account.add(account.clone());
             s.by_source.add(source);
             s.entries += entries;
-            return Ok(SubPermit { limits: self.clone(), account, source, entries });
+            return Ok(SubPermit { limits: self.clone(), account, source, entries, single: false });
         };
         drop(s);
         if let Some(suppressed) = self.log_refusal.allow(Instant::now()) {
@@ -245,6 +245,11 @@ impl Limits {
     /// Active subscriptions counted (all accounts).
     pub fn subscriptions(&self) -> usize {
         self.subs.lock().by_account.total
+    }
+
+    /// Active single-presentity subscriptions (those of [`SubPermit::marked_single`]).
+    pub fn single_subscriptions(&self) -> usize {
+        self.subs.lock().single
     }
 
     /// List entries held by all active subscriptions.
@@ -276,6 +281,19 @@ pub struct SubPermit {
     account: Box<str>,
     source: SourceKey,
     entries: usize,
+    single: bool,
+}
+
+impl SubPermit {
+    /// The slot of a single-presentity subscription when `single` (counted apart from
+    /// lists, for the metrics; the caps count both alike).
+    pub fn marked_single(mut self, single: bool) -> SubPermit {
+        if single && !self.single {
+            self.limits.subs.lock().single += 1;
+            self.single = true;
+        }
+        self
+    }
 }
 
 impl Drop for SubPermit {
@@ -284,6 +302,7 @@ impl Drop for SubPermit {
         s.by_account.sub(&self.account);
         s.by_source.sub(&self.source);
         s.entries -= self.entries;
+        s.single -= usize::from(self.single);
     }
 }
 
@@ -339,6 +358,8 @@ struct SubCounts {
     by_account: Counts<Box<str>>,
     by_source: Counts<SourceKey>,
     entries: usize,
+    /// Of them, single-presentity subscriptions.
+    single: usize,
 }
 
 /// A token bucket with its reject allowance.

@@ -9,6 +9,7 @@
 
 pub mod bindings;
 mod budget;
+mod metrics;
 mod stream;
 
 pub(crate) use stream::ChannelBody;
@@ -19,11 +20,12 @@ use crate::http_listener::{self, HttpLimits};
 use crate::index::Index;
 use axum::Router;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Every admin route.
-pub fn router(index: Index, budget: Budget) -> Router {
-    bindings::router(index).merge(budget::router(budget))
+/// Every admin route (`/metrics` when `metrics` is given).
+pub fn router(index: Index, budget: Budget, metrics: Option<Arc<crate::metrics::Metrics>>) -> Router {
+    bindings::router(index).merge(budget::router(budget)).merge(metrics::router(metrics))
 }
 
 /// Binds the admin endpoint when `[admin] listen` is set and serves until `shutdown`
@@ -32,6 +34,7 @@ pub async fn start(
     config: &Config,
     index: &Index,
     budget: &Budget,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = config.admin.listen else { return Ok(None) };
@@ -41,7 +44,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let a = &config.admin;
     let limits = HttpLimits::new(a.max_connections, a.max_connections_per_source, a.header_read_timeout_secs);
-    let router = router(index.clone(), budget.clone());
+    let router = router(index.clone(), budget.clone(), metrics);
     tokio::spawn(http_listener::serve("admin", listener, router, limits, shutdown.clone()));
     Ok(Some(addr))
 }
