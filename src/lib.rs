@@ -23,6 +23,7 @@
 //!
 //! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
+//! [`metrics`] counts what the stages do, for Prometheus;
 //! [`http_listener`] bounds the HTTP listeners' connections; [`fd_limit`] raises the
 //! open-file limit at start.
 //! [`server`] wires the parts; [`config`] holds the settings. [`replay`] is a load tool:
