@@ -100,19 +100,8 @@ pub struct Core {
 
 impl Core {
     /// Handlers that send requests (NOTIFY) share `client_tx`, built from the same sender.
+    /// With `metrics`, what it receives and answers is counted.
     pub fn new(
-        sender: Arc<Sender>,
-        client_tx: Arc<ClientTransactions>,
-        timers: Timers,
-        handlers: Handlers,
-        log_messages: bool,
-        limits: Arc<Limits>,
-    ) -> Arc<Core> {
-        Core::counted(sender, client_tx, timers, handlers, log_messages, limits, None)
-    }
-
-    /// [`Core::new`] counting what it receives and answers in `metrics`.
-    pub fn counted(
         sender: Arc<Sender>,
         client_tx: Arc<ClientTransactions>,
         timers: Timers,

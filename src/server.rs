@@ -103,7 +103,7 @@ impl Server {
             register: registrar,
             ..Handlers::default()
         };
-        let core = Core::counted(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone(), metrics);
+        let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone(), metrics);
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
         let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second);
         transports.run(Arc::new(CoreSink(core)));
