@@ -526,6 +526,19 @@ mod tests {
     }
 
     #[test]
+    fn single_presentity_slots_are_counted_apart_and_released() {
+        let l = Limits::new(&cfg());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let list = l.subscribe("sip:alice@x", a, 10).unwrap().marked_single(false);
+        let single = l.subscribe("sip:alice@x", a, 1).unwrap().marked_single(true).marked_single(true);
+        assert_eq!((l.subscriptions(), l.single_subscriptions()), (2, 1));
+        drop(single);
+        assert_eq!((l.subscriptions(), l.single_subscriptions()), (1, 0));
+        drop(list);
+        assert_eq!((l.subscriptions(), l.single_subscriptions()), (0, 0));
+    }
+
+    #[test]
     fn connection_caps_and_release() {
         let c = LimitsConfig { max_connections_per_source: 2, ..cfg() };
         let l = Limits::new(&c);

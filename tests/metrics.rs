@@ -72,6 +72,53 @@ async fn drive_traffic(s: &TestServer) {
     assert_eq!(p.recv().await.status(), Some(489));
 }
 
+/// Rate limiting and the delivery gateways, read straight from `/metrics`: a burst of
+/// OPTIONS over the source's rate is partly rejected (503) and partly dropped; a one-time
+/// code goes out through the `log` SMS gateway.
+#[tokio::test]
+async fn rate_limits_and_gateways_are_counted() {
+    let s = TestServer::start_with(|c| {
+        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.provisioning.listen = Some("127.0.0.1:0".parse().unwrap());
+        (c.limits.requests_per_second, c.limits.request_burst, c.limits.rejects_per_second) = (1, 1, 1);
+    })
+    .await;
+    let admin = s.server.admin_addr().unwrap();
+    let client = UdpClient::new(s.udp()).await;
+    for i in 0..10 {
+        client.send(request("OPTIONS", "UDP", client.local(), &format!("o{i}"), "", "").as_bytes()).await;
+    }
+    let mut statuses = Vec::new();
+    while let Some(m) = client.recv_within(Duration::from_millis(500)).await {
+        statuses.push(status(&m).to_string());
+    }
+    assert!(statuses.iter().any(|s| s.contains(" 503 ")), "{statuses:?}");
+    let api = s.server.provisioning_addr().unwrap();
+    let (code, body) = http(api, "POST", "/v1/verifications", r#"{"number": "+33612345678", "device_id": "d1"}"#).await;
+    assert!((200..300).contains(&code), "{code} {body}");
+
+    let text = get(admin, "/metrics").await;
+    let count = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} in:\n{text}"));
+    assert!(count("smart_presence_sip_rate_limited_total{action=\"rejected\"}") >= 1.0);
+    assert!(count("smart_presence_sip_rate_limited_total{action=\"dropped\"}") >= 1.0);
+    assert!(count("smart_presence_sip_requests_total{method=\"OPTIONS\",code=\"503\",transport=\"udp\"}") >= 1.0);
+    assert_eq!(count("smart_presence_gateway_messages_total{channel=\"sms\",gateway=\"log\",outcome=\"sent\"}"), 1.0);
+    assert_eq!(count("smart_presence_gateway_messages_total{channel=\"sms\",gateway=\"log\",outcome=\"failed\"}"), 0.0);
+    assert!(!text.contains("33612345678"), "no number in a label");
+}
+
+/// `metrics.enabled = false`: nothing served (and nothing counted).
+#[tokio::test]
+async fn metrics_off_serves_nothing() {
+    let s = TestServer::start_with(|c| {
+        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics.enabled = false;
+    })
+    .await;
+    let (code, _) = http(s.server.admin_addr().unwrap(), "GET", "/metrics", "").await;
+    assert_eq!(code, 404);
+}
+
 /// `promtool check metrics` (format and naming lint) passes on the exposition.
 fn promtool_accepts(exposition: &str) {
     use std::io::Write;
@@ -188,15 +235,30 @@ impl Drop for Prometheus {
     }
 }
 
-/// The body of `GET path` (HTTP/1.0: the server closes when done); empty when unreachable.
+/// The body of `GET path`; empty when unreachable or not 200.
 async fn get(addr: SocketAddr, path: &str) -> String {
-    let Ok(Ok(mut s)) = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr)).await else { return String::new() };
-    let ask = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    match http(addr, "GET", path, "").await {
+        (200, body) => body,
+        _ => String::new(),
+    }
+}
+
+/// One HTTP/1.0 exchange (the server closes when done; a JSON body when given): the status
+/// (0 when unreachable) and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, json: &str) -> (u16, String) {
+    let Ok(Ok(mut s)) = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr)).await else { return (0, String::new()) };
+    let ask = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}", json.len());
     if s.write_all(ask.as_bytes()).await.is_err() {
-        return String::new();
+        return (0, String::new());
     }
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer);
-    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// The value of one series in the exposition (`series` as written there, labels included).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

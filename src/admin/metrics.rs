@@ -3,8 +3,8 @@
 
 use crate::metrics::Metrics;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
@@ -17,7 +17,12 @@ pub fn router(metrics: Option<Arc<Metrics>>) -> Router {
     }
 }
 
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    let text = tokio::task::spawn_blocking(move || metrics.render()).await.unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => {
+            tracing::error!("metrics not rendered: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
