@@ -6,7 +6,8 @@
 //! With metrics on (issue 15), the same cycle also does the counting the server does for
 //! one list SUBSCRIBE (the arrival stamp, the request counter, one NOTIFY sent per NOTIFY,
 //! the SUBSCRIBE-to-first-NOTIFY histogram), with the histograms folded every second on
-//! another thread as the server does; `metrics_count_only` times that counting alone.
+//! another thread as the server does; `interleaved_metrics_off`/`_on` run both, cycle by
+//! cycle, and each reports one side; `metrics_count_only` times that counting alone.
 //!
 //! `cargo bench --bench list_subscribe`.
 
@@ -23,7 +24,7 @@ use smart_presence::dialog::Dialog;
 use smart_presence::metrics::{MethodLabel, Metrics, Transport};
 use smart_presence::sip::Method;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use smart_presence::subscription::request;
 use smart_presence::transport::{Protocol, Source};
 
@@ -112,9 +113,23 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("parse_check_resolve_notify", entries), &raw, |b, raw| {
             b.iter(|| black_box(cycle(raw, &index, &presence, &config, &source, None)))
         });
-        group.bench_with_input(BenchmarkId::new("parse_check_resolve_notify_metrics_on", entries), &raw, |b, raw| {
-            b.iter(|| black_box(cycle(raw, &index, &presence, &config, &source, Some(&metrics))))
-        });
+        // Metrics off and on, interleaved cycle by cycle (alternating which goes first) so that
+        // the load of a shared machine weighs on both alike; each reports its own side's time.
+        for (name, on) in [("interleaved_metrics_off", false), ("interleaved_metrics_on", true)] {
+            group.bench_with_input(BenchmarkId::new(name, entries), &raw, |b, raw| {
+                b.iter_custom(|iters| {
+                    let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                    for i in 0..iters {
+                        for counted in [i % 2 == 0, i % 2 != 0] {
+                            let t = Instant::now();
+                            black_box(cycle(raw, &index, &presence, &config, &source, counted.then_some(&*metrics)));
+                            *(if counted { &mut with } else { &mut without }) += t.elapsed();
+                        }
+                    }
+                    if on { with } else { without }
+                })
+            });
+        }
     }
     let subscribe = MethodLabel::of(&Method::Subscribe);
     group.bench_function("metrics_count_only", |b| b.iter(|| count_list_subscribe(&metrics, black_box(subscribe), 1, Instant::now())));
