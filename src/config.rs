@@ -225,6 +225,21 @@ pub struct Config {
     pub provisioning: ProvisioningConfig,
     pub budget: BudgetConfig,
     pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (`src/metrics/`), served at the admin listener's `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Count and serve them (only while `admin.listen` is set). Off: nothing is counted.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
 }
 
 /// The embedded registrar (REGISTER), for one-box deployments.
@@ -443,6 +458,7 @@ impl Default for Config {
             provisioning: ProvisioningConfig::default(),
             budget: BudgetConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -23,6 +23,7 @@
 //!
 //! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
+//! [`metrics`] counts what the stages do, for Prometheus;
 //! [`http_listener`] bounds the HTTP listeners' connections; [`fd_limit`] raises the
 //! open-file limit at start. [`health`] is the server's readiness and its HTTP checks;
 //! [`systemd`] tells systemd our state (sd_notify).
@@ -46,6 +47,7 @@ pub mod http_listener;
 pub mod identity;
 pub mod index;
 pub mod limits;
+pub mod metrics;
 pub mod notification;
 pub mod presence;
 pub mod numbers;

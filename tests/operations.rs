@@ -81,7 +81,7 @@ async fn not_ready_until_the_stores_open() {
 
     let index = smart_presence::index::Index::open(&smart_presence::index::dir_in(dir.path())).unwrap();
     let budget = smart_presence::budget::Budget::open(&smart_presence::budget::dir_in(dir.path()), &config.budget).unwrap();
-    admin.serve(index, budget);
+    admin.serve(index, budget, None);
     drop(opening);
     let ready = http(a, "GET", "/health/ready", None).await;
     assert_eq!((ready.status, json(&ready.body)), (200, serde_json::json!({"status": "ready"})));
@@ -102,7 +102,7 @@ async fn metrics_open_exempts_only_the_metrics() {
     let admin = smart_presence::admin::bind(&config, &health, &stopped).await.unwrap().expect("listening");
     let index = smart_presence::index::Index::open(&smart_presence::index::dir_in(dir.path())).unwrap();
     let budget = smart_presence::budget::Budget::open(&smart_presence::budget::dir_in(dir.path()), &config.budget).unwrap();
-    admin.serve(index, budget);
+    admin.serve(index, budget, None);
     let metrics = http(admin.addr(), "GET", "/metrics", None).await;
     assert_ne!(metrics.status, 401, "{}", metrics.head);
     assert_eq!(http(admin.addr(), "GET", "/metrics/../stats", None).await.status, 401);

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod bindings;
 mod budget;
+mod metrics;
 mod stream;
 
 pub(crate) use stream::ChannelBody;
@@ -32,9 +33,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
-/// Every admin route that needs the token.
-pub fn router(index: Index, budget: Budget) -> Router {
-    bindings::router(index).merge(budget::router(budget))
+/// Every admin route that needs the token (`/metrics` when `metrics` is given, open when
+/// `metrics_open`).
+pub fn router(index: Index, budget: Budget, metrics: Option<Arc<crate::metrics::Metrics>>) -> Router {
+    bindings::router(index).merge(budget::router(budget)).merge(metrics::router(metrics))
 }
 
 /// A bound admin endpoint, serving the health checks; its other routes wait for `serve`.
@@ -49,8 +51,8 @@ impl Admin {
     }
 
     /// Starts serving every route, over the now open stores.
-    pub fn serve(&self, index: Index, budget: Budget) {
-        let _ = self.routes.set(router(index, budget));
+    pub fn serve(&self, index: Index, budget: Budget, metrics: Option<Arc<crate::metrics::Metrics>>) {
+        let _ = self.routes.set(router(index, budget, metrics));
     }
 }
 

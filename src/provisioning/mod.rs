@@ -50,6 +50,8 @@ pub(crate) struct Service {
     sms: sms::Gateway,
     voice: sms::Gateway,
     auth: auth::Auth,
+    /// Counts what the gateways deliver (None: metrics off).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Binds the listener when `[provisioning] listen` is set and serves until `shutdown`
@@ -60,10 +62,11 @@ pub async fn start(
     accounts: Accounts,
     budget: Budget,
     health: crate::health::Health,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = config.provisioning.listen else { return Ok(None) };
-    let service = Arc::new(service(config, index, accounts, budget, listen)?);
+    let service = Arc::new(Service { metrics, ..service(config, index, accounts, budget, listen)? });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind provisioning endpoint {listen}: {e}"))?;
@@ -106,6 +109,7 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
         sms,
         voice,
         auth,
+        metrics: None,
     })
 }
 

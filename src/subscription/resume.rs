@@ -69,7 +69,7 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
         Protocol::Tls => return drop_record(shared, &s, "TLS connections are never opened by us"),
     }
     let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.len()) {
-        Ok(p) => p,
+        Ok(p) => p.marked_single(s.single),
         Err(_) => return drop_record(shared, &s, "over the subscription caps"),
     };
     let expires_at = Instant::now() + Duration::from_secs(s.expires_at - now);
@@ -119,7 +119,7 @@ async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_se
     while done < total {
         tick.tick().await;
         for (sub, mailbox) in ready.by_ref().take(per_tick) {
-            actor::start(sub, shared.clone(), mailbox);
+            actor::start(sub, shared.clone(), mailbox, None);
             done += 1;
         }
         if done >= next_log && done < total {
