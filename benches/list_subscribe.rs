@@ -3,6 +3,11 @@
 //! and build the full-state NOTIFY as it goes on the wire. This is the per-call work of
 //! `benches/load.sh`'s list cycle, less transport, transactions and the task per subscription.
 //!
+//! Beside it, in the same run (issue 17): the same cycle for a stored list (a body-less
+//! SUBSCRIBE to the list URI, its 100 numbers read from the sealed stored book), and the
+//! upload of a 2,000-contact book (keyed hashes, sealing, one sled write), with the bytes
+//! it stores per contact.
+//!
 //! `cargo bench --bench list_subscribe`.
 
 use bytes::Bytes;
@@ -17,6 +22,8 @@ use smart_presence::sip::{parse_message, Message};
 use smart_presence::dialog::Dialog;
 use smart_presence::subscription::request;
 use smart_presence::transport::{Protocol, Source};
+use smart_presence::address_books::{AddressBooks, Contact, Limits};
+use smart_presence::subscription::books::StoredLists;
 
 fn number(line: usize, entry: usize) -> String {
     format!("+3361{line:04}{entry:03}")
@@ -38,21 +45,47 @@ Content-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-l
     Bytes::from(format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()))
 }
 
+/// A body-less SUBSCRIBE to the stored list (a BLF phone's).
+fn stored_subscribe() -> Bytes {
+    let head = String::from_utf8(subscribe(0).to_vec()).expect("text");
+    let head = head.split("Content-Type:").next().expect("head").replace("SUBSCRIBE sip:rls@127.0.0.1:5060", "SUBSCRIBE sip:contacts@127.0.0.1:5060");
+    let head = head.replace("To: <sip:rls@127.0.0.1>", "To: <sip:contacts@127.0.0.1>").replace("Require: recipient-list-subscribe\r\n", "");
+    Bytes::from(format!("{head}Content-Length: 0\r\n\r\n"))
+}
+
 /// The work of one initial list SUBSCRIBE; returns the NOTIFY bytes' length.
 fn cycle(raw: &Bytes, index: &Index, presence: &PresenceStore, config: &Config, source: &Source) -> usize {
     let Ok(Message::Request(req)) = parse_message(raw.clone()) else { panic!("bench request parses") };
     let expires = request::check_common(&req, &config.subscription).expect("valid");
     request::check_require(&req).expect("valid");
     let list = request::check_list(&req, expires, &config.subscription).expect("valid");
-    let entries = resolution::classify(list.entries, None);
+    notify_list(&req, list.entries, list.accepts_deflate, expires, index, presence, config, source)
+}
+
+/// The same for a stored list: the entries come from the sealed book.
+fn stored_cycle(raw: &Bytes, lists: &StoredLists, index: &Index, presence: &PresenceStore, config: &Config, source: &Source) -> usize {
+    let Ok(Message::Request(req)) = parse_message(raw.clone()) else { panic!("bench request parses") };
+    let expires = request::check_common(&req, &config.subscription).expect("valid");
+    request::check_require(&req).expect("valid");
+    assert!(lists.is_list_uri(&req.uri));
+    request::check_stored(&req).expect("valid");
+    let book = lists.books.get("sipp1").expect("readable").expect("a book");
+    let uris = lists.entry_uris(book.contacts.iter().map(|c| c.e164));
+    notify_list(&req, uris, request::accepts_deflate(&req), expires, index, presence, config, source)
+}
+
+/// Classify, resolve and write the full-state NOTIFYs of `uris`; their bytes' length.
+#[allow(clippy::too_many_arguments)]
+fn notify_list(req: &smart_presence::sip::Request, uris: Vec<String>, deflate: bool, expires: u32, index: &Index, presence: &PresenceStore, config: &Config, source: &Source) -> usize {
+    let entries = resolution::classify(uris, None);
     let users = resolution::resolve_all(index, presence, entries.iter().map(|e| e.key.clone()));
     let presences: Vec<Option<UserPresence>> = users
         .iter()
         .map(|u| u.as_ref().map(|u| UserPresence { contact: &u.contact, basic_open: true, away: true, timestamp: Some(u.since) }))
         .collect();
     let resources: Vec<ResourceState> = entries.iter().zip(presences).map(|(e, user)| ResourceState { uri: &e.uri, user }).collect();
-    let mut dialog = Dialog::from_subscribe(&req, source, "127.0.0.1").expect("dialog");
-    let format = Format::choose(&config.notify, Some("SIPp"), list.accepts_deflate, false);
+    let mut dialog = Dialog::from_subscribe(req, source, "127.0.0.1").expect("dialog");
+    let format = Format::choose(&config.notify, Some("SIPp"), deflate, false);
     let mut version = 0;
     let state = SubState::Active { expires };
     let notifies = notification::list_notifies(&mut dialog, &req.uri, &mut version, true, &resources, format, state);
@@ -77,6 +110,39 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(cycle(raw, &index, &presence, &config, &source)))
         });
     }
+    let lists = stored_lists(dir.path());
+    let raw = stored_subscribe();
+    println!("stored list of 100: NOTIFY {} bytes", stored_cycle(&raw, &lists, &index, &presence, &config, &source));
+    group.bench_function(BenchmarkId::new("stored_list_read_resolve_notify", 100), |b| {
+        b.iter(|| black_box(stored_cycle(&raw, &lists, &index, &presence, &config, &source)))
+    });
+    group.finish();
+    upload(c, dir.path());
+}
+
+fn book(numbers: impl Iterator<Item = String>) -> Vec<Contact> {
+    numbers.map(|n| Contact { e164: n.parse().expect("E.164"), name: Some(format!("Contact {n}")), number: n }).collect()
+}
+
+/// The book store with `sipp1`'s 100-number book (the numbers of the request-contained list).
+fn stored_lists(dir: &std::path::Path) -> StoredLists {
+    let limits = Limits { max_contacts: 5000, log_versions: 32 };
+    let books = AddressBooks::open(&dir.join("books"), &[9; 32], limits).expect("book store");
+    books.replace("sipp1", book((0..100).map(|e| number(0, e)))).expect("stored");
+    StoredLists::new(books, "sip:contacts@127.0.0.1", "127.0.0.1").expect("list URI")
+}
+
+/// Uploading a 2,000-contact book (a new version each time), and what it stores.
+fn upload(c: &mut Criterion, dir: &std::path::Path) {
+    let limits = Limits { max_contacts: 5000, log_versions: 32 };
+    let books = AddressBooks::open(&dir.join("upload"), &[7; 32], limits).expect("book store");
+    let contacts = book((0..2000).map(|e| number(1, e)));
+    books.replace("fresh", contacts.clone()).expect("stored");
+    let bytes = books.stored_bytes("fresh").expect("readable").expect("stored");
+    println!("2,000-contact book: {bytes} bytes stored, {} per contact (with its first change-log entry)", bytes / 2000);
+    let mut group = c.benchmark_group("address_book");
+    group.sample_size(20);
+    group.bench_function("upload_2000", |b| b.iter(|| black_box(books.replace("alice", contacts.clone()).expect("stored"))));
     group.finish();
 }
 

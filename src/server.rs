@@ -2,6 +2,7 @@
 //! told to stop. The only place that knows every part; it holds no logic of its own.
 
 use crate::accounts::{self, Accounts};
+use crate::address_books::{self, AddressBooks};
 use crate::budget::{self, Budget};
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
@@ -31,6 +32,15 @@ pub struct Server {
     on_shutdown: crate::config::OnShutdown,
     publications: Arc<crate::storage::sled::SledPublications>,
     resumed: subscription::resume::Resumed,
+    books: AddressBooks,
+}
+
+/// The address-book store, with its key (generated on first start when the config names none).
+fn open_books(config: &Config) -> anyhow::Result<AddressBooks> {
+    let cfg = &config.address_books;
+    let key = address_books::master_key(cfg, &config.data_dir)?;
+    let limits = address_books::Limits { max_contacts: cfg.max_contacts, log_versions: cfg.log_versions };
+    Ok(AddressBooks::open(&address_books::dir_in(&config.data_dir), &key, limits)?)
 }
 
 impl Server {
@@ -60,14 +70,16 @@ impl Server {
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
         let admin = crate::admin::start(config, &index, &budget, &shutdown_rx).await?;
-        let provisioning =
-            crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), shutdown_rx.clone()).await?;
-        let sender = transports.sender();
-        let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
-        let subscriptions = Arc::new(Subscriptions::default());
         let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
         let publications = Arc::new(publications);
         let presence = Arc::new(PresenceStore::with_store(publications.clone()));
+        let books = open_books(config)?;
+        let for_http = crate::provisioning::Books { books: books.clone(), presence: presence.clone() };
+        let provisioning =
+            crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), for_http, shutdown_rx.clone()).await?;
+        let sender = transports.sender();
+        let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
+        let subscriptions = Arc::new(Subscriptions::default());
         let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, accounts.clone())?);
         let shared = Arc::new(Shared {
             index: index.clone(),
@@ -80,6 +92,7 @@ impl Server {
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
             store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
+            lists: subscription::books::StoredLists::new(books.clone(), &config.address_books.list_uri(&config.domain), &config.domain)?,
         });
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
         subscription::start(shared.clone(), presence_changes, interval, shutdown_rx.clone());
@@ -103,7 +116,12 @@ impl Server {
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, books })
+    }
+
+    /// The stored address books (shared by Contact Sync and the stored-list subscriptions).
+    pub fn address_books(&self) -> &AddressBooks {
+        &self.books
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).

@@ -89,9 +89,11 @@ async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &Subs
     let identity = shared.auth.identify(req, tx.source())?;
     let list = if request::is_list_subscribe(req) {
         request::check_list(req, expires, &config.subscription)?
+    } else if shared.lists.is_list_uri(req.uri.as_str()) {
+        stored_list(req, shared, &identity, expires).await?
     } else {
         // RFC 3856: the Request-URI names the one presentity watched.
-        ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true }
+        ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true, book: None }
     };
     new_subscription(req, tx, shared, config, identity, list).await
 }
@@ -107,8 +109,9 @@ async fn new_subscription(
     shared: &Arc<Shared>,
     config: &SubscribeSettings,
     identity: Identity,
-    list: ListRequest,
+    mut list: ListRequest,
 ) -> Result<Accepted, Response> {
+    let book = list.book.take();
     let source = tx.source();
     let ua = req.headers.get(&HeaderName::UserAgent);
     let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
@@ -149,7 +152,42 @@ async fn new_subscription(
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     sub.permit = Some(permit);
+    if let Some((owner, version)) = book {
+        shared.table.follow_book(id, &owner);
+        catch_up(shared, owner, version);
+    }
     Ok(Accepted::New(resp, sub, mailbox))
+}
+
+/// A body-less SUBSCRIBE to the list URI: the subscriber's stored book is the list
+/// (`books.rs`); 404 when he has none.
+async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expires: u32) -> Result<ListRequest, Response> {
+    request::check_stored(req)?;
+    let no_list = || Response::with_reason(req, 404, "No Stored List");
+    let owner = shared.lists.owner(identity.account.as_deref(), &identity.uri).ok_or_else(no_list)?;
+    let (books, who) = (shared.lists.books.clone(), owner.clone());
+    let book = match discovery::blocking(move || books.get(&who)).await {
+        Some(Ok(Some(book))) => book,
+        Some(Ok(None)) => return Err(no_list()),
+        Some(Err(e)) => {
+            tracing::error!("stored list not read: {e}");
+            return Err(Response::to(req, 500));
+        }
+        None => return Err(Response::to(req, 500)),
+    };
+    let entries = shared.lists.entry_uris(book.contacts.iter().map(|c| c.e164));
+    Ok(ListRequest { entries, expires, accepts_deflate: request::accepts_deflate(req), single: false, book: Some((owner, book.version)) })
+}
+
+/// A book changed between its reading and the subscription's registration: the change
+/// is handed on as if it came now.
+fn catch_up(shared: &Shared, owner: String, version: u64) {
+    let books = shared.lists.books.clone();
+    tokio::task::spawn_blocking(move || {
+        if !matches!(books.version(&owner), Ok(Some((v, _))) if v == version) {
+            books.touch(&owner);
+        }
+    });
 }
 
 /// The list's entries as `discovery` reads and charges them, on the blocking pool (the

@@ -80,6 +80,18 @@ pub struct Inbox {
     pub changed: Vec<Key>,
     /// Some change may have removed a user: only full state can say so to liblinphone.
     pub full: bool,
+    /// The stored book behind a stored-list subscription changed (`books.rs`): the newest.
+    pub relist: Option<Relist>,
+}
+
+/// A stored list's new entries, or its end.
+#[derive(Clone)]
+pub enum Relist {
+    /// Watch this list from now on (added entries get a partial NOTIFY; removed ones are
+    /// shown closed, then dropped by a full state).
+    List(WatchedList),
+    /// The book was deleted: the subscription ends (`terminated;reason=noresource`).
+    Gone,
 }
 
 impl Inbox {
@@ -99,6 +111,6 @@ impl Inbox {
 
 impl Letters for Inbox {
     fn is_empty(&self) -> bool {
-        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && self.retarget.is_none() && self.changed.is_empty() && !self.full
+        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && self.retarget.is_none() && self.changed.is_empty() && !self.full && self.relist.is_none()
     }
 }

@@ -2,6 +2,7 @@
 //! sockets. Each test gets its own data directory.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod peer;
 pub mod process;
 
