@@ -64,3 +64,8 @@ pub async fn post_json(addr: SocketAddr, path: &str, auth: Option<&str>, body: &
     http(addr, "POST", path, &headers, &body.to_string()).await
 }
 
+/// An HTTP Basic `Authorization` value (accepted on a loopback listener).
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}

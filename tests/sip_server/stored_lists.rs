@@ -7,7 +7,6 @@ use super::list_subscribe::{bind, parts, rlmi};
 use crate::common::http::*;
 use crate::common::peer::{Msg, Peer};
 use crate::common::*;
-use base64::Engine;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ async fn server(tune: impl FnOnce(&mut smart_presence::config::Config)) -> (Test
 }
 
 fn alice() -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:alice-pw"))
+    basic("alice", "alice-pw")
 }
 
 async fn call(api: SocketAddr, method: &str, path: &str, body: &Value) -> Reply {
@@ -48,14 +47,6 @@ async fn call(api: SocketAddr, method: &str, path: &str, body: &Value) -> Reply 
 
 fn contacts(numbers: &[&str]) -> Value {
     json!(numbers.iter().map(|n| json!({"number": n, "name": format!("name of {n}")})).collect::<Vec<_>>())
-}
-
-/// A body-less SUBSCRIBE to the stored list, as a BLF phone sends it.
-fn stored_subscribe(proto: &str, local: SocketAddr, branch: &str, extra: &str) -> String {
-    let contact = format!("Contact: <sip:alice@{local};transport={}>\r\n", proto.to_ascii_lowercase());
-    request("SUBSCRIBE", proto, local, branch, &format!("{contact}Event: presence\r\nAccept: multipart/related, application/rlmi+xml, application/pidf+xml\r\n{extra}"), "")
-        .replacen("SUBSCRIBE sip:rls@example.org", "SUBSCRIBE sip:contacts@example.org", 1)
-        .replace("To: <sip:rls@example.org>", "To: <sip:contacts@example.org>")
 }
 
 /// The next NOTIFY within a generous bound, and how long it took.
@@ -78,12 +69,12 @@ async fn a_stored_list_follows_its_book_and_ends_with_it() {
 
     // A body-less SUBSCRIBE to the list URI without `Supported: eventlist`: 421.
     let mut p = Peer::tcp(s.tcp()).await;
-    p.send(stored_subscribe("TCP", p.local(), "st0", "").as_bytes()).await;
+    p.send(stored_list_subscribe("TCP", p.local(), "st0", "").as_bytes()).await;
     let refused = p.recv().await;
     assert_eq!(refused.status(), Some(421), "{}", refused.start_line());
 
     // With it: 200 and the full state of the stored book.
-    p.send(stored_subscribe("TCP", p.local(), "st1", "Supported: eventlist\r\n").as_bytes()).await;
+    p.send(stored_list_subscribe("TCP", p.local(), "st1", "Supported: eventlist\r\n").as_bytes()).await;
     let (ok, first) = p.accepted().await;
     assert_eq!(ok.status(), Some(200), "{}", ok.start_line());
     assert_eq!(ok.header("Require"), Some("eventlist"));
@@ -140,7 +131,7 @@ async fn a_stored_list_follows_its_book_and_ends_with_it() {
     assert_eq!(call(api, "DELETE", "/v1/contacts", &Value::Null).await.status, 404);
 
     // No book: a stored-list SUBSCRIBE gets 404.
-    p.send(stored_subscribe("TCP", p.local(), "st2", "Supported: eventlist\r\n").as_bytes()).await;
+    p.send(stored_list_subscribe("TCP", p.local(), "st2", "Supported: eventlist\r\n").as_bytes()).await;
     assert_eq!(p.recv().await.status(), Some(404));
     assert_no_plain_numbers(&s, &[BOB, CAROL, EVE, DAN], &["Bob", "Carol", "name of"]);
 }
