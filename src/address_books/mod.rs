@@ -19,7 +19,9 @@
 //! which number; with the key as well (config or `data_dir/address-books.key`) everything
 //! opens. A lost key loses every book (phones upload again). The server opens a book
 //! when it must serve it (list subscriptions, queries), so the numbers live in memory
-//! while watched, as for request-contained lists.
+//! while watched, and in the subscription store (`subscription::durable`) while a
+//! subscription lasts, exactly as for request-contained lists: the book store is what
+//! keeps them for good, and it alone is protected this way.
 //!
 //! Every write goes through one writer lock and is durable before the call returns; each
 //! change is then marked in the [`Feed`] that the subscriptions follow. Must not know SIP

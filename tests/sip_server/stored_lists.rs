@@ -226,3 +226,38 @@ async fn contact_sync_api_syncs_a_2000_contact_book_in_one_request() {
     assert!(s.server.accounts().get("alice").unwrap().is_none());
     assert_eq!(call(api, "GET", "/v1/contacts", &Value::Null).await.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_updates_every_subscription_of_the_book_in_both_spellings() {
+    let (s, api) = server(|_| {}).await;
+    bind(&s, BOB, "sip:bob@example.org");
+    bind(&s, CAROL, "sip:carol@example.org");
+    assert_eq!(call(api, "PUT", "/v1/contacts", &json!({"contacts": contacts(&[BOB, DAN])})).await.status, 200);
+
+    // liblinphone's spelling (no User-Agent: auto picks it) over UDP, RFC's over TCP.
+    let mut linphone = Peer::udp(s.udp()).await;
+    linphone.send(stored_list_subscribe("UDP", linphone.local(), "sp1", "Supported: eventlist\r\n").as_bytes()).await;
+    let mut rfc = Peer::tcp(s.tcp()).await;
+    rfc.send(stored_list_subscribe("TCP", rfc.local(), "sp2", "Supported: eventlist\r\nUser-Agent: Phone belle-sip/5.4.0\r\n").as_bytes()).await;
+    for (p, event, cid) in [(&mut linphone, "Presence", "Content-Id: cid"), (&mut rfc, "presence", "Content-ID: <")] {
+        let (ok, first) = p.accepted().await;
+        assert_eq!(ok.status(), Some(200));
+        let first = first.expect("the first NOTIFY");
+        assert_eq!(first.header("Event"), Some(event));
+        assert!(parts(&first)[0].0.contains(cid), "{}", parts(&first)[0].0);
+        assert_eq!(rlmi(&first).matches("<instance ").count(), 1);
+    }
+
+    // A new upload (not a delta) reaches both: carol added, dan kept, no full state.
+    let started = Instant::now();
+    assert_eq!(call(api, "PUT", "/v1/contacts", &json!({"contacts": contacts(&[BOB, DAN, CAROL])})).await.status, 200);
+    for p in [&mut linphone, &mut rfc] {
+        let (added, took) = next_notify(p, started).await;
+        let list = rlmi(&added);
+        assert!(list.contains("fullState=\"false\"") && list.contains(&entry(CAROL)) && !list.contains(&entry(DAN)), "{list}");
+        eprintln!("upload to partial NOTIFY: {took:?}");
+    }
+    // An upload without a change sends nothing.
+    assert_eq!(call(api, "PUT", "/v1/contacts", &json!({"contacts": contacts(&[BOB, DAN, CAROL])})).await.status, 200);
+    assert!(linphone.recv_within(Duration::from_millis(500)).await.is_none(), "no NOTIFY for an unchanged book");
+}
