@@ -389,6 +389,9 @@ impl Subscription {
         let (old_keys, new_keys): (HashSet<Key>, HashSet<Key>) = (self.keys().collect(), new.keys().collect());
         shared.table.rewatch(self.id, old_keys.difference(&new_keys).cloned(), new_keys.difference(&old_keys).cloned());
         self.entries = new;
+        if let Some(permit) = self.permit.as_mut() {
+            permit.resize(self.entries.len());
+        }
         closed?;
         let state = SubState::Active { expires: self.remaining() };
         if !dropped.is_empty() {

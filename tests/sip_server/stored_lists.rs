@@ -99,6 +99,7 @@ async fn a_stored_list_follows_its_book_and_ends_with_it() {
     assert!(parts(&added)[1].1.contains(">sip:carol@example.org</contact>"));
     eprintln!("delta to partial NOTIFY: {took:?}");
     assert!(took < WAIT, "{took:?}");
+    assert_eq!(s.server.limits().entries_held(), 3, "the entries held follow the book");
 
     // A number of the book that becomes a user later: a NOTIFY too.
     let d = call(api, "PATCH", "/v1/contacts", &json!({"base_version": 2, "add": [{"number": EVE}]})).await;
