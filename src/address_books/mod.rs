@@ -174,10 +174,14 @@ impl AddressBooks {
         Ok(self.store.get(&self.owner_key(owner))?.map(|b| (b.version, b.tags.len())))
     }
 
-    /// The size of `owner`'s stored record (its encoding), for sizing and benches.
-    pub fn stored_bytes(&self, owner: &str) -> Result<Option<usize>, BookError> {
-        let Some(book) = self.store.get(&self.owner_key(owner))? else { return Ok(None) };
-        postcard::to_allocvec(&book).map(|v| Some(v.len())).map_err(|e| BookError::Corrupt(e.to_string()))
+    /// The size of `owner`'s stored book and of its change log (their encodings), for
+    /// sizing and benches.
+    pub fn stored_bytes(&self, owner: &str) -> Result<Option<(usize, usize)>, BookError> {
+        let key = self.owner_key(owner);
+        let Some(book) = self.store.get(&key)? else { return Ok(None) };
+        let log = self.store.log(&key)?;
+        let size = |r: Result<Vec<u8>, postcard::Error>| r.map(|v| v.len()).map_err(|e| BookError::Corrupt(e.to_string()));
+        Ok(Some((size(postcard::to_allocvec(&book))?, size(postcard::to_allocvec(&log))?)))
     }
 
     /// What changed in `owner`'s book since `since`; None when there is no book.
@@ -185,11 +189,12 @@ impl AddressBooks {
         let key = self.owner_key(owner);
         let Some(stored) = self.store.get(&key)? else { return Ok(None) };
         let version = stored.version;
-        let reaches = since >= version || stored.log.iter().any(|c| c.version == since + 1);
+        let log = self.store.log(&key)?;
+        let reaches = since >= version || log.iter().any(|c| c.version == since + 1);
         if !reaches {
             return Ok(Some(Changes { version, complete: false, added: Vec::new(), removed: Vec::new() }));
         }
-        let deltas = stored.log.iter().filter(|c| c.version > since).map(|c| self.open_delta(&key, c)).collect::<Result<Vec<_>, _>>()?;
+        let deltas = log.iter().filter(|c| c.version > since).map(|c| self.open_delta(&key, c)).collect::<Result<Vec<_>, _>>()?;
         let (added, removed) = log::net(deltas);
         let current = self.open_contacts(&key, &stored)?;
         let added = added.iter().filter_map(|d| current.iter().find(|c| c.digits == *d)).cloned().filter_map(SealedContact::contact).collect();
@@ -230,7 +235,7 @@ impl AddressBooks {
     /// Writes the new contacts as the next version, logs `delta`, and marks the change.
     fn write_book(&self, owner: &str, key: &Tag, old: StoredBook, after: Vec<SealedContact>, delta: Delta) -> Result<u64, BookError> {
         let version = old.version + 1;
-        let mut log = old.log;
+        let mut log = self.store.log(key)?;
         let size = (delta.added.len() + delta.removed.len()) as u32;
         log.push(LoggedChange { version, size, sealed: self.seal(key, &delta)? });
         trim_log(&mut log, self.limits);
@@ -239,9 +244,8 @@ impl AddressBooks {
             updated_at: unix_now(),
             tags: after.iter().map(|c| self.keys.tag(b"number", &c.digits.to_be_bytes())).collect(),
             sealed: self.seal(key, &after)?,
-            log,
         };
-        self.store.put(key, &book)?;
+        self.store.put(key, &book, &log)?;
         self.feed.mark(owner);
         Ok(version)
     }

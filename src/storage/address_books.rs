@@ -27,12 +27,11 @@ pub struct StoredBook {
     pub tags: Vec<Tag>,
     /// The contacts' raw forms (number as given, display name), sealed by the handle.
     pub sealed: Vec<u8>,
-    /// The last changes, oldest first, each sealed: what a change list since an older
-    /// version is built from.
-    pub log: Vec<LoggedChange>,
 }
 
-/// One change of a book, as the change list needs it.
+/// One change of a book, as the change list needs it. A book's last changes (its log,
+/// oldest first) are kept beside it, apart: reading a book for a subscription never reads
+/// its log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedChange {
     /// The version this change made (it applied to `version - 1`).
@@ -62,11 +61,15 @@ pub enum BookError {
 }
 
 pub trait AddressBookStore: Send + Sync {
+    /// The book, without its log.
     fn get(&self, owner: &Tag) -> Result<Option<StoredBook>, BookError>;
 
-    /// Writes the book (creating or replacing it).
-    fn put(&self, owner: &Tag, book: &StoredBook) -> Result<(), BookError>;
+    /// The book's log, oldest first (empty when there is no book).
+    fn log(&self, owner: &Tag) -> Result<Vec<LoggedChange>, BookError>;
 
-    /// Removes the book; false when there was none.
+    /// Writes the book and its log together (creating or replacing them).
+    fn put(&self, owner: &Tag, book: &StoredBook, log: &[LoggedChange]) -> Result<(), BookError>;
+
+    /// Removes the book and its log; false when there was none.
     fn remove(&self, owner: &Tag) -> Result<bool, BookError>;
 }

@@ -152,9 +152,9 @@ async fn new_subscription(
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     sub.permit = Some(permit);
-    if let Some((owner, version)) = book {
+    if let Some((owner, generation)) = book {
         shared.table.follow_book(id, &owner);
-        catch_up(shared, owner, version);
+        catch_up(shared, owner, generation);
     }
     Ok(Accepted::New(resp, sub, mailbox))
 }
@@ -165,6 +165,7 @@ async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expire
     request::check_stored(req)?;
     let no_list = || Response::with_reason(req, 404, "No Stored List");
     let owner = shared.lists.owner(identity.account.as_deref(), &identity.uri).ok_or_else(no_list)?;
+    let generation = shared.lists.books.feed().generation();
     let (books, who) = (shared.lists.books.clone(), owner.clone());
     let book = match discovery::blocking(move || books.get(&who)).await {
         Some(Ok(Some(book))) => book,
@@ -176,18 +177,17 @@ async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expire
         None => return Err(Response::to(req, 500)),
     };
     let entries = shared.lists.entry_uris(book.contacts.iter().map(|c| c.e164));
-    Ok(ListRequest { entries, expires, accepts_deflate: request::accepts_deflate(req), single: false, book: Some((owner, book.version)) })
+    Ok(ListRequest { entries, expires, accepts_deflate: request::accepts_deflate(req), single: false, book: Some((owner, generation)) })
 }
 
-/// A book changed between its reading and the subscription's registration: the change
-/// is handed on as if it came now.
-fn catch_up(shared: &Shared, owner: String, version: u64) {
-    let books = shared.lists.books.clone();
-    tokio::task::spawn_blocking(move || {
-        if !matches!(books.version(&owner), Ok(Some((v, _))) if v == version) {
-            books.touch(&owner);
-        }
-    });
+/// Some book changed between the reading of this one (at `generation`) and the
+/// subscription's registration: it may have been this one, so its change is handed on as
+/// if it came now (at worst a reading for nothing).
+fn catch_up(shared: &Shared, owner: String, generation: u64) {
+    let feed = shared.lists.books.feed();
+    if feed.generation() != generation {
+        shared.lists.books.touch(&owner);
+    }
 }
 
 /// The list's entries as `discovery` reads and charges them, on the blocking pool (the

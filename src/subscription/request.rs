@@ -29,7 +29,8 @@ pub struct ListRequest {
     pub accepts_deflate: bool,
     /// No list: the Request-URI is the one presentity (RFC 3856).
     pub single: bool,
-    /// A stored list: the account whose book it is, and the book's version read.
+    /// A stored list: the account whose book it is, and the books' change generation
+    /// before it was read (`address_books::Feed::generation`).
     pub book: Option<(String, u64)>,
 }
 
