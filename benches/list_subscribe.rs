@@ -69,8 +69,8 @@ fn stored_cycle(raw: &Bytes, lists: &StoredLists, index: &Index, presence: &Pres
     request::check_require(&req).expect("valid");
     assert!(lists.is_list_uri(&req.uri));
     request::check_stored(&req).expect("valid");
-    let book = lists.books.get("sipp1").expect("readable").expect("a book");
-    let uris = lists.entry_uris(book.contacts.iter().map(|c| c.e164));
+    let numbers = lists.books.numbers("sipp1").expect("readable").expect("a book");
+    let uris = lists.entry_uris(numbers.into_iter());
     notify_list(&req, uris, request::accepts_deflate(&req), expires, index, presence, config, source)
 }
 

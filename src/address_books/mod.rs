@@ -169,6 +169,16 @@ impl AddressBooks {
         Ok(Some(Book { version: stored.version, updated_at: stored.updated_at, contacts }))
     }
 
+    /// The numbers of `owner`'s book, in book order (what a stored list watches): the book
+    /// opened without copying its raw forms.
+    pub fn numbers(&self, owner: &str) -> Result<Option<Vec<E164>>, BookError> {
+        let key = self.owner_key(owner);
+        let Some(stored) = self.store.get(&key)? else { return Ok(None) };
+        let plain = self.keys.open(&key, &stored.sealed)?;
+        let contacts: Vec<log::SealedRef> = postcard::from_bytes(&plain).map_err(|e| BookError::Corrupt(e.to_string()))?;
+        Ok(Some(contacts.iter().filter_map(|c| log::number_of(c.digits)).collect()))
+    }
+
     /// The version and size of `owner`'s book, without opening it.
     pub fn version(&self, owner: &str) -> Result<Option<(u64, usize)>, BookError> {
         Ok(self.store.get(&self.owner_key(owner))?.map(|b| (b.version, b.tags.len())))
@@ -306,6 +316,8 @@ mod tests {
         let book = b.get("alice").unwrap().unwrap();
         let names: Vec<_> = book.contacts.iter().map(|c| c.name.clone().unwrap()).collect();
         assert_eq!(names, vec!["Bob", "Dan"]);
+        let numbers: Vec<E164> = vec!["+33612345678".parse().unwrap(), "+4915100000001".parse().unwrap()];
+        assert_eq!(b.numbers("alice").unwrap(), Some(numbers));
         let ch = b.changes_since("alice", 1).unwrap().unwrap();
         assert!(ch.complete);
         assert_eq!((ch.added.len(), ch.removed.len()), (1, 1));

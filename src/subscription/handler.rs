@@ -167,8 +167,8 @@ async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expire
     let owner = shared.lists.owner(identity.account.as_deref(), &identity.uri).ok_or_else(no_list)?;
     let generation = shared.lists.books.feed().generation();
     let (books, who) = (shared.lists.books.clone(), owner.clone());
-    let book = match discovery::blocking(move || books.get(&who)).await {
-        Some(Ok(Some(book))) => book,
+    let numbers = match discovery::blocking(move || books.numbers(&who)).await {
+        Some(Ok(Some(numbers))) => numbers,
         Some(Ok(None)) => return Err(no_list()),
         Some(Err(e)) => {
             tracing::error!("stored list not read: {e}");
@@ -176,7 +176,7 @@ async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expire
         }
         None => return Err(Response::to(req, 500)),
     };
-    let entries = shared.lists.entry_uris(book.contacts.iter().map(|c| c.e164));
+    let entries = shared.lists.entry_uris(numbers.into_iter());
     Ok(ListRequest { entries, expires, accepts_deflate: request::accepts_deflate(req), single: false, book: Some((owner, generation)) })
 }
 

@@ -92,9 +92,9 @@ pub async fn follow_books(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
 /// (logged) when it cannot be read.
 async fn relist_of(shared: &Arc<Shared>, owner: Box<str>) -> Option<Relist> {
     let s = shared.clone();
-    let read = crate::discovery::blocking(move || match s.lists.books.get(&owner) {
-        Ok(Some(book)) => {
-            let uris = s.lists.entry_uris(book.contacts.iter().map(|c| c.e164));
+    let read = crate::discovery::blocking(move || match s.lists.books.numbers(&owner) {
+        Ok(Some(numbers)) => {
+            let uris = s.lists.entry_uris(numbers.into_iter());
             let who = Seeker { budget_key: &owner, sip_uri: "", numbers: &[] };
             Some(Relist::List(WatchedList::new(s.discovery.entries(&who, uris))))
         }
