@@ -102,7 +102,7 @@ pub struct AddressBooks {
 impl AddressBooks {
     /// Opens (creating if needed) the sled store in `dir`, with the master key `key`.
     pub fn open(dir: &Path, key: &[u8; 32], limits: Limits) -> Result<AddressBooks, BookError> {
-        Ok(AddressBooks::with_store(Arc::new(SledAddressBooks::open(dir)?), key, limits)?)
+        AddressBooks::with_store(Arc::new(SledAddressBooks::open(dir)?), key, limits)
     }
 
     /// Books over any store.
