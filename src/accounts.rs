@@ -11,9 +11,11 @@
 //! returns the new ones; the previous ones stop working (one number, one active device).
 //!
 //! Every write goes through one writer lock (reads and the write of a change agree) and is
-//! atomic and durable in the store before the call returns. It must not touch the binding
+//! atomic and durable in the store before the call returns. Deleting an account deletes its
+//! stored address book (`address_books`) too. It must not touch the binding
 //! index: linking a number to a SIP URI is the caller's decision (see `provisioning`).
 
+use crate::address_books::AddressBooks;
 use crate::clock::unix_now;
 use crate::numbers::E164;
 use md5::Md5;
@@ -224,6 +226,14 @@ impl Accounts {
         stored.token_hash = old.token_hash.clone();
         self.store.replace(&stored, old.token_hash.as_deref())?;
         Ok(())
+    }
+
+    /// Deletes an account and, first, its stored address book (so no book outlives its
+    /// owner). False when there was no such account. Its bindings are the caller's.
+    pub fn delete(&self, username: &str, books: &AddressBooks) -> Result<bool, AccountError> {
+        let _w = self.write.lock();
+        books.delete(username).map_err(|e| AccountError::Storage(crate::storage::StorageError::new(e.to_string())))?;
+        self.store.remove(username)
     }
 
     /// Every account, in username order.

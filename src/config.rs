@@ -226,6 +226,7 @@ pub struct Config {
     pub budget: BudgetConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
+    pub address_books: AddressBooksConfig,
 }
 
 /// Prometheus metrics (`src/metrics/`), served at the admin listener's `GET /metrics`.
@@ -459,6 +460,7 @@ impl Default for Config {
             budget: BudgetConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            address_books: AddressBooksConfig::default(),
         }
     }
 }
@@ -705,6 +707,43 @@ fn any_v4(port: u16) -> SocketAddr {
 
 fn any_v6(port: u16) -> SocketAddr {
     SocketAddr::from(([0u16; 8], port))
+}
+
+/// Stored address books (Contact Sync, `src/address_books/`) and the list URI a phone
+/// subscribes to for its stored book (RFC 4662 with a server-side list).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressBooksConfig {
+    /// The stored list's URI: a body-less SUBSCRIBE to it watches the subscriber's stored
+    /// book. Empty: `sip:contacts@<domain>`.
+    pub list_uri: String,
+    /// The master key (64 hex digits) of the numbers' keyed hashes and the sealed raw
+    /// forms. Empty: `key_file`, else `<data_dir>/address-books.key` (generated).
+    pub key: String,
+    pub key_file: Option<PathBuf>,
+    /// Most contacts per book (413 beyond).
+    pub max_contacts: usize,
+    /// Largest upload or delta body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Versions kept in each book's change log (older change lists answer "incomplete").
+    pub log_versions: usize,
+}
+
+impl Default for AddressBooksConfig {
+    fn default() -> Self {
+        AddressBooksConfig { list_uri: String::new(), key: String::new(), key_file: None, max_contacts: 5000, max_body_bytes: 1 << 20, log_versions: 32 }
+    }
+}
+
+impl AddressBooksConfig {
+    /// The list URI, with the default filled in.
+    pub fn list_uri(&self, domain: &str) -> String {
+        if self.list_uri.trim().is_empty() {
+            format!("sip:contacts@{domain}")
+        } else {
+            self.list_uri.trim().to_string()
+        }
+    }
 }
 
 /// What the SUBSCRIBE handler reads (`subscription::handler`), not the whole file.

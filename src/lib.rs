@@ -31,6 +31,7 @@
 //! it replays SIP traces against a server.
 
 pub mod accounts;
+pub mod address_books;
 pub mod admin;
 pub mod auth;
 pub mod body;

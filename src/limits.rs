@@ -296,6 +296,16 @@ impl SubPermit {
     }
 }
 
+impl SubPermit {
+    /// The subscription now holds `entries` (a stored list whose book changed): the count
+    /// of entries held follows. Never refused: the book's own cap bounds the change.
+    pub fn resize(&mut self, entries: usize) {
+        let mut s = self.limits.subs.lock();
+        s.entries = s.entries.saturating_sub(self.entries) + entries;
+        self.entries = entries;
+    }
+}
+
 impl Drop for SubPermit {
     fn drop(&mut self) {
         let mut s = self.limits.subs.lock();

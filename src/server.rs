@@ -2,6 +2,7 @@
 //! told to stop. The only place that knows every part; it holds no logic of its own.
 
 use crate::accounts::{self, Accounts};
+use crate::address_books::{self, AddressBooks};
 use crate::budget::{self, Budget};
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
@@ -33,6 +34,15 @@ pub struct Server {
     publications: Arc<crate::storage::sled::SledPublications>,
     resumed: subscription::resume::Resumed,
     health: crate::health::Health,
+    books: AddressBooks,
+}
+
+/// The address-book store, with its key (generated on first start when the config names none).
+fn open_books(config: &Config) -> anyhow::Result<AddressBooks> {
+    let cfg = &config.address_books;
+    let key = address_books::master_key(cfg, &config.data_dir)?;
+    let limits = address_books::Limits { max_contacts: cfg.max_contacts, log_versions: cfg.log_versions };
+    Ok(AddressBooks::open(&address_books::dir_in(&config.data_dir), &key, limits)?)
 }
 
 impl Server {
@@ -71,6 +81,11 @@ impl Server {
             a.serve(index.clone(), budget.clone(), metrics.clone());
         }
         let admin = admin.map(|a| a.addr());
+        let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
+        let publications = Arc::new(publications);
+        let presence = Arc::new(PresenceStore::with_store(publications.clone()));
+        let books = open_books(config)?;
+        let for_http = crate::provisioning::Books { books: books.clone(), presence: presence.clone() };
         let provisioning = crate::provisioning::start(
             config,
             index.clone(),
@@ -78,15 +93,13 @@ impl Server {
             budget.clone(),
             health.clone(),
             metrics.clone(),
+            for_http,
             shutdown_rx.clone(),
         )
         .await?;
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()).counted(metrics.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
-        let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
-        let publications = Arc::new(publications);
-        let presence = Arc::new(PresenceStore::with_store(publications.clone()));
         let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, accounts.clone())?);
         let shared = Arc::new(Shared {
             index: index.clone(),
@@ -100,6 +113,7 @@ impl Server {
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
             store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
             metrics: metrics.clone(),
+            lists: subscription::books::StoredLists::new(books.clone(), &config.address_books.list_uri(&config.domain), &config.domain)?,
         });
         if let Some(m) = &metrics {
             read_at_scrape(m, &index, &budget, &abuse, &subscriptions);
@@ -132,7 +146,12 @@ impl Server {
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health, books })
+    }
+
+    /// The stored address books (shared by Contact Sync and the stored-list subscriptions).
+    pub fn address_books(&self) -> &AddressBooks {
+        &self.books
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).

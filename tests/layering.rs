@@ -35,6 +35,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("index", HANDLERS),
     ("budget", HANDLERS),
     ("accounts", HANDLERS),
+    ("address_books", HANDLERS),
 ];
 
 /// (module, the only modules it may refer to).

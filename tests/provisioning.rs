@@ -5,6 +5,7 @@
 mod common;
 
 use common::peer::{Msg, Peer};
+use common::http::*;
 use common::*;
 use serde_json::{json, Value};
 use smart_presence::auth::digest::answer;
@@ -19,65 +20,6 @@ use tokio::sync::mpsc;
 
 const NUMBER: &str = "+33612345678";
 const USERNAME: &str = "33612345678";
-
-// ---- a small HTTP/1.1 client -------------------------------------------------------------
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn headers(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-
-    /// The `error` code of a JSON error body.
-    fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or("").to_string()
-    }
-}
-
-/// One request on a new connection (`Connection: close`), the answer read to the end.
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut raw)).await.expect("answer in time").unwrap();
-    parse_reply(&raw)
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").expect("a full head");
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    Reply { status, headers, body: body.to_string() }
-}
-
-async fn post_json(addr: SocketAddr, path: &str, auth: Option<&str>, body: &Value) -> Reply {
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = auth {
-        headers.push(("Authorization", a));
-    }
-    http(addr, "POST", path, &headers, &body.to_string()).await
-}
 
 async fn ask_code(addr: SocketAddr, number: &str, device: &str) -> Reply {
     post_json(addr, "/v1/verifications", None, &json!({"number": number, "device_id": device})).await

@@ -243,3 +243,52 @@ async fn published_and_registered_presence_survive_a_sigkill() {
     let carol_gone = presence_of(&server, "sip:carol@example.org", "w4").await;
     assert!(carol_gone.contains("away"), "offline after the un-REGISTER: {carol_gone}");
 }
+
+/// Issue 17: a subscription to the stored list survives a SIGKILL, and after the restart it
+/// still follows its book (a delta reaches it) and the bindings of its numbers.
+#[tokio::test]
+async fn a_stored_list_subscription_survives_sigkill_and_follows_its_book() {
+    use common::http::{basic, http};
+    let dir = tempfile::tempdir().unwrap();
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut server = ServerProcess::new(dir.path(), &format!("[notify]\nmin_interval_ms = 100\n[provisioning]\nlisten = \"{api}\""));
+    server.start().await;
+    server.stop();
+    let add = std::process::Command::new(env!("CARGO_BIN_EXE_smart-presence"))
+        .args(["accounts", "--config"])
+        .arg(dir.path().join("sp.toml"))
+        .args(["add", "alice", "alice-pw"])
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    server.start().await;
+    server.bind("+33612345678", "sip:bob@example.org").await;
+    let auth = basic("alice", "alice-pw");
+    let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
+    let up = http(api, "PUT", "/v1/contacts", &headers, r#"{"contacts":[{"number":"+33612345678"},{"number":"+33698765432"}]}"#).await;
+    assert_eq!(up.status, 200, "{}", up.body);
+
+    let mut p = Peer::udp(server.udp).await;
+    let before = server.store_stamp("subscriptions");
+    p.send(stored_list_subscribe("UDP", p.local(), "sl1", "Supported: eventlist\r\n").as_bytes()).await;
+    let (ok, first) = p.accepted().await;
+    assert_eq!(ok.status(), Some(200), "{}", ok.head);
+    let first = first.expect("the first NOTIFY");
+    assert!(first.body().contains("sip:bob@example.org") && first.body().contains(CAROL), "{}", first.body());
+    server.written_back("subscriptions", before).await;
+    server.kill9();
+
+    server.start().await;
+    assert!(server.log().contains("resumed=1"), "{}", server.log());
+    let resumed = p.notify(200).await;
+    assert!(resumed.body().contains("fullState=\"true\"") && resumed.body().contains("sip:bob@example.org"));
+    assert!(version(&resumed) > version(&first) && cseq(&resumed) > cseq(&first));
+    server.bind("+33698765432", "sip:carol@example.org").await;
+    let live = p.notify(200).await;
+    assert!(live.body().contains("sip:carol@example.org"), "{}", live.body());
+    server.bind("+33611223344", "sip:eve@example.org").await;
+    let delta = http(api, "PATCH", "/v1/contacts", &headers, r#"{"base_version":1,"add":[{"number":"+33611223344"}]}"#).await;
+    assert_eq!(delta.status, 200, "{}", delta.body);
+    let added = p.notify(200).await;
+    assert!(added.body().contains("fullState=\"false\"") && added.body().contains("sip:eve@example.org"), "{}", added.body());
+}

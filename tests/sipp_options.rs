@@ -103,3 +103,24 @@ async fn shipped_scenarios_over_udp_and_tcp() {
         }
     }
 }
+
+/// Issue 17: a BLF-style phone that can only subscribe to a list URI. Its book is stored
+/// (Contact Sync); SIPp's body-less SUBSCRIBE to `sip:contacts@example.org` must see the
+/// users of that book (the scenario checks a full state with a user in it), over UDP and TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_stored_list_subscription_sees_the_users_of_its_book() {
+    use smart_presence::address_books::Contact;
+    let s = TestServer::start_with(|c| c.limits.requests_per_second = 0).await;
+    let numbers = ["+33612345678", "+33698765432", "+4915100000001", "+33655443322"];
+    let book: Vec<Contact> = numbers.iter().map(|n| Contact { e164: n.parse().unwrap(), number: n.to_string(), name: None }).collect();
+    s.server.address_books().replace("alice", book).unwrap();
+    for (n, user) in [(numbers[0], "bob"), (numbers[2], "carol")] {
+        s.server.index().bind(n.parse().unwrap(), &format!("sip:{user}@example.org"), smart_presence::index::Source::Admin).unwrap();
+    }
+    for (transport, target) in [("u1", s.udp()), ("t1", s.tcp())] {
+        let extra = ["-s", "alice", "-key", "domain", "example.org"];
+        let out = tokio::task::spawn_blocking(move || run_scenario("stored_list_subscribe.xml", &extra, transport, target, 10)).await.unwrap();
+        eprintln!("stored_list_subscribe.xml over {transport}");
+        assert_all_succeeded(&out, 10);
+    }
+}

@@ -1,7 +1,9 @@
 //! The HTTP edges of the API: the JSON error body and the checked JSON request body.
 //!
 //! Every error answer is `{"error": "<code>", "message": "<text>"}` plus, for some codes,
-//! extra fields (`attempts_left`, `retry_after`). Owns no state.
+//! extra fields (`attempts_left`, `retry_after`). Also the two steps every account route
+//! takes: authenticating the request and running storage work off the async threads.
+//! Owns no state.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -9,6 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use super::auth::AuthError;
+use super::Service;
+use crate::accounts::Account;
+use axum::http::request::Parts;
+use std::sync::Arc;
 
 /// An error answer.
 #[derive(Debug)]
@@ -91,4 +98,41 @@ pub async fn not_found() -> ApiError {
 /// For a known path with another method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}
+
+/// Runs storage work off the async threads.
+pub async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError::internal(format!("storage: {e}"))),
+        Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
+    }
+}
+
+/// The account the request authenticates, or a 401 with challenges.
+pub async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, ApiError> {
+    let authz = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string());
+    let method = parts.method.to_string();
+    let st = s.clone();
+    let result = tokio::task::spawn_blocking(move || st.auth.authenticate(authz.as_deref(), &method, &uri))
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?;
+    let (code, message, stale) = match result {
+        Ok(a) => return Ok(a),
+        Err(AuthError::Storage(e)) => return Err(ApiError::internal(format!("storage: {e}"))),
+        Err(AuthError::Missing) => ("unauthorized", "authentication required: Digest, Bearer token".to_string(), false),
+        Err(AuthError::Invalid(m)) => ("unauthorized", m, false),
+        Err(AuthError::Stale) => ("unauthorized", "stale nonce: retry with the new one".to_string(), true),
+        Err(AuthError::BasicRefused) => (
+            "basic_refused",
+            "HTTP Basic is only accepted on a loopback listener (this service does not serve TLS): use Digest or the bearer token".to_string(),
+            false,
+        ),
+    };
+    let mut err = ApiError::new(StatusCode::UNAUTHORIZED, code, message);
+    for c in s.auth.challenges(stale) {
+        err = err.header(header::WWW_AUTHENTICATE, c);
+    }
+    Err(err)
 }

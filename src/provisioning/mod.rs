@@ -4,7 +4,8 @@
 //! The workflow: a code is sent by SMS (or voice call) to a number; the right code
 //! provisions the SIP account of that number (created on first use); the account, once
 //! authenticated, makes its verified numbers smart entries (bindings in the index, so list
-//! watchers are notified) and queries address books (charged to the discovery budget).
+//! watchers are notified), queries address books (charged to the discovery budget) and
+//! keeps a stored copy of its address book (Contact Sync, `contacts`).
 //!
 //! Parts, one concept per file: `routes` (handlers), `verification` (codes and limits,
 //! kept by a `storage::VerificationStore`), `sms` and `http_client` (delivery gateways), `auth` (Bearer, Digest, Basic),
@@ -15,6 +16,7 @@
 
 mod api;
 mod auth;
+mod contacts;
 mod http_client;
 mod routes;
 pub mod sms;
@@ -52,6 +54,10 @@ pub(crate) struct Service {
     auth: auth::Auth,
     /// Counts what the gateways deliver (None: metrics off).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Stored address books (Contact Sync, `contacts`), and presence for their smart contacts.
+    books: crate::address_books::AddressBooks,
+    books_config: crate::config::AddressBooksConfig,
+    presence: Arc<crate::presence::PresenceStore>,
 }
 
 /// Binds the listener when `[provisioning] listen` is set and serves until `shutdown`
@@ -63,10 +69,11 @@ pub async fn start(
     budget: Budget,
     health: crate::health::Health,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    books: Books,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = config.provisioning.listen else { return Ok(None) };
-    let service = Arc::new(Service { metrics, ..service(config, index, accounts, budget, listen)? });
+    let service = Arc::new(Service { metrics, ..service(config, index, accounts, budget, books, listen)? });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind provisioning endpoint {listen}: {e}"))?;
@@ -79,7 +86,13 @@ pub async fn start(
     Ok(Some(addr))
 }
 
-fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, listen: SocketAddr) -> anyhow::Result<Service> {
+/// What the Contact Sync routes serve: the book store, and the presence of its users.
+pub struct Books {
+    pub books: crate::address_books::AddressBooks,
+    pub presence: Arc<crate::presence::PresenceStore>,
+}
+
+fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, books: Books, listen: SocketAddr) -> anyhow::Result<Service> {
     let p = &config.provisioning;
     if !(1..=12).contains(&p.code_length) {
         anyhow::bail!("provisioning.code_length must be 1 to 12");
@@ -110,6 +123,9 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
         voice,
         auth,
         metrics: None,
+        books: books.books,
+        books_config: config.address_books.clone(),
+        presence: books.presence,
     })
 }
 

@@ -11,15 +11,19 @@
 //! | `POST /v1/smart-entry`              | account | bind its verified numbers to its URI (3)  |
 //! | `DELETE /v1/smart-entry`            | account | remove those bindings                     |
 //! | `POST /v1/address-book`             | account | which numbers are smart (4), budgeted     |
+//! | `DELETE /v1/account`                | account | delete the account and its stored book    |
+//! | `PUT/PATCH/GET/DELETE /v1/contacts` | account | the stored address book (`contacts`)      |
+//! | `GET /v1/contacts/version`          | account | its version and size                      |
+//! | `GET /v1/contacts/smart`            | account | its users, with SIP URI and presence      |
+//! | `GET /v1/contacts/changes`          | account | what changed since a version              |
 //!
 //! Owns request parsing and answers only; state lives in `verification`, accounts and the
 //! index are changed through their APIs. Storage calls run on the blocking pool.
 
-use crate::discovery::{Found, Seeker};
-use super::api::{self, json_body, read_limited, ApiError};
-use super::auth::AuthError;
+use crate::discovery::Found;
+use super::api::{self, authenticated, blocking, json_body, read_limited, ApiError};
 use super::sms::{render_text, Outgoing};
-use super::{Check, Service, Start};
+use super::{contacts, Check, Service, Start};
 use crate::clock::unix_now;
 use crate::metrics::Channel as Counted;
 use crate::accounts::{Account, AccountError, Provisioned};
@@ -29,7 +33,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,21 +48,16 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/verifications/check", post(check_verification))
         .route("/v1/verifications/status", get(verification_status))
         .route("/v1/delivery-status", get(delivery_status).post(delivery_status))
-        .route("/v1/account", get(get_account))
+        .route("/v1/account", get(get_account).delete(delete_account))
         .route("/v1/smart-entry", post(add_smart_entry).delete(remove_smart_entry))
         .route("/v1/address-book", post(address_book))
+        .route("/v1/contacts", put(contacts::replace).patch(contacts::apply).get(contacts::export).delete(contacts::delete))
+        .route("/v1/contacts/version", get(contacts::version))
+        .route("/v1/contacts/smart", get(contacts::smart))
+        .route("/v1/contacts/changes", get(contacts::changes))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(service)
-}
-
-/// Runs storage work off the async threads.
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ApiError::internal(format!("storage: {e}"))),
-        Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
-    }
 }
 
 /// A number in international format (workflow steps 1 and 2).
@@ -281,34 +280,6 @@ fn provisioned_answer(p: &Provisioned, recovered: bool) -> Json<Value> {
     }))
 }
 
-/// The account the request authenticates, or a 401 with challenges.
-async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, ApiError> {
-    let authz = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let uri = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string());
-    let method = parts.method.to_string();
-    let st = s.clone();
-    let result = tokio::task::spawn_blocking(move || st.auth.authenticate(authz.as_deref(), &method, &uri))
-        .await
-        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?;
-    let (code, message, stale) = match result {
-        Ok(a) => return Ok(a),
-        Err(AuthError::Storage(e)) => return Err(ApiError::internal(format!("storage: {e}"))),
-        Err(AuthError::Missing) => ("unauthorized", "authentication required: Digest, Bearer token".to_string(), false),
-        Err(AuthError::Invalid(m)) => ("unauthorized", m, false),
-        Err(AuthError::Stale) => ("unauthorized", "stale nonce: retry with the new one".to_string(), true),
-        Err(AuthError::BasicRefused) => (
-            "basic_refused",
-            "HTTP Basic is only accepted on a loopback listener (this service does not serve TLS): use Digest or the bearer token".to_string(),
-            false,
-        ),
-    };
-    let mut err = ApiError::new(StatusCode::UNAUTHORIZED, code, message);
-    for c in s.auth.challenges(stale) {
-        err = err.header(header::WWW_AUTHENTICATE, c);
-    }
-    Err(err)
-}
-
 async fn get_account(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let (parts, _) = req.into_parts();
     let account = authenticated(&s, &parts).await?;
@@ -371,19 +342,32 @@ async fn remove_smart_entry(State(s): Shared, req: Request) -> Result<Response, 
     let b: EntryBody = optional_json(&parts, body, s.config.max_body_bytes).await?;
     let numbers = own_numbers(&account, b.numbers)?;
     let (st, uri) = (s.clone(), account.sip_uri());
-    let removed = blocking(move || -> Result<Vec<E164>, index::IndexError> {
-        let target = index::canonical_sip_uri(&uri)?;
-        let mut removed = Vec::new();
-        for n in numbers {
-            // Only this account's own bindings: an operator may have bound the number elsewhere.
-            if st.index.lookup(n)?.is_some_and(|b| b.sip_uri == target) && st.index.unbind(n)?.is_some() {
-                removed.push(n);
-            }
-        }
-        Ok(removed)
-    })
-    .await?;
+    let removed = blocking(move || unbind_own(&st, &uri, numbers)).await?;
     Ok(Json(json!({"removed": removed})).into_response())
+}
+
+/// Unbinds those of `numbers` bound to `uri`; returns them.
+fn unbind_own(s: &Service, uri: &str, numbers: Vec<E164>) -> Result<Vec<E164>, index::IndexError> {
+    let target = index::canonical_sip_uri(uri)?;
+    let mut removed = Vec::new();
+    for n in numbers {
+        // Only this account's own bindings: an operator may have bound the number elsewhere.
+        if s.index.lookup(n)?.is_some_and(|b| b.sip_uri == target) && s.index.unbind(n)?.is_some() {
+            removed.push(n);
+        }
+    }
+    Ok(removed)
+}
+
+/// Deletes the account: its smart entries, its stored address book, then the account
+/// (its credentials stop working at once).
+async fn delete_account(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let account = authenticated(&s, &req.into_parts().0).await?;
+    let (st, uri, numbers) = (s.clone(), account.sip_uri(), account.numbers.clone());
+    blocking(move || unbind_own(&st, &uri, numbers)).await?;
+    let st = s.clone();
+    blocking(move || st.accounts.delete(&account.username, &st.books)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -403,17 +387,8 @@ async fn address_book(State(s): Shared, req: Request) -> Result<Response, ApiErr
         let msg = format!("{} numbers, at most {} per query", b.numbers.len(), s.config.max_address_book);
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_numbers", msg));
     }
-    let asked = match b.region.as_deref().map(str::trim) {
-        Some(r) if !r.is_empty() => Some(numbers::parse_region(r).map_err(|e| ApiError::bad_request("invalid_region", e.to_string()))?),
-        _ => None,
-    };
-    let (discovery, raw) = (s.discovery.clone(), b.numbers.clone());
-    let lookup = blocking(move || {
-        let sip_uri = account.sip_uri();
-        let who = Seeker { budget_key: &account.username, sip_uri: &sip_uri, numbers: &account.numbers };
-        discovery.lookup(&who, &raw, asked)
-    })
-    .await?;
+    let asked = contacts::region(b.region.as_deref())?;
+    let lookup = contacts::lookup(&s, &account, b.numbers.clone(), asked).await?;
     let contacts: Vec<Value> = b
         .numbers
         .iter()

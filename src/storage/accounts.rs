@@ -80,4 +80,7 @@ pub trait AccountStore: Send + Sync {
 
     /// Every account, in username order.
     fn list(&self) -> Result<Vec<Account>, AccountError>;
+
+    /// Removes an account with its number and token entries; false when there was none.
+    fn remove(&self, username: &str) -> Result<bool, AccountError>;
 }

@@ -22,6 +22,7 @@
 //! | [`RegistrationStore`] (`registrations`)      | (used by `registrar` as is)             | [`sled::SledPublications`] |
 //! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`sled::SledBudgets`] |
 //! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`] |
+//! | [`AddressBookStore`] (`address_books`)       | `address_books`: `StoredBook`, `BookError`, `Tag` | [`sled::SledAddressBooks`] |
 //! | [`VerificationStore`] (`verification`)       | `provisioning`: `StateError`            | [`sled::SledVerifications`] |
 //!
 //! Atomicity: every store call that writes is atomic and durable in the store, and a
@@ -33,6 +34,7 @@
 //! This module must not know about SIP messages, HTTP or configuration files.
 
 pub mod accounts;
+pub mod address_books;
 pub mod bindings;
 pub mod budgets;
 pub mod feed;
@@ -45,6 +47,7 @@ pub mod sled;
 pub mod verification;
 
 pub use accounts::AccountStore;
+pub use address_books::AddressBookStore;
 pub use bindings::BindingStore;
 pub use budgets::BudgetStore;
 pub use presence::PublicationStore;

@@ -12,7 +12,8 @@
 //! dead one: the subscription goes on. Whatever cannot be delivered is logged at warn and
 //! counted (`Subscriptions::stats`).
 
-use super::record::{Handle, Subscription, Woken};
+use super::record::{Handle, Relist, Subscription, Woken};
+use super::watched::WatchedList;
 use super::table::Subscriptions;
 use crate::body::{ResourceState, UserPresence};
 use crate::dialog::Dialog;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub store: super::durable::SubscriptionStore,
     /// Times the first NOTIFY and the NOTIFYs carrying binding changes (None: metrics off).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The stored address books served at the list URI (`books.rs`).
+    pub lists: super::books::StoredLists,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -113,11 +116,16 @@ impl Subscription {
         if self.single {
             return Ok(());
         }
-        self.keep_reservation(shared);
         let gone: Vec<usize> = self.changed(shared, keys).into_iter().filter(|(_, u)| u.is_none()).map(|(i, _)| i).collect();
+        self.send_closed(shared, &gone).await
+    }
+
+    /// A partial NOTIFY showing the entries `gone` (positions in the list) `closed`.
+    async fn send_closed(&mut self, shared: &Shared, gone: &[usize]) -> Sent {
         if gone.is_empty() {
             return Ok(());
         }
+        self.keep_reservation(shared);
         let view = self.entries.view();
         let uris: Vec<_> = gone.iter().map(|i| view.uri(*i)).collect();
         let resources: Vec<ResourceState> = uris
@@ -188,6 +196,9 @@ pub enum End {
     /// The server is leaving (a clean stop set to deactivate): `terminated;reason=deactivated`,
     /// and the phone re-subscribes at once.
     Deactivated,
+    /// The stored list it watched is gone (its book was deleted):
+    /// `terminated;reason=noresource`.
+    NoResource,
     /// A NOTIFY could not be sent at all though the subscriber can be reached (a state too
     /// large for a datagram): `terminated;reason=rejected`, so the phone does not believe
     /// it is subscribed, and does not retry the same list at once.
@@ -204,6 +215,7 @@ impl End {
             End::Unsubscribed => Some(None),
             End::Deactivated => Some(Some("deactivated")),
             End::Undeliverable => Some(Some("rejected")),
+            End::NoResource => Some(Some("noresource")),
             End::Lost => None,
         }
     }
@@ -334,6 +346,16 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
             sent = Err(End::Unsubscribed);
             break;
         }
+        if let Some(relist) = inbox.relist {
+            sent = match relist {
+                Relist::Gone => Err(End::NoResource),
+                Relist::List(list) => Box::pin(sub.relist(&shared, list)).await,
+            };
+            sub.last_sent = Instant::now();
+            if sent.is_err() {
+                break;
+            }
+        }
         if let Some(expires) = inbox.refresh {
             sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
             shared.table.schedule(sub.id, sub.expires_at);
@@ -357,6 +379,53 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
     Box::pin(sub.send_terminated(&shared, end)).await;
     shared.store.remove(&sub.dialog);
     shared.table.remove(sub.id, sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys());
+}
+
+impl Subscription {
+    /// Its stored book changed: it watches `new` from now on. Added entries go out in a
+    /// partial NOTIFY; when entries were dropped, the users among them are first shown
+    /// closed (as a user who leaves), then a full state drops them (liblinphone 5.1 forgets
+    /// a resource only on a full state).
+    async fn relist(&mut self, shared: &Shared, new: WatchedList) -> Sent {
+        let (old_uris, new_uris) = (uris_of(&self.entries), uris_of(&new));
+        let dropped: Vec<usize> = {
+            let view = self.entries.view();
+            (0..view.len()).filter(|i| !new_uris.contains(&*view.uri(*i))).collect()
+        };
+        let leaving: Vec<usize> = {
+            let view = self.entries.view();
+            let keys = dropped.iter().filter_map(|i| view.key(*i).map(|k| (*i, k)));
+            keys.filter(|(_, k)| matches!(resolution::user_of(&shared.index, &shared.presence, k), Ok(Some(_)))).map(|(i, _)| i).collect()
+        };
+        let closed = self.send_closed(shared, &leaving).await;
+        let (old_keys, new_keys): (HashSet<Key>, HashSet<Key>) = (self.keys().collect(), new.keys().collect());
+        shared.table.rewatch(self.id, old_keys.difference(&new_keys).cloned(), new_keys.difference(&old_keys).cloned());
+        self.entries = new;
+        if let Some(permit) = self.permit.as_mut() {
+            permit.resize(self.entries.len());
+        }
+        closed?;
+        let state = SubState::Active { expires: self.remaining() };
+        if !dropped.is_empty() {
+            return self.send_full(shared, state).await;
+        }
+        let view = self.entries.view();
+        let added: Vec<(usize, Option<User>)> = (0..view.len())
+            .filter(|i| !old_uris.contains(&*view.uri(*i)))
+            .map(|i| (i, view.key(i).and_then(|k| resolution::user_of(&shared.index, &shared.presence, &k).ok().flatten())))
+            .collect();
+        drop(view);
+        if added.is_empty() {
+            return Ok(());
+        }
+        self.send(shared, false, &added, state).await
+    }
+}
+
+/// Every entry URI of a list.
+fn uris_of(list: &WatchedList) -> HashSet<String> {
+    let view = list.view();
+    (0..view.len()).map(|i| view.uri(i).into_owned()).collect()
 }
 
 /// Sends what `pending` gathered.

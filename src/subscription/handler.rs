@@ -90,9 +90,11 @@ async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &Subs
     let identity = shared.auth.identify(req, tx.source())?;
     let list = if request::is_list_subscribe(req) {
         request::check_list(req, expires, &config.subscription)?
+    } else if shared.lists.is_list_uri(req.uri.as_str()) {
+        stored_list(req, shared, &identity, expires).await?
     } else {
         // RFC 3856: the Request-URI names the one presentity watched.
-        ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true }
+        ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true, book: None }
     };
     new_subscription(req, tx, shared, config, identity, list).await
 }
@@ -108,8 +110,9 @@ async fn new_subscription(
     shared: &Arc<Shared>,
     config: &SubscribeSettings,
     identity: Identity,
-    list: ListRequest,
+    mut list: ListRequest,
 ) -> Result<Accepted, Response> {
+    let book = list.book.take();
     let source = tx.source();
     let ua = req.headers.get(&HeaderName::UserAgent);
     let format = Format::choose(&config.notify, ua.as_deref(), list.accepts_deflate, source.protocol.is_reliable());
@@ -150,7 +153,42 @@ async fn new_subscription(
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     sub.permit = Some(permit);
+    if let Some((owner, generation)) = book {
+        shared.table.follow_book(id, &owner);
+        catch_up(shared, owner, generation);
+    }
     Ok(Accepted::New(resp, sub, mailbox))
+}
+
+/// A body-less SUBSCRIBE to the list URI: the subscriber's stored book is the list
+/// (`books.rs`); 404 when he has none.
+async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expires: u32) -> Result<ListRequest, Response> {
+    request::check_stored(req)?;
+    let no_list = || Response::with_reason(req, 404, "No Stored List");
+    let owner = shared.lists.owner(identity.account.as_deref(), &identity.uri).ok_or_else(no_list)?;
+    let generation = shared.lists.books.feed().generation();
+    let (books, who) = (shared.lists.books.clone(), owner.clone());
+    let numbers = match discovery::blocking(move || books.numbers(&who)).await {
+        Some(Ok(Some(numbers))) => numbers,
+        Some(Ok(None)) => return Err(no_list()),
+        Some(Err(e)) => {
+            tracing::error!("stored list not read: {e}");
+            return Err(Response::to(req, 500));
+        }
+        None => return Err(Response::to(req, 500)),
+    };
+    let entries = shared.lists.entry_uris(numbers.into_iter());
+    Ok(ListRequest { entries, expires, accepts_deflate: request::accepts_deflate(req), single: false, book: Some((owner, generation)) })
+}
+
+/// Some book changed between the reading of this one (at `generation`) and the
+/// subscription's registration: it may have been this one, so its change is handed on as
+/// if it came now (at worst a reading for nothing).
+fn catch_up(shared: &Shared, owner: String, generation: u64) {
+    let feed = shared.lists.books.feed();
+    if feed.generation() != generation {
+        shared.lists.books.touch(&owner);
+    }
 }
 
 /// Lists up to this size are read and charged on the worker: a 100-number list costs tens

@@ -3,6 +3,9 @@
 //! new users at the next re-subscribe; this is what makes ours push them.
 
 use super::actor::{resume, Shared};
+use super::record::Relist;
+use super::watched::WatchedList;
+use crate::discovery::Seeker;
 use crate::index::ChangeError;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -68,4 +71,42 @@ pub async fn follow_presence(
         }
         last.retain(|_, t| now.duration_since(*t) < interval);
     }
+}
+
+/// Stored books: each change reaches the subscriptions watching that book (`books.rs`)
+/// as their new list, or their end when the book was deleted.
+pub async fn follow_books(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shared.lists.books.feed().changed() => {}
+            _ = shutdown.changed() => return,
+        }
+        for owner in shared.lists.books.feed().take() {
+            if !shared.table.follows_book(&owner) {
+                continue;
+            }
+            if let Some(relist) = relist_of(&shared, owner.clone()).await {
+                resume(shared.table.relist(&owner, &relist), &shared);
+            }
+        }
+    }
+}
+
+/// `owner`'s book as a list (its new numbers charged to his budget), or `Gone`; None
+/// (logged) when it cannot be read.
+async fn relist_of(shared: &Arc<Shared>, owner: Box<str>) -> Option<Relist> {
+    let s = shared.clone();
+    let read = crate::discovery::blocking(move || match s.lists.books.numbers(&owner) {
+        Ok(Some(numbers)) => {
+            let uris = s.lists.entry_uris(numbers.into_iter());
+            let who = Seeker { budget_key: &owner, sip_uri: "", numbers: &[] };
+            Some(Relist::List(WatchedList::new(s.discovery.entries(&who, uris))))
+        }
+        Ok(None) => Some(Relist::Gone),
+        Err(e) => {
+            tracing::warn!("stored book not read, its subscriptions keep their list: {e}");
+            None
+        }
+    });
+    read.await.flatten()
 }

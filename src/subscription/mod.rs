@@ -1,5 +1,5 @@
-//! Resource-list subscriptions (RFC 5367 lists in, RFC 4662 NOTIFYs out), from the SUBSCRIBE
-//! to the last NOTIFY.
+//! Resource-list subscriptions (RFC 5367 lists in, or a stored list named by its URI;
+//! RFC 4662 NOTIFYs out), from the SUBSCRIBE to the last NOTIFY.
 //!
 //! Owns dialogs, subscription lifetimes and the reverse index that turns binding changes
 //! into NOTIFYs. It asks `resolution` who is a user and `notification` how to write it,
@@ -7,6 +7,7 @@
 //! `body`'s) nor touch sockets.
 
 pub mod actor;
+pub mod books;
 pub mod durable;
 pub mod handler;
 pub mod live;
@@ -32,6 +33,7 @@ pub fn start(
 ) {
     tokio::spawn(live::follow(shared.clone(), shutdown.clone()));
     tokio::spawn(live::follow_presence(presence_changes, shared.clone(), presence_interval, shutdown.clone()));
+    tokio::spawn(live::follow_books(shared.clone(), shutdown.clone()));
     tokio::spawn(actor::expire(shared, shutdown));
 }
 pub use handler::SubscribeHandler;

@@ -83,6 +83,18 @@ pub struct Inbox {
     /// When the earliest binding change waiting here was published (the NOTIFY that
     /// carries it is timed from then, `crate::metrics`).
     pub binding_at: Option<std::time::Instant>,
+    /// The stored book behind a stored-list subscription changed (`books.rs`): the newest.
+    pub relist: Option<Relist>,
+}
+
+/// A stored list's new entries, or its end.
+#[derive(Clone)]
+pub enum Relist {
+    /// Watch this list from now on (added entries get a partial NOTIFY; removed ones are
+    /// shown closed, then dropped by a full state).
+    List(WatchedList),
+    /// The book was deleted: the subscription ends (`terminated;reason=noresource`).
+    Gone,
 }
 
 impl Inbox {
@@ -115,6 +127,6 @@ pub fn earliest(a: Option<std::time::Instant>, b: Option<std::time::Instant>) ->
 
 impl Letters for Inbox {
     fn is_empty(&self) -> bool {
-        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && self.retarget.is_none() && self.changed.is_empty() && !self.full
+        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && self.retarget.is_none() && self.changed.is_empty() && !self.full && self.relist.is_none()
     }
 }

@@ -29,6 +29,9 @@ pub struct ListRequest {
     pub accepts_deflate: bool,
     /// No list: the Request-URI is the one presentity (RFC 3856).
     pub single: bool,
+    /// A stored list: the account whose book it is, and the books' change generation
+    /// before it was read (`address_books::Feed::generation`).
+    pub book: Option<(String, u64)>,
 }
 
 /// The subscriptions' expiry policy.
@@ -77,7 +80,17 @@ pub fn check_list(req: &Request, expires: u32, cfg: &SubscriptionConfig) -> Resu
     let xml = if compressed { inflate(req, cfg)? } else { req.body.to_vec() };
     let entries = body::resource_lists::parse(&xml, cfg.max_entries)
         .map_err(|e| Response::with_reason(req, e.sip_status(), e.reason()))?;
-    Ok(ListRequest { entries, expires, accepts_deflate: accepts_deflate(req), single: false })
+    Ok(ListRequest { entries, expires, accepts_deflate: accepts_deflate(req), single: false, book: None })
+}
+
+/// A body-less SUBSCRIBE to the stored list's URI must support event lists (RFC 4662 §5:
+/// 421 with `Require: eventlist` otherwise).
+pub fn check_stored(req: &Request) -> Result<(), Response> {
+    if req.headers.has_token(&HeaderName::Supported, "eventlist") {
+        Ok(())
+    } else {
+        Err(Response::to(req, 421).header(HeaderName::Require, "eventlist"))
+    }
 }
 
 fn inflate(req: &Request, cfg: &SubscriptionConfig) -> Result<Vec<u8>, Response> {

@@ -91,6 +91,11 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
     sub.dialog.next_cseq = s.cseq_from;
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
+    if let Some(owner) = shared.lists.owner_of_record(&sub.list_uri, &sub.subscriber) {
+        // A stored list follows its book again, and catches up with what changed meanwhile.
+        shared.table.follow_book(id, &owner);
+        shared.lists.books.touch(&owner);
+    }
     Some((sub, mailbox))
 }
 

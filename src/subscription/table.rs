@@ -4,7 +4,7 @@
 //! its task or, while idle, parked in its mailbox (`actor.rs`, `mailbox.rs`).
 
 use super::mailbox::Posted;
-use super::record::{Handle, Inbox, SubId, Woken};
+use super::record::{Handle, Inbox, Relist, SubId, Woken};
 use crate::index::Change;
 use crate::numbers;
 use crate::resolution::Key;
@@ -109,6 +109,9 @@ struct Table {
     /// When each subscription expires, in seconds from `epoch`, soonest first. A refresh
     /// adds an entry; the stale one only wakes the subscription for nothing.
     expiry: BinaryHeap<Reverse<(u32, SubId)>>,
+    /// Stored-list subscriptions by the account whose book they watch, and back.
+    books: HashMap<Box<str>, Vec<SubId>>,
+    book_of: HashMap<SubId, Box<str>>,
 }
 
 impl Table {
@@ -216,6 +219,10 @@ impl Subscriptions {
         for key in keys {
             t.unwatch(&key, id);
         }
+        if let Some(owner) = t.book_of.remove(&id) {
+            forget_book(&mut t.books, &owner, id);
+            shrink(&mut t.book_of);
+        }
         shrink(&mut t.handles);
         shrink(&mut t.by_dialog);
         shrink(&mut t.sips);
@@ -286,6 +293,43 @@ impl Subscriptions {
         wake_all(handles, |i| i.full = true)
     }
 
+    /// Subscription `id` watches `owner`'s stored book (`books.rs`).
+    pub fn follow_book(&self, id: SubId, owner: &str) {
+        let mut t = self.inner.lock();
+        if !t.handles.contains_key(&id) {
+            return;
+        }
+        t.books.entry(owner.into()).or_default().push(id);
+        t.book_of.insert(id, owner.into());
+    }
+
+    /// Whether some subscription watches `owner`'s stored book.
+    pub fn follows_book(&self, owner: &str) -> bool {
+        self.inner.lock().books.contains_key(owner)
+    }
+
+    /// `owner`'s stored book changed: each subscription watching it gets `relist`.
+    /// Returns those it woke.
+    pub fn relist(&self, owner: &str, relist: &Relist) -> Vec<Woken> {
+        let handles: Vec<Handle> = {
+            let t = self.inner.lock();
+            t.books.get(owner).into_iter().flatten().filter_map(|id| t.handles.get(id).cloned()).collect()
+        };
+        wake_all(handles, |i| i.relist = Some(relist.clone()))
+    }
+
+    /// Subscription `id` now watches a new list: the reverse index follows.
+    pub fn rewatch(&self, id: SubId, removed: impl Iterator<Item = Key>, added: impl Iterator<Item = Key>) {
+        let mut t = self.inner.lock();
+        for key in removed {
+            t.unwatch(&key, id);
+        }
+        for key in added {
+            t.watch(key, id);
+        }
+        shrink(&mut t.sips);
+    }
+
     /// `binding_at`: when the binding change behind this was published.
     fn notify_watchers(&self, key: &Key, removal: bool, binding_at: Option<std::time::Instant>) -> Vec<Woken> {
         let handles: Vec<Handle> = {
@@ -315,6 +359,17 @@ fn wake_all(handles: Vec<Handle>, f: impl Fn(&mut Inbox)) -> Vec<Woken> {
         }
     }
     woken
+}
+
+/// Takes `id` off `owner`'s stored-list subscriptions.
+fn forget_book(books: &mut HashMap<Box<str>, Vec<SubId>>, owner: &str, id: SubId) {
+    if let Some(ids) = books.get_mut(owner) {
+        ids.retain(|s| *s != id);
+        if ids.is_empty() {
+            books.remove(owner);
+            shrink(books);
+        }
+    }
 }
 
 /// Gives back the room of a map that lost most of its entries.

@@ -13,7 +13,7 @@ use crate::numbers::E164;
 use crate::resolution::{Entry, Key};
 use std::borrow::Cow;
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct WatchedList {
     prefix: Box<str>,
     suffix: Box<str>,

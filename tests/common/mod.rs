@@ -2,6 +2,7 @@
 //! sockets. Each test gets its own data directory.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod peer;
 pub mod process;
 
@@ -92,6 +93,15 @@ pub fn list_subscribe_raw(proto: &str, local: SocketAddr, branch: &str, extra: &
     )
     .replace("Content-Length: 0\r\n", &format!("Content-Length: {}\r\n", body.len()));
     [head.as_bytes(), body].concat()
+}
+
+/// A body-less SUBSCRIBE from alice to the stored list `sip:contacts@example.org`, as a
+/// BLF phone sends it (issue 17); `extra` headers (`Supported: eventlist`) as given.
+pub fn stored_list_subscribe(proto: &str, local: SocketAddr, branch: &str, extra: &str) -> String {
+    let contact = format!("Contact: <sip:alice@{local};transport={}>\r\n", proto.to_ascii_lowercase());
+    request("SUBSCRIBE", proto, local, branch, &format!("{contact}Event: presence\r\nAccept: multipart/related, application/rlmi+xml, application/pidf+xml\r\n{extra}"), "")
+        .replacen("SUBSCRIBE sip:rls@example.org", "SUBSCRIBE sip:contacts@example.org", 1)
+        .replace("To: <sip:rls@example.org>", "To: <sip:contacts@example.org>")
 }
 
 /// A PUBLISH of `body` (PIDF) by `user`@example.org for himself.

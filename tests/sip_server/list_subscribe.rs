@@ -25,7 +25,7 @@ fn replay(raw: &[u8], client: &str, local: std::net::SocketAddr, swaps: &[(&str,
     [head.as_bytes(), &raw[end..]].concat()
 }
 
-fn bind(s: &TestServer, number: &str, uri: &str) {
+pub(crate) fn bind(s: &TestServer, number: &str, uri: &str) {
     let n: E164 = number.parse().unwrap();
     s.server.index().bind(n, uri, Source::Admin).unwrap();
 }
@@ -34,7 +34,7 @@ const BOB: &str = "sip:+33612345678@example.org;user=phone";
 const CAROL: &str = "sip:+33698765432@example.org;user=phone";
 
 /// The multipart parts of a NOTIFY body: (part headers, part body).
-fn parts(msg: &Msg) -> Vec<(String, String)> {
+pub(crate) fn parts(msg: &Msg) -> Vec<(String, String)> {
     let ct = msg.header("Content-Type").unwrap();
     let boundary = ct.rsplit_once("boundary=").unwrap().1;
     let body = msg.body();
@@ -48,7 +48,7 @@ fn parts(msg: &Msg) -> Vec<(String, String)> {
         .collect()
 }
 
-fn rlmi(msg: &Msg) -> String {
+pub(crate) fn rlmi(msg: &Msg) -> String {
     parts(msg).into_iter().next().unwrap().1
 }
 

@@ -119,6 +119,24 @@ impl AccountStore for SledAccounts {
         Ok(())
     }
 
+    fn remove(&self, username: &str) -> Result<bool, AccountError> {
+        let removed = (&self.accounts, &self.by_number, &self.tokens)
+            .transaction(|(accounts, by_number, tokens)| -> Tx<bool> {
+                let Some(v) = accounts.remove(username.as_bytes())? else { return Ok(false) };
+                let s = decode(&v).map_err(abort)?;
+                for n in &s.account.numbers {
+                    by_number.remove(&n.as_key()[..])?;
+                }
+                if let Some(h) = &s.token_hash {
+                    tokens.remove(h.as_bytes())?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_err)?;
+        self.db.flush()?;
+        Ok(removed)
+    }
+
     fn list(&self) -> Result<Vec<Account>, AccountError> {
         self.accounts.iter().values().map(|v| Ok(decode(&v?)?.account)).collect()
     }
