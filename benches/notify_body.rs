@@ -58,6 +58,7 @@ fn bench_notify(c: &mut Criterion) {
                 basic_open: true,
                 away: i % 10 == 0,
                 timestamp: Some(1_795_438_605),
+                doc: None,
             }),
         })
         .collect();

@@ -58,6 +58,7 @@ fn user(contact: &str, away: bool) -> Option<UserPresence<'_>> {
         basic_open: true,
         away,
         timestamp: Some(1_795_438_605),
+        doc: None,
     })
 }
 
@@ -219,6 +220,7 @@ fn standalone_pidf_validates() {
             basic_open: !away,
             away,
             timestamp: Some(0),
+            doc: None,
         };
         let doc = build_pidf("sip:+33612345678@example.org;user=phone", &p);
         xmllint("pidf.xsd", &doc);

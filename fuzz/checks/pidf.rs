@@ -13,7 +13,7 @@ pub fn check(data: &[u8]) {
     if text.is_empty() || text.len() > 512 || text.chars().any(char::is_control) || text.trim() != text {
         return;
     }
-    let presence = UserPresence { contact: text, basic_open: true, away: data.len().is_multiple_of(2), timestamp: Some(data.len() as u64) };
+    let presence = UserPresence { contact: text, basic_open: true, away: data.len().is_multiple_of(2), timestamp: Some(data.len() as u64), doc: None };
     let doc = build_pidf(text, &presence);
     let back = pidf::parse(&doc).unwrap_or_else(|e| panic!("our PIDF for {text:?} does not parse: {e}"));
     assert_eq!(back.entity, text);

@@ -78,12 +78,12 @@ mod tests {
     #[test]
     fn any_open_publication_makes_him_online() {
         let (store, mut rx) = PresenceStore::new();
-        let phone = store.publish(BOB, Published { open: true }, HOUR).unwrap();
-        let desk = store.publish(BOB, Published { open: false }, HOUR).unwrap();
+        let phone = store.publish(BOB, Published::basic(true), HOUR).unwrap();
+        let desk = store.publish(BOB, Published::basic(false), HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         store.remove(BOB, &phone).unwrap();
         assert!(!store.live(BOB).unwrap().online);
-        let desk = store.update(BOB, &desk, Some(Published { open: true }), HOUR).unwrap();
+        let desk = store.update(BOB, &desk, Some(Published::basic(true)), HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3, "online, offline, online");
         assert!(matches!(store.update(BOB, "nope", None, HOUR), Err(PublishError::UnknownEtag)));
@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn expiry_takes_him_offline() {
         let (store, _rx) = PresenceStore::new();
-        store.publish(BOB, Published { open: true }, Duration::from_millis(0)).unwrap();
+        store.publish(BOB, Published::basic(true), Duration::from_millis(0)).unwrap();
         assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
         assert!(!store.live(BOB).unwrap().online);
         assert_eq!(store.publications(), 0);
