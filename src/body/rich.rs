@@ -115,11 +115,6 @@ impl Doc {
     pub fn is_empty(&self) -> bool {
         self.person.as_ref().is_none_or(Person::is_empty) && self.notes.is_empty() && self.capabilities.is_empty() && self.devices.is_empty()
     }
-
-    /// Only what long-term presence keeps of an offline user: his capabilities.
-    pub fn kept_offline(&self) -> Doc {
-        Doc { capabilities: self.capabilities.clone(), ..Doc::default() }
-    }
 }
 
 /// Reads the rich part of a PIDF document that `pidf::parse` accepted (it screens hostile

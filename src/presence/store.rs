@@ -90,6 +90,51 @@ mod tests {
         assert!(matches!(store.update("sip:eve@example.org", &desk, None, HOUR), Err(PublishError::UnknownEtag)));
     }
 
+    fn doc(pidf: &str) -> crate::body::rich::Doc {
+        crate::body::rich::read(pidf.as_bytes()).unwrap()
+    }
+
+    const PHONE: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:bob@example.org"><tuple id="a"><status><basic>open</basic></status><note xml:lang="en">In a call</note></tuple><dm:person id="p"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person></presence>"#;
+    const DESK: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:op="urn:oma:xml:prs:pidf:oma-pres" entity="sip:bob@example.org"><tuple id="b"><status><basic>closed</basic></status><op:service-description><op:service-id>groupchat</op:service-id><op:version>1.1</op:version></op:service-description><note xml:lang="fr">Au bureau</note></tuple><dm:person id="q"><rpid:activities><rpid:meeting/></rpid:activities></dm:person></presence>"#;
+
+    #[test]
+    fn two_devices_compose_and_an_expired_one_leaves() {
+        let (store, mut rx) = PresenceStore::new();
+        let desk = store.publish(BOB, Published::with_doc(false, doc(DESK)), Duration::from_millis(0)).unwrap();
+        store.publish(BOB, Published::with_doc(true, doc(PHONE)), HOUR).unwrap();
+        let live = store.live(BOB).unwrap();
+        assert!(live.online);
+        let d = live.doc.unwrap();
+        assert_eq!(d.person.as_ref().unwrap().activities, vec![Box::from("on-the-phone")], "the newest person");
+        let notes: Vec<&str> = d.notes.iter().map(|n| &*n.text).collect();
+        assert_eq!(notes, ["In a call", "Au bureau"]);
+        assert_eq!(&*d.capabilities[0].id, "groupchat");
+        let _ = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        // The desk's publication expires: its note and capability go, and watchers are told.
+        assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
+        let d = store.live(BOB).unwrap().doc.unwrap();
+        assert_eq!(d.notes.len(), 1);
+        assert!(d.capabilities.is_empty());
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 1);
+        assert!(matches!(store.update(BOB, &desk, None, HOUR), Err(PublishError::UnknownEtag)));
+    }
+
+    #[test]
+    fn offline_keeps_only_capabilities() {
+        let (store, _rx) = PresenceStore::new();
+        let mut both = doc(PHONE);
+        both.capabilities = doc(DESK).capabilities;
+        let tag = store.publish(BOB, Published::with_doc(true, both), HOUR).unwrap();
+        let seen = store.live(BOB).unwrap().updated;
+        store.remove(BOB, &tag).unwrap();
+        let live = store.live(BOB).unwrap();
+        assert!(!live.online);
+        assert!(live.updated >= seen);
+        let kept = live.doc.unwrap();
+        assert!(kept.person.is_none() && kept.notes.is_empty());
+        assert_eq!(&*kept.capabilities[0].id, "groupchat");
+    }
+
     #[test]
     fn expiry_takes_him_offline() {
         let (store, _rx) = PresenceStore::new();

@@ -81,16 +81,14 @@ impl MemoryPublications {
     fn settle(&self, inner: &mut Inner, uri: &str) {
         let states: Vec<&Published> = inner.by_uri.get(uri).map_or(Vec::new(), |etags| etags.iter().rev().filter_map(|e| inner.by_etag.get(e)).map(|p| &p.state).collect());
         let online = states.iter().any(|s| s.open);
-        let composed = rich::compose(states.iter().filter_map(|s| s.doc.as_deref()));
+        let mut composed = rich::compose(states.iter().filter_map(|s| s.doc.as_deref()));
         let last = inner.last.get(uri);
-        let doc = if !composed.is_empty() {
-            Some(Arc::new(composed))
-        } else if online {
-            None
-        } else {
-            // Long-term presence keeps an offline user's capabilities.
-            last.and_then(|l| l.doc.as_deref()).map(rich::Doc::kept_offline).filter(|d| !d.is_empty()).map(Arc::new)
-        };
+        // Long-term presence: the capabilities last announced stay (offline too) until a
+        // publication or registration announces others.
+        if composed.capabilities.is_empty() {
+            composed.capabilities = last.and_then(|l| l.doc.as_deref()).map(|d| d.capabilities.clone()).unwrap_or_default();
+        }
+        let doc = (!composed.is_empty()).then(|| Arc::new(composed));
         let updated = match last {
             Some(l) if l.online == online && l.doc == doc => return,
             Some(l) if l.online == online => l.updated,

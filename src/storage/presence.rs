@@ -3,8 +3,8 @@
 //!
 //! The contract: a presentity is online while one of his publications says open; what they
 //! say beyond that (`body::rich::Doc`) is composed into one document, the newest publication
-//! first (`body::rich::compose`); once he is offline only his capabilities are kept
-//! (long-term presence). Every change of that combined state (online, or the composed
+//! first (`body::rich::compose`); the capabilities last announced are kept (offline too:
+//! long-term presence) until others are announced. Every change of that combined state (online, or the composed
 //! document) is announced (his URI) on the channel the store was made
 //! with, so the subscription layer can notify; an entity-tag is good for one presentity
 //! only and is replaced by each refresh or modification. Writes may fail
@@ -29,7 +29,7 @@ pub struct Live {
     /// When he last came online or went offline (unix seconds): "last seen" once he is
     /// offline.
     pub updated: u64,
-    /// The composed rich presence; offline, only what is kept of it (his capabilities).
+    /// The composed rich presence, with the capabilities last announced.
     pub doc: Option<Arc<Doc>>,
 }
 
