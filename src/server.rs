@@ -67,7 +67,7 @@ impl Server {
         let subscriptions = Arc::new(Subscriptions::default());
         let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
         let publications = Arc::new(publications);
-        let presence = Arc::new(PresenceStore::with_store(publications.clone()));
+        let presence = Arc::new(PresenceStore::with_store(publications.clone()).sharing(accounts.clone()));
         let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, accounts.clone())?);
         let shared = Arc::new(Shared {
             index: index.clone(),

@@ -24,3 +24,5 @@ mod discovery_budget;
 mod client_transactions;
 #[path = "sip_server/sip_foundation.rs"]
 mod sip_foundation;
+#[path = "sip_server/rich_presence.rs"]
+mod rich_presence;

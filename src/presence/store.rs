@@ -8,7 +8,8 @@
 //! entity-tags and "last seen" survive a restart. The types the store speaks ([`Live`],
 //! [`Published`], [`PublishError`]) are defined in `storage::presence`. Every
 //! change is sent on the channel given at creation, for the subscription layer to notify
-//! watchers.
+//! watchers. With the accounts ([`PresenceStore::sharing`]), a user who turned "share my
+//! status" off is read without his rich presence: watchers see only that he is a user.
 //! It must not know about subscriptions or SIP messages.
 
 use crate::storage::PublicationStore;
@@ -23,6 +24,8 @@ pub use crate::storage::presence::{Live, PublishError, Published};
 #[derive(Clone)]
 pub struct PresenceStore {
     store: Arc<dyn PublicationStore>,
+    /// Whose status may be shared ("share my status"); everyone's without it.
+    accounts: Option<crate::accounts::Accounts>,
 }
 
 impl PresenceStore {
@@ -34,7 +37,13 @@ impl PresenceStore {
 
     /// A handle over any store (which announces changes on its own channel).
     pub fn with_store(store: Arc<dyn PublicationStore>) -> PresenceStore {
-        PresenceStore { store }
+        PresenceStore { store, accounts: None }
+    }
+
+    /// Reads each user's "share my status" setting from `accounts` (see [`Self::live`]).
+    pub fn sharing(mut self, accounts: crate::accounts::Accounts) -> PresenceStore {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// A new publication for `uri`; returns its entity-tag.
@@ -53,9 +62,14 @@ impl PresenceStore {
         self.store.remove(uri, etag)
     }
 
-    /// The combined state of `uri`, if he ever published since start.
+    /// The combined state of `uri`, if he ever published since start; without his rich
+    /// presence when he does not share his status.
     pub fn live(&self, uri: &str) -> Option<Live> {
-        self.store.live(uri)
+        let mut live = self.store.live(uri)?;
+        if live.doc.is_some() && self.accounts.as_ref().is_some_and(|a| !a.shares_status(uri)) {
+            live.doc = None;
+        }
+        Some(live)
     }
 
     /// Drops expired publications; returns how many.

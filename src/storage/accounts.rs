@@ -80,4 +80,29 @@ pub trait AccountStore: Send + Sync {
 
     /// Every account, in username order.
     fn list(&self) -> Result<Vec<Account>, AccountError>;
+
+    /// The account's settings; [`Settings::default`] when never set.
+    fn settings(&self, username: &str) -> Result<Settings, AccountError>;
+
+    /// Replaces the settings of an existing account ([`AccountError::NotFound`] otherwise).
+    fn set_settings(&self, username: &str, settings: &Settings) -> Result<(), AccountError>;
+}
+
+/// What a user chooses for his account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// "Share my status": watchers get what he publishes (activities, notes, capabilities);
+    /// off, they see only that he is a user (open/closed, last seen). On by default.
+    #[serde(default = "on")]
+    pub share_status: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { share_status: true }
+    }
 }
