@@ -124,11 +124,12 @@ mod tests {
         assert_eq!(notes, ["In a call", "Au bureau"]);
         assert_eq!(&*d.capabilities[0].id, "groupchat");
         let _ = std::iter::from_fn(|| rx.try_recv().ok()).count();
-        // The desk's publication expires: its note and capability go, and watchers are told.
+        // The desk's publication expires: its note goes, and watchers are told; the
+        // capabilities last announced stay until others are (long-term presence).
         assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
         let d = store.live(BOB).unwrap().doc.unwrap();
         assert_eq!(d.notes.len(), 1);
-        assert!(d.capabilities.is_empty());
+        assert_eq!(&*d.capabilities[0].id, "groupchat");
         assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 1);
         assert!(matches!(store.update(BOB, &desk, None, HOUR), Err(PublishError::UnknownEtag)));
     }

@@ -226,3 +226,49 @@ fn decoded<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Vec<(String, T)> 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::rich::{capabilities_of_specs, Doc, Note};
+
+    const BOB: &str = "sip:bob@example.org";
+
+    #[test]
+    fn first_layout_publications_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let old = db.open_tree("publications").unwrap();
+            let r = RecordV1 { uri: BOB.into(), open: true, expires_at: unix_now() + 600 };
+            old.insert("etag1", encode(&r).unwrap()).unwrap();
+            db.flush().unwrap();
+        }
+        let (store, _rx) = SledPublications::open(dir.path()).unwrap();
+        assert_eq!(store.publications(), 1);
+        assert!(store.live(BOB).unwrap().online);
+        assert!(store.publications_v1.is_empty(), "moved out of the old tree");
+        assert_eq!(store.publications.len(), 1);
+        // Its entity-tag still works.
+        store.update(BOB, "etag1", None, Duration::from_secs(60)).unwrap();
+    }
+
+    #[test]
+    fn rich_publications_and_kept_capabilities_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = Doc { notes: vec![Note { lang: Some("en".into()), text: "In a call".into() }], capabilities: capabilities_of_specs("groupchat/1.1"), ..Doc::default() };
+        {
+            let (store, _rx) = SledPublications::open(dir.path()).unwrap();
+            store.publish(BOB, Published::with_doc(true, doc.clone()), Duration::from_secs(600)).unwrap();
+            let gone = store.publish("sip:carol@example.org", Published::with_doc(true, doc.clone()), Duration::from_secs(600)).unwrap();
+            PublicationStore::remove(&store, "sip:carol@example.org", &gone).unwrap();
+            store.flush().unwrap();
+        }
+        let (store, _rx) = SledPublications::open(dir.path()).unwrap();
+        assert_eq!(store.live(BOB).unwrap().doc.as_deref(), Some(&doc));
+        let carol = store.live("sip:carol@example.org").unwrap();
+        assert!(!carol.online);
+        let kept = carol.doc.expect("capabilities kept while offline");
+        assert!(kept.notes.is_empty() && kept.capabilities == doc.capabilities);
+    }
+}
