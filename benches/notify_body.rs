@@ -1,5 +1,6 @@
-//! Body costs on the subscribe path: building (and compressing) a full-state NOTIFY, and
-//! inflating + parsing the list a SUBSCRIBE carries.
+//! Body costs on the subscribe path: building (and compressing) a full-state NOTIFY (users
+//! with open/closed only, and the same list where every user carries a rich document, issue
+//! 16), and inflating + parsing the list a SUBSCRIBE carries.
 //!
 //! `cargo bench --bench notify_body`. Sizes are printed once before the timings.
 
@@ -40,6 +41,63 @@ fn list_xml(uris: &[String]) -> Vec<u8> {
     }
     s.push_str(" </list>\n</resource-lists>\n");
     s.into_bytes()
+}
+
+/// What liblinphone 5.1 publishes for "on the phone" with a note (fixture 41), with the
+/// capabilities its REGISTER announces: the document the server composes for such a user.
+fn linphone_rich_doc() -> smart_presence::body::rich::Doc {
+    let publish = include_bytes!("../fixtures/liblinphone-5.1/41-publish-on-the-phone-with-note-udp.txt");
+    let at = publish.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut doc = smart_presence::body::rich::read(&publish[at..]).unwrap();
+    doc.capabilities = smart_presence::body::rich::capabilities_of_specs("ephemeral/1.1,groupchat/1.1,lime");
+    doc
+}
+
+/// Issue 16: the same 500-entry list, its 100 users each with a rich document.
+fn bench_notify_rich(c: &mut Criterion) {
+    let uris = numbers(500);
+    let contacts: Vec<String> = (0..uris.len()).map(|i| format!("sip:user{i}@example.org")).collect();
+    let doc = linphone_rich_doc();
+    let rs: Vec<ResourceState> = uris
+        .iter()
+        .zip(&contacts)
+        .enumerate()
+        .map(|(i, (u, c))| ResourceState {
+            uri: u,
+            user: (i % 5 == 0).then_some(UserPresence {
+                contact: c,
+                basic_open: true,
+                away: i % 10 == 0,
+                timestamp: Some(1_795_438_605),
+                doc: Some(&doc),
+            }),
+        })
+        .collect();
+    let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+    let mut body = Vec::new();
+    build(&n, &mut body);
+    let mut fast = Vec::new();
+    deflate_zlib_into(&body, &mut fast);
+    println!("full state, 500 entries / 100 rich users: {} bytes raw, zlib fast {} ({:.1}x)", body.len(), fast.len(), body.len() as f64 / fast.len() as f64);
+    let mut g = c.benchmark_group("notify_500_entries_100_rich_users");
+    let mut out = Vec::with_capacity(body.len());
+    g.bench_function("build", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(build(black_box(&n), &mut out));
+        })
+    });
+    let mut z = Vec::with_capacity(body.len());
+    g.bench_function("build+deflate_zlib", |b| {
+        b.iter(|| {
+            out.clear();
+            z.clear();
+            build(black_box(&n), &mut out);
+            deflate_zlib_into(&out, &mut z);
+            black_box(z.len());
+        })
+    });
+    g.finish();
 }
 
 fn bench_notify(c: &mut Criterion) {
@@ -161,5 +219,5 @@ fn bench_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_notify, bench_parse);
+criterion_group!(benches, bench_notify, bench_notify_rich, bench_parse);
 criterion_main!(benches);
