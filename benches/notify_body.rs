@@ -53,14 +53,10 @@ fn linphone_rich_doc() -> smart_presence::body::rich::Doc {
     doc
 }
 
-/// Issue 16: the same 500-entry list, its 100 users each with a rich document.
-fn bench_notify_rich(c: &mut Criterion) {
-    let uris = numbers(500);
-    let contacts: Vec<String> = (0..uris.len()).map(|i| format!("sip:user{i}@example.org")).collect();
-    let doc = linphone_rich_doc();
-    let rs: Vec<ResourceState> = uris
-        .iter()
-        .zip(&contacts)
+/// 500 entries, every fifth a user (100), every tenth away; each user with `doc`.
+fn users<'a>(uris: &'a [String], contacts: &'a [String], doc: Option<&'a smart_presence::body::rich::Doc>) -> Vec<ResourceState<'a>> {
+    uris.iter()
+        .zip(contacts)
         .enumerate()
         .map(|(i, (u, c))| ResourceState {
             uri: u,
@@ -69,10 +65,18 @@ fn bench_notify_rich(c: &mut Criterion) {
                 basic_open: true,
                 away: i % 10 == 0,
                 timestamp: Some(1_795_438_605),
-                doc: Some(&doc),
+                doc,
             }),
         })
-        .collect();
+        .collect()
+}
+
+/// Issue 16: the same 500-entry list, its 100 users each with a rich document.
+fn bench_notify_rich(c: &mut Criterion) {
+    let uris = numbers(500);
+    let contacts: Vec<String> = (0..uris.len()).map(|i| format!("sip:user{i}@example.org")).collect();
+    let doc = linphone_rich_doc();
+    let rs = users(&uris, &contacts, Some(&doc));
     let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor: Flavor::Linphone };
     let mut body = Vec::new();
     build(&n, &mut body);
@@ -80,24 +84,30 @@ fn bench_notify_rich(c: &mut Criterion) {
     deflate_zlib_into(&body, &mut fast);
     println!("full state, 500 entries / 100 rich users: {} bytes raw, zlib fast {} ({:.1}x)", body.len(), fast.len(), body.len() as f64 / fast.len() as f64);
     let mut g = c.benchmark_group("notify_500_entries_100_rich_users");
-    let mut out = Vec::with_capacity(body.len());
+    bench_build(&mut g, &n, body.len());
+    g.finish();
+}
+
+/// `build`, and `build+deflate_zlib` (what the server does: fast level, one compressor per
+/// thread), of `n`.
+fn bench_build(g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>, n: &ListNotify, size: usize) {
+    let mut out = Vec::with_capacity(size);
     g.bench_function("build", |b| {
         b.iter(|| {
             out.clear();
-            black_box(build(black_box(&n), &mut out));
+            black_box(build(black_box(n), &mut out));
         })
     });
-    let mut z = Vec::with_capacity(body.len());
+    let mut z = Vec::with_capacity(size);
     g.bench_function("build+deflate_zlib", |b| {
         b.iter(|| {
             out.clear();
             z.clear();
-            build(black_box(&n), &mut out);
+            build(black_box(n), &mut out);
             deflate_zlib_into(&out, &mut z);
             black_box(z.len());
         })
     });
-    g.finish();
 }
 
 fn bench_notify(c: &mut Criterion) {
@@ -105,21 +115,7 @@ fn bench_notify(c: &mut Criterion) {
     let contacts: Vec<String> = (0..uris.len())
         .map(|i| format!("sip:user{i}@example.org"))
         .collect();
-    let rs: Vec<ResourceState> = uris
-        .iter()
-        .zip(&contacts)
-        .enumerate()
-        .map(|(i, (u, c))| ResourceState {
-            uri: u,
-            user: (i % 5 == 0).then_some(UserPresence {
-                contact: c,
-                basic_open: true,
-                away: i % 10 == 0,
-                timestamp: Some(1_795_438_605),
-                doc: None,
-            }),
-        })
-        .collect();
+    let rs = users(&uris, &contacts, None);
     let n = ListNotify {
         list_uri: "sip:rls@example.org",
         version: 0,
@@ -150,24 +146,9 @@ fn bench_notify(c: &mut Criterion) {
     );
 
     let mut g = c.benchmark_group("notify_500_entries_100_users");
+    bench_build(&mut g, &n, body.len());
     let mut out = Vec::with_capacity(body.len());
-    g.bench_function("build", |b| {
-        b.iter(|| {
-            out.clear();
-            black_box(build(black_box(&n), &mut out));
-        })
-    });
     let mut z = Vec::with_capacity(body.len());
-    // What the server does: deflate_zlib_into (fast level, one compressor per thread).
-    g.bench_function("build+deflate_zlib", |b| {
-        b.iter(|| {
-            out.clear();
-            z.clear();
-            build(black_box(&n), &mut out);
-            deflate_zlib_into(&out, &mut z);
-            black_box(z.len());
-        })
-    });
     for (name, level) in [
         ("build+zlib_fast", Compression::fast()),
         ("build+zlib_default", Compression::default()),

@@ -1,6 +1,7 @@
 //! The embedded registrar (RFC 3261 §10.3) for one-box deployments: REGISTER, challenged
 //! against the account store, keeps each account's contacts with their expiry, and turns
-//! registration state into presence (online while a contact is registered).
+//! registration state into presence (online while a contact is registered, with the
+//! capabilities its contacts announce in `+org.linphone.specs`, as liblinphone does).
 //!
 //! Owns contact bindings only, in memory and recorded in a [`RegistrationStore`] so that a
 //! restart keeps registered phones registered (and online) until their next REGISTER. It

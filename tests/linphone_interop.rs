@@ -114,13 +114,12 @@ async fn liblinphone_sees_users_over_tcp_and_live_updates() {
     interop("tcp").await;
 }
 
-/// Issue 5: liblinphone registers with the embedded registrar (digest), subscribes, and sees
-/// a contact's presence change when that contact PUBLISHes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn liblinphone_registers_with_digest_and_sees_a_publish() {
+/// A server with digest authentication, a presence rate limit of 1 s, and two accounts:
+/// alice (password s3cret, +33611111111) and bob (b0b, +33612345678, bound to his SIP URI).
+async fn alice_and_bob(long_term: bool) -> TestServer {
     let s = TestServer::start_with(|c| {
         c.auth.mode = smart_presence::config::AuthMode::Digest;
-        c.presence.long_term = false;
+        c.presence.long_term = long_term;
         c.presence.notify_interval_secs = 1;
         c.notify.min_interval_ms = 100;
     })
@@ -128,6 +127,14 @@ async fn liblinphone_registers_with_digest_and_sees_a_publish() {
     s.server.accounts().create("alice", "s3cret", &["+33611111111".parse().unwrap()]).unwrap();
     s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
     s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    s
+}
+
+/// Issue 5: liblinphone registers with the embedded registrar (digest), subscribes, and sees
+/// a contact's presence change when that contact PUBLISHes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_registers_with_digest_and_sees_a_publish() {
+    let s = alice_and_bob(false).await;
     let udp = s.udp();
     let publish_bob = move || {
         std::thread::spawn(move || publish_open_as_bob(udp)).join().unwrap();
@@ -373,16 +380,7 @@ fn rich_of<'a>(lines: &'a [(u128, String)], number: &str) -> Vec<(u128, Vec<&'a 
 /// Alice still sees a user, away, with his last-seen time and his capabilities.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_sees_another_liblinphone_rich_presence() {
-    let s = TestServer::start_with(|c| {
-        c.auth.mode = smart_presence::config::AuthMode::Digest;
-        c.presence.long_term = true;
-        c.presence.notify_interval_secs = 1;
-        c.notify.min_interval_ms = 100;
-    })
-    .await;
-    s.server.accounts().create("alice", "s3cret", &["+33611111111".parse().unwrap()]).unwrap();
-    s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
-    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let s = alice_and_bob(true).await;
     s.server.index().bind("+33611111111".parse().unwrap(), "sip:alice@example.org", Source::Admin).unwrap();
     let t0 = Instant::now();
     let alice_args = ["--register", "yes", "--identity", "sip:alice@example.org", "--password", "s3cret"].map(String::from).to_vec();

@@ -81,6 +81,13 @@ pub struct Device {
     pub timestamp: Option<Box<str>>,
 }
 
+impl Device {
+    /// Has the id and deviceID the data model requires.
+    fn is_whole(&self) -> bool {
+        !self.id.is_empty() && !self.device_id.is_empty()
+    }
+}
+
 /// The person of RFC 4479, as far as we keep it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
@@ -113,7 +120,7 @@ pub struct Doc {
 impl Doc {
     /// True when it says nothing.
     pub fn is_empty(&self) -> bool {
-        self.person.as_ref().is_none_or(Person::is_empty) && self.notes.is_empty() && self.capabilities.is_empty() && self.devices.is_empty()
+        self.person.as_ref().is_none_or(Person::is_empty) && self.notes.is_empty() && self.capabilities.is_empty() && !self.devices.iter().any(Device::is_whole)
     }
 }
 
@@ -199,10 +206,10 @@ fn start(doc: &mut Doc, path: &[(Ns, Box<str>)], e: &BytesStart) -> Result<Optio
             }
         }
         [(Ns::Dm, "device")] if doc.devices.len() < MAX_DEVICES => {
+            // A device with a bad id is kept empty, so that its children land on it; devices
+            // without a valid id and deviceID are never written.
             let id = xml::attrs(e, Some(b"id")).map_err(super::PidfError)?.filter(|i| is_ncname(i));
-            if let Some(id) = id {
-                doc.devices.push(Device { id: id.into(), device_id: "".into(), timestamp: None });
-            }
+            doc.devices.push(Device { id: id.unwrap_or_default().into(), device_id: "".into(), timestamp: None });
         }
         _ => {}
     }
@@ -370,7 +377,7 @@ pub fn compose<'d>(docs: impl Iterator<Item = &'d Doc>) -> Doc {
             }
         }
         for dev in &d.devices {
-            if out.devices.len() < MAX_DEVICES && !out.devices.iter().any(|k| k.id == dev.id) && !dev.device_id.is_empty() {
+            if out.devices.len() < MAX_DEVICES && !out.devices.iter().any(|k| k.id == dev.id) && dev.is_whole() {
                 out.devices.push(dev.clone());
             }
         }
@@ -461,7 +468,7 @@ pub(crate) fn write_person(out: &mut Vec<u8>, doc: Option<&Doc>, away: bool) {
         }
         out.extend_from_slice(b"</dm:person>\r\n");
     }
-    for d in doc.map_or(&[][..], |d| &d.devices) {
+    for d in doc.map_or(&[][..], |d| &d.devices).iter().filter(|d| d.is_whole()) {
         out.extend_from_slice(b"<dm:device id=\"");
         escape_attr(out, &d.id);
         out.extend_from_slice(b"\"><dm:deviceID>");
@@ -520,6 +527,7 @@ mod tests {
  <dm:person id="p"><rpid:activities><rpid:busy/><rpid:dancing/><rpid:other>Gardening</rpid:other></rpid:activities>
   <rpid:mood><rpid:happy/></rpid:mood><dm:note>Back at 5</dm:note><dm:timestamp>not a date</dm:timestamp></dm:person>
  <dm:device id="d1"><dm:deviceID>urn:uuid:1234</dm:deviceID><dm:timestamp>2026-01-01T00:00:00.5+01:00</dm:timestamp></dm:device>
+ <dm:device id="1bad"><dm:deviceID>urn:uuid:5678</dm:deviceID></dm:device>
  <x:tracking>1</x:tracking>
 </presence>"#;
         let d = read(doc.as_bytes()).unwrap();
@@ -531,7 +539,9 @@ mod tests {
         assert_eq!(p.moods, vec![Box::from("happy")]);
         assert_eq!(p.notes, vec![Note { lang: None, text: "Back at 5".into() }]);
         assert_eq!(p.timestamp, None);
-        assert_eq!(d.devices, vec![Device { id: "d1".into(), device_id: "urn:uuid:1234".into(), timestamp: Some("2026-01-01T00:00:00.5+01:00".into()) }]);
+        assert_eq!(d.devices[0], Device { id: "d1".into(), device_id: "urn:uuid:1234".into(), timestamp: Some("2026-01-01T00:00:00.5+01:00".into()) });
+        assert!(!d.devices[1].is_whole(), "a bad id is kept empty, never written");
+        assert_eq!(compose([&d].into_iter()).devices.len(), 1);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! Layout: publications are in the tree `publications_v2` ([`Record`], with the rich
 //! document); the first layout's tree `publications` ([`RecordV1`], open/closed only) is
 //! still read at open and each of its records moved to the new tree (migrated once, then
-//! the old tree is empty). What long-term presence keeps of an offline user's document
-//! (his capabilities) is in `kept_docs`.
+//! the old tree is empty). What long-term presence keeps of a user's document beyond his
+//! publications (his capabilities last announced) is in `kept_docs`.
 
 use crate::body::rich::Doc;
 use crate::clock::unix_now;
@@ -33,7 +33,7 @@ pub struct SledPublications {
     publications: sled::Tree,
     /// Entity-tag → [`RecordV1`]: the first layout, migrated at open.
     publications_v1: sled::Tree,
-    /// Presentity → his composed [`Doc`] as last known (kept while offline).
+    /// Presentity → a [`Doc`] with only his capabilities last announced (kept offline).
     kept_docs: sled::Tree,
     /// Presentity → [`LastSeen`].
     last_seen: sled::Tree,
@@ -135,8 +135,9 @@ impl SledPublications {
     fn record_last(&self, uri: &str) -> Result<(), StorageError> {
         if let Some(l) = self.memory.live(uri) {
             self.last_seen.insert(uri.as_bytes(), encode(&LastSeen { online: l.online, updated: l.updated })?)?;
-            match &l.doc {
-                Some(d) => self.kept_docs.insert(uri.as_bytes(), encode(&**d)?).map(drop)?,
+            // Only what outlives his publications: the capabilities last announced.
+            match l.doc.as_ref().filter(|d| !d.capabilities.is_empty()) {
+                Some(d) => self.kept_docs.insert(uri.as_bytes(), encode(&Doc { capabilities: d.capabilities.clone(), ..Doc::default() })?).map(drop)?,
                 None => self.kept_docs.remove(uri.as_bytes()).map(drop)?,
             }
         }
