@@ -383,7 +383,7 @@ async fn liblinphone_sees_another_liblinphone_rich_presence() {
     let s = alice_and_bob(true).await;
     s.server.index().bind("+33611111111".parse().unwrap(), "sip:alice@example.org", Source::Admin).unwrap();
     let t0 = Instant::now();
-    let alice_args = ["--register", "yes", "--identity", "sip:alice@example.org", "--password", "s3cret"].map(String::from).to_vec();
+    let alice_args = ["--register", "yes", "--identity", "sip:alice@example.org", "--password", "s3cret", "--rich"].map(String::from).to_vec();
     let alice = spawn_client_with(s.udp(), "udp", alice_args, vec!["0612345678".into()], 14, t0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bob_started = t0.elapsed().as_millis();

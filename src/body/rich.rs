@@ -533,7 +533,7 @@ mod tests {
         let d = read(doc.as_bytes()).unwrap();
         assert_eq!(d.capabilities, vec![Capability { id: "groupchat".into(), version: "1.1".into() }]);
         assert_eq!(d.notes, vec![Note { lang: Some("fr".into()), text: "Au téléphone".into() }, Note { lang: None, text: "x".into() }]);
-        let p = d.person.unwrap();
+        let p = d.person.clone().unwrap();
         assert_eq!(p.activities, vec![Box::from("busy")]);
         assert_eq!(p.other_activity.as_deref(), Some("Gardening"));
         assert_eq!(p.moods, vec![Box::from("happy")]);
