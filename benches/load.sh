@@ -20,14 +20,18 @@
 #   --transport T    SIPp transport: u1 (UDP) or t1 (TCP) [u1]
 #   --no-kamailio    skip the Kamailio baseline
 #   --fuzz S         also run every fuzz target for S seconds (fuzz/run.sh) [0: off]
+#   --charts DIR     where the ramps' data (ramps.tsv) and charts (PNG, by benches/charts.sh,
+#                    needs gnuplot: apt-get install gnuplot-nox) go [$WORK: this run's scratch
+#                    directory]; BENCHMARKS.md shows those of benches/charts/
 #   --quick          --bindings 20000 --hold 5000 --fanout 2000 --step-secs 3 --rate-step 500
 set -euo pipefail
+ARGS="$*"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 BINDINGS=100000 HOLD=100000 FANOUT=10000 REPLAY_COPIES=2000 STEP_SECS=5 START_RATE=250 RATE_STEP=250 MAX_RATE=8000
 SINGLE_START=1000 SINGLE_STEP=500 SINGLE_MAX=16000
-TRANSPORT=u1 KAMAILIO=1 FUZZ=0
+TRANSPORT=u1 KAMAILIO=1 FUZZ=0 CHARTS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bindings) BINDINGS=$2; shift ;;
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
     --transport) TRANSPORT=$2; shift ;;
     --no-kamailio) KAMAILIO=0 ;;
     --fuzz) FUZZ=$2; shift ;;
+    --charts) CHARTS=$2; shift ;;
     --quick) BINDINGS=20000 HOLD=5000 FANOUT=2000 REPLAY_COPIES=500 STEP_SECS=3 RATE_STEP=500 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -60,6 +65,13 @@ fi
 
 . "$ROOT/benches/common.sh"
 build_release load
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+CHARTS=${CHARTS:-$WORK}
+mkdir -p "$CHARTS"
+# One row per ramp step, for the charts: the series, the rates, the server's CPU and the
+# time to first NOTIFY (SIPp rtd, 1 ms resolution).
+RAMPS=$WORK/ramps.raw.tsv
+printf '# series\tasked\tachieved\tok\tfailed\tcpu_pct\tnotify_p50_ms\tnotify_p99_ms\n' > "$RAMPS"
 SP_PID="" KAM_PID=""
 cleanup() {
   [ -n "$SP_PID" ] && kill "$SP_PID" 2>/dev/null && wait "$SP_PID" 2>/dev/null
@@ -126,28 +138,41 @@ sipp_run() {
   echo "${ok:-0} ${failed:-$calls} $(echo "$t1 - $t0" | bc -l)"
 }
 
+# rtt_percentiles DIR: "p50 p99" (ms) of the first_notify rtd in the SIPp rtt files of DIR.
+rtt_percentiles() {
+  cat "$1"/*_rtt.csv 2>/dev/null | python3 -c "
+import sys
+v = sorted(float(l.split(';')[1]) for l in sys.stdin if l.strip().endswith(';first_notify'))
+pick = lambda p: v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))] if v else float('nan')
+print(f'{pick(50):.0f} {pick(99):.0f}')"
+}
+
 # ramp NAME TARGET PID START STEP MAX ARGS...: raises the rate until the first failed call
 # (or until the achieved rate falls 10% short of the asked one); sets BEST (achieved calls/s
-# with no failure), BEST_CPU (server CPU % of one core at that step).
+# with no failure), BEST_CPU (server CPU % of one core at that step). Each step is a row of
+# $RAMPS.
 ramp() {
   local name=$1 target=$2 pid=$3 rate=$4 step=$5 max=$6; shift 6
   BEST=0 BEST_CPU=0
-  printf '   %8s %10s %8s %8s %9s %10s\n' "asked/s" "achieved/s" "ok" "failed" "cpu%" "udp drops"
+  printf '   %8s %10s %8s %8s %9s %10s %12s\n' "asked/s" "achieved/s" "ok" "failed" "cpu%" "udp drops" "notify p50/p99"
   while [ "$rate" -le "$max" ]; do
-    local calls=$((rate * STEP_SECS)) c0 c1 ok failed secs achieved cpu d0 d1
+    local calls=$((rate * STEP_SECS)) c0 c1 ok failed secs achieved cpu d0 d1 run=$name-$rate p50 p99
     c0=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
     d0=$(udp_drops)
-    read -r ok failed secs < <(sipp_run "$name-$rate" "$target" "$rate" "$calls" "$@")
+    read -r ok failed secs < <(sipp_run "$run" "$target" "$rate" "$calls" -trace_rtt -rtt_freq 1 "$@")
     if [ "$failed" = 0 ] && [ "$ok" -lt "$calls" ]; then
       # SIPp sometimes stops early without a failed call on this shared machine: once more.
       echo "   (SIPp stopped after $ok calls at $rate/s without a failure: running the step again)"
-      read -r ok failed secs < <(sipp_run "$name-$rate-again" "$target" "$rate" "$calls" "$@")
+      run=$name-$rate-again
+      read -r ok failed secs < <(sipp_run "$run" "$target" "$rate" "$calls" -trace_rtt -rtt_freq 1 "$@")
     fi
     c1=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
     d1=$(udp_drops)
     achieved=$(echo "$ok / $secs" | bc -l)
     cpu=$(echo "($c1 - $c0) * 100 / $CLK_TCK / $secs" | bc -l)
-    printf '   %8d %10.0f %8d %8d %9.0f %10d\n' "$rate" "$achieved" "$ok" "$failed" "$cpu" "$((d1 - d0))"
+    read -r p50 p99 < <(rtt_percentiles "$WORK/sipp/$run")
+    printf '   %8d %10.0f %8d %8d %9.0f %10d %12s\n' "$rate" "$achieved" "$ok" "$failed" "$cpu" "$((d1 - d0))" "$p50/$p99 ms"
+    printf '%s\t%d\t%.0f\t%d\t%d\t%.0f\t%s\t%s\n' "$name" "$rate" "$achieved" "$ok" "$failed" "$cpu" "$p50" "$p99" >> "$RAMPS"
     if [ "$failed" != 0 ] || [ "$ok" -lt "$calls" ]; then
       echo "   first failure at $rate/s (SIPp output: $WORK/sipp/$name-$rate, kept until exit)"
       break
@@ -224,11 +249,7 @@ HALF100=$((LIST100 / 2)); [ "$HALF100" -gt 0 ] || HALF100=50
 echo "== time to first NOTIFY, 100 numbers, at $HALF100/s for $((STEP_SECS * 2)) s (SIPp rtd, 1 ms resolution)"
 read -r ok failed _ < <(sipp_run rtt100 "127.0.0.1:$SP_PORT" "$HALF100" $((HALF100 * STEP_SECS * 2)) \
   -sf "$ROOT"/examples/sipp/list_subscribe_100.xml -inf "$WORK/lists100.csv" -trace_rtt -rtt_freq 1)
-read -r RTT100_50 RTT100_99 < <(cat "$WORK"/sipp/rtt100/*_rtt.csv 2>/dev/null | python3 -c "
-import sys
-v = sorted(float(l.split(';')[1]) for l in sys.stdin if l.strip().endswith(';first_notify'))
-pick = lambda p: v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))] if v else float('nan')
-print(f'{pick(50):.0f} {pick(99):.0f}')")
+read -r RTT100_50 RTT100_99 < <(rtt_percentiles "$WORK/sipp/rtt100")
 echo "   $ok ok, $failed failed; first NOTIFY p50 $RTT100_50 ms, p99 $RTT100_99 ms"
 
 # SIPp cannot take a 500-number state (it reads at most 64 KB and cannot inflate): the
@@ -308,3 +329,11 @@ printf '%-62s %s\n' \
   "ratio Kamailio / smart-presence, CPU per cycle:" "$( [ "$SP_US" != 0 ] && [ "$KAM_US" != 0 ] && printf '%.2f' "$(echo "$KAM_US / $SP_US" | bc -l)" || echo n/a)" \
   "server CPU over the whole run:" "$(printf '%.1f' "$SP_CPU") s in $(printf '%.0f' "$SP_WALL") s" \
   "server peak RSS (VmHWM):" "$SP_HWM KiB"
+
+MACHINE="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $LOAD0 before the run, $(date -u '+%Y-%m-%d %H:%M UTC'), load.sh $ARGS"
+{ echo "# machine: $MACHINE"; cat "$RAMPS"; } > "$CHARTS/ramps.tsv"
+if command -v gnuplot >/dev/null; then
+  bash "$ROOT/benches/charts.sh" "$CHARTS/ramps.tsv" "$CHARTS"
+else
+  echo "no charts: gnuplot is missing (apt-get install gnuplot-nox); data in $CHARTS/ramps.tsv" >&2
+fi

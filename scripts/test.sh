@@ -12,6 +12,10 @@ declare -A needs=(
   [kamailio]=/usr/sbin/kamailio
   [kamailio-presence-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so
   [pkg-config]=/usr/bin/pkg-config
+  [systemd]=/usr/bin/systemd-analyze
+  # tests/metrics.rs: a real Prometheus scraping the server, and promtool (the package may
+  # start its own service on :9090; the test runs its own instance on a free port).
+  [prometheus]=/usr/bin/prometheus
 )
 missing=()
 for pkg in "${!needs[@]}"; do

@@ -110,6 +110,41 @@ choice! {
     }
 }
 
+choice! {
+    /// How log lines are written (`log_format`).
+    LogFormat {
+        /// Human-readable lines.
+        Text = "text",
+        /// One JSON object a line: timestamp, level, target, message, the event's fields,
+        /// and the fields of the spans it is in.
+        Json = "json",
+    }
+}
+
+/// A secret setting (`admin.token`): never shown by `Debug`, so a config printed in a log
+/// or an error does not leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// `log_level`: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or a full
 /// `tracing` filter (`info,smart_presence::transport=debug`), checked when the file is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +211,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `error`, `warn`, `info`, `debug`, `trace` or `off` (or a full `tracing` filter string).
     pub log_level: LogLevel,
+    /// `text` (the default) or `json` (one object a line, for log collectors).
+    pub log_format: LogFormat,
     pub sip: SipConfig,
     pub tls: TlsConfig,
     pub numbers: NumbersConfig,
@@ -188,6 +225,21 @@ pub struct Config {
     pub provisioning: ProvisioningConfig,
     pub budget: BudgetConfig,
     pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (`src/metrics/`), served at the admin listener's `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Count and serve them (only while `admin.listen` is set). Off: nothing is counted.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
 }
 
 /// The embedded registrar (REGISTER), for one-box deployments.
@@ -369,8 +421,15 @@ pub struct NumbersConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Empty disables it. Keep it on loopback: it has no authentication.
+    /// Empty disables it. Off loopback, `token` or `token_file` must be set.
     pub listen: Option<SocketAddr>,
+    /// The bearer token every admin route but the health checks requires
+    /// (`Authorization: Bearer <token>`). Unset: the routes are open to local users.
+    pub token: Option<Secret>,
+    /// The same read from a file (trimmed), e.g. one only the service's user can read.
+    pub token_file: Option<PathBuf>,
+    /// Serve `/metrics` without the token (a scraper on a trusted network).
+    pub metrics_open: bool,
     /// HTTP connections open at once; more are closed on accept. 0 = unlimited.
     pub max_connections: usize,
     /// The same per source address (IPv6: per /64); 0 = only `max_connections` applies.
@@ -386,6 +445,7 @@ impl Default for Config {
             domain: "localhost".into(),
             data_dir: PathBuf::from("./data"),
             log_level: LogLevel("info".into()),
+            log_format: LogFormat::Text,
             sip: SipConfig::default(),
             tls: TlsConfig::default(),
             numbers: NumbersConfig::default(),
@@ -398,6 +458,7 @@ impl Default for Config {
             provisioning: ProvisioningConfig::default(),
             budget: BudgetConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -481,6 +542,9 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Some("127.0.0.1:5080".parse().expect("valid literal")),
+            token: None,
+            token_file: None,
+            metrics_open: false,
             max_connections: 64,
             max_connections_per_source: 0,
             header_read_timeout_secs: 10,
@@ -711,7 +775,7 @@ impl Config {
         let region = self.numbers.default_region.as_ref().map_or("none", |r| r.as_ref());
         format!(
             "domain {}\ndata_dir {}\nsip udp {}\nsip tcp {}\nsip tls {}\nauth.mode {}\nnotify.format {}\n\
-             numbers.default_region {region}\nregistrar {}\nadmin {}\nprovisioning {}\nlog_level {}\n",
+             numbers.default_region {region}\nregistrar {}\nadmin {}{}\nprovisioning {}\nlog_level {}\nlog_format {}\n",
             self.domain,
             self.data_dir.display(),
             addrs(&self.sip.udp),
@@ -721,8 +785,10 @@ impl Config {
             self.notify.format,
             if self.registrar.enabled { "on" } else { "off" },
             opt(self.admin.listen),
+            if self.admin.token.is_some() || self.admin.token_file.is_some() { " (token)" } else { "" },
             opt(self.provisioning.listen),
             self.log_level.as_str(),
+            self.log_format,
         )
     }
 }

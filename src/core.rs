@@ -7,6 +7,7 @@
 //! is: that is the handlers' business.
 
 use crate::limits::{Limits, Refusal, Verdict};
+use crate::metrics::{MethodLabel, Metrics, RateLimited, Transport};
 use crate::sip::{self, check_request, top_via, Advertised, Capabilities, HeaderName, Message, Method, ParseError, Request, Response};
 use crate::transaction::{Begin, ClientTransactions, ServerKey, ServerTransactions, Timers};
 use crate::transport::{Inbound, Protocol, Sender, Source, Target};
@@ -15,6 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a handler returns: the work of answering one request.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -92,10 +94,13 @@ pub struct Core {
     router: Router,
     log_messages: bool,
     limits: Arc<Limits>,
+    /// Requests counted by method, final code and transport (None: metrics off).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Core {
     /// Handlers that send requests (NOTIFY) share `client_tx`, built from the same sender.
+    /// With `metrics`, what it receives and answers is counted.
     pub fn new(
         sender: Arc<Sender>,
         client_tx: Arc<ClientTransactions>,
@@ -103,6 +108,7 @@ impl Core {
         handlers: Handlers,
         log_messages: bool,
         limits: Arc<Limits>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Arc<Core> {
         Arc::new(Core {
             server_tx: ServerTransactions::new(timers.f()),
@@ -111,6 +117,7 @@ impl Core {
             sender,
             log_messages,
             limits,
+            metrics,
         })
     }
 
@@ -138,12 +145,13 @@ impl Core {
     }
 
     /// `throttled`: the source is over its rate; a request gets 503 with this Retry-After.
-    async fn process(self: Arc<Self>, data: Bytes, source: Source, throttled: Option<u32>) {
+    /// `received`: when it arrived (kept only when metrics are on).
+    async fn process(self: Arc<Self>, data: Bytes, source: Source, throttled: Option<u32>, received: Option<Instant>) {
         if self.log_messages {
             tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(&data));
         }
         match sip::parse_message(data.clone()) {
-            Ok(Message::Request(req)) => self.on_request(req, source, throttled).await,
+            Ok(Message::Request(req)) => self.on_request(req, source, throttled, received).await,
             Ok(Message::Response(resp)) => {
                 if !self.client_tx.on_response(resp) {
                     tracing::debug!(remote = %source.remote, "response matches no transaction");
@@ -174,19 +182,19 @@ impl Core {
         };
         self.limits.log_malformed(source.remote, source.protocol.via_name(), &error.to_string(), "answered 400");
         stamp_via(&mut req, &source);
-        self.server_tx(None, &req, source).respond(Response::with_reason(&req, 400, reason)).await
+        self.server_tx(None, &req, source, None).respond(Response::with_reason(&req, 400, reason)).await
     }
 
-    async fn on_request(self: Arc<Self>, mut req: Request, source: Source, throttled: Option<u32>) {
+    async fn on_request(self: Arc<Self>, mut req: Request, source: Source, throttled: Option<u32>, received: Option<Instant>) {
         stamp_via(&mut req, &source);
         let key = ServerKey::of(&req);
         if let Err(bad) = check_request(&mut req, source.protocol.is_reliable()) {
-            let tx = self.server_tx(None, &req, source);
+            let tx = self.server_tx(None, &req, source, received);
             return tx.respond(Response::with_reason(&req, 400, bad.0)).await;
         }
         if let Some(secs) = throttled.filter(|_| req.method != Method::Ack) {
             let resp = refused(&req, &Refusal { reason: "Rate Limit Exceeded", retry_after: secs });
-            return self.server_tx(None, &req, source).respond(resp).await;
+            return self.server_tx(None, &req, source, received).respond(resp).await;
         }
         let key = if source.protocol == Protocol::Udp { key } else { None };
         if let Some(k) = &key {
@@ -199,9 +207,9 @@ impl Core {
                 }
             }
         }
-        let tx = self.server_tx(key, &req, source);
+        let tx = self.server_tx(key, &req, source, received);
         match &req.method {
-            Method::Ack => {}
+            Method::Ack => tx.count(None),
             Method::Options => tx.respond(self.options(&req)).await,
             Method::Cancel => tx.respond(Response::to(&req, 481)).await,
             m => match self.router.for_method(m) {
@@ -215,8 +223,9 @@ impl Core {
         }
     }
 
-    fn server_tx(self: &Arc<Self>, key: Option<ServerKey>, req: &Request, source: Source) -> ServerTx {
-        ServerTx { core: self.clone(), key, target: response_target(req, &source), source }
+    fn server_tx(self: &Arc<Self>, key: Option<ServerKey>, req: &Request, source: Source, received: Option<Instant>) -> ServerTx {
+        let method = MethodLabel::of(&req.method);
+        ServerTx { core: self.clone(), key, target: response_target(req, &source), source, method, received }
     }
 
     /// Allow, Accept, Accept-Encoding, Supported and Allow-Events as the handlers declare.
@@ -229,6 +238,14 @@ impl Core {
     }
 }
 
+fn transport_label(p: Protocol) -> Transport {
+    match p {
+        Protocol::Udp => Transport::Udp,
+        Protocol::Tcp => Transport::Tcp,
+        Protocol::Tls => Transport::Tls,
+    }
+}
+
 fn is_known_routed(m: &Method) -> bool {
     matches!(m, Method::Subscribe | Method::Publish | Method::Register | Method::Notify)
 }
@@ -238,12 +255,20 @@ pub struct CoreSink(pub Arc<Core>);
 
 impl Inbound for CoreSink {
     fn receive(&self, data: Bytes, source: Source) {
+        let metrics = self.0.metrics.as_deref();
         let throttled = match self.0.limits.admit(source.remote.ip()) {
             Verdict::Admit => None,
-            Verdict::Reject { retry_after } => Some(retry_after),
-            Verdict::Drop => return,
+            Verdict::Reject { retry_after } => {
+                metrics.inspect(|m| m.rate_limited(RateLimited::Rejected));
+                Some(retry_after)
+            }
+            Verdict::Drop => {
+                metrics.inspect(|m| m.rate_limited(RateLimited::Dropped));
+                return;
+            }
         };
-        tokio::spawn(self.0.clone().process(data, source, throttled));
+        let received = metrics.map(|_| Instant::now());
+        tokio::spawn(self.0.clone().process(data, source, throttled, received));
     }
 }
 
@@ -253,6 +278,8 @@ pub struct ServerTx {
     key: Option<ServerKey>,
     target: Target,
     source: Source,
+    method: MethodLabel,
+    received: Option<Instant>,
 }
 
 impl ServerTx {
@@ -261,6 +288,7 @@ impl ServerTx {
         if matches!(resp.status, 413 | 503) {
             self.core.limits.log_refusal(self.target.remote, resp.status, &resp.reason);
         }
+        self.count(Some(resp.status));
         let bytes = resp.to_bytes();
         if self.core.log_messages {
             tracing::info!(remote = %self.target.remote, "send:\n{}", String::from_utf8_lossy(&bytes));
@@ -275,6 +303,18 @@ impl ServerTx {
 
     pub fn source(&self) -> &Source {
         &self.source
+    }
+
+    /// When the request arrived; None when metrics are off.
+    pub fn received(&self) -> Option<Instant> {
+        self.received
+    }
+
+    /// Counts the request as answered with `code` (None: an ACK, never answered).
+    fn count(&self, code: Option<u16>) {
+        if let Some(m) = &self.core.metrics {
+            m.request(self.method, code, transport_label(self.source.protocol));
+        }
     }
 
     pub fn core(&self) -> &Arc<Core> {

@@ -23,8 +23,10 @@
 //!
 //! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
+//! [`metrics`] counts what the stages do, for Prometheus;
 //! [`http_listener`] bounds the HTTP listeners' connections; [`fd_limit`] raises the
-//! open-file limit at start.
+//! open-file limit at start. [`health`] is the server's readiness and its HTTP checks;
+//! [`systemd`] tells systemd our state (sd_notify).
 //! [`server`] wires the parts; [`config`] holds the settings. [`replay`] is a load tool:
 //! it replays SIP traces against a server.
 
@@ -40,10 +42,12 @@ pub mod core;
 pub mod dialog;
 pub mod discovery;
 pub mod fd_limit;
+pub mod health;
 pub mod http_listener;
 pub mod identity;
 pub mod index;
 pub mod limits;
+pub mod metrics;
 pub mod notification;
 pub mod presence;
 pub mod numbers;
@@ -55,5 +59,6 @@ pub mod server;
 pub mod sip;
 pub mod storage;
 pub mod subscription;
+pub mod systemd;
 pub mod transaction;
 pub mod transport;

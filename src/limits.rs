@@ -233,7 +233,7 @@ impl Limits {
             s.by_account.add(account.clone());
             s.by_source.add(source);
             s.entries += entries;
-            return Ok(SubPermit { limits: self.clone(), account, source, entries });
+            return Ok(SubPermit { limits: self.clone(), account, source, entries, single: false });
         };
         drop(s);
         if let Some(suppressed) = self.log_refusal.allow(Instant::now()) {
@@ -245,6 +245,11 @@ impl Limits {
     /// Active subscriptions counted (all accounts).
     pub fn subscriptions(&self) -> usize {
         self.subs.lock().by_account.total
+    }
+
+    /// Active single-presentity subscriptions (those of [`SubPermit::marked_single`]).
+    pub fn single_subscriptions(&self) -> usize {
+        self.subs.lock().single
     }
 
     /// List entries held by all active subscriptions.
@@ -276,6 +281,19 @@ pub struct SubPermit {
     account: Box<str>,
     source: SourceKey,
     entries: usize,
+    single: bool,
+}
+
+impl SubPermit {
+    /// The slot of a single-presentity subscription when `single` (counted apart from
+    /// lists, for the metrics; the caps count both alike).
+    pub fn marked_single(mut self, single: bool) -> SubPermit {
+        if single && !self.single {
+            self.limits.subs.lock().single += 1;
+            self.single = true;
+        }
+        self
+    }
 }
 
 impl Drop for SubPermit {
@@ -284,6 +302,7 @@ impl Drop for SubPermit {
         s.by_account.sub(&self.account);
         s.by_source.sub(&self.source);
         s.entries -= self.entries;
+        s.single -= usize::from(self.single);
     }
 }
 
@@ -339,6 +358,8 @@ struct SubCounts {
     by_account: Counts<Box<str>>,
     by_source: Counts<SourceKey>,
     entries: usize,
+    /// Of them, single-presentity subscriptions.
+    single: usize,
 }
 
 /// A token bucket with its reject allowance.
@@ -502,6 +523,19 @@ mod tests {
         let _p5 = l.subscribe("sip:alice@x", b, 10).unwrap();
         assert_eq!(l.subscriptions(), 4, "the refused ones took nothing");
         assert_eq!(l.entries_held(), 100);
+    }
+
+    #[test]
+    fn single_presentity_slots_are_counted_apart_and_released() {
+        let l = Limits::new(&cfg());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let list = l.subscribe("sip:alice@x", a, 10).unwrap().marked_single(false);
+        let single = l.subscribe("sip:alice@x", a, 1).unwrap().marked_single(true).marked_single(true);
+        assert_eq!((l.subscriptions(), l.single_subscriptions()), (2, 1));
+        drop(single);
+        assert_eq!((l.subscriptions(), l.single_subscriptions()), (1, 0));
+        drop(list);
+        assert_eq!((l.subscriptions(), l.single_subscriptions()), (0, 0));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `smart-presence` command line.
 
 use clap::{Parser, Subcommand};
-use smart_presence::config::Config;
+use smart_presence::config::{Config, LogFormat};
 use smart_presence::cli::accounts::AccountsCommand;
 use smart_presence::cli::bindings::BindingsCommand;
 use smart_presence::server::Server;
@@ -62,19 +62,22 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 /// Logs go to stderr, coloured only when it is a terminal (journald and files get plain
-/// text). `RUST_LOG`, when set and valid, overrides `level`.
-fn init_logging(level: &str) {
+/// text), or as JSON lines with `log_format = "json"`. `RUST_LOG`, when set and valid,
+/// overrides `level`.
+fn init_logging(level: &str, format: LogFormat) {
     let env = std::env::var("RUST_LOG").ok();
     let filter = env
         .as_deref()
         .and_then(log_filter)
         .or_else(|| log_filter(level))
         .unwrap_or_else(|| EnvFilter::new("info,rustls=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object a line: timestamp, level, target, message and the event's fields at
+        // the top, the current span's fields in `span` and every open span in `spans`.
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).with_span_list(true).init(),
+    }
 }
 
 /// The filter `spec` asks for, with rustls at error unless `spec` names it: rustls warns
@@ -108,12 +111,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let server = Server::start(&config).await?;
+    // Every listener is bound and served: systemd may count us started (Type=notify).
+    let systemd = smart_presence::systemd::Notifier::from_env().map(std::sync::Arc::new);
+    if let Some(n) = &systemd {
+        n.notify("READY=1\nSTATUS=serving");
+    }
+    let (stop_watchdog, watchdog_stopped) = tokio::sync::watch::channel(false);
+    if let (Some(every), Some(n)) = (smart_presence::systemd::watchdog_interval(), &systemd) {
+        tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog");
+        tokio::spawn(n.clone().watchdog(every, watchdog_stopped));
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
     tracing::info!("stopping");
+    if let Some(n) = &systemd {
+        n.notify("STOPPING=1\nSTATUS=stopping");
+    }
     server.shutdown(Duration::from_secs(2)).await;
+    let _ = stop_watchdog.send(true);
     Ok(())
 }
 
@@ -130,18 +147,18 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve { config } => {
                 let config = load_config(config.as_ref())?;
-                init_logging(&config.log_level);
+                init_logging(&config.log_level, config.log_format);
                 raise_fd_limit();
                 serve(config).await
             }
             Command::Bindings { config, command } => {
                 let config = load_config(config.as_ref())?;
-                init_logging("warn");
+                init_logging("warn", LogFormat::Text);
                 smart_presence::cli::bindings::run(command, &config).await
             }
             Command::Accounts { config, command } => {
                 let config = load_config(config.as_ref())?;
-                init_logging("warn");
+                init_logging("warn", LogFormat::Text);
                 smart_presence::cli::accounts::run(command, &config)
             }
             Command::CheckConfig { file } => {
@@ -150,7 +167,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Replay(args) => {
-                init_logging("warn");
+                init_logging("warn", LogFormat::Text);
                 let report = smart_presence::replay::run(args).await?;
                 print!("{}", report.render());
                 anyhow::ensure!(report.matches_trace(), "the replay differed from the trace");

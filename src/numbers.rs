@@ -72,6 +72,24 @@ impl E164 {
         self.0
     }
 
+    /// Appends `+` and the digits to `out`, as `Display` writes them, without the
+    /// formatting machinery (list NOTIFYs write a hundred of these).
+    pub fn push_to(&self, out: &mut String) {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        let mut v = self.0;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        out.push('+');
+        out.extend(buf[i..].iter().map(|b| char::from(*b)));
+    }
+
     /// Builds a number from its digits, applying the same checks as [`normalize`].
     pub fn from_digits(digits: u64) -> Result<E164, NumberError> {
         check(digits)
@@ -565,6 +583,16 @@ fn strip_visual(s: &str) -> Result<String, NumberError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn push_to_writes_what_display_writes() {
+        for digits in [1u64, 9, 10, 33612345678, 999_999_999_999_999, u64::MAX] {
+            let n = super::E164(digits);
+            let mut s = String::from("x");
+            n.push_to(&mut s);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
+
     #[test]
     fn the_plain_phone_shortcut_answers_as_the_general_way() {
         for uri in [

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
 use crate::index::{self, Index};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::presence::{PresenceStore, PublishHandler};
 use crate::subscription::{self, Shared, SubscribeHandler, Subscriptions};
 use crate::transaction::{ClientTransactions, Timers};
@@ -31,12 +32,18 @@ pub struct Server {
     on_shutdown: crate::config::OnShutdown,
     publications: Arc<crate::storage::sled::SledPublications>,
     resumed: subscription::resume::Resumed,
+    health: crate::health::Health,
 }
 
 impl Server {
     /// Binds everything the config asks for and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // The admin endpoint first: its health checks answer (not ready) while the rest starts.
+        let health = crate::health::Health::default();
+        let opening = health.pending("stores");
+        let starting = health.pending("listeners");
+        let admin = crate::admin::bind(config, &health, &shutdown_rx).await?;
         tokio::task::spawn_blocking(crate::numbers::warm_up).await?;
         let tls = if config.sip.tls.is_empty() {
             None
@@ -59,11 +66,23 @@ impl Server {
         let index = Index::open(&index::dir_in(&config.data_dir))?;
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
-        let admin = crate::admin::start(config, &index, &budget, &shutdown_rx).await?;
-        let provisioning =
-            crate::provisioning::start(config, index.clone(), accounts.clone(), budget.clone(), shutdown_rx.clone()).await?;
+        let metrics = (config.metrics.enabled && config.admin.listen.is_some()).then(|| Arc::new(Metrics::new()));
+        if let Some(a) = &admin {
+            a.serve(index.clone(), budget.clone(), metrics.clone());
+        }
+        let admin = admin.map(|a| a.addr());
+        let provisioning = crate::provisioning::start(
+            config,
+            index.clone(),
+            accounts.clone(),
+            budget.clone(),
+            health.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
         let sender = transports.sender();
-        let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
+        let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()).counted(metrics.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
         let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
         let publications = Arc::new(publications);
@@ -80,7 +99,12 @@ impl Server {
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
             store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
+            metrics: metrics.clone(),
         });
+        if let Some(m) = &metrics {
+            read_at_scrape(m, &index, &budget, &abuse, &subscriptions);
+            tokio::spawn(Metrics::keep_up(m.clone(), shutdown_rx.clone()));
+        }
         let interval = Duration::from_secs(config.presence.notify_interval_secs);
         subscription::start(shared.clone(), presence_changes, interval, shutdown_rx.clone());
         let shared_for_resume = shared.clone();
@@ -96,14 +120,19 @@ impl Server {
             register: registrar,
             ..Handlers::default()
         };
-        let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone());
+        let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone(), metrics);
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
-        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second);
+        drop(opening);
+        let resuming = health.pending("resuming subscriptions");
+        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
+        // Bound and about to be served (the kernel queues what arrives meanwhile): once a
+        // request is answered, no probe may still see "listeners".
+        drop(starting);
         transports.run(Arc::new(CoreSink(core)));
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health })
     }
 
     /// The binding index the server serves from (bind through it and watchers are told).
@@ -144,6 +173,11 @@ impl Server {
         &self.addrs
     }
 
+    /// What the server still waits for before it is ready (`/health/ready`).
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
+    }
+
     /// What the start found in the subscription store.
     pub fn resumed(&self) -> subscription::resume::Resumed {
         self.resumed
@@ -154,6 +188,8 @@ impl Server {
     /// stay stored for the next start. Then closes the listeners, gives our pending requests
     /// up to `grace` to finish, and writes the stores back.
     pub async fn shutdown(self, grace: Duration) {
+        // Not ready from now on: load balancers stop sending new work.
+        let _stopping = self.health.pending("stopping");
         let deadline = tokio::time::Instant::now() + grace;
         if self.on_shutdown == crate::config::OnShutdown::Deactivate {
             let count = self.subscriptions.len();
@@ -174,5 +210,33 @@ impl Server {
             tracing::error!("subscription store not written back: {e}");
         }
         tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
+    }
+}
+
+/// The metrics that other parts already keep, read when scraped.
+fn read_at_scrape(m: &Metrics, index: &Index, budget: &Budget, limits: &Arc<Limits>, table: &Arc<Subscriptions>) {
+    use crate::metrics::scrape::*;
+    let l = limits.clone();
+    m.gauge_at_scrape(SUBSCRIPTIONS, &[("kind", "list")], move || l.subscriptions().saturating_sub(l.single_subscriptions()) as f64);
+    let l = limits.clone();
+    m.gauge_at_scrape(SUBSCRIPTIONS, &[("kind", "single")], move || l.single_subscriptions() as f64);
+    let l = limits.clone();
+    m.gauge_at_scrape(ENTRIES, &[], move || l.entries_held() as f64);
+    let l = limits.clone();
+    m.gauge_at_scrape(CONNECTIONS, &[], move || l.connections() as f64);
+    let i = index.clone();
+    m.gauge_at_scrape(BINDINGS, &[], move || i.len() as f64);
+    let b = budget.clone();
+    m.counter_at_scrape(BUDGET_REFUSALS, &[], move || b.refused_total());
+    type Stat = fn(&subscription::table::DeliveryStats) -> &std::sync::atomic::AtomicU64;
+    let outcomes: [(&'static str, Stat); 4] = [
+        ("kept", |s| &s.unanswered_kept),
+        ("unreachable", |s| &s.unreachable),
+        ("undeliverable", |s| &s.undeliverable),
+        ("refused", |s| &s.refused),
+    ];
+    for (outcome, field) in outcomes {
+        let t = table.clone();
+        m.counter_at_scrape(UNDELIVERED, &[("outcome", outcome)], move || subscription::table::DeliveryStats::get(field(t.stats())));
     }
 }

@@ -167,7 +167,7 @@ fn text(pres: &mut Option<Presence>, at: Option<Ctx>, s: &str) -> Result<(), Pid
         }
         Some(Ctx::Contact) => {
             if let Some(t) = tuple {
-                t.contact = Some(s.to_owned());
+                t.contact = (!s.is_empty()).then(|| s.to_owned());
             }
             Ok(())
         }
@@ -216,6 +216,8 @@ mod tests {
         let p = parse(doc.as_bytes()).unwrap();
         assert_eq!(p.entity, "sip:alice@example.org");
         assert_eq!(p.tuples.len(), 2);
+        let blank = parse(doc.replace(" sip:alice@example.org ", "\u{a0}").as_bytes()).unwrap();
+        assert_eq!(blank.tuples[0].contact, None, "a contact of white space only is no contact");
         assert_eq!(
             p.tuples[0].contact.as_deref(),
             Some("sip:alice@example.org")

@@ -14,7 +14,6 @@
 
 use super::xml;
 use quick_xml::events::Event;
-use std::collections::HashSet;
 
 /// The RFC 4826 namespace.
 pub const NS: &[u8] = b"urn:ietf:params:xml:ns:resource-lists";
@@ -58,18 +57,40 @@ enum Ctx {
 /// Parses a resource-lists document into its distinct entry URIs, in document order.
 pub fn parse(xml: &[u8], max_entries: usize) -> Result<Vec<String>, ListError> {
     let guess = max_entries.min(xml.len() / 32 + 1);
-    let mut p = Parser {
-        entries: Vec::with_capacity(guess),
-        seen: HashSet::with_capacity(guess),
-        max_entries,
-    };
+    let mut p = Parser { entries: Vec::with_capacity(guess), max_entries };
     p.run(xml)?;
-    Ok(p.entries)
+    let mut entries = p.entries;
+    dedup_keep_first(&mut entries);
+    if entries.len() > max_entries {
+        return Err(ListError::TooManyEntries { max: max_entries });
+    }
+    Ok(entries)
+}
+
+/// Drops repeated entries, keeping each first one in place: a sort of indices, cheaper than
+/// hashing and copying every URI into a set as it is read.
+fn dedup_keep_first(entries: &mut Vec<String>) {
+    if entries.len() < 2 {
+        return;
+    }
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.sort_unstable_by(|a, b| entries[*a as usize].cmp(&entries[*b as usize]).then(a.cmp(b)));
+    let mut keep = vec![true; entries.len()];
+    for pair in order.windows(2) {
+        if entries[pair[0] as usize] == entries[pair[1] as usize] {
+            keep[pair[1] as usize] = false;
+        }
+    }
+    let mut i = 0;
+    entries.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }
 
 struct Parser {
+    /// Entries as read, repeats included (at most twice `max_entries`).
     entries: Vec<String>,
-    seen: HashSet<String>,
     max_entries: usize,
 }
 
@@ -145,10 +166,10 @@ impl Parser {
     }
 
     fn add(&mut self, uri: String) -> Result<(), ListError> {
-        if uri.is_empty() || !self.seen.insert(uri.clone()) {
+        if uri.is_empty() {
             return Ok(());
         }
-        if self.entries.len() >= self.max_entries {
+        if self.entries.len() >= self.max_entries.saturating_mul(2) {
             return Err(ListError::TooManyEntries {
                 max: self.max_entries,
             });
@@ -330,6 +351,9 @@ mod tests {
         let e = parse(d.as_bytes(), 1).unwrap_err();
         assert_eq!(e, ListError::TooManyEntries { max: 1 });
         assert_eq!(e.sip_status(), 413);
+        let repeats = doc(&r#"<entry uri="sip:1@x"/>"#.repeat(7).replace("<entry", "<list><entry").replace("/>", "/></list>"));
+        assert_eq!(parse(repeats.as_bytes(), 10).unwrap(), ["sip:1@x"]);
+        assert_eq!(parse(repeats.as_bytes(), 3).unwrap_err(), ListError::TooManyEntries { max: 3 }, "repeats are bounded too");
     }
 
     #[test]

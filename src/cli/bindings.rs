@@ -53,7 +53,8 @@ pub enum BindingsCommand {
 pub async fn run(cmd: BindingsCommand, config: &Config) -> anyhow::Result<()> {
     let region = config.numbers.default_region;
     if let Some(addr) = config.admin.listen {
-        match Client::connect(addr).await {
+        let token = crate::admin::auth::configured_token(&config.admin)?;
+        match Client::connect(addr, token).await {
             Ok(Some(client)) => return remote(client, cmd, region).await,
             Ok(None) => {} // nothing listens: work directly
             Err(e) => return Err(e),
@@ -215,15 +216,17 @@ fn region_query(region: Option<Region>) -> String {
 
 type ReqBody = BoxBody<Bytes, std::io::Error>;
 
-/// A minimal HTTP/1.1 client for the admin endpoint (one connection per request).
+/// A minimal HTTP/1.1 client for the admin endpoint (one connection per request), sending
+/// the configured bearer token (`[admin] token`) when there is one.
 struct Client {
     addr: SocketAddr,
+    token: Option<String>,
 }
 
 impl Client {
     /// `Ok(None)` when nothing listens (connection refused); an error when something
     /// answers that is not our admin endpoint.
-    async fn connect(addr: SocketAddr) -> anyhow::Result<Option<Client>> {
+    async fn connect(addr: SocketAddr, token: Option<String>) -> anyhow::Result<Option<Client>> {
         let probe = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
         match probe {
             Ok(Ok(_)) => {}
@@ -234,7 +237,7 @@ impl Client {
             }
             Err(_) => return Ok(None),
         }
-        let c = Client { addr };
+        let c = Client { addr, token };
         let (status, body) = c.request("GET", "/health", None, Self::empty()).await?;
         let ok = status == 200
             && serde_json::from_slice::<serde_json::Value>(&body)
@@ -280,6 +283,9 @@ impl Client {
         if let Some(ct) = content_type {
             req = req.header(hyper::header::CONTENT_TYPE, ct);
         }
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
         let req = req.body(body)?;
         sender.send_request(req).await.with_context(|| format!("{method} {path} on {}", self.addr))
     }
@@ -303,6 +309,12 @@ fn api_error(status: u16, body: &[u8]) -> anyhow::Error {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    if status == 401 {
+        return anyhow!(
+            "admin endpoint answered 401: {msg}; set admin.token (or admin.token_file) in the configuration \
+             given with --config to the server's token"
+        );
+    }
     anyhow!("admin endpoint answered {status}: {msg}")
 }
 

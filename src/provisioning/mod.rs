@@ -50,6 +50,8 @@ pub(crate) struct Service {
     sms: sms::Gateway,
     voice: sms::Gateway,
     auth: auth::Auth,
+    /// Counts what the gateways deliver (None: metrics off).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Binds the listener when `[provisioning] listen` is set and serves until `shutdown`
@@ -59,10 +61,12 @@ pub async fn start(
     index: Index,
     accounts: Accounts,
     budget: Budget,
+    health: crate::health::Health,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = config.provisioning.listen else { return Ok(None) };
-    let service = Arc::new(service(config, index, accounts, budget, listen)?);
+    let service = Arc::new(Service { metrics, ..service(config, index, accounts, budget, listen)? });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind provisioning endpoint {listen}: {e}"))?;
@@ -71,7 +75,7 @@ pub async fn start(
     let p = &config.provisioning;
     let limits = HttpLimits::new(p.max_connections, p.max_connections_per_source, p.header_read_timeout_secs);
     tracing::info!(%addr, "provisioning endpoint listening");
-    tokio::spawn(http_listener::serve("provisioning", listener, routes::router(service), limits, shutdown));
+    tokio::spawn(http_listener::serve("provisioning", listener, routes::router(service).merge(crate::health::router(health)), limits, shutdown));
     Ok(Some(addr))
 }
 
@@ -105,6 +109,7 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, li
         sms,
         voice,
         auth,
+        metrics: None,
     })
 }
 

@@ -21,6 +21,7 @@ use super::auth::AuthError;
 use super::sms::{render_text, Outgoing};
 use super::{Check, Service, Start};
 use crate::clock::unix_now;
+use crate::metrics::Channel as Counted;
 use crate::accounts::{Account, AccountError, Provisioned};
 use crate::index::{self, Source};
 use crate::numbers::{self, E164};
@@ -147,9 +148,9 @@ impl Channel {
 /// Hands the code to the channel's gateway; a failure is recorded and answered 502 (the
 /// send still counts toward the limits).
 async fn deliver(s: &Arc<Service>, channel: Channel, n: E164, id: &str, code: &str) -> Result<(), ApiError> {
-    let (gateway, template) = match channel {
-        Channel::Sms => (&s.sms, &s.config.sms_text),
-        Channel::Voice => (&s.voice, &s.config.voice_text),
+    let (gateway, template, counted) = match channel {
+        Channel::Sms => (&s.sms, &s.config.sms_text, (Counted::Sms, s.config.sms.kind)),
+        Channel::Voice => (&s.voice, &s.config.voice_text, (Counted::Voice, s.config.voice.kind)),
     };
     let msg = Outgoing {
         to: n.to_string(),
@@ -157,7 +158,9 @@ async fn deliver(s: &Arc<Service>, channel: Channel, n: E164, id: &str, code: &s
         text: render_text(template, &s.config.app_name, code),
         reference: id.to_string(),
     };
-    let Err(e) = gateway.send(&msg).await else { return Ok(()) };
+    let result = gateway.send(&msg).await;
+    s.metrics.as_deref().inspect(|m| m.gateway_message(counted.0, counted.1, result.is_ok()));
+    let Err(e) = result else { return Ok(()) };
     tracing::warn!(number = %n, channel = channel.name(), "code delivery failed: {e}");
     let (st, rid) = (s.clone(), id.to_string());
     let _ = blocking(move || st.state.set_delivery(&rid, "failed")).await;

@@ -1,10 +1,12 @@
 //! The change feed: every change of the index, published once it is durable, in commit
 //! order, to every subscriber. Bounded per subscriber; a slow one is told it lagged, never
-//! left with a silent gap. Any store can publish through it; it knows no backend.
+//! left with a silent gap. Any store can publish through it; it knows no backend. Each
+//! change carries the time it was published, so consumers can tell how far behind they are.
 //! `index` re-exports it: callers subscribe through `Index::changes`.
 
 use crate::numbers::E164;
 use serde::Serialize;
+use std::time::Instant;
 use tokio::sync::broadcast;
 
 /// Events kept for slow change-feed consumers before they are told they lagged.
@@ -35,9 +37,13 @@ pub enum ChangeError {
     Empty,
 }
 
+/// A change and when it was published.
+#[derive(Debug, Clone)]
+struct Stamped(Change, Instant);
+
 /// The sending side, held by a store.
 pub struct ChangeFeed {
-    tx: broadcast::Sender<Change>,
+    tx: broadcast::Sender<Stamped>,
 }
 
 impl Default for ChangeFeed {
@@ -48,7 +54,7 @@ impl Default for ChangeFeed {
 
 impl ChangeFeed {
     pub fn publish(&self, change: Change) {
-        let _ = self.tx.send(change);
+        let _ = self.tx.send(Stamped(change, Instant::now()));
     }
 
     /// Whether anyone listens (a bulk write can then skip building its events).
@@ -64,19 +70,24 @@ impl ChangeFeed {
 /// A subscription to the change feed. Bounded ([`CHANGE_CAPACITY`]); a consumer that falls
 /// behind gets [`ChangeError::Lagged`] once, never a silent gap.
 pub struct ChangeReceiver {
-    rx: broadcast::Receiver<Change>,
+    rx: broadcast::Receiver<Stamped>,
 }
 
 impl ChangeReceiver {
     pub async fn recv(&mut self) -> Result<Change, ChangeError> {
-        self.rx.recv().await.map_err(|e| match e {
+        self.recv_stamped().await.map(|(change, _)| change)
+    }
+
+    /// The next change and when it was published.
+    pub async fn recv_stamped(&mut self) -> Result<(Change, Instant), ChangeError> {
+        self.rx.recv().await.map(|Stamped(c, at)| (c, at)).map_err(|e| match e {
             broadcast::error::RecvError::Lagged(n) => ChangeError::Lagged(n),
             broadcast::error::RecvError::Closed => ChangeError::Closed,
         })
     }
 
     pub fn try_recv(&mut self) -> Result<Change, ChangeError> {
-        self.rx.try_recv().map_err(|e| match e {
+        self.rx.try_recv().map(|s| s.0).map_err(|e| match e {
             broadcast::error::TryRecvError::Lagged(n) => ChangeError::Lagged(n),
             broadcast::error::TryRecvError::Closed => ChangeError::Closed,
             broadcast::error::TryRecvError::Empty => ChangeError::Empty,
@@ -85,9 +96,14 @@ impl ChangeReceiver {
 
     /// For non-async consumers (not from inside an async task).
     pub fn blocking_recv(&mut self) -> Result<Change, ChangeError> {
-        self.rx.blocking_recv().map_err(|e| match e {
+        self.rx.blocking_recv().map(|s| s.0).map_err(|e| match e {
             broadcast::error::RecvError::Lagged(n) => ChangeError::Lagged(n),
             broadcast::error::RecvError::Closed => ChangeError::Closed,
         })
+    }
+
+    /// Changes published and not yet received here.
+    pub fn backlog(&self) -> usize {
+        self.rx.len()
     }
 }

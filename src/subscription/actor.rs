@@ -43,6 +43,8 @@ pub struct Shared {
     pub min_interval: Duration,
     /// Where subscriptions are recorded to survive a restart.
     pub store: super::durable::SubscriptionStore,
+    /// Times the first NOTIFY and the NOTIFYs carrying binding changes (None: metrics off).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Changes waiting for the next NOTIFY.
@@ -51,6 +53,8 @@ struct Pending {
     keys: HashSet<Key>,
     full: bool,
     due: Option<Instant>,
+    /// When the earliest binding change among them was published.
+    binding_at: Option<std::time::Instant>,
 }
 
 impl Subscription {
@@ -263,15 +267,16 @@ async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> 
     }
 }
 
-/// Starts a new subscription: its first NOTIFY, then whatever comes.
-pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Handle) {
-    tokio::spawn(run(Box::new(sub), shared, mailbox, true));
+/// Starts a new subscription: its first NOTIFY, then whatever comes. `received`: when its
+/// SUBSCRIBE arrived (the first NOTIFY is timed from it), if known.
+pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Handle, received: Option<std::time::Instant>) {
+    tokio::spawn(run(Box::new(sub), shared, mailbox, Some(received)));
 }
 
 /// Runs parked subscriptions that a post woke.
 pub fn resume(woken: Vec<Woken>, shared: &Arc<Shared>) {
     for w in woken {
-        tokio::spawn(run(w.sub, shared.clone(), w.mailbox, false));
+        tokio::spawn(run(w.sub, shared.clone(), w.mailbox, None));
     }
 }
 
@@ -287,13 +292,17 @@ pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Recei
 }
 
 /// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
-/// unregisters it). Sending is boxed: the future stays small.
-async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, first: bool) {
+/// unregisters it). `first`: a new one, which sends its full state at once (Some(when its
+/// SUBSCRIBE arrived) when known). Sending is boxed: the future stays small.
+async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, first: Option<Option<std::time::Instant>>) {
     let mut sent: Sent = Ok(());
-    if first {
+    if let Some(received) = first {
         sub.record(&shared);
         sent = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
         sub.last_sent = Instant::now();
+        if let (Some(m), Some(at), Ok(())) = (&shared.metrics, received, &sent) {
+            m.first_notify(at);
+        }
     }
     let mut pending = Pending::default();
     while sent.is_ok() && Instant::now() < sub.expires_at {
@@ -332,11 +341,14 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
             sub.expires_at = Instant::now() + Duration::from_secs(expires.into());
             shared.table.schedule(sub.id, sub.expires_at);
             sub.record(&shared);
+            let binding_at = super::record::earliest(pending.binding_at, inbox.binding_at);
             pending = Pending::default();
             sent = Box::pin(sub.send_full(&shared, SubState::Active { expires })).await;
             sub.last_sent = Instant::now();
+            time_binding(&shared, binding_at, &sent);
             continue;
         }
+        pending.binding_at = super::record::earliest(pending.binding_at, inbox.binding_at);
         pending.full |= inbox.full;
         pending.keys.extend(inbox.changed);
         if pending.full || !pending.keys.is_empty() {
@@ -352,6 +364,7 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
 
 /// Sends what `pending` gathered.
 async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> Sent {
+    let binding_at = pending.binding_at;
     let sent = if pending.full {
         match Box::pin(sub.send_removals(shared, &pending.keys)).await {
             Ok(()) => Box::pin(sub.send_full(shared, SubState::Active { expires: sub.remaining() })).await,
@@ -361,7 +374,15 @@ async fn flush(sub: &mut Subscription, shared: &Shared, pending: Pending) -> Sen
         Box::pin(sub.send_partial(shared, &pending.keys)).await
     };
     sub.last_sent = Instant::now();
+    time_binding(shared, binding_at, &sent);
     sent
+}
+
+/// A NOTIFY carrying binding changes, the earliest published `since`, went out.
+fn time_binding(shared: &Shared, since: Option<std::time::Instant>, sent: &Sent) {
+    if let (Some(m), Some(at), Ok(())) = (&shared.metrics, since, sent) {
+        m.binding_notify(at);
+    }
 }
 
 /// The Subscription-State of a one-shot fetch (Expires: 0 on a new subscription).

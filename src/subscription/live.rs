@@ -12,13 +12,17 @@ pub async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let table = &shared.table;
     loop {
         let next = tokio::select! {
-            c = changes.recv() => c,
+            c = changes.recv_stamped() => c,
             _ = shutdown.changed() => return,
         };
         match next {
-            Ok(change) => resume(table.on_change(&change), &shared),
+            Ok((change, at)) => {
+                shared.metrics.as_deref().inspect(|m| m.feed_taken(at, changes.backlog()));
+                resume(table.on_change(&change, at), &shared)
+            }
             Err(ChangeError::Lagged(n)) => {
                 tracing::warn!("change feed lagged by {n}: every subscription re-sends full state");
+                shared.metrics.as_deref().inspect(|m| m.feed_resync());
                 resume(table.resync_all(), &shared);
             }
             Err(ChangeError::Closed) => return,

@@ -80,6 +80,9 @@ pub struct Inbox {
     pub changed: Vec<Key>,
     /// Some change may have removed a user: only full state can say so to liblinphone.
     pub full: bool,
+    /// When the earliest binding change waiting here was published (the NOTIFY that
+    /// carries it is timed from then, `crate::metrics`).
+    pub binding_at: Option<std::time::Instant>,
 }
 
 impl Inbox {
@@ -94,6 +97,19 @@ impl Inbox {
             self.changed = Vec::new();
             self.full = true;
         }
+    }
+
+    /// The change posted came from a binding change published `at`.
+    pub fn binding_changed(&mut self, at: std::time::Instant) {
+        self.binding_at = earliest(self.binding_at, Some(at));
+    }
+}
+
+/// The earlier of two optional times.
+pub fn earliest(a: Option<std::time::Instant>, b: Option<std::time::Instant>) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => a.or(b),
     }
 }
 

@@ -30,7 +30,9 @@ pub struct Resumed {
 }
 
 /// Loads the store into the table and starts the paced NOTIFYs; returns the counts.
-pub fn resume(shared: &Arc<Shared>, per_second: u32) -> Resumed {
+/// `held_while_pacing` is dropped once every resumed subscription has been started (the
+/// server is not ready until then).
+pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_while_pacing: G) -> Resumed {
     let now = crate::clock::unix_now();
     let mut counts = Resumed::default();
     let mut ready = Vec::new();
@@ -50,7 +52,7 @@ pub fn resume(shared: &Arc<Shared>, per_second: u32) -> Resumed {
         tracing::info!(resumed = counts.resumed, expired = counts.expired, dropped = counts.dropped, "stored subscriptions loaded");
     }
     if !ready.is_empty() {
-        tokio::spawn(pace(shared.clone(), ready, per_second.max(1)));
+        tokio::spawn(pace(shared.clone(), ready, per_second.max(1), held_while_pacing));
     }
     counts
 }
@@ -67,7 +69,7 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
         Protocol::Tls => return drop_record(shared, &s, "TLS connections are never opened by us"),
     }
     let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.len()) {
-        Ok(p) => p,
+        Ok(p) => p.marked_single(s.single),
         Err(_) => return drop_record(shared, &s, "over the subscription caps"),
     };
     let expires_at = Instant::now() + Duration::from_secs(s.expires_at - now);
@@ -106,7 +108,7 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
 }
 
 /// Starts the resumed subscriptions at `per_second`, in steps of 10 ms, logging progress.
-async fn pace(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_second: u32) {
+async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_second: u32, _held: G) {
     let total = ready.len();
     let started = Instant::now();
     let per_tick = (per_second as usize / 100).max(1);
@@ -117,7 +119,7 @@ async fn pace(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_secon
     while done < total {
         tick.tick().await;
         for (sub, mailbox) in ready.by_ref().take(per_tick) {
-            actor::start(sub, shared.clone(), mailbox);
+            actor::start(sub, shared.clone(), mailbox, None);
             done += 1;
         }
         if done >= next_log && done < total {

@@ -246,16 +246,17 @@ impl Subscriptions {
         t.phones.len() + t.sips.len()
     }
 
-    /// Tells every subscription watching what `change` touched; returns those it woke.
-    pub fn on_change(&self, change: &Change) -> Vec<Woken> {
+    /// Tells every subscription watching what `change` (published `at`) touched; returns
+    /// those it woke.
+    pub fn on_change(&self, change: &Change, at: std::time::Instant) -> Vec<Woken> {
         let phone = Key::Phone(change.number);
-        let mut woken = self.notify_watchers(&phone, change.new.is_none());
+        let mut woken = self.notify_watchers(&phone, change.new.is_none(), Some(at));
         if change.old != change.new {
             if let Some(old) = change.old.as_deref().and_then(sip_key) {
-                woken.extend(self.notify_watchers(&old, true));
+                woken.extend(self.notify_watchers(&old, true, Some(at)));
             }
             if let Some(new) = change.new.as_deref().and_then(sip_key) {
-                woken.extend(self.notify_watchers(&new, false));
+                woken.extend(self.notify_watchers(&new, false, Some(at)));
             }
         }
         woken
@@ -266,9 +267,9 @@ impl Subscriptions {
     pub fn on_presence(&self, uri: &str, numbers: &[crate::numbers::E164]) -> Vec<Woken> {
         let mut woken = Vec::new();
         for n in numbers {
-            woken.extend(self.notify_watchers(&Key::Phone(*n), false));
+            woken.extend(self.notify_watchers(&Key::Phone(*n), false, None));
         }
-        woken.extend(self.notify_watchers(&Key::Sip(uri.into()), false));
+        woken.extend(self.notify_watchers(&Key::Sip(uri.into()), false, None));
         woken
     }
 
@@ -285,14 +286,19 @@ impl Subscriptions {
         wake_all(handles, |i| i.full = true)
     }
 
-    fn notify_watchers(&self, key: &Key, removal: bool) -> Vec<Woken> {
+    /// `binding_at`: when the binding change behind this was published.
+    fn notify_watchers(&self, key: &Key, removal: bool, binding_at: Option<std::time::Instant>) -> Vec<Woken> {
         let handles: Vec<Handle> = {
             let t = self.inner.lock();
             t.watchers(key).iter().filter_map(|id| t.handles.get(id).cloned()).collect()
         };
         let mut woken = Vec::new();
         for h in handles {
-            if let Posted::Woken(sub) = h.post(|i| i.change(key.clone(), removal)) {
+            let post = |i: &mut Inbox| {
+                i.change(key.clone(), removal);
+                binding_at.inspect(|at| i.binding_changed(*at));
+            };
+            if let Posted::Woken(sub) = h.post(post) {
                 woken.push(Woken { sub, mailbox: h });
             }
         }

@@ -84,7 +84,14 @@ impl View<'_> {
     /// The URI of entry `i`, exactly as the client wrote it.
     pub fn uri(&self, i: usize) -> Cow<'_, str> {
         match self.numbers.get(i) {
-            Some(n) => Cow::Owned(format!("{}{n}{}", self.list.prefix, self.list.suffix)),
+            Some(n) => {
+                let (prefix, suffix) = (&self.list.prefix, &self.list.suffix);
+                let mut uri = String::with_capacity(prefix.len() + 16 + suffix.len());
+                uri.push_str(prefix);
+                n.push_to(&mut uri);
+                uri.push_str(suffix);
+                Cow::Owned(uri)
+            }
             None => Cow::Borrowed(&self.list.others[i - self.numbers.len()].0),
         }
     }

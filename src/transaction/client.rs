@@ -1,7 +1,9 @@
 //! Client transactions for the requests we send (NOTIFY): Timer E retransmission over UDP
 //! from T1 doubling to T2, Timer F (64*T1) timeout on every transport (RFC 3261 §17.1.2).
+//! Counts, when given metrics, what it sends, retransmits and what failed.
 
 use super::Timers;
+use crate::metrics::{Metrics, NotifyFailure};
 use crate::sip::{new_branch, top_via, CSeq, HeaderName, Request, Response};
 use crate::transport::{Protocol, SendError, Sender, Target};
 use bytes::Bytes;
@@ -25,11 +27,17 @@ pub struct ClientTransactions {
     timers: Timers,
     sender: Arc<Sender>,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ClientTransactions {
     pub fn new(timers: Timers, sender: Arc<Sender>) -> Self {
-        ClientTransactions { timers, sender, pending: Mutex::new(HashMap::new()) }
+        ClientTransactions { timers, sender, pending: Mutex::new(HashMap::new()), metrics: None }
+    }
+
+    /// Counts sends, retransmissions and failures in `metrics` (None: not counted).
+    pub fn counted(self, metrics: Option<Arc<Metrics>>) -> Self {
+        ClientTransactions { metrics, ..self }
     }
 
     /// Sends `req` with a fresh top Via (`sent_by`: our host:port as the peer reaches us)
@@ -48,6 +56,9 @@ impl ClientTransactions {
             pending.shrink_to(keep);
         }
         drop(pending);
+        if let Some(m) = &self.metrics {
+            count_outcome(m, &outcome);
+        }
         outcome
     }
 
@@ -55,6 +66,7 @@ impl ClientTransactions {
         if let Err(e) = self.sender.send(&target, data.clone()).await {
             return Outcome::TransportError(e);
         }
+        self.metrics.as_deref().inspect(|m| m.notify_sent());
         let deadline = tokio::time::Instant::now() + self.timers.f();
         let mut interval = self.timers.t1;
         loop {
@@ -68,6 +80,7 @@ impl ClientTransactions {
                 return Outcome::Timeout;
             }
             let _ = self.sender.send(&target, data.clone()).await;
+            self.metrics.as_deref().inspect(|m| m.notify_retransmitted());
             interval = (interval * 2).min(self.timers.t2);
         }
     }
@@ -101,4 +114,16 @@ impl ClientTransactions {
     pub fn pending(&self) -> usize {
         self.pending.lock().len()
     }
+}
+
+/// A request that got no 2xx, counted by why.
+fn count_outcome(m: &Metrics, outcome: &Outcome) {
+    let failure = match outcome {
+        Outcome::Response(r) if (200..300).contains(&r.status) => return,
+        Outcome::Response(_) => NotifyFailure::Rejected,
+        Outcome::Timeout => NotifyFailure::Timeout,
+        Outcome::TransportError(SendError::TooLarge(_)) => NotifyFailure::TooLarge,
+        Outcome::TransportError(_) => NotifyFailure::Transport,
+    };
+    m.notify_failed(failure);
 }

@@ -19,6 +19,10 @@ pub struct ServerProcess {
     pub extra: String,
     /// `sip.log_messages`: every message received is logged.
     pub log_messages: bool,
+    /// Extra keys of the `[admin]` section (e.g. `token = "..."`).
+    pub admin_extra: String,
+    /// Extra environment variables of the server process (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
@@ -34,37 +38,60 @@ impl ServerProcess {
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra: extra.to_string(),
             log_messages: false,
+            admin_extra: String::new(),
+            env: Vec::new(),
             child: None,
             log: dir.join("server.log"),
             starts: 0,
         }
     }
 
-    /// Starts the binary and waits until it answers OPTIONS over UDP.
-    pub async fn start(&mut self) {
-        let config = self.dir.join("sp.toml");
+    /// Where `write_config` writes the configuration.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("sp.toml")
+    }
+
+    /// Writes the configuration the next start uses.
+    pub fn write_config(&self) {
         let text = format!(
-            "domain = \"example.org\"\ndata_dir = \"{}\"\n{}\n[sip]\nlog_messages = {}\nudp = [\"{}\"]\ntcp = [\"{}\"]\ntls = []\n[admin]\nlisten = \"{}\"\n[auth]\nmode = \"none\"\n",
+            "domain = \"example.org\"\ndata_dir = \"{}\"\n{}\n[sip]\nlog_messages = {}\nudp = [\"{}\"]\ntcp = [\"{}\"]\ntls = []\n[admin]\nlisten = \"{}\"\n{}\n[auth]\nmode = \"none\"\n",
             self.dir.join("data").display(),
             self.extra_top(),
             self.log_messages,
             self.udp,
             self.tcp,
-            self.admin
+            self.admin,
+            self.admin_extra
         );
-        std::fs::write(&config, format!("{text}{}", self.extra_sections())).unwrap();
+        std::fs::write(self.config_path(), format!("{text}{}", self.extra_sections())).unwrap();
+    }
+
+    /// Writes the configuration and starts the binary, without waiting for it.
+    pub fn spawn(&mut self) {
+        self.write_config();
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.starts))).unwrap();
         self.log = self.dir.join(format!("server-{}.log", self.starts));
         let child = Command::new(env!("CARGO_BIN_EXE_smart-presence"))
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(self.config_path())
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the binary and waits until it answers OPTIONS over UDP.
+    pub async fn start(&mut self) {
+        self.spawn();
         let c = UdpClient::new(self.udp).await;
         for i in 0..100 {
             c.send(request("OPTIONS", "UDP", c.local(), &format!("up{}-{i}", self.starts), "", "").as_bytes()).await;

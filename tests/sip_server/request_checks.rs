@@ -137,7 +137,7 @@ async fn core_with(handlers: Handlers) -> (SocketAddr, tokio::sync::watch::Sende
     let sender = transports.sender();
     let timers = Timers::default();
     let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()));
-    let core = Core::new(sender, client_tx, timers, handlers, false, Limits::unlimited());
+    let core = Core::new(sender, client_tx, timers, handlers, false, Limits::unlimited(), None);
     transports.run(Arc::new(CoreSink(core)));
     (addr, stop)
 }
