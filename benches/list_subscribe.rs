@@ -98,7 +98,7 @@ fn notify_list(req: &smart_presence::sip::Request, uris: Vec<String>, deflate: b
     let users = resolution::resolve_all(index, presence, entries.iter().map(|e| e.key.clone()));
     let presences: Vec<Option<UserPresence>> = users
         .iter()
-        .map(|u| u.as_ref().map(|u| UserPresence { contact: &u.contact, basic_open: true, away: true, timestamp: Some(u.since) }))
+        .map(|u| u.as_ref().map(|u| UserPresence { contact: &u.contact, basic_open: true, away: true, timestamp: Some(u.since), doc: None }))
         .collect();
     let resources: Vec<ResourceState> = entries.iter().zip(presences).map(|(e, user)| ResourceState { uri: &e.uri, user }).collect();
     let mut dialog = Dialog::from_subscribe(req, source, "127.0.0.1").expect("dialog");

@@ -1,5 +1,6 @@
-//! Body costs on the subscribe path: building (and compressing) a full-state NOTIFY, and
-//! inflating + parsing the list a SUBSCRIBE carries.
+//! Body costs on the subscribe path: building (and compressing) a full-state NOTIFY (users
+//! with open/closed only, and the same list where every user carries a rich document, issue
+//! 16), and inflating + parsing the list a SUBSCRIBE carries.
 //!
 //! `cargo bench --bench notify_body`. Sizes are printed once before the timings.
 
@@ -42,14 +43,20 @@ fn list_xml(uris: &[String]) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn bench_notify(c: &mut Criterion) {
-    let uris = numbers(500);
-    let contacts: Vec<String> = (0..uris.len())
-        .map(|i| format!("sip:user{i}@example.org"))
-        .collect();
-    let rs: Vec<ResourceState> = uris
-        .iter()
-        .zip(&contacts)
+/// What liblinphone 5.1 publishes for "on the phone" with a note (fixture 41), with the
+/// capabilities its REGISTER announces: the document the server composes for such a user.
+fn linphone_rich_doc() -> smart_presence::body::rich::Doc {
+    let publish = include_bytes!("../fixtures/liblinphone-5.1/41-publish-on-the-phone-with-note-udp.txt");
+    let at = publish.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut doc = smart_presence::body::rich::read(&publish[at..]).unwrap();
+    doc.capabilities = smart_presence::body::rich::capabilities_of_specs("ephemeral/1.1,groupchat/1.1,lime");
+    doc
+}
+
+/// 500 entries, every fifth a user (100), every tenth away; each user with `doc`.
+fn users<'a>(uris: &'a [String], contacts: &'a [String], doc: Option<&'a smart_presence::body::rich::Doc>) -> Vec<ResourceState<'a>> {
+    uris.iter()
+        .zip(contacts)
         .enumerate()
         .map(|(i, (u, c))| ResourceState {
             uri: u,
@@ -58,9 +65,57 @@ fn bench_notify(c: &mut Criterion) {
                 basic_open: true,
                 away: i % 10 == 0,
                 timestamp: Some(1_795_438_605),
+                doc,
             }),
         })
+        .collect()
+}
+
+/// Issue 16: the same 500-entry list, its 100 users each with a rich document.
+fn bench_notify_rich(c: &mut Criterion) {
+    let uris = numbers(500);
+    let contacts: Vec<String> = (0..uris.len()).map(|i| format!("sip:user{i}@example.org")).collect();
+    let doc = linphone_rich_doc();
+    let rs = users(&uris, &contacts, Some(&doc));
+    let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+    let mut body = Vec::new();
+    build(&n, &mut body);
+    let mut fast = Vec::new();
+    deflate_zlib_into(&body, &mut fast);
+    println!("full state, 500 entries / 100 rich users: {} bytes raw, zlib fast {} ({:.1}x)", body.len(), fast.len(), body.len() as f64 / fast.len() as f64);
+    let mut g = c.benchmark_group("notify_500_entries_100_rich_users");
+    bench_build(&mut g, &n, body.len());
+    g.finish();
+}
+
+/// `build`, and `build+deflate_zlib` (what the server does: fast level, one compressor per
+/// thread), of `n`.
+fn bench_build(g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>, n: &ListNotify, size: usize) {
+    let mut out = Vec::with_capacity(size);
+    g.bench_function("build", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(build(black_box(n), &mut out));
+        })
+    });
+    let mut z = Vec::with_capacity(size);
+    g.bench_function("build+deflate_zlib", |b| {
+        b.iter(|| {
+            out.clear();
+            z.clear();
+            build(black_box(n), &mut out);
+            deflate_zlib_into(&out, &mut z);
+            black_box(z.len());
+        })
+    });
+}
+
+fn bench_notify(c: &mut Criterion) {
+    let uris = numbers(500);
+    let contacts: Vec<String> = (0..uris.len())
+        .map(|i| format!("sip:user{i}@example.org"))
         .collect();
+    let rs = users(&uris, &contacts, None);
     let n = ListNotify {
         list_uri: "sip:rls@example.org",
         version: 0,
@@ -91,24 +146,9 @@ fn bench_notify(c: &mut Criterion) {
     );
 
     let mut g = c.benchmark_group("notify_500_entries_100_users");
+    bench_build(&mut g, &n, body.len());
     let mut out = Vec::with_capacity(body.len());
-    g.bench_function("build", |b| {
-        b.iter(|| {
-            out.clear();
-            black_box(build(black_box(&n), &mut out));
-        })
-    });
     let mut z = Vec::with_capacity(body.len());
-    // What the server does: deflate_zlib_into (fast level, one compressor per thread).
-    g.bench_function("build+deflate_zlib", |b| {
-        b.iter(|| {
-            out.clear();
-            z.clear();
-            build(black_box(&n), &mut out);
-            deflate_zlib_into(&out, &mut z);
-            black_box(z.len());
-        })
-    });
     for (name, level) in [
         ("build+zlib_fast", Compression::fast()),
         ("build+zlib_default", Compression::default()),
@@ -160,5 +200,5 @@ fn bench_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_notify, bench_parse);
+criterion_group!(benches, bench_notify, bench_notify_rich, bench_parse);
 criterion_main!(benches);

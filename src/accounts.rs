@@ -27,7 +27,7 @@ use crate::storage::sled::SledAccounts;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use crate::storage::accounts::{Account, AccountError};
+pub use crate::storage::accounts::{Account, AccountError, Settings};
 
 /// The directory of the account store inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
@@ -237,6 +237,31 @@ impl Accounts {
     }
 
     /// Every account, in username order.
+    /// Whether the user at `uri` (`sip:username@domain`) shares his status ("share my
+    /// status"): true for a URI that names no account of this domain (the default), and
+    /// false when the store cannot tell (it fails closed, logged).
+    pub fn shares_status(&self, uri: &str) -> bool {
+        let Some((user, host)) = uri.strip_prefix("sip:").and_then(|r| r.split_once('@')) else { return true };
+        if !host.eq_ignore_ascii_case(&self.realm) {
+            return true;
+        }
+        match self.store.settings(user) {
+            Ok(s) => s.share_status,
+            Err(e) => {
+                tracing::warn!("account settings unreadable, status not shared: {e}");
+                false
+            }
+        }
+    }
+
+    /// Sets "share my status" for `username` (an existing account).
+    pub fn set_share_status(&self, username: &str, share: bool) -> Result<(), AccountError> {
+        let _w = self.write.lock();
+        let mut s = self.store.settings(username)?;
+        s.share_status = share;
+        self.store.set_settings(username, &s)
+    }
+
     pub fn list(&self) -> Result<Vec<Account>, AccountError> {
         self.store.list()
     }

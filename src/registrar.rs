@@ -1,6 +1,7 @@
 //! The embedded registrar (RFC 3261 §10.3) for one-box deployments: REGISTER, challenged
 //! against the account store, keeps each account's contacts with their expiry, and turns
-//! registration state into presence (online while a contact is registered).
+//! registration state into presence (online while a contact is registered, with the
+//! capabilities its contacts announce in `+org.linphone.specs`, as liblinphone does).
 //!
 //! Owns contact bindings only, in memory and recorded in a [`RegistrationStore`] so that a
 //! restart keeps registered phones registered (and online) until their next REGISTER. It
@@ -9,6 +10,7 @@
 use crate::auth::Authenticator;
 use crate::config::RegistrarConfig;
 use crate::core::{Handler, HandlerFuture, ServerTx};
+use crate::body::rich::{self, Capability, Doc};
 use crate::presence::{PresenceStore, Published};
 use crate::sip::{message::split_list, Capabilities, ExpiryPolicy, HeaderName, Method, NameAddr, Request, Response};
 use crate::storage::registrations::{Registration, RegistrationStore};
@@ -17,12 +19,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The Contact parameter in which liblinphone announces its capabilities.
+const LINPHONE_SPECS: &str = "+org.linphone.specs";
+
 /// What the registrar serves: REGISTER, with no body read.
 pub const CAPABILITIES: Capabilities = Capabilities { methods: &[Method::Register], ..Capabilities::NONE };
 
 struct Contact {
     uri: String,
     expires_at: Instant,
+    /// What the device can do (`+org.linphone.specs`; empty for a contact restored from
+    /// the store until its next REGISTER, while the stored publication keeps them).
+    capabilities: Vec<Capability>,
 }
 
 #[derive(Default)]
@@ -40,10 +48,11 @@ pub struct Registrar {
     store: Option<Arc<dyn RegistrationStore>>,
 }
 
-/// One Contact of a REGISTER: its URI and the expiry asked for it.
+/// One Contact of a REGISTER: its URI, the expiry asked for it, its capabilities.
 struct Asked {
     uri: String,
     expires: u32,
+    capabilities: Vec<Capability>,
 }
 
 impl Registrar {
@@ -110,7 +119,8 @@ impl Registrar {
             let own = addr.param("expires").flatten().map(str::parse::<u32>).transpose();
             let own = own.map_err(|_| Response::with_reason(req, 400, "Bad Contact Expires"))?;
             let expires = policy.grant_asked(req, own.or(header_expires))?;
-            asked.push(Asked { uri: addr.uri_text, expires });
+            let capabilities = addr.param(LINPHONE_SPECS).flatten().map(rich::capabilities_of_specs).unwrap_or_default();
+            asked.push(Asked { uri: addr.uri_text, expires, capabilities });
         }
         Ok(Some(asked))
     }
@@ -120,13 +130,15 @@ impl Registrar {
         ExpiryPolicy { default: self.config.default_expires, min: self.config.min_expires, max: self.config.max_expires }
     }
 
-    /// Online while a contact is registered, until the last one expires.
+    /// Online while a contact is registered, until the last one expires, with the union of
+    /// the contacts' capabilities (the newest contact's first).
     fn publish(&self, aor: &str, entry: &mut Aor, now: Instant) {
         let last = entry.contacts.iter().map(|c| c.expires_at).max();
         match (last, entry.etag.take()) {
             (Some(until), etag) => {
                 let life = until.saturating_duration_since(now);
-                let open = Published { open: true };
+                let docs: Vec<Doc> = entry.contacts.iter().rev().map(|c| Doc { capabilities: c.capabilities.clone(), ..Doc::default() }).collect();
+                let open = Published::with_doc(true, rich::compose(docs.iter()));
                 let renewed = etag.and_then(|e| self.presence.update(aor, &e, Some(open.clone()), life).ok());
                 entry.etag = renewed.or_else(|| match self.presence.publish(aor, open, life) {
                     Ok(etag) => Some(etag),
@@ -148,7 +160,7 @@ fn apply(contacts: &mut Vec<Contact>, asked: Vec<Asked>, now: Instant) {
     for a in asked {
         contacts.retain(|c| c.uri != a.uri);
         if a.expires > 0 {
-            contacts.push(Contact { uri: a.uri, expires_at: now + Duration::from_secs(a.expires.into()) });
+            contacts.push(Contact { uri: a.uri, expires_at: now + Duration::from_secs(a.expires.into()), capabilities: a.capabilities });
         }
     }
 }
@@ -162,7 +174,7 @@ fn restore(store: &dyn RegistrationStore) -> HashMap<String, Aor> {
             .contacts
             .into_iter()
             .filter(|(_, until)| *until > unix)
-            .map(|(uri, until)| Contact { uri, expires_at: now + Duration::from_secs(until - unix) })
+            .map(|(uri, until)| Contact { uri, expires_at: now + Duration::from_secs(until - unix), capabilities: Vec::new() })
             .collect();
         if contacts.is_empty() {
             let _ = store.remove(&aor);

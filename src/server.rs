@@ -83,7 +83,7 @@ impl Server {
         let admin = admin.map(|a| a.addr());
         let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
         let publications = Arc::new(publications);
-        let presence = Arc::new(PresenceStore::with_store(publications.clone()));
+        let presence = Arc::new(PresenceStore::with_store(publications.clone()).sharing(accounts.clone()));
         let books = open_books(config)?;
         let for_http = crate::provisioning::Books { books: books.clone(), presence: presence.clone() };
         let provisioning = crate::provisioning::start(

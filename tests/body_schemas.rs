@@ -58,6 +58,7 @@ fn user(contact: &str, away: bool) -> Option<UserPresence<'_>> {
         basic_open: true,
         away,
         timestamp: Some(1_795_438_605),
+        doc: None,
     })
 }
 
@@ -219,6 +220,7 @@ fn standalone_pidf_validates() {
             basic_open: !away,
             away,
             timestamp: Some(0),
+            doc: None,
         };
         let doc = build_pidf("sip:+33612345678@example.org;user=phone", &p);
         xmllint("pidf.xsd", &doc);
@@ -254,4 +256,56 @@ fn xmllint_really_rejects() {
     let bad = b"<list xmlns=\"urn:ietf:params:xml:ns:rlmi\" uri=\"sip:a@b\" version=\"x\" fullState=\"true\"/>";
     let r = std::panic::catch_unwind(|| xmllint("rlmi.xsd", bad));
     assert!(r.is_err(), "a bad version must fail validation");
+}
+
+/// Issue 16: a rich document with every part we keep, read back through the PUBLISH reader
+/// (so only what survives sanitising is written), as hostile as its text can be.
+fn rich_doc() -> body::rich::Doc {
+    let published = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"
+ xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:op="urn:oma:xml:prs:pidf:oma-pres" entity="sip:bob@example.org">
+ <tuple id="t"><status><basic>open</basic></status>
+  <op:service-description><op:service-id>groupchat</op:service-id><op:version>1.1</op:version></op:service-description>
+  <op:service-description><op:service-id>lime</op:service-id></op:service-description>
+  <note xml:lang="en">In a call &lt;/note&gt; &amp; "busy"</note><note xml:lang="fr-CA">Au téléphone</note><note>plain</note></tuple>
+ <note>presence note</note>
+ <dm:person id="p"><rpid:activities><rpid:on-the-phone/><rpid:busy/><rpid:other>Gardening]]&gt;</rpid:other></rpid:activities>
+  <rpid:mood><rpid:happy/><rpid:sleepy/></rpid:mood><dm:note xml:lang="en">Back at 5</dm:note><dm:timestamp>2026-12-03T07:04:18.25+01:00</dm:timestamp></dm:person>
+ <dm:device id="d1"><dm:deviceID>urn:uuid:f2e04a49-5349-001e-bee3-edbaf7eb0b6d</dm:deviceID><dm:timestamp>2026-12-03T07:04:18Z</dm:timestamp></dm:device>
+</presence>"#;
+    let doc = body::rich::read(published.as_bytes()).unwrap();
+    assert!(doc.person.is_some() && doc.capabilities.len() == 2 && doc.devices.len() == 1 && doc.notes.len() == 3, "{doc:?}");
+    doc
+}
+
+#[test]
+fn rich_documents_validate_standalone_and_in_lists() {
+    let doc = rich_doc();
+    for away in [false, true] {
+        let p = UserPresence { contact: "sip:bob@example.org", basic_open: true, away, timestamp: Some(0), doc: Some(&doc) };
+        let pidf = build_pidf("sip:+33612345678@example.org;user=phone", &p);
+        let text = String::from_utf8_lossy(&pidf);
+        assert!(text.contains("<rpid:on-the-phone/>") && text.contains("<op:service-id>lime</op:service-id><op:version>1.0</op:version>"), "{text}");
+        assert_eq!(text.contains("<rpid:away/>"), away);
+        xmllint("pidf.xsd", &pidf);
+        xmllint("pidf-with-extensions.xsd", &pidf);
+    }
+    let uris: Vec<String> = (0..40).map(|i| format!("sip:+3361{i:07}@example.org;user=phone")).collect();
+    let rs: Vec<ResourceState> = uris
+        .iter()
+        .enumerate()
+        .map(|(i, u)| ResourceState {
+            uri: u,
+            user: (i % 2 == 0).then_some(UserPresence { contact: "sip:bob@example.org", basic_open: true, away: i % 4 == 0, timestamp: Some(1), doc: Some(&doc) }),
+        })
+        .collect();
+    for flavor in [Flavor::Linphone, Flavor::Rfc] {
+        let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor };
+        assert_eq!(check_notify(&n).len(), 21);
+        // A large rich state still splits into valid bodies, each under the budget but the first.
+        let bodies = build_split(&n, 6_000, usize::MAX);
+        assert!(bodies.len() > 3, "{} bodies", bodies.len());
+        let users: usize = bodies.iter().map(|b| check_body(&b.body, b.content_type.as_str(), flavor).len() - 1).sum();
+        assert_eq!(users, 20, "every user once");
+        assert!(bodies[1..].iter().all(|b| b.body.len() <= 6_000));
+    }
 }

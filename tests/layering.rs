@@ -42,7 +42,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
 #[rustfmt::skip]
 const ONLY: &[(&str, &[&str])] = &[
     // Each trait with its vocabulary; the domain modules re-export that vocabulary.
-    ("storage", &["numbers", "identity", "clock", "sip"]),
+    ("storage", &["numbers", "identity", "clock", "sip", "body"]),
     ("sip", LEAVES),
     ("body", LEAVES),
     ("numbers", LEAVES),

@@ -114,13 +114,12 @@ async fn liblinphone_sees_users_over_tcp_and_live_updates() {
     interop("tcp").await;
 }
 
-/// Issue 5: liblinphone registers with the embedded registrar (digest), subscribes, and sees
-/// a contact's presence change when that contact PUBLISHes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn liblinphone_registers_with_digest_and_sees_a_publish() {
+/// A server with digest authentication, a presence rate limit of 1 s, and two accounts:
+/// alice (password s3cret, +33611111111) and bob (b0b, +33612345678, bound to his SIP URI).
+async fn alice_and_bob(long_term: bool) -> TestServer {
     let s = TestServer::start_with(|c| {
         c.auth.mode = smart_presence::config::AuthMode::Digest;
-        c.presence.long_term = false;
+        c.presence.long_term = long_term;
         c.presence.notify_interval_secs = 1;
         c.notify.min_interval_ms = 100;
     })
@@ -128,6 +127,14 @@ async fn liblinphone_registers_with_digest_and_sees_a_publish() {
     s.server.accounts().create("alice", "s3cret", &["+33611111111".parse().unwrap()]).unwrap();
     s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
     s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    s
+}
+
+/// Issue 5: liblinphone registers with the embedded registrar (digest), subscribes, and sees
+/// a contact's presence change when that contact PUBLISHes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_registers_with_digest_and_sees_a_publish() {
+    let s = alice_and_bob(false).await;
     let udp = s.udp();
     let publish_bob = move || {
         std::thread::spawn(move || publish_open_as_bob(udp)).join().unwrap();
@@ -250,11 +257,19 @@ async fn liblinphone_with_3000_numbers_over_udp_sees_its_users() {
 /// Runs the client against `server` in a task of its own; its stdout lines come back with
 /// when they were read (ms since `t0`).
 fn spawn_client(server: std::net::SocketAddr, transport: &'static str, numbers: Vec<String>, duration: u32, t0: Instant) -> tokio::task::JoinHandle<Vec<(u128, String)>> {
+    let args = ["--register", "no", "--identity", "sip:alice@example.org"].map(String::from).to_vec();
+    spawn_client_with(server, transport, args, numbers, duration, t0)
+}
+
+/// Like [`spawn_client`], with the account's arguments given (`--register`, `--identity`,
+/// `--password`, `--publish` ...).
+fn spawn_client_with(server: std::net::SocketAddr, transport: &'static str, args: Vec<String>, numbers: Vec<String>, duration: u32, t0: Instant) -> tokio::task::JoinHandle<Vec<(u128, String)>> {
     let client = build_client();
     tokio::spawn(async move {
         let work = tempfile::tempdir().unwrap();
         let mut child = tokio::process::Command::new(client)
-            .args(["--server", &server.to_string(), "--transport", transport, "--register", "no", "--identity", "sip:alice@example.org"])
+            .args(["--server", &server.to_string(), "--transport", transport])
+            .args(&args)
             .args(["--rls", "sip:rls@example.org", "--dial-prefix", "33", "--duration", &duration.to_string(), "--workdir"])
             .arg(work.path())
             .args(&numbers)
@@ -346,4 +361,56 @@ async fn liblinphone_over_tcp_resubscribes_after_a_restart() {
     eprintln!("tcp restart: carol bound at {bound_at} ms, seen at {carol} ms, after {again} SUBSCRIBE(s) to the new server");
     assert!(again >= 1, "the client subscribed again");
     assert_eq!(final_of(&lines, "0612345678"), "USER sip:bob@example.org");
+}
+
+/// The `RICH` lines of `number`: (when, activity, capabilities, timestamp, note).
+fn rich_of<'a>(lines: &'a [(u128, String)], number: &str) -> Vec<(u128, Vec<&'a str>)> {
+    let prefix = format!("RICH {number} | ");
+    lines
+        .iter()
+        .filter_map(|(at, l)| Some((*at, l.strip_prefix(&prefix)?.split(" | ").collect::<Vec<&str>>())))
+        .collect()
+}
+
+/// Issue 16: rich presence between two real liblinphone 5.1 clients. Bob registers
+/// (announcing his capabilities, `+org.linphone.specs`) and publishes "on the phone" with a
+/// note; Alice, watching his number in her list, gets the activity, the note and the
+/// capabilities as liblinphone parses them (its own `linphone_friend_has_capability`)
+/// within 1 s + the presence rate limit. Bob then goes offline (un-PUBLISH, un-REGISTER):
+/// Alice still sees a user, away, with his last-seen time and his capabilities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_sees_another_liblinphone_rich_presence() {
+    let s = alice_and_bob(true).await;
+    s.server.index().bind("+33611111111".parse().unwrap(), "sip:alice@example.org", Source::Admin).unwrap();
+    let t0 = Instant::now();
+    let alice_args = ["--register", "yes", "--identity", "sip:alice@example.org", "--password", "s3cret", "--rich"].map(String::from).to_vec();
+    let alice = spawn_client_with(s.udp(), "udp", alice_args, vec!["0612345678".into()], 14, t0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bob_started = t0.elapsed().as_millis();
+    let bob_args = [
+        "--register", "yes", "--identity", "sip:bob@example.org", "--password", "b0b",
+        "--publish", "on-the-phone", "--note", "In a call",
+        "--spec", "groupchat/1.1", "--spec", "lime", "--spec", "ephemeral/1.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let bob = spawn_client_with(s.udp(), "udp", bob_args, vec!["0611111111".into()], 5, t0).await.unwrap();
+    let bob_left = t0.elapsed().as_millis();
+    let lines = alice.await.unwrap();
+    let rich = rich_of(&lines, "0612345678");
+    let busy = rich
+        .iter()
+        .find(|(at, f)| *at >= bob_started && f[0].contains("on-the-phone") && f[3] == "note=In a call")
+        .unwrap_or_else(|| panic!("alice saw bob on the phone with his note: {lines:?}\nbob: {bob:?}"));
+    assert_eq!(busy.1[1], "caps=groupchat/1.1,lime,ephemeral/1.1", "capabilities as liblinphone checks them: {busy:?}");
+    // Bob's client needs up to ~1 s to register and publish; then 1 s + the rate limit.
+    assert!(busy.0 - bob_started < 4_000, "bob started at {bob_started} ms, seen busy at {} ms", busy.0);
+    let last = rich.last().expect("RICH lines");
+    assert!(last.0 >= bob_left, "a change after bob left: {rich:?}");
+    assert!(last.1[0].contains("away"), "offline: away (long-term presence): {last:?}");
+    assert_eq!(last.1[1], "caps=groupchat/1.1,lime,ephemeral/1.1", "capabilities kept while offline: {rich:?}");
+    let seen: i64 = last.1[2].trim_start_matches("ts=").parse().expect("a timestamp");
+    assert!(seen > 1_700_000_000, "last seen: {seen}");
+    assert_eq!(final_of(&lines, "0612345678"), "USER sip:bob@example.org", "still a user");
+    eprintln!("bob started at {bob_started} ms; alice saw him on the phone at {} ms; bob left at {bob_left} ms; alice saw {:?} at {} ms", busy.0, last.1, last.0);
 }

@@ -26,3 +26,5 @@ mod client_transactions;
 mod sip_foundation;
 #[path = "sip_server/stored_lists.rs"]
 mod stored_lists;
+#[path = "sip_server/rich_presence.rs"]
+mod rich_presence;

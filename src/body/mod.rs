@@ -2,7 +2,8 @@
 //!
 //! Owns the body formats only: `Content-Encoding: deflate` ([`deflate`]), RFC 4826 resource
 //! lists in ([`resource_lists`]), RFC 4662 RLMI + RFC 3863 PIDF multipart NOTIFY bodies out
-//! ([`notify`], [`build_pidf`]), and incoming PIDF for PUBLISH ([`pidf`]). Everything here is a
+//! ([`notify`], [`build_pidf`]), incoming PIDF for PUBLISH ([`pidf`]), and the rich presence
+//! kept from it and composed per user ([`rich`]). Everything here is a
 //! pure function over bytes: no I/O, no clock, no SIP headers (the one exception is the
 //! `Content-Type` value a NOTIFY body needs, returned with the body because the two must
 //! agree). Choosing the flavor per client, whether to compress, versions and throttling belong
@@ -17,6 +18,7 @@ pub mod notify;
 pub mod pidf;
 mod pidf_out;
 pub mod resource_lists;
+pub mod rich;
 mod xml;
 
 pub use deflate::{deflate_zlib, deflate_zlib_into, inflate, InflateError, InflateLimits};

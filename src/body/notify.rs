@@ -410,6 +410,7 @@ mod tests {
             basic_open: true,
             away: false,
             timestamp: Some(1_795_438_605),
+            doc: None,
         })
     }
 

@@ -187,6 +187,7 @@ mod tests {
             basic_open: true,
             away: true,
             timestamp: Some(5),
+            doc: None,
         };
         let p = parse(&build_pidf("sip:+33@x;user=phone", &u)).unwrap();
         assert_eq!(p.entity, "sip:+33@x;user=phone");
@@ -266,7 +267,7 @@ mod tests {
 
         #[test]
         fn mutated_documents_never_panic(cut in 0usize..400, at in 0usize..400, byte in proptest::prelude::any::<u8>()) {
-            let u = UserPresence { contact: "sip:b@x", basic_open: true, away: true, timestamp: Some(5) };
+            let u = UserPresence { contact: "sip:b@x", basic_open: true, away: true, timestamp: Some(5), doc: None };
             let mut v = build_pidf("sip:e@x", &u);
             let at = at % v.len();
             v[at] = byte;

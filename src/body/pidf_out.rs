@@ -1,5 +1,8 @@
-//! Writing RFC 3863 PIDF documents, with the RFC 4479/4480 `away` activity when asked.
+//! Writing RFC 3863 PIDF documents: our tuple (basic status, the user's contact, last change)
+//! and, from the composed rich presence ([`Doc`]), capabilities, notes, the RFC 4479 person
+//! with its RFC 4480 activities and mood, and devices; the `away` activity when asked.
 
+use super::rich::{self, Doc};
 use super::xml::{escape_attr, escape_text};
 
 /// What we publish about one service user.
@@ -14,6 +17,8 @@ pub struct UserPresence<'a> {
     pub away: bool,
     /// `<timestamp>`, in Unix seconds (UTC); omitted when `None`.
     pub timestamp: Option<u64>,
+    /// What the user published beyond open/closed, composed (see `body::rich`).
+    pub doc: Option<&'a Doc>,
 }
 
 /// A standalone PIDF document (for a non-list presence subscription), with XML declaration.
@@ -32,31 +37,29 @@ pub fn build_pidf_into(entity: &str, p: &UserPresence, out: &mut Vec<u8>) {
 /// The `<presence>` element alone (multipart parts carry their charset in Content-Type).
 pub(crate) fn write_pidf(out: &mut Vec<u8>, entity: &str, p: &UserPresence) {
     out.extend_from_slice(b"<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"");
-    if p.away {
-        out.extend_from_slice(
-            b" xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" \
-              xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\"",
-        );
-    }
+    rich::write_namespaces(out, p.doc, p.away);
     out.extend_from_slice(b" entity=\"");
     escape_attr(out, entity);
     out.extend_from_slice(b"\">\r\n<tuple id=\"t1\"><status><basic>");
     out.extend_from_slice(if p.basic_open { b"open" } else { b"closed" });
-    out.extend_from_slice(b"</basic></status><contact priority=\"1\">");
+    out.extend_from_slice(b"</basic></status>");
+    if let Some(d) = p.doc {
+        rich::write_capabilities(out, d);
+    }
+    out.extend_from_slice(b"<contact priority=\"1\">");
     escape_text(out, p.contact);
     out.extend_from_slice(b"</contact>");
+    if let Some(d) = p.doc {
+        rich::write_notes(out, &d.notes, b"note");
+    }
     if let Some(t) = p.timestamp {
         out.extend_from_slice(b"<timestamp>");
         write_rfc3339(out, t);
         out.extend_from_slice(b"</timestamp>");
     }
     out.extend_from_slice(b"</tuple>\r\n");
-    if p.away {
-        // PIDF puts extensions after the tuples (RFC 3863 §4.4); person per RFC 4479 §3.1.
-        out.extend_from_slice(
-            b"<dm:person id=\"p1\"><rpid:activities><rpid:away/></rpid:activities></dm:person>\r\n",
-        );
-    }
+    // PIDF puts extensions after the tuples (RFC 3863 §4.4); person per RFC 4479 §3.1.
+    rich::write_person(out, p.doc, p.away);
     out.extend_from_slice(b"</presence>");
 }
 
@@ -137,6 +140,7 @@ mod tests {
             basic_open: true,
             away: false,
             timestamp: Some(0),
+            doc: None,
         };
         let got = String::from_utf8(build_pidf("sip:+336@example.org;user=phone", &p)).unwrap();
         assert_eq!(
@@ -155,6 +159,7 @@ mod tests {
             basic_open: false,
             away: true,
             timestamp: None,
+            doc: None,
         };
         let got = String::from_utf8(build_pidf("sip:e\"@x", &p)).unwrap();
         assert!(got.contains("xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\""));

@@ -1,4 +1,5 @@
-//! `smart-presence accounts ...`: create and list SIP accounts from the command line.
+//! `smart-presence accounts ...`: create and list SIP accounts, and set a user's "share my
+//! status", from the command line.
 //!
 //! Works on the data directory directly, through the `Accounts` handle. sled lets one
 //! process open a database, so while the server runs this refuses with a clear message:
@@ -21,6 +22,13 @@ pub enum AccountsCommand {
     },
     /// List accounts with their numbers.
     List,
+    /// "Share my status": `on` (the default), watchers get what the user publishes
+    /// (activities, notes, capabilities); `off`, they see only that he is a user.
+    ShareStatus {
+        username: String,
+        #[arg(value_parser = ["on", "off"])]
+        share: String,
+    },
 }
 
 pub fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
@@ -30,6 +38,11 @@ pub fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
     })?;
     match cmd {
         AccountsCommand::Add { username, password, numbers } => add(&store, config, &username, &password, &numbers),
+        AccountsCommand::ShareStatus { username, share } => {
+            store.set_share_status(&username, share == "on")?;
+            println!("{username}: share status {share}");
+            Ok(())
+        }
         AccountsCommand::List => {
             for a in store.list()? {
                 let nums: Vec<String> = a.numbers.iter().map(|n| n.to_string()).collect();

@@ -101,16 +101,30 @@ fn is_phone_only(uri: &str) -> bool {
     crate::sip::Uri::parse(uri).map_or(true, |u| u.scheme == crate::sip::Scheme::Tel || u.is_user_phone())
 }
 
-/// The published state: open when any tuple is open. 415 for other bodies, 400 for bad PIDF.
+/// Largest PIDF document accepted (after inflating): liblinphone's are under 1 KiB.
+pub const MAX_PIDF_BYTES: usize = 16 * 1024;
+
+/// The published state: open when any tuple is open, and the rich presence it carries
+/// (`body::rich`: what is kept and what is dropped). 415 for other bodies, 413 for a
+/// document over [`MAX_PIDF_BYTES`], 400 for bad PIDF.
 fn read_pidf(req: &Request) -> Result<Published, Response> {
     CAPABILITIES.check_content_type(req)?;
     let deflated = CAPABILITIES.check_encoding(req)?;
+    let too_large = || Response::with_reason(req, 413, "Presence Document Too Large");
+    if req.body.len() > MAX_PIDF_BYTES {
+        return Err(too_large());
+    }
     let xml = if deflated {
-        body::inflate(&req.body, &InflateLimits::default()).map_err(|_| Response::with_reason(req, 400, "Bad Deflate Body"))?
+        let limits = InflateLimits { max_output: MAX_PIDF_BYTES, ..InflateLimits::default() };
+        body::inflate(&req.body, &limits).map_err(|e| match e {
+            body::InflateError::TooLarge => too_large(),
+            _ => Response::with_reason(req, 400, "Bad Deflate Body"),
+        })?
     } else {
         req.body.to_vec()
     };
     let pidf = body::pidf::parse(&xml).map_err(|e| Response::with_reason(req, 400, e.0))?;
     let open = pidf.tuples.iter().any(|t| t.basic == Some(body::Basic::Open));
-    Ok(Published { open })
+    let doc = body::rich::read(&xml).map_err(|e| Response::with_reason(req, 400, e.0))?;
+    Ok(Published::with_doc(open, doc))
 }

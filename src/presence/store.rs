@@ -8,7 +8,8 @@
 //! entity-tags and "last seen" survive a restart. The types the store speaks ([`Live`],
 //! [`Published`], [`PublishError`]) are defined in `storage::presence`. Every
 //! change is sent on the channel given at creation, for the subscription layer to notify
-//! watchers.
+//! watchers. With the accounts ([`PresenceStore::sharing`]), a user who turned "share my
+//! status" off is read without his rich presence: watchers see only that he is a user.
 //! It must not know about subscriptions or SIP messages.
 
 use crate::storage::PublicationStore;
@@ -23,6 +24,8 @@ pub use crate::storage::presence::{Live, PublishError, Published};
 #[derive(Clone)]
 pub struct PresenceStore {
     store: Arc<dyn PublicationStore>,
+    /// Whose status may be shared ("share my status"); everyone's without it.
+    accounts: Option<crate::accounts::Accounts>,
 }
 
 impl PresenceStore {
@@ -34,7 +37,13 @@ impl PresenceStore {
 
     /// A handle over any store (which announces changes on its own channel).
     pub fn with_store(store: Arc<dyn PublicationStore>) -> PresenceStore {
-        PresenceStore { store }
+        PresenceStore { store, accounts: None }
+    }
+
+    /// Reads each user's "share my status" setting from `accounts` (see [`Self::live`]).
+    pub fn sharing(mut self, accounts: crate::accounts::Accounts) -> PresenceStore {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// A new publication for `uri`; returns its entity-tag.
@@ -53,9 +62,14 @@ impl PresenceStore {
         self.store.remove(uri, etag)
     }
 
-    /// The combined state of `uri`, if he ever published since start.
+    /// The combined state of `uri`, if he ever published since start; without his rich
+    /// presence when he does not share his status.
     pub fn live(&self, uri: &str) -> Option<Live> {
-        self.store.live(uri)
+        let mut live = self.store.live(uri)?;
+        if live.doc.is_some() && self.accounts.as_ref().is_some_and(|a| !a.shares_status(uri)) {
+            live.doc = None;
+        }
+        Some(live)
     }
 
     /// Drops expired publications; returns how many.
@@ -78,22 +92,68 @@ mod tests {
     #[test]
     fn any_open_publication_makes_him_online() {
         let (store, mut rx) = PresenceStore::new();
-        let phone = store.publish(BOB, Published { open: true }, HOUR).unwrap();
-        let desk = store.publish(BOB, Published { open: false }, HOUR).unwrap();
+        let phone = store.publish(BOB, Published::basic(true), HOUR).unwrap();
+        let desk = store.publish(BOB, Published::basic(false), HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         store.remove(BOB, &phone).unwrap();
         assert!(!store.live(BOB).unwrap().online);
-        let desk = store.update(BOB, &desk, Some(Published { open: true }), HOUR).unwrap();
+        let desk = store.update(BOB, &desk, Some(Published::basic(true)), HOUR).unwrap();
         assert!(store.live(BOB).unwrap().online);
         assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3, "online, offline, online");
         assert!(matches!(store.update(BOB, "nope", None, HOUR), Err(PublishError::UnknownEtag)));
         assert!(matches!(store.update("sip:eve@example.org", &desk, None, HOUR), Err(PublishError::UnknownEtag)));
     }
 
+    fn doc(pidf: &str) -> crate::body::rich::Doc {
+        crate::body::rich::read(pidf.as_bytes()).unwrap()
+    }
+
+    const PHONE: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:bob@example.org"><tuple id="a"><status><basic>open</basic></status><note xml:lang="en">In a call</note></tuple><dm:person id="p"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person></presence>"#;
+    const DESK: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:op="urn:oma:xml:prs:pidf:oma-pres" entity="sip:bob@example.org"><tuple id="b"><status><basic>closed</basic></status><op:service-description><op:service-id>groupchat</op:service-id><op:version>1.1</op:version></op:service-description><note xml:lang="fr">Au bureau</note></tuple><dm:person id="q"><rpid:activities><rpid:meeting/></rpid:activities></dm:person></presence>"#;
+
+    #[test]
+    fn two_devices_compose_and_an_expired_one_leaves() {
+        let (store, mut rx) = PresenceStore::new();
+        let desk = store.publish(BOB, Published::with_doc(false, doc(DESK)), Duration::from_millis(0)).unwrap();
+        store.publish(BOB, Published::with_doc(true, doc(PHONE)), HOUR).unwrap();
+        let live = store.live(BOB).unwrap();
+        assert!(live.online);
+        let d = live.doc.unwrap();
+        assert_eq!(d.person.as_ref().unwrap().activities, vec![Box::from("on-the-phone")], "the newest person");
+        let notes: Vec<&str> = d.notes.iter().map(|n| &*n.text).collect();
+        assert_eq!(notes, ["In a call", "Au bureau"]);
+        assert_eq!(&*d.capabilities[0].id, "groupchat");
+        let _ = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        // The desk's publication expires: its note goes, and watchers are told; the
+        // capabilities last announced stay until others are (long-term presence).
+        assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
+        let d = store.live(BOB).unwrap().doc.unwrap();
+        assert_eq!(d.notes.len(), 1);
+        assert_eq!(&*d.capabilities[0].id, "groupchat");
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 1);
+        assert!(matches!(store.update(BOB, &desk, None, HOUR), Err(PublishError::UnknownEtag)));
+    }
+
+    #[test]
+    fn offline_keeps_only_capabilities() {
+        let (store, _rx) = PresenceStore::new();
+        let mut both = doc(PHONE);
+        both.capabilities = doc(DESK).capabilities;
+        let tag = store.publish(BOB, Published::with_doc(true, both), HOUR).unwrap();
+        let seen = store.live(BOB).unwrap().updated;
+        store.remove(BOB, &tag).unwrap();
+        let live = store.live(BOB).unwrap();
+        assert!(!live.online);
+        assert!(live.updated >= seen);
+        let kept = live.doc.unwrap();
+        assert!(kept.person.is_none() && kept.notes.is_empty());
+        assert_eq!(&*kept.capabilities[0].id, "groupchat");
+    }
+
     #[test]
     fn expiry_takes_him_offline() {
         let (store, _rx) = PresenceStore::new();
-        store.publish(BOB, Published { open: true }, Duration::from_millis(0)).unwrap();
+        store.publish(BOB, Published::basic(true), Duration::from_millis(0)).unwrap();
         assert_eq!(store.expire(Instant::now() + Duration::from_millis(1)), 1);
         assert!(!store.live(BOB).unwrap().online);
         assert_eq!(store.publications(), 0);

@@ -83,4 +83,28 @@ pub trait AccountStore: Send + Sync {
 
     /// Removes an account with its number and token entries; false when there was none.
     fn remove(&self, username: &str) -> Result<bool, AccountError>;
+    /// The account's settings; [`Settings::default`] when never set.
+    fn settings(&self, username: &str) -> Result<Settings, AccountError>;
+
+    /// Replaces the settings of an existing account ([`AccountError::NotFound`] otherwise).
+    fn set_settings(&self, username: &str, settings: &Settings) -> Result<(), AccountError>;
+}
+
+/// What a user chooses for his account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// "Share my status": watchers get what he publishes (activities, notes, capabilities);
+    /// off, they see only that he is a user (open/closed, last seen). On by default.
+    #[serde(default = "on")]
+    pub share_status: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { share_status: true }
+    }
 }

@@ -200,7 +200,7 @@ mod tests {
         let (presence, _changes) = PresenceStore::new();
         let num = n("+33612345678");
         idx.bind(num, "sip:bob@example.com", Source::Admin).unwrap();
-        presence.publish("sip:bob@example.com", Published { open: true }, Duration::from_secs(60)).unwrap();
+        presence.publish("sip:bob@example.com", Published::basic(true), Duration::from_secs(60)).unwrap();
         let by_number = resolution::user_of(&idx, &presence, &Key::Phone(num)).unwrap().unwrap();
         assert_eq!(by_number.contact, "sip:bob@example.com");
         assert!(by_number.live.as_ref().is_some_and(|l| l.online));

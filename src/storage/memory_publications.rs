@@ -1,11 +1,13 @@
 //! The [`PublicationStore`] in memory: the publications in force by entity-tag and by
-//! presentity, each presentity's combined state (any open publication makes him online)
-//! and the expiry order. Announces each change of a combined state on its channel. Used
+//! presentity (oldest first), each presentity's combined state (any open publication makes
+//! him online; their documents composed, the newest first) and the expiry order. Announces each change of a combined state on its channel. Used
 //! alone (tests, `PresenceStore::new`) and wrapped by [`SledPublications`](super::sled::SledPublications),
 //! which records its writes. Must not know about subscriptions or SIP messages.
 
 use super::presence::{Live, PublicationStore, PublishError, Published};
+use crate::body::rich;
 use crate::clock::unix_now;
+use std::sync::Arc;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -77,15 +79,23 @@ impl MemoryPublications {
 
     /// Recomputes `uri`'s combined state and announces a change.
     fn settle(&self, inner: &mut Inner, uri: &str) {
-        let online = inner
-            .by_uri
-            .get(uri)
-            .is_some_and(|etags| etags.iter().any(|e| inner.by_etag.get(e).is_some_and(|p| p.state.open)));
-        let changed = inner.last.get(uri).is_none_or(|l| l.online != online);
-        if changed {
-            inner.last.insert(uri.into(), Live { online, updated: unix_now() });
-            let _ = self.changes.send(uri.into());
+        let states: Vec<&Published> = inner.by_uri.get(uri).map_or(Vec::new(), |etags| etags.iter().rev().filter_map(|e| inner.by_etag.get(e)).map(|p| &p.state).collect());
+        let online = states.iter().any(|s| s.open);
+        let mut composed = rich::compose(states.iter().filter_map(|s| s.doc.as_deref()));
+        let last = inner.last.get(uri);
+        // Long-term presence: the capabilities last announced stay (offline too) until a
+        // publication or registration announces others.
+        if composed.capabilities.is_empty() {
+            composed.capabilities = last.and_then(|l| l.doc.as_deref()).map(|d| d.capabilities.clone()).unwrap_or_default();
         }
+        let doc = (!composed.is_empty()).then(|| Arc::new(composed));
+        let updated = match last {
+            Some(l) if l.online == online && l.doc == doc => return,
+            Some(l) if l.online == online => l.updated,
+            _ => unix_now(),
+        };
+        inner.last.insert(uri.into(), Live { online, updated, doc });
+        let _ = self.changes.send(uri.into());
     }
 }
 

@@ -1,8 +1,11 @@
 //! Presence state's store: the publications (RFC 3903) in force per presentity, their
 //! combined state and expiry. [`crate::presence::PresenceStore`] is the handle over it.
 //!
-//! The contract: a presentity is online while one of his publications says open; every
-//! change of that combined state is announced (his URI) on the channel the store was made
+//! The contract: a presentity is online while one of his publications says open; what they
+//! say beyond that (`body::rich::Doc`) is composed into one document, the newest publication
+//! first (`body::rich::compose`); the capabilities last announced are kept (offline too:
+//! long-term presence) until others are announced. Every change of that combined state (online, or the composed
+//! document) is announced (his URI) on the channel the store was made
 //! with, so the subscription layer can notify; an entity-tag is good for one presentity
 //! only and is replaced by each refresh or modification. Writes may fail
 //! ([`PublishError::Storage`]: the handler answers 500); reads may not: a store that
@@ -14,6 +17,8 @@
 //! implementation that keeps them in memory.
 
 use super::StorageError;
+use crate::body::rich::Doc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A presentity's combined state.
@@ -21,14 +26,31 @@ use std::time::{Duration, Instant};
 pub struct Live {
     /// Some publication says open.
     pub online: bool,
-    /// When the state last changed (unix seconds): "last seen" once he is offline.
+    /// When he last came online or went offline (unix seconds): "last seen" once he is
+    /// offline.
     pub updated: u64,
+    /// The composed rich presence, with the capabilities last announced.
+    pub doc: Option<Arc<Doc>>,
 }
 
 /// What a publication says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub open: bool,
+    /// Beyond open/closed, if it says anything (never an empty document).
+    pub doc: Option<Arc<Doc>>,
+}
+
+impl Published {
+    /// Open or closed, and nothing else.
+    pub fn basic(open: bool) -> Published {
+        Published { open, doc: None }
+    }
+
+    /// Open or closed, with `doc` unless it is empty.
+    pub fn with_doc(open: bool, doc: Doc) -> Published {
+        Published { open, doc: (!doc.is_empty()).then(|| Arc::new(doc)) }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -130,7 +130,7 @@ impl Subscription {
         let uris: Vec<_> = gone.iter().map(|i| view.uri(*i)).collect();
         let resources: Vec<ResourceState> = uris
             .iter()
-            .map(|uri| ResourceState { uri, user: Some(UserPresence { contact: uri, basic_open: false, away: false, timestamp: None }) })
+            .map(|uri| ResourceState { uri, user: Some(UserPresence { contact: uri, basic_open: false, away: false, timestamp: None, doc: None }) })
             .collect();
         let state = SubState::Active { expires: self.remaining() };
         let requests = notification::list_notifies(&mut self.dialog, &self.list_uri, &mut self.version, false, &resources, self.format, state);
@@ -224,17 +224,20 @@ impl End {
 /// Ok while the subscription goes on.
 type Sent = Result<(), End>;
 
-/// What a watcher is told of a user. Online: open. Offline with `long_term`: still open
-/// with his SIP URI, marked away, with his last-seen time (as Flexisip does), so the app
+/// What a watcher is told of a user. Online: open, with his composed rich presence.
+/// Offline with `long_term`: still open with his SIP URI, marked away, with his last-seen
+/// time and what is kept of his document (his capabilities), as Flexisip does, so the app
 /// keeps showing him as a user; else closed. The contact is always his bound SIP URI.
 fn presence_of(user: &User, long_term: bool) -> UserPresence<'_> {
     let online = user.live.as_ref().is_some_and(|l| l.online);
     let last_seen = user.live.as_ref().map_or(user.since, |l| l.updated);
+    let doc = user.live.as_ref().and_then(|l| l.doc.as_deref()).filter(|_| online || long_term);
     UserPresence {
         contact: &user.contact,
         basic_open: online || long_term,
         away: !online && long_term,
         timestamp: Some(last_seen),
+        doc,
     }
 }
 

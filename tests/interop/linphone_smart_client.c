@@ -49,6 +49,7 @@ typedef struct {
 	char last_basic[16];       /* last printed state, "" = never printed */
 	char *last_contact;
 	int last_sub_state;        /* last logged linphone_friend_get_subscription_state(), -1 = never */
+	char *last_rich;           /* last printed RICH line (without its time), NULL = never */
 } Tracked;
 
 static struct timespec g_start;
@@ -94,6 +95,8 @@ static void read_state(const Tracked *t, const char **basic, char **contact) {
 	*contact = linphone_presence_model_get_contact(m); /* malloc'd or NULL */
 }
 
+static void check_rich(void);
+
 /* Print a PRESENCE line for every tracked number whose state changed. */
 static void check_changes(const char *why) {
 	for (int i = 0; i < g_ntracked; i++) {
@@ -121,6 +124,47 @@ static void check_changes(const char *why) {
 			t->last_contact = strdup(c);
 		}
 		if (contact) bctbx_free(contact);
+	}
+	check_rich();
+}
+
+/* What liblinphone parsed beyond basic/contact: the activity, the note (any language), the
+ * friend's capabilities as liblinphone's own capability checks see them, and the model's
+ * timestamp ("last seen"). Written into buf as one RICH line body. */
+static void read_rich(const Tracked *t, char *buf, size_t n) {
+	const LinphonePresenceModel *m = model_for(t);
+	if (!m) { snprintf(buf, n, "activity=- | caps=- | ts=- | note=-"); return; }
+	const LinphonePresenceActivity *a = linphone_presence_model_get_activity(m);
+	char *as = a ? linphone_presence_activity_to_string(a) : NULL;
+	const LinphonePresenceNote *note = linphone_presence_model_get_note(m, NULL);
+	const char *nc = note ? linphone_presence_note_get_content(note) : NULL;
+	char caps[96] = "";
+	if (linphone_friend_has_capability(t->fr, LinphoneFriendCapabilityGroupChat))
+		snprintf(caps + strlen(caps), sizeof caps - strlen(caps), "groupchat/%.1f,", (double)linphone_friend_get_capability_version(t->fr, LinphoneFriendCapabilityGroupChat));
+	if (linphone_friend_has_capability(t->fr, LinphoneFriendCapabilityLimeX3dh)) strcat(caps, "lime,");
+	if (linphone_friend_has_capability(t->fr, LinphoneFriendCapabilityEphemeralMessages))
+		snprintf(caps + strlen(caps), sizeof caps - strlen(caps), "ephemeral/%.1f,", (double)linphone_friend_get_capability_version(t->fr, LinphoneFriendCapabilityEphemeralMessages));
+	if (caps[0]) caps[strlen(caps) - 1] = '\0'; else strcpy(caps, "-");
+	snprintf(buf, n, "activity=%s | caps=%s | ts=%lld | note=%s", as && as[0] ? as : "-", caps,
+		(long long)linphone_presence_model_get_timestamp(m), nc && nc[0] ? nc : "-");
+	if (as) bctbx_free(as);
+}
+
+/* Print a RICH line for every tracked number whose rich state changed (with --rich only:
+ * reading it for thousands of friends every 20 ms slows the client down). */
+static int g_rich = 0;
+static void check_rich(void) {
+	if (!g_rich) return;
+	for (int i = 0; i < g_ntracked; i++) {
+		Tracked *t = &g_tracked[i];
+		char buf[1024];
+		read_rich(t, buf, sizeof buf);
+		if (!t->last_rich && strncmp(buf, "activity=- | caps=- | ts=- ", 27) == 0) continue;
+		if (t->last_rich && strcmp(t->last_rich, buf) == 0) continue;
+		printf("RICH %s | %s | %lld\n", t->number, buf, now_ms());
+		fflush(stdout);
+		free(t->last_rich);
+		t->last_rich = strdup(buf);
 	}
 }
 
@@ -267,7 +311,7 @@ static void on_list_presence(LinphoneFriendList *fl, const bctbx_list_t *friends
 /* ---- setup helpers ---- */
 
 static LinphoneProxyConfig *add_proxy(LinphoneCore *lc, LinphoneFactory *factory, const char *identity,
-	const char *server, const char *transport, const char *dial_prefix, int do_register) {
+	const char *server, const char *transport, const char *dial_prefix, int do_register, int do_publish) {
 	LinphoneAddress *ident = linphone_factory_create_address(factory, identity);
 	if (!ident) { fprintf(stderr, "bad --identity %s\n", identity); return NULL; }
 	char server_uri[512];
@@ -289,7 +333,10 @@ static LinphoneProxyConfig *add_proxy(LinphoneCore *lc, LinphoneFactory *factory
 	linphone_proxy_config_set_dial_prefix(cfg, dial_prefix);
 	linphone_proxy_config_set_dial_escape_plus(cfg, FALSE);
 	linphone_proxy_config_enable_register(cfg, do_register ? TRUE : FALSE);
-	linphone_proxy_config_enable_publish(cfg, FALSE);
+	linphone_proxy_config_enable_publish(cfg, do_publish ? TRUE : FALSE);
+	if (do_publish) linphone_proxy_config_set_publish_expires(cfg, 3600);
+	/* liblinphone 5.1 announces group chat (and ephemeral) only with a conference factory. */
+	if (do_publish) linphone_proxy_config_set_conference_factory_uri(cfg, "sip:conference-factory@example.org");
 	linphone_proxy_config_done(cfg);
 	if (linphone_core_add_proxy_config(lc, cfg) != 0) { fprintf(stderr, "linphone_core_add_proxy_config failed\n"); return NULL; }
 	linphone_core_set_default_proxy_config(lc, cfg);
@@ -328,6 +375,18 @@ static void add_friend(LinphoneCore *lc, LinphoneFriendList *fl, const char *num
 	g_ntracked++;
 }
 
+/* The activities --publish knows (RFC 4480 tokens); "online" is handled apart (no activity). */
+static int activity_of(const char *s, LinphonePresenceActivityType *out) {
+	static const struct { const char *name; LinphonePresenceActivityType type; } known[] = {
+		{"away", LinphonePresenceActivityAway},
+		{"busy", LinphonePresenceActivityBusy}, {"on-the-phone", LinphonePresenceActivityOnThePhone},
+		{"meeting", LinphonePresenceActivityMeeting}, {"vacation", LinphonePresenceActivityVacation},
+	};
+	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+		if (strcmp(s, known[i].name) == 0) { *out = known[i].type; return 1; }
+	return 0;
+}
+
 static void usage(FILE *f, const char *argv0) {
 	fprintf(f,
 		"usage: %s --server HOST:PORT [options] NUMBER...\n"
@@ -349,6 +408,12 @@ static void usage(FILE *f, const char *argv0) {
 		"                           'none' leaves liblinphone's default ('User-Agent: Unknown')\n"
 		"  --proxy-after-friends    (experiment) add the proxy config after the friends\n"
 		"  --add-later S:NUMBER     add a friend S seconds after start (address-book change); repeatable\n"
+		"  --publish ACTIVITY       PUBLISH our presence: online|away|busy|on-the-phone|meeting|vacation\n"
+		"                           (linphone_core_set_presence_model; the proxy config publishes)\n"
+		"  --note TEXT              with --publish: a note (xml:lang en)\n"
+		"  --rich                   print RICH lines (activity, capabilities, timestamp, note)\n"
+		"  --spec SPEC              linphone_core_set_linphone_specs_list (capabilities announced in the\n"
+		"                           REGISTER Contact, e.g. groupchat/1.1, lime, ephemeral/1.1); repeatable\n"
 		"stdout: PRESENCE <number> <open|closed|none> <contact|-> <t_ms>, then FINAL lines at exit.\n",
 		argv0);
 }
@@ -377,6 +442,11 @@ int main(int argc, char **argv) {
 	int n_later = 0, later_done = 0;
 	int do_register = 1;
 	const char *password = NULL; /* --password: digest credentials for the identity */
+	/* --publish ACTIVITY [--note TEXT] [--spec SPEC]...: publish our own presence. */
+	const char *publish = NULL, *note = NULL;
+	enum { MAX_SPECS = 8 };
+	const char *specs[MAX_SPECS];
+	int n_specs = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &g_start);
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -396,6 +466,10 @@ int main(int argc, char **argv) {
 		{"user-agent", required_argument, 0, 'U'},
 		{"proxy-after-friends", no_argument, 0, 'A'},
 		{"add-later", required_argument, 0, 'L'},
+		{"publish", required_argument, 0, 'B'},
+		{"note", required_argument, 0, 'N'},
+		{"spec", required_argument, 0, 'C'},
+		{"rich", no_argument, 0, 'X'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0}};
 	int c;
@@ -429,6 +503,13 @@ int main(int argc, char **argv) {
 			n_later++;
 			break;
 		}
+		case 'B': publish = optarg; break;
+		case 'X': g_rich = 1; break;
+		case 'N': note = optarg; break;
+		case 'C':
+			if (n_specs >= MAX_SPECS) { fprintf(stderr, "--spec: at most %d\n", MAX_SPECS); return 2; }
+			specs[n_specs++] = optarg;
+			break;
 		case 'h': usage(stdout, argv[0]); return 0;
 		default: usage(stderr, argv[0]); return 2;
 		}
@@ -490,10 +571,15 @@ int main(int argc, char **argv) {
 	/* Start from scratch (precaution: liblinphone can store friend lists in
 	 * linphone.db; after our runs its friend tables were found empty). */
 	unlink(path_db);
+	/* Capabilities in [sip] linphone_specs too (read at core start). */
+	char specs_csv[512] = "";
+	for (int i = 0; i < n_specs; i++)
+		snprintf(specs_csv + strlen(specs_csv), sizeof specs_csv - strlen(specs_csv), "%s%s", i ? "," : "", specs[i]);
 	int sub_only_reg = only_registered ? strcmp(only_registered, "yes") == 0 : do_register;
 	snprintf(buf, sizeof buf,
 		"[sip]\n"
 		"subscribe_presence_only_when_registered=%d\n"
+		"%s%s%s"
 		"[sound]\n"
 		"echocancellation=0\n"
 		"[video]\n"
@@ -508,7 +594,7 @@ int main(int argc, char **argv) {
 		"version_check_url_root=\n"
 		"[net]\n"
 		"firewall_policy=0\n",
-		sub_only_reg, path_db);
+		sub_only_reg, n_specs ? "linphone_specs=" : "", specs_csv, n_specs ? "\n" : "", path_db);
 	if (write_file(path_rc, buf) != 0) { perror("write linphonerc"); return 1; }
 	linphone_factory_set_data_dir(factory, workdir);
 	linphone_factory_set_config_dir(factory, workdir);
@@ -547,14 +633,40 @@ int main(int argc, char **argv) {
 	linphone_core_set_transports(lc, tr);
 	linphone_transports_unref(tr);
 
+	/* Capabilities: liblinphone 5.1 announces them in its REGISTER Contact
+	 * (+org.linphone.specs="..."), not in its PUBLISH body. */
+	if (n_specs > 0) {
+		bctbx_list_t *sl = NULL;
+		for (int i = 0; i < n_specs; i++) sl = bctbx_list_append(sl, (void *)specs[i]);
+		linphone_core_set_linphone_specs_list(lc, sl);
+		bctbx_list_free(sl);
+	}
 	if (linphone_core_start(lc) != 0) { fprintf(stderr, "linphone_core_start failed\n"); return 1; }
+	if (publish) {
+		LinphonePresenceActivityType act;
+		LinphonePresenceModel *pm;
+		if (strcmp(publish, "online") == 0) {
+			pm = linphone_presence_model_new();
+			linphone_presence_model_set_basic_status(pm, LinphonePresenceBasicStatusOpen);
+			if (note) linphone_presence_model_add_note(pm, note, "en");
+		} else if (activity_of(publish, &act)) {
+			pm = note ? linphone_presence_model_new_with_activity_and_note(act, NULL, note, "en")
+				: linphone_presence_model_new_with_activity(act, NULL);
+		} else {
+			fprintf(stderr, "--publish: unknown activity %s\n", publish);
+			return 2;
+		}
+		linphone_core_set_presence_model(lc, pm);
+		linphone_presence_model_unref(pm);
+		elog("publishing activity %s note %s, %d spec(s)", publish, note ? note : "-", n_specs);
+	}
 
 	/* ---- proxy config with route and dial prefix, created before the friends like the
 	 * app does (README: the order does not matter as long as both exist before the
 	 * first linphone_core_iterate(); --proxy-after-friends tests that) ---- */
 	LinphoneProxyConfig *cfg = NULL;
 	if (!proxy_after_friends) {
-		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
+		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register, publish != NULL);
 		if (cfg && password) add_credentials(lc, factory, identity, password);
 		if (!cfg) return 2;
 	}
@@ -571,7 +683,7 @@ int main(int argc, char **argv) {
 	g_tracked = calloc((size_t)(argc - optind + n_later), sizeof *g_tracked);
 	for (int i = optind; i < argc; i++) add_friend(lc, fl, argv[i]);
 	if (proxy_after_friends) {
-		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register);
+		cfg = add_proxy(lc, factory, identity, server, transport, dial_prefix, do_register, publish != NULL);
 		if (cfg && password) add_credentials(lc, factory, identity, password);
 		if (!cfg) return 2;
 	}
@@ -622,6 +734,7 @@ int main(int argc, char **argv) {
 	for (int i = 0; i < g_ntracked; i++) {
 		linphone_friend_unref(g_tracked[i].fr);
 		free(g_tracked[i].last_contact);
+		free(g_tracked[i].last_rich);
 	}
 	free(g_tracked);
 	linphone_friend_list_cbs_unref(flcbs);

@@ -1,13 +1,15 @@
-//! Accounts in their own sled database (`data_dir/accounts`), three trees:
+//! Accounts in their own sled database (`data_dir/accounts`), four trees:
 //!
 //! - `accounts`: username → the [`StoredAccount`] as JSON;
 //! - `by_number`: number (8 bytes) → username, so that one number always yields one account;
-//! - `tokens`: SHA-256 of a bearer token (hex) → username.
+//! - `tokens`: SHA-256 of a bearer token (hex) → username;
+//! - `settings`: username → his [`Settings`] as JSON (absent: the defaults).
 //!
-//! Each write is one sled transaction over the trees, flushed before it returns.
+//! Each write is one sled transaction over the trees, flushed before it returns (a
+//! settings write touches one tree).
 
 use crate::numbers::E164;
-use crate::storage::accounts::{Account, AccountError, AccountStore, StoredAccount};
+use crate::storage::accounts::{Account, AccountError, AccountStore, Settings, StoredAccount};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
@@ -17,6 +19,7 @@ pub struct SledAccounts {
     accounts: sled::Tree,
     by_number: sled::Tree,
     tokens: sled::Tree,
+    settings: sled::Tree,
 }
 
 impl From<sled::Error> for AccountError {
@@ -55,6 +58,7 @@ impl SledAccounts {
             accounts: db.open_tree("accounts")?,
             by_number: db.open_tree("by_number")?,
             tokens: db.open_tree("tokens")?,
+            settings: db.open_tree("settings")?,
             db,
         })
     }
@@ -133,11 +137,30 @@ impl AccountStore for SledAccounts {
                 Ok(true)
             })
             .map_err(tx_err)?;
+        // His settings go with him: an account made later under the name starts afresh.
+        self.settings.remove(username.as_bytes())?;
         self.db.flush()?;
         Ok(removed)
     }
 
     fn list(&self) -> Result<Vec<Account>, AccountError> {
         self.accounts.iter().values().map(|v| Ok(decode(&v?)?.account)).collect()
+    }
+
+    fn settings(&self, username: &str) -> Result<Settings, AccountError> {
+        match self.settings.get(username.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| AccountError::Corrupt(e.to_string())),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    fn set_settings(&self, username: &str, settings: &Settings) -> Result<(), AccountError> {
+        if self.accounts.get(username.as_bytes())?.is_none() {
+            return Err(AccountError::NotFound(username.to_string()));
+        }
+        let v = serde_json::to_vec(settings).map_err(|e| AccountError::Corrupt(e.to_string()))?;
+        self.settings.insert(username.as_bytes(), v)?;
+        self.db.flush()?;
+        Ok(())
     }
 }
