@@ -403,10 +403,14 @@ async fn liblinphone_sees_another_liblinphone_rich_presence() {
         .find(|(at, f)| *at >= bob_started && f[0].contains("on-the-phone") && f[3] == "note=In a call")
         .unwrap_or_else(|| panic!("alice saw bob on the phone with his note: {lines:?}\nbob: {bob:?}"));
     assert_eq!(busy.1[1], "caps=groupchat/1.1,lime,ephemeral/1.1", "capabilities as liblinphone checks them: {busy:?}");
-    // Bob's client needs up to ~1 s to register and publish; then 1 s + the rate limit.
-    assert!(busy.0 - bob_started < 4_000, "bob started at {bob_started} ms, seen busy at {} ms", busy.0);
+    // Bob's client needs ~1 s to register and publish (more on a loaded machine); then 1 s +
+    // the rate limit. The bound only tells "pushed" from "seen at some later refresh"; the
+    // delay itself is printed below.
+    assert!(busy.0 - bob_started < 8_000, "bob started at {bob_started} ms, seen busy at {} ms", busy.0);
     let last = rich.last().expect("RICH lines");
-    assert!(last.0 >= bob_left, "a change after bob left: {rich:?}");
+    // Bob's client unpublishes and unregisters as it quits: that change may reach alice
+    // before the test sees bob's process end, so it is ordered after the busy one only.
+    assert!(last.0 > busy.0, "a change after bob's busy state: {rich:?}");
     assert!(last.1[0].contains("away"), "offline: away (long-term presence): {last:?}");
     assert_eq!(last.1[1], "caps=groupchat/1.1,lime,ephemeral/1.1", "capabilities kept while offline: {rich:?}");
     let seen: i64 = last.1[2].trim_start_matches("ts=").parse().expect("a timestamp");
