@@ -44,15 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 python3 examples/sipp/make_lists.py --entries "$ENTRIES" --lines 1000 --bound-every 5 --out "$WORK" >/dev/null
-PORT=$(python3 -c "
-import socket
-while True:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); p = u.getsockname()[1]
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        t.bind(('127.0.0.1', p)); print(p); break
-    except OSError:
-        pass")
+PORT=$(free_port)
 cat > "$WORK/sp.toml" <<EOF
 domain = "example.org"
 data_dir = "$WORK/data"

@@ -15,3 +15,16 @@ no_load_caps() {
   printf '%s\n' '[limits]' 'requests_per_second = 0' 'max_subscriptions_per_account = 0' \
     'max_subscriptions_per_source = 0' 'max_subscriptions = 0' 'max_entries_held = 0' 'max_connections_per_source = 0'
 }
+# A loopback port free for both UDP and TCP.
+free_port() {
+  python3 - <<'EOF'
+import socket
+while True:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        t.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+EOF
+}

@@ -82,19 +82,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback port free for both UDP and TCP.
-free_port() {
-  python3 - <<'EOF'
-import socket
-while True:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        t.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-EOF
-}
 
 # SIPp's socket buffers default to 64 KB: four 17 KB NOTIFYs. Past ~1,000 list cycles/s the
 # kernel then drops NOTIFYs on SIPp's socket (RcvbufErrors in /proc/net/snmp), SIPp's calls
