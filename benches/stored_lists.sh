@@ -19,7 +19,6 @@ source benches/common.sh
 CALLS=${CALLS:-3000}
 RATE=${RATE:-500}
 build_release stored
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); ADMIN=$(free_port); API=$(free_port)
 cat > "$WORK/sp.toml" <<EOF
 domain = "127.0.0.1"
