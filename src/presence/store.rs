@@ -9,7 +9,8 @@
 //! [`Published`], [`PublishError`]) are defined in `storage::presence`. Every
 //! change is sent on the channel given at creation, for the subscription layer to notify
 //! watchers. With the accounts ([`PresenceStore::sharing`]), a user who turned "share my
-//! status" off is read without his rich presence: watchers see only that he is a user.
+//! status" off is read without his rich presence: watchers see only that he is a user;
+//! [`PresenceStore::announce`] tells them when that setting changes.
 //! It must not know about subscriptions or SIP messages.
 
 use crate::storage::PublicationStore;
@@ -70,6 +71,12 @@ impl PresenceStore {
             live.doc = None;
         }
         Some(live)
+    }
+
+    /// Announces `uri` as changed though nothing was published: his "share my status"
+    /// changed, so his watchers must read him again. Nothing when he has no state yet.
+    pub fn announce(&self, uri: &str) {
+        self.store.announce(uri)
     }
 
     /// Drops expired publications; returns how many.
@@ -148,6 +155,27 @@ mod tests {
         let kept = live.doc.unwrap();
         assert!(kept.person.is_none() && kept.notes.is_empty());
         assert_eq!(&*kept.capabilities[0].id, "groupchat");
+    }
+
+    #[test]
+    fn a_setting_change_is_announced_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = crate::accounts::Accounts::open(dir.path(), "example.org").unwrap();
+        accounts.create("bob", "x", &[]).unwrap();
+        let (store, mut rx) = PresenceStore::new();
+        let store = store.sharing(accounts.clone());
+        store.announce(BOB);
+        assert!(rx.try_recv().is_err(), "no state yet: nothing to announce");
+        store.publish(BOB, Published::with_doc(true, doc(PHONE)), HOUR).unwrap();
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
+        assert!(accounts.set_share_status("bob", false).unwrap());
+        store.announce(BOB);
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
+        let live = store.live(BOB).unwrap();
+        assert!(live.online && live.doc.is_none());
+        assert!(!accounts.set_share_status("bob", false).unwrap(), "unchanged");
+        assert!(accounts.set_share_status("bob", true).unwrap());
+        assert!(store.live(BOB).unwrap().doc.is_some());
     }
 
     #[test]

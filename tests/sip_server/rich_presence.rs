@@ -1,10 +1,14 @@
 //! Issue 16: rich presence over SIP: what a user publishes (activities, notes, capabilities)
 //! reaches single-presentity watchers of his number and of his SIP URI as the same
 //! document, valid against the PIDF, data-model and RPID schemas; "share my status" off
-//! hides it; hostile and oversize PUBLISH bodies are refused.
+//! hides it, and a user sets it himself over HTTP on the running server, his watchers told
+//! at once; hostile and oversize PUBLISH bodies are refused.
 
+use super::list_subscribe::parts;
+use crate::common::http::*;
 use crate::common::peer::{Msg, Peer};
 use crate::common::*;
+use serde_json::json;
 use smart_presence::index::Source;
 
 /// What liblinphone 5.1.65 publishes for "on the phone" with a note
@@ -106,4 +110,91 @@ async fn hostile_and_oversize_publish_bodies_are_refused() {
     assert_eq!(publish(&s, "h4", &bomb, "Content-Encoding: deflate\r\n").await.status(), Some(413));
     // The same document at a sane size is taken.
     assert_eq!(publish(&s, "h5", RICH.as_bytes(), "").await.status(), Some(200));
+}
+
+/// A list watcher (alice) of `entry`, its first NOTIFY taken.
+async fn watch_list(s: &TestServer, entry: &str, branch: &str) -> Peer {
+    let mut p = Peer::udp(s.udp()).await;
+    let l = p.local();
+    p.send(list_subscribe("UDP", l, branch, "", &resource_list(&[entry.to_string()])).as_bytes()).await;
+    let mut early = Vec::new();
+    assert_eq!(p.response(&mut early).await.status(), Some(200));
+    if early.is_empty() {
+        p.notify(200).await;
+    }
+    p
+}
+
+/// The PIDF a NOTIFY carries: the body of a single-presentity one, the resource's part
+/// of a list one.
+fn pidf(n: &Msg) -> String {
+    let multipart = n.header("Content-Type").is_some_and(|ct| ct.starts_with("multipart/"));
+    if !multipart {
+        return n.body();
+    }
+    parts(n).into_iter().map(|(_, b)| b).find(|b| b.contains("<presence")).unwrap_or_else(|| panic!("no PIDF part: {}", n.body()))
+}
+
+/// Whether `doc` shows bob's rich presence, and shows him (open, his contact) at all.
+fn shows(doc: &str, rich: bool) {
+    assert!(doc.contains("<basic>open</basic>") && doc.contains(">sip:bob@example.org</contact>"), "still a user: {doc}");
+    for part in ["<rpid:on-the-phone/>", "In a call", "groupchat"] {
+        assert_eq!(doc.contains(part), rich, "{part} (shared: {rich}): {doc}");
+    }
+    xmllint("pidf-with-extensions.xsd", doc.as_bytes());
+}
+
+#[tokio::test]
+async fn a_user_sets_share_status_over_http_and_his_watchers_are_told() {
+    let s = TestServer::start_with(|c| {
+        c.provisioning.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.notify.min_interval_ms = 100;
+        c.presence.notify_interval_secs = 1;
+    })
+    .await;
+    let api = s.server.provisioning_addr().unwrap();
+    s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
+    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let bob = basic("bob", "b0b");
+    let json_auth = [("Content-Type", "application/json"), ("Authorization", bob.as_str())];
+    let put = |body: &'static str| http(api, "PUT", "/v1/account/settings", &json_auth, body);
+
+    let mut by_sip = watch(&s, "sip:bob@example.org", "w1").await;
+    let mut by_list = watch_list(&s, "sip:+33612345678@example.org;user=phone", "w2").await;
+    assert_eq!(publish(&s, "p1", RICH.as_bytes(), "").await.status(), Some(200));
+    for w in [&mut by_sip, &mut by_list] {
+        shows(&pidf(&w.notify(200).await), true);
+    }
+    let got = http(api, "GET", "/v1/account/settings", &json_auth, "").await;
+    assert_eq!((got.status, got.json()), (200, json!({"share_status": true})), "on by default");
+
+    // Off, on the running server: each watcher is told, without a new PUBLISH.
+    let off = put(r#"{"share_status": false}"#).await;
+    assert_eq!((off.status, off.json()), (200, json!({"share_status": false})), "{}", off.body);
+    for w in [&mut by_sip, &mut by_list] {
+        shows(&pidf(&w.notify(200).await), false);
+    }
+    let got = http(api, "GET", "/v1/account/settings", &json_auth, "").await;
+    assert_eq!(got.json(), json!({"share_status": false}));
+
+    // On again: what he published comes back.
+    assert_eq!(put(r#"{"share_status": true}"#).await.status, 200);
+    for w in [&mut by_sip, &mut by_list] {
+        shows(&pidf(&w.notify(200).await), true);
+    }
+
+    // Without credentials: 401 with challenges; a bad body: 400, nothing changed.
+    for method in ["GET", "PUT"] {
+        let r = http(api, method, "/v1/account/settings", &[("Content-Type", "application/json")], r#"{"share_status": false}"#).await;
+        assert_eq!(r.status, 401, "{method}: {}", r.body);
+        assert!(!r.headers("WWW-Authenticate").is_empty());
+    }
+    for bad in [r#"{"share_status": false, "invisible": true}"#, r#"{"share_status": "off"}"#, "{}", "share_status=false"] {
+        let r = put(bad).await;
+        assert_eq!((r.status, r.error().as_str()), (400, "malformed_json"), "{bad}: {}", r.body);
+    }
+    let r = http(api, "PUT", "/v1/account/settings", &[("Authorization", bob.as_str())], r#"{"share_status": false}"#).await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    let got = http(api, "GET", "/v1/account/settings", &json_auth, "").await;
+    assert_eq!(got.json(), json!({"share_status": true}), "unchanged by the refused requests");
 }
