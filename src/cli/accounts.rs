@@ -3,7 +3,9 @@
 //!
 //! Works on the data directory directly, through the `Accounts` handle. sled lets one
 //! process open a database, so while the server runs this refuses with a clear message:
-//! create accounts through the provisioning service then, or stop the server.
+//! create accounts through the provisioning service then, or stop the server. "Share my
+//! status" is the user's own on a running server (`PUT /v1/account/settings`); this command
+//! cannot tell his watchers (no server here), which see it at their next NOTIFY about him.
 
 use crate::accounts::{self, Accounts};
 use crate::config::Config;
@@ -23,7 +25,9 @@ pub enum AccountsCommand {
     /// List accounts with their numbers.
     List,
     /// "Share my status": `on` (the default), watchers get what the user publishes
-    /// (activities, notes, capabilities); `off`, they see only that he is a user.
+    /// (activities, notes, capabilities); `off`, they see only that he is a user. Only while
+    /// the server is stopped: on a running server the user sets it himself with
+    /// `PUT /v1/account/settings` on the provisioning API, and his watchers are told at once.
     ShareStatus {
         username: String,
         #[arg(value_parser = ["on", "off"])]
@@ -34,7 +38,7 @@ pub enum AccountsCommand {
 pub fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
     let dir = accounts::dir_in(&config.data_dir);
     let store = Accounts::open(&dir, &config.domain).with_context(|| {
-        format!("cannot open {} (is the server running? stop it, or use the provisioning API)", dir.display())
+        format!("cannot open {} (is the server running? stop it, or use the provisioning API: share-status is PUT /v1/account/settings)", dir.display())
     })?;
     match cmd {
         AccountsCommand::Add { username, password, numbers } => add(&store, config, &username, &password, &numbers),
