@@ -74,7 +74,8 @@ impl PresenceStore {
     }
 
     /// Announces `uri` as changed though nothing was published: his "share my status"
-    /// changed, so his watchers must read him again. Nothing when he has no state yet.
+    /// changed, so his watchers must read him again. Nothing when he has no rich presence
+    /// (then the setting shows nothing).
     pub fn announce(&self, uri: &str) {
         self.store.announce(uri)
     }
@@ -166,7 +167,11 @@ mod tests {
         let store = store.sharing(accounts.clone());
         store.announce(BOB);
         assert!(rx.try_recv().is_err(), "no state yet: nothing to announce");
-        store.publish(BOB, Published::with_doc(true, doc(PHONE)), HOUR).unwrap();
+        let tag = store.publish(BOB, Published::basic(true), HOUR).unwrap();
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
+        store.announce(BOB);
+        assert!(rx.try_recv().is_err(), "no rich presence: the setting shows nothing");
+        store.update(BOB, &tag, Some(Published::with_doc(true, doc(PHONE))), HOUR).unwrap();
         assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
         assert!(accounts.set_share_status("bob", false).unwrap());
         store.announce(BOB);
@@ -174,6 +179,8 @@ mod tests {
         let live = store.live(BOB).unwrap();
         assert!(live.online && live.doc.is_none());
         assert!(!accounts.set_share_status("bob", false).unwrap(), "unchanged");
+        assert!(matches!(accounts.settings("nobody"), Err(crate::accounts::AccountError::NotFound(_))));
+        assert!(matches!(accounts.set_share_status("nobody", false), Err(crate::accounts::AccountError::NotFound(_))));
         assert!(accounts.set_share_status("bob", true).unwrap());
         assert!(store.live(BOB).unwrap().doc.is_some());
     }

@@ -45,7 +45,9 @@ pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let changed = account_call(move || accounts.set_share_status(&user, b.share_status)).await?;
     if changed {
         tracing::info!(user = %account.username, share_status = b.share_status, "share my status changed");
-        s.presence.announce(&account.sip_uri());
+        // Keyed as the presence store keys him (the identity his PUBLISH is taken as).
+        let uri = account.sip_uri();
+        s.presence.announce(&crate::identity::aor(&uri).unwrap_or(uri));
     }
     Ok(Json(json!({"share_status": b.share_status})).into_response())
 }

@@ -141,7 +141,7 @@ impl PublicationStore for MemoryPublications {
     }
 
     fn announce(&self, uri: &str) {
-        if self.inner.lock().last.contains_key(uri) {
+        if self.inner.lock().last.get(uri).is_some_and(|l| l.doc.is_some()) {
             let _ = self.changes.send(uri.into());
         }
     }
