@@ -27,9 +27,19 @@ const RICH: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </presence>"#;
 
 async fn watch(s: &TestServer, target: &str, branch: &str) -> Peer {
+    subscribed(s, |l| presentity_subscribe(target, l, branch, "")).await
+}
+
+/// A list watcher (alice) of `entry`, its first NOTIFY taken.
+async fn watch_list(s: &TestServer, entry: &str, branch: &str) -> Peer {
+    subscribed(s, |l| list_subscribe("UDP", l, branch, "", &resource_list(&[entry.to_string()]))).await
+}
+
+/// A watcher over UDP that sent the SUBSCRIBE `request` writes, 200 and first NOTIFY taken.
+async fn subscribed(s: &TestServer, request: impl FnOnce(std::net::SocketAddr) -> String) -> Peer {
     let mut p = Peer::udp(s.udp()).await;
     let l = p.local();
-    p.send(presentity_subscribe(target, l, branch, "").as_bytes()).await;
+    p.send(request(l).as_bytes()).await;
     let mut early = Vec::new();
     assert_eq!(p.response(&mut early).await.status(), Some(200));
     if early.is_empty() {
@@ -110,19 +120,6 @@ async fn hostile_and_oversize_publish_bodies_are_refused() {
     assert_eq!(publish(&s, "h4", &bomb, "Content-Encoding: deflate\r\n").await.status(), Some(413));
     // The same document at a sane size is taken.
     assert_eq!(publish(&s, "h5", RICH.as_bytes(), "").await.status(), Some(200));
-}
-
-/// A list watcher (alice) of `entry`, its first NOTIFY taken.
-async fn watch_list(s: &TestServer, entry: &str, branch: &str) -> Peer {
-    let mut p = Peer::udp(s.udp()).await;
-    let l = p.local();
-    p.send(list_subscribe("UDP", l, branch, "", &resource_list(&[entry.to_string()])).as_bytes()).await;
-    let mut early = Vec::new();
-    assert_eq!(p.response(&mut early).await.status(), Some(200));
-    if early.is_empty() {
-        p.notify(200).await;
-    }
-    p
 }
 
 /// The PIDF a NOTIFY carries: the body of a single-presentity one, the resource's part
