@@ -24,10 +24,12 @@ pub enum AccountsCommand {
     },
     /// List accounts with their numbers.
     List,
-    /// "Share my status": `on` (the default), watchers get what the user publishes
-    /// (activities, notes, capabilities); `off`, they see only that he is a user. Only while
-    /// the server is stopped: on a running server the user sets it himself with
-    /// `PUT /v1/account/settings` on the provisioning API, and his watchers are told at once.
+    /// Set a user's "share my status", only while the server is stopped.
+    ///
+    /// `on` (the default): watchers get what the user publishes (activities, notes,
+    /// capabilities); `off`: they see only that he is a user. On a running server the user
+    /// sets it himself with `PUT /v1/account/settings` on the provisioning API, and his
+    /// watchers are told at once.
     ShareStatus {
         username: String,
         #[arg(value_parser = ["on", "off"])]
