@@ -80,6 +80,20 @@ impl PresenceStore {
         self.store.announce(uri)
     }
 
+    /// Sets "share my status" of `username` in `accounts` (the ones this store reads it
+    /// from) and, when it changed, announces him: the one way a running server changes it
+    /// (provisioning and admin routes). True when it changed. Blocking (a durable write).
+    pub fn set_share_status(&self, accounts: &crate::accounts::Accounts, username: &str, share: bool) -> Result<bool, crate::accounts::AccountError> {
+        let changed = accounts.set_share_status(username, share)?;
+        if changed {
+            tracing::info!(user = %username, share_status = share, "share my status changed");
+            // Keyed as the presence store keys him (the identity his PUBLISH is taken as).
+            let uri = format!("sip:{username}@{}", accounts.realm());
+            self.announce(&crate::identity::aor(&uri).unwrap_or(uri));
+        }
+        Ok(changed)
+    }
+
     /// Drops expired publications; returns how many.
     pub fn expire(&self, now: Instant) -> usize {
         self.store.expire(now)
@@ -173,12 +187,12 @@ mod tests {
         assert!(rx.try_recv().is_err(), "no rich presence: the setting shows nothing");
         store.update(BOB, &tag, Some(Published::with_doc(true, doc(PHONE))), HOUR).unwrap();
         assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
-        assert!(accounts.set_share_status("bob", false).unwrap());
-        store.announce(BOB);
-        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
+        assert!(store.set_share_status(&accounts, "bob", false).unwrap());
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB, "announced");
         let live = store.live(BOB).unwrap();
         assert!(live.online && live.doc.is_none());
-        assert!(!accounts.set_share_status("bob", false).unwrap(), "unchanged");
+        assert!(!store.set_share_status(&accounts, "bob", false).unwrap(), "unchanged");
+        assert!(rx.try_recv().is_err(), "unchanged: not announced");
         assert!(matches!(accounts.settings("nobody"), Err(crate::accounts::AccountError::NotFound(_))));
         assert!(matches!(accounts.set_share_status("nobody", false), Err(crate::accounts::AccountError::NotFound(_))));
         assert!(accounts.set_share_status("bob", true).unwrap());

@@ -1,11 +1,10 @@
 //! The account's own settings over HTTP (`/v1/account/settings`, in
 //! `docs/provisioning.openapi.yaml`): today "share my status" only.
 //!
-//! The setting is the account store's (`Accounts::settings`, `set_share_status`); the
-//! presence store reads it at every read. When it changes this file announces the user
-//! to the presence layer (`PresenceStore::announce`), so that each of his watchers gets a
-//! NOTIFY showing the change, within the usual per-presentity rate limit. Owns the
-//! requests and answers only.
+//! The setting is the account store's (`Accounts::settings`); the presence store reads it
+//! at every read, and is the one to change it (`PresenceStore::set_share_status`), so that
+//! each of his watchers gets a NOTIFY showing the change, within the usual per-presentity
+//! rate limit. Owns the requests and answers only.
 
 use super::api::{authenticated, json_body, ApiError};
 use super::Service;
@@ -41,14 +40,8 @@ pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let account = authenticated(&s, &parts).await?;
     let b: SettingsIn = json_body(&parts.headers, body, s.config.max_body_bytes).await?;
-    let (accounts, user) = (s.accounts.clone(), account.username.clone());
-    let changed = account_call(move || accounts.set_share_status(&user, b.share_status)).await?;
-    if changed {
-        tracing::info!(user = %account.username, share_status = b.share_status, "share my status changed");
-        // Keyed as the presence store keys him (the identity his PUBLISH is taken as).
-        let uri = account.sip_uri();
-        s.presence.announce(&crate::identity::aor(&uri).unwrap_or(uri));
-    }
+    let st = s.clone();
+    account_call(move || st.presence.set_share_status(&st.accounts, &account.username, b.share_status)).await?;
     Ok(Json(json!({"share_status": b.share_status})).into_response())
 }
 

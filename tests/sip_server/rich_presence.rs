@@ -195,3 +195,40 @@ async fn a_user_sets_share_status_over_http_and_his_watchers_are_told() {
     let got = http(api, "GET", "/v1/account/settings", &json_auth, "").await;
     assert_eq!(got.json(), json!({"share_status": true}), "unchanged by the refused requests");
 }
+
+/// The operator's `smart-presence accounts share-status` reaches the running server through
+/// its admin endpoint: stored, and the user's watchers told at once, as over HTTP.
+#[tokio::test]
+async fn the_cli_sets_share_status_on_the_running_server() {
+    let s = TestServer::start_with(|c| {
+        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.notify.min_interval_ms = 100;
+        c.presence.notify_interval_secs = 1;
+    })
+    .await;
+    s.server.accounts().create("bob", "b0b", &[]).unwrap();
+    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let config = s.dir.path().join("cli.toml");
+    let admin = s.server.admin_addr().unwrap();
+    std::fs::write(&config, format!("data_dir = \"{}\"\n[admin]\nlisten = \"{admin}\"\n", s.dir.path().display())).unwrap();
+    let cli = |args: &'static [&'static str]| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_smart-presence")).args(["accounts", "--config"]).arg(&config).args(args).output().unwrap()
+        })
+    };
+
+    let mut by_sip = watch(&s, "sip:bob@example.org", "c1").await;
+    assert_eq!(publish(&s, "c2", RICH.as_bytes(), "").await.status(), Some(200));
+    shows(&pidf(&by_sip.notify(200).await), true);
+    let out = cli(&["share-status", "bob", "off"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("running server"));
+    shows(&pidf(&by_sip.notify(200).await), false);
+    assert!(!s.server.accounts().settings("bob").unwrap().share_status);
+
+    let out = cli(&["share-status", "nobody", "on"]).await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404") && err.contains("nobody"), "{err}");
+}
