@@ -1,8 +1,9 @@
 //! Issue 16: rich presence over SIP: what a user publishes (activities, notes, capabilities)
 //! reaches single-presentity watchers of his number and of his SIP URI as the same
 //! document, valid against the PIDF, data-model and RPID schemas; "share my status" off
-//! hides it, and a user sets it himself over HTTP on the running server, his watchers told
-//! at once; hostile and oversize PUBLISH bodies are refused.
+//! hides it, and a user sets it himself over HTTP (the operator with the CLI, through the
+//! admin endpoint) on the running server, his watchers told at once; hostile and oversize
+//! PUBLISH bodies are refused.
 
 use super::list_subscribe::parts;
 use crate::common::http::*;
@@ -25,6 +26,20 @@ const RICH: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
  <dm:person id="xof.q."><rpid:activities><rpid:on-the-phone/></rpid:activities><timestamp>2026-12-03T07:04:18Z</timestamp></dm:person>
  <x:where>secret</x:where>
 </presence>"#;
+
+/// A server that notifies quickly (changes of a presentity at most once a second), with
+/// account `bob` (password `b0b`) whose number is bound to him; `tune` adds to the config.
+async fn with_bob(tune: impl FnOnce(&mut smart_presence::config::Config)) -> TestServer {
+    let s = TestServer::start_with(|c| {
+        c.notify.min_interval_ms = 100;
+        c.presence.notify_interval_secs = 1;
+        tune(c);
+    })
+    .await;
+    s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
+    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    s
+}
 
 async fn watch(s: &TestServer, target: &str, branch: &str) -> Peer {
     subscribed(s, |l| presentity_subscribe(target, l, branch, "")).await
@@ -65,13 +80,7 @@ fn without_entity(body: &str, entity: &str) -> String {
 
 #[tokio::test]
 async fn rich_presence_reaches_number_and_sip_watchers_alike_unless_not_shared() {
-    let s = TestServer::start_with(|c| {
-        c.notify.min_interval_ms = 100;
-        c.presence.notify_interval_secs = 1;
-    })
-    .await;
-    s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
-    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let s = with_bob(|_| {}).await;
     let by_number = "sip:+33612345678@example.org;user=phone";
     let mut number_watcher = watch(&s, by_number, "w1").await;
     let mut sip_watcher = watch(&s, "sip:bob@example.org", "w2").await;
@@ -143,23 +152,17 @@ fn shows(doc: &str, rich: bool) {
 
 #[tokio::test]
 async fn a_user_sets_share_status_over_http_and_his_watchers_are_told() {
-    let s = TestServer::start_with(|c| {
-        c.provisioning.listen = Some("127.0.0.1:0".parse().unwrap());
-        c.notify.min_interval_ms = 100;
-        c.presence.notify_interval_secs = 1;
-    })
-    .await;
+    let s = with_bob(|c| c.provisioning.listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let api = s.server.provisioning_addr().unwrap();
-    s.server.accounts().create("bob", "b0b", &["+33612345678".parse().unwrap()]).unwrap();
-    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
     let bob = basic("bob", "b0b");
     let json_auth = [("Content-Type", "application/json"), ("Authorization", bob.as_str())];
     let put = |body: &'static str| http(api, "PUT", "/v1/account/settings", &json_auth, body);
 
     let mut by_sip = watch(&s, "sip:bob@example.org", "w1").await;
     let mut by_list = watch_list(&s, "sip:+33612345678@example.org;user=phone", "w2").await;
+    let mut by_number = watch(&s, "sip:+33612345678@example.org;user=phone", "w3").await;
     assert_eq!(publish(&s, "p1", RICH.as_bytes(), "").await.status(), Some(200));
-    for w in [&mut by_sip, &mut by_list] {
+    for w in [&mut by_sip, &mut by_list, &mut by_number] {
         shows(&pidf(&w.notify(200).await), true);
     }
     let got = http(api, "GET", "/v1/account/settings", &json_auth, "").await;
@@ -168,7 +171,7 @@ async fn a_user_sets_share_status_over_http_and_his_watchers_are_told() {
     // Off, on the running server: each watcher is told, without a new PUBLISH.
     let off = put(r#"{"share_status": false}"#).await;
     assert_eq!((off.status, off.json()), (200, json!({"share_status": false})), "{}", off.body);
-    for w in [&mut by_sip, &mut by_list] {
+    for w in [&mut by_sip, &mut by_list, &mut by_number] {
         shows(&pidf(&w.notify(200).await), false);
     }
     let got = http(api, "GET", "/v1/account/settings", &json_auth, "").await;
@@ -176,7 +179,7 @@ async fn a_user_sets_share_status_over_http_and_his_watchers_are_told() {
 
     // On again: what he published comes back.
     assert_eq!(put(r#"{"share_status": true}"#).await.status, 200);
-    for w in [&mut by_sip, &mut by_list] {
+    for w in [&mut by_sip, &mut by_list, &mut by_number] {
         shows(&pidf(&w.notify(200).await), true);
     }
 
@@ -200,14 +203,7 @@ async fn a_user_sets_share_status_over_http_and_his_watchers_are_told() {
 /// its admin endpoint: stored, and the user's watchers told at once, as over HTTP.
 #[tokio::test]
 async fn the_cli_sets_share_status_on_the_running_server() {
-    let s = TestServer::start_with(|c| {
-        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-        c.notify.min_interval_ms = 100;
-        c.presence.notify_interval_secs = 1;
-    })
-    .await;
-    s.server.accounts().create("bob", "b0b", &[]).unwrap();
-    s.server.index().bind("+33612345678".parse().unwrap(), "sip:bob@example.org", Source::Admin).unwrap();
+    let s = with_bob(|c| c.admin.listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let config = s.dir.path().join("cli.toml");
     let admin = s.server.admin_addr().unwrap();
     std::fs::write(&config, format!("data_dir = \"{}\"\n[admin]\nlisten = \"{admin}\"\n", s.dir.path().display())).unwrap();
