@@ -236,7 +236,6 @@ impl Accounts {
         self.store.remove(username)
     }
 
-    /// Every account, in username order.
     /// Whether the user at `uri` (`sip:username@domain`) shares his status ("share my
     /// status"): true for a URI that names no account of this domain (the default), and
     /// false when the store cannot tell (it fails closed, logged).
@@ -254,14 +253,26 @@ impl Accounts {
         }
     }
 
-    /// Sets "share my status" for `username` (an existing account).
-    pub fn set_share_status(&self, username: &str, share: bool) -> Result<(), AccountError> {
-        let _w = self.write.lock();
-        let mut s = self.store.settings(username)?;
-        s.share_status = share;
-        self.store.set_settings(username, &s)
+    /// The settings of `username` ([`AccountError::NotFound`] when there is no such account).
+    pub fn settings(&self, username: &str) -> Result<Settings, AccountError> {
+        if self.stored(username)?.is_none() {
+            return Err(AccountError::NotFound(username.to_string()));
+        }
+        self.store.settings(username)
     }
 
+    /// Sets "share my status" for `username` (an existing account); true when it changed.
+    /// Watchers learn of it only through whoever calls this (`PresenceStore::announce`).
+    pub fn set_share_status(&self, username: &str, share: bool) -> Result<bool, AccountError> {
+        let _w = self.write.lock();
+        let mut s = self.store.settings(username)?;
+        let changed = s.share_status != share;
+        s.share_status = share;
+        self.store.set_settings(username, &s)?;
+        Ok(changed)
+    }
+
+    /// Every account, in username order.
     pub fn list(&self) -> Result<Vec<Account>, AccountError> {
         self.store.list()
     }

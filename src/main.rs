@@ -159,7 +159,7 @@ fn main() -> std::process::ExitCode {
             Command::Accounts { config, command } => {
                 let config = load_config(config.as_ref())?;
                 init_logging("warn", LogFormat::Text);
-                smart_presence::cli::accounts::run(command, &config)
+                smart_presence::cli::accounts::run(command, &config).await
             }
             Command::CheckConfig { file } => {
                 let config = Config::load(&file)?;

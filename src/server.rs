@@ -77,13 +77,13 @@ impl Server {
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
         let metrics = (config.metrics.enabled && config.admin.listen.is_some()).then(|| Arc::new(Metrics::new()));
-        if let Some(a) = &admin {
-            a.serve(index.clone(), budget.clone(), metrics.clone());
-        }
-        let admin = admin.map(|a| a.addr());
         let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
         let publications = Arc::new(publications);
         let presence = Arc::new(PresenceStore::with_store(publications.clone()).sharing(accounts.clone()));
+        if let Some(a) = &admin {
+            a.serve_with_accounts(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone());
+        }
+        let admin = admin.map(|a| a.addr());
         let books = open_books(config)?;
         let for_http = crate::provisioning::Books { books: books.clone(), presence: presence.clone() };
         let provisioning = crate::provisioning::start(

@@ -182,6 +182,11 @@ fn accounts_add_and_list_on_the_data_directory() {
     assert!(!again.status.success(), "a taken username is refused");
     let list = Command::new(bin).args(["accounts", "--config"]).arg(&config).arg("list").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&list.stdout), "sip:alice@example.org\t+33612345678\n");
+    // No server (no admin endpoint configured): on the data directory.
+    let share = Command::new(bin).args(["accounts", "--config"]).arg(&config).args(["share-status", "alice", "off"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&share.stdout), "alice: share status off\n", "{}", String::from_utf8_lossy(&share.stderr));
+    let unknown = Command::new(bin).args(["accounts", "--config"]).arg(&config).args(["share-status", "bob", "off"]).output().unwrap();
+    assert!(!unknown.status.success(), "no such account");
 }
 
 #[test]

@@ -1,15 +1,18 @@
 //! The admin HTTP endpoint (`[admin] listen`): the operator's routes on one listener,
 //! documented in `docs/admin.openapi.yaml`. `bindings` (the index: bindings,
 //! import/export, stats; also what the `bindings` CLI talks to) and `budget` (discovery
-//! budgets); `stream` carries bodies to and from the blocking index calls; `auth` is the
-//! bearer token (`[admin] token`) every route but the health checks requires when set.
+//! budgets), `accounts` (an account's settings: "share my status", what the `accounts
+//! share-status` CLI talks to); `stream` carries bodies to and from the blocking index
+//! calls; `auth` is the bearer token (`[admin] token`) every route but the health checks
+//! requires when set.
 //!
 //! The listener is bound first thing at start, so that `/health/ready` answers (503) while
 //! the stores open; the other routes answer 503 until [`Admin::serve`] hands them the
-//! handles. Routes use the handles (`Index`, `Budget`) only; this module must not open a
-//! store nor serve SIP or the provisioning API. Connections are accepted and capped by
+//! handles. Routes use the handles (`Index`, `Budget`, `Accounts`, `PresenceStore`) only;
+//! this module must not open a store nor serve SIP or the provisioning API. Connections are accepted and capped by
 //! `http_listener`.
 
+mod accounts;
 pub mod auth;
 pub mod bindings;
 mod budget;
@@ -53,6 +56,12 @@ impl Admin {
     /// Starts serving every route, over the now open stores.
     pub fn serve(&self, index: Index, budget: Budget, metrics: Option<Arc<crate::metrics::Metrics>>) {
         let _ = self.routes.set(router(index, budget, metrics));
+    }
+
+    /// The same with the account routes (the server's: its accounts and the presence store
+    /// that reads their settings).
+    pub fn serve_with_accounts(&self, index: Index, budget: Budget, metrics: Option<Arc<crate::metrics::Metrics>>, accounts: crate::accounts::Accounts, presence: Arc<crate::presence::PresenceStore>) {
+        let _ = self.routes.set(router(index, budget, metrics).merge(accounts::router(accounts, presence)));
     }
 }
 

@@ -3,8 +3,13 @@
 //!
 //! Works on the data directory directly, through the `Accounts` handle. sled lets one
 //! process open a database, so while the server runs this refuses with a clear message:
-//! create accounts through the provisioning service then, or stop the server.
+//! create accounts through the provisioning service then, or stop the server. `share-status`
+//! goes through the running server's admin endpoint when one answers (`PUT
+//! /accounts/{username}/settings`: his watchers are told at once), else works on the data
+//! directory (no server: watchers see it in their NOTIFYs after the start). The user sets
+//! it himself with `PUT /v1/account/settings` on the provisioning API.
 
+use super::bindings::{api_error, encode_path_segment, Client};
 use crate::accounts::{self, Accounts};
 use crate::config::Config;
 use crate::numbers::normalize;
@@ -22,8 +27,12 @@ pub enum AccountsCommand {
     },
     /// List accounts with their numbers.
     List,
-    /// "Share my status": `on` (the default), watchers get what the user publishes
-    /// (activities, notes, capabilities); `off`, they see only that he is a user.
+    /// Set a user's "share my status" (through the admin endpoint when the server runs).
+    ///
+    /// `on` (the default): watchers get what the user publishes (activities, notes,
+    /// capabilities); `off`: they see only that he is a user. On a running server (reached
+    /// at `[admin] listen`) his watchers are told at once. The user sets it himself with
+    /// `PUT /v1/account/settings` on the provisioning API.
     ShareStatus {
         username: String,
         #[arg(value_parser = ["on", "off"])]
@@ -31,10 +40,15 @@ pub enum AccountsCommand {
     },
 }
 
-pub fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
+pub async fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
+    if let AccountsCommand::ShareStatus { username, share } = &cmd {
+        if let Some(client) = admin_client(config).await? {
+            return share_remote(&client, username, share).await;
+        }
+    }
     let dir = accounts::dir_in(&config.data_dir);
     let store = Accounts::open(&dir, &config.domain).with_context(|| {
-        format!("cannot open {} (is the server running? stop it, or use the provisioning API)", dir.display())
+        format!("cannot open {} (is the server running? stop it, or use the provisioning API; share-status reaches a running server through its [admin] listen)", dir.display())
     })?;
     match cmd {
         AccountsCommand::Add { username, password, numbers } => add(&store, config, &username, &password, &numbers),
@@ -51,6 +65,25 @@ pub fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The running server's admin endpoint, when one is configured and answers.
+async fn admin_client(config: &Config) -> anyhow::Result<Option<Client>> {
+    let Some(addr) = config.admin.listen else { return Ok(None) };
+    let token = crate::admin::auth::configured_token(&config.admin)?;
+    Client::connect(addr, token).await
+}
+
+/// `share-status` on the running server: stored, and his watchers told.
+async fn share_remote(c: &Client, username: &str, share: &str) -> anyhow::Result<()> {
+    let path = format!("/accounts/{}/settings", encode_path_segment(username));
+    let body = serde_json::to_vec(&serde_json::json!({"share_status": share == "on"}))?;
+    let (status, answer) = c.request("PUT", &path, Some("application/json"), Client::full(body)).await?;
+    if status != 200 {
+        return Err(api_error(status, &answer));
+    }
+    println!("{username}: share status {share} (running server: his watchers are told)");
+    Ok(())
 }
 
 fn add(store: &Accounts, config: &Config, username: &str, password: &str, numbers: &[String]) -> anyhow::Result<()> {

@@ -198,7 +198,7 @@ async fn direct(index: Index, cmd: BindingsCommand, region: Option<Region>) -> a
     .await?
 }
 
-fn encode_path_segment(s: &str) -> String {
+pub(super) fn encode_path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -218,7 +218,7 @@ type ReqBody = BoxBody<Bytes, std::io::Error>;
 
 /// A minimal HTTP/1.1 client for the admin endpoint (one connection per request), sending
 /// the configured bearer token (`[admin] token`) when there is one.
-struct Client {
+pub(super) struct Client {
     addr: SocketAddr,
     token: Option<String>,
 }
@@ -226,7 +226,7 @@ struct Client {
 impl Client {
     /// `Ok(None)` when nothing listens (connection refused); an error when something
     /// answers that is not our admin endpoint.
-    async fn connect(addr: SocketAddr, token: Option<String>) -> anyhow::Result<Option<Client>> {
+    pub(super) async fn connect(addr: SocketAddr, token: Option<String>) -> anyhow::Result<Option<Client>> {
         let probe = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
         match probe {
             Ok(Ok(_)) => {}
@@ -254,7 +254,7 @@ impl Client {
         Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
     }
 
-    fn full(b: impl Into<Bytes>) -> ReqBody {
+    pub(super) fn full(b: impl Into<Bytes>) -> ReqBody {
         Full::new(b.into()).map_err(|never| match never {}).boxed()
     }
 
@@ -290,7 +290,7 @@ impl Client {
         sender.send_request(req).await.with_context(|| format!("{method} {path} on {}", self.addr))
     }
 
-    async fn request(
+    pub(super) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -304,7 +304,7 @@ impl Client {
     }
 }
 
-fn api_error(status: u16, body: &[u8]) -> anyhow::Error {
+pub(super) fn api_error(status: u16, body: &[u8]) -> anyhow::Error {
     let msg = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))

@@ -9,7 +9,8 @@
 //! [`Published`], [`PublishError`]) are defined in `storage::presence`. Every
 //! change is sent on the channel given at creation, for the subscription layer to notify
 //! watchers. With the accounts ([`PresenceStore::sharing`]), a user who turned "share my
-//! status" off is read without his rich presence: watchers see only that he is a user.
+//! status" off is read without his rich presence: watchers see only that he is a user;
+//! [`PresenceStore::announce`] tells them when that setting changes.
 //! It must not know about subscriptions or SIP messages.
 
 use crate::storage::PublicationStore;
@@ -70,6 +71,27 @@ impl PresenceStore {
             live.doc = None;
         }
         Some(live)
+    }
+
+    /// Announces `uri` as changed though nothing was published: his "share my status"
+    /// changed, so his watchers must read him again. Nothing when he has no rich presence
+    /// (then the setting shows nothing).
+    pub fn announce(&self, uri: &str) {
+        self.store.announce(uri)
+    }
+
+    /// Sets "share my status" of `username` in `accounts` (the ones this store reads it
+    /// from) and, when it changed, announces him: the one way a running server changes it
+    /// (provisioning and admin routes). True when it changed. Blocking (a durable write).
+    pub fn set_share_status(&self, accounts: &crate::accounts::Accounts, username: &str, share: bool) -> Result<bool, crate::accounts::AccountError> {
+        let changed = accounts.set_share_status(username, share)?;
+        if changed {
+            tracing::info!(user = %username, share_status = share, "share my status changed");
+            // Keyed as the presence store keys him (the identity his PUBLISH is taken as).
+            let uri = format!("sip:{username}@{}", accounts.realm());
+            self.announce(&crate::identity::aor(&uri).unwrap_or(uri));
+        }
+        Ok(changed)
     }
 
     /// Drops expired publications; returns how many.
@@ -148,6 +170,33 @@ mod tests {
         let kept = live.doc.unwrap();
         assert!(kept.person.is_none() && kept.notes.is_empty());
         assert_eq!(&*kept.capabilities[0].id, "groupchat");
+    }
+
+    #[test]
+    fn a_setting_change_is_announced_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = crate::accounts::Accounts::open(dir.path(), "example.org").unwrap();
+        accounts.create("bob", "x", &[]).unwrap();
+        let (store, mut rx) = PresenceStore::new();
+        let store = store.sharing(accounts.clone());
+        store.announce(BOB);
+        assert!(rx.try_recv().is_err(), "no state yet: nothing to announce");
+        let tag = store.publish(BOB, Published::basic(true), HOUR).unwrap();
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
+        store.announce(BOB);
+        assert!(rx.try_recv().is_err(), "no rich presence: the setting shows nothing");
+        store.update(BOB, &tag, Some(Published::with_doc(true, doc(PHONE))), HOUR).unwrap();
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB);
+        assert!(store.set_share_status(&accounts, "bob", false).unwrap());
+        assert_eq!(rx.try_recv().unwrap().as_ref(), BOB, "announced");
+        let live = store.live(BOB).unwrap();
+        assert!(live.online && live.doc.is_none());
+        assert!(!store.set_share_status(&accounts, "bob", false).unwrap(), "unchanged");
+        assert!(rx.try_recv().is_err(), "unchanged: not announced");
+        assert!(matches!(accounts.settings("nobody"), Err(crate::accounts::AccountError::NotFound(_))));
+        assert!(matches!(accounts.set_share_status("nobody", false), Err(crate::accounts::AccountError::NotFound(_))));
+        assert!(accounts.set_share_status("bob", true).unwrap());
+        assert!(store.live(BOB).unwrap().doc.is_some());
     }
 
     #[test]

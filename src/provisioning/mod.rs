@@ -5,7 +5,8 @@
 //! provisions the SIP account of that number (created on first use); the account, once
 //! authenticated, makes its verified numbers smart entries (bindings in the index, so list
 //! watchers are notified), queries address books (charged to the discovery budget) and
-//! keeps a stored copy of its address book (Contact Sync, `contacts`).
+//! keeps a stored copy of its address book (Contact Sync, `contacts`) and sets its own
+//! "share my status" (`settings`).
 //!
 //! Parts, one concept per file: `routes` (handlers), `verification` (codes and limits,
 //! kept by a `storage::VerificationStore`), `sms` and `http_client` (delivery gateways), `auth` (Bearer, Digest, Basic),
@@ -19,6 +20,7 @@ mod auth;
 mod contacts;
 mod http_client;
 mod routes;
+mod settings;
 pub mod sms;
 mod verification;
 
@@ -54,7 +56,8 @@ pub(crate) struct Service {
     auth: auth::Auth,
     /// Counts what the gateways deliver (None: metrics off).
     metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Stored address books (Contact Sync, `contacts`), and presence for their smart contacts.
+    /// Stored address books (Contact Sync, `contacts`), and presence: for their smart
+    /// contacts, and to announce a user whose "share my status" changed (`settings`).
     books: crate::address_books::AddressBooks,
     books_config: crate::config::AddressBooksConfig,
     presence: Arc<crate::presence::PresenceStore>,

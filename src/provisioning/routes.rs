@@ -12,6 +12,7 @@
 //! | `DELETE /v1/smart-entry`            | account | remove those bindings                     |
 //! | `POST /v1/address-book`             | account | which numbers are smart (4), budgeted     |
 //! | `DELETE /v1/account`                | account | delete the account and its stored book    |
+//! | `GET/PUT /v1/account/settings`      | account | "share my status" (`settings`)            |
 //! | `PUT/PATCH/GET/DELETE /v1/contacts` | account | the stored address book (`contacts`)      |
 //! | `GET /v1/contacts/version`          | account | its version and size                      |
 //! | `GET /v1/contacts/smart`            | account | its users, with SIP URI and presence      |
@@ -23,7 +24,7 @@
 use crate::discovery::Found;
 use super::api::{self, authenticated, blocking, json_body, read_limited, ApiError};
 use super::sms::{render_text, Outgoing};
-use super::{contacts, Check, Service, Start};
+use super::{contacts, settings, Check, Service, Start};
 use crate::clock::unix_now;
 use crate::metrics::Channel as Counted;
 use crate::accounts::{Account, AccountError, Provisioned};
@@ -49,6 +50,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/verifications/status", get(verification_status))
         .route("/v1/delivery-status", get(delivery_status).post(delivery_status))
         .route("/v1/account", get(get_account).delete(delete_account))
+        .route("/v1/account/settings", get(settings::get).put(settings::put))
         .route("/v1/smart-entry", post(add_smart_entry).delete(remove_smart_entry))
         .route("/v1/address-book", post(address_book))
         .route("/v1/contacts", put(contacts::replace).patch(contacts::apply).get(contacts::export).delete(contacts::delete))

@@ -139,6 +139,12 @@ impl PublicationStore for MemoryPublications {
     fn publications(&self) -> usize {
         self.inner.lock().by_etag.len()
     }
+
+    fn announce(&self, uri: &str) {
+        if self.inner.lock().last.get(uri).is_some_and(|l| l.doc.is_some()) {
+            let _ = self.changes.send(uri.into());
+        }
+    }
 }
 
 impl Inner {

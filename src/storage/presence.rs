@@ -82,4 +82,9 @@ pub trait PublicationStore: Send + Sync {
 
     /// Publications in force.
     fn publications(&self) -> usize;
+
+    /// Announces `uri` on the change channel without a write, when he has rich presence
+    /// (the only part that reads differently): what watchers may see of him changed
+    /// elsewhere (his "share my status").
+    fn announce(&self, uri: &str);
 }

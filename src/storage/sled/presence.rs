@@ -190,6 +190,10 @@ impl PublicationStore for SledPublications {
     fn publications(&self) -> usize {
         self.memory.publications()
     }
+
+    fn announce(&self, uri: &str) {
+        self.memory.announce(uri)
+    }
 }
 
 impl RegistrationStore for SledPublications {
