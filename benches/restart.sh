@@ -67,7 +67,7 @@ port = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s
 msg = ("OPTIONS sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKup{};rport\r\n"
        "From: <sip:b@example.org>;tag=b\r\nTo: <sip:rls@example.org>\r\nCall-ID: up{}\r\nCSeq: 1 OPTIONS\r\n"
        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-for i in range(1200):
+for i in range(12000):  # up to ~10 min: a million stored subscriptions load for about a minute
     s.sendto(msg.format(i, i).encode(), ("127.0.0.1", port))
     try:
         s.recv(65535); sys.exit(0)
