@@ -51,6 +51,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notification;
 pub mod presence;
+pub mod private_file;
 pub mod numbers;
 pub mod provisioning;
 pub mod registrar;

@@ -90,7 +90,7 @@ pub fn master_key(cfg: &AddressBooksConfig, data_dir: &Path) -> anyhow::Result<[
         return from_hex(&text).with_context(|| format!("{}: 64 hex digits expected (move it away to generate a new key: stored books are then lost)", path.display()));
     }
     let key: [u8; 32] = rand::random();
-    write_private(&path, hex(&key).as_bytes())?;
+    crate::private_file::write(&path, hex(&key).as_bytes(), crate::private_file::Existing::Refuse)?;
     tracing::info!(path = %path.display(), "address-book key generated");
     Ok(key)
 }
@@ -107,23 +107,6 @@ fn from_hex(text: &str) -> anyhow::Result<[u8; 32]> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes a new file readable by its owner only.
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
 }
 
 #[cfg(test)]

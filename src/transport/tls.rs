@@ -39,24 +39,10 @@ fn self_signed(data_dir: &Path, domain: &str) -> anyhow::Result<(PathBuf, PathBu
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let names = vec![domain.to_string(), "localhost".to_string()];
     let generated = rcgen::generate_simple_self_signed(names).context("generating a certificate")?;
-    write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
+    crate::private_file::write(&key, generated.key_pair.serialize_pem().as_bytes(), crate::private_file::Existing::Replace)?;
     std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
     tracing::info!("generated a self-signed TLS certificate in {}", dir.display());
     Ok((cert, key))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
 }
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
