@@ -16,6 +16,10 @@ declare -A needs=(
   # tests/metrics.rs: a real Prometheus scraping the server, and promtool (the package may
   # start its own service on :9090; the test runs its own instance on a free port).
   [prometheus]=/usr/bin/prometheus
+  # tests/cluster.rs: several nodes sharing a real Redis, with Sentinel for failover (the
+  # packages may start their own services on the default ports; the tests use free ones).
+  [redis-server]=/usr/bin/redis-server
+  [redis-sentinel]=/usr/bin/redis-sentinel
 )
 missing=()
 for pkg in "${!needs[@]}"; do

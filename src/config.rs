@@ -227,6 +227,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub address_books: AddressBooksConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Prometheus metrics (`src/metrics/`), served at the admin listener's `GET /metrics`.
@@ -461,6 +462,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             address_books: AddressBooksConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -743,6 +745,65 @@ impl AddressBooksConfig {
         } else {
             self.list_uri.trim().to_string()
         }
+    }
+}
+
+/// Several nodes sharing their state in Redis (`src/cluster/`, `docs/cluster.md`). Off
+/// unless `redis` or `sentinels` is set: then one process with sled, nothing else to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis primary, `redis://host:port[/db]`, when no Sentinel is used.
+    pub redis: String,
+    /// Sentinel addresses (`host:port`), asked for the primary named `master_name`; takes
+    /// the place of `redis`.
+    pub sentinels: Vec<String>,
+    pub master_name: String,
+    /// Password of the Redis servers (`requirepass`), kept out of the logs.
+    pub password: Option<Secret>,
+    /// This node's name, unique in the cluster. Empty: `<host name>-<first SIP port>`.
+    pub node: String,
+    /// How long a node's lease lasts without renewal: a survivor takes over the
+    /// subscribers of a node that stopped renewing within this time and a third of it.
+    pub lease_ms: u64,
+    /// Prefix of every key this cluster writes (several clusters may share one Redis).
+    pub key_prefix: String,
+    /// Replicas that must hold a binding write before it is acknowledged (Redis `WAIT`);
+    /// 0: the primary alone (with its append-only file).
+    pub replicas: u32,
+    /// How long a write waits for those replicas before it is refused.
+    pub wait_timeout_ms: u64,
+    /// Longest wait for one Redis command; beyond it Redis counts as unreachable.
+    pub timeout_ms: u64,
+    /// Changes kept in the binding change stream; a node further behind resynchronises.
+    pub stream_max_len: u64,
+    /// NOTIFYs per second a survivor sends to a dead node's subscribers.
+    pub takeover_per_second: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            sentinels: Vec::new(),
+            master_name: "smart-presence".into(),
+            password: None,
+            node: String::new(),
+            lease_ms: 6000,
+            key_prefix: "sp:".into(),
+            replicas: 0,
+            wait_timeout_ms: 1000,
+            timeout_ms: 1000,
+            stream_max_len: 1_000_000,
+            takeover_per_second: 500,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.redis.trim().is_empty() || !self.sentinels.is_empty()
     }
 }
 

@@ -37,6 +37,7 @@ pub mod auth;
 pub mod body;
 pub mod budget;
 pub mod cli;
+pub mod cluster;
 pub mod clock;
 pub mod config;
 pub mod core;

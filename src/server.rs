@@ -4,6 +4,7 @@
 use crate::accounts::{self, Accounts};
 use crate::address_books::{self, AddressBooks};
 use crate::budget::{self, Budget};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core::{Core, CoreSink, Handlers};
 use crate::index::{self, Index};
@@ -35,6 +36,7 @@ pub struct Server {
     resumed: subscription::resume::Resumed,
     health: crate::health::Health,
     books: AddressBooks,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// The address-book store, with its key (generated on first start when the config names none).
@@ -43,6 +45,17 @@ fn open_books(config: &Config) -> anyhow::Result<AddressBooks> {
     let key = address_books::master_key(cfg, &config.data_dir)?;
     let limits = address_books::Limits { max_contacts: cfg.max_contacts, log_versions: cfg.log_versions };
     Ok(AddressBooks::open(&address_books::dir_in(&config.data_dir), &key, limits)?)
+}
+
+/// In cluster mode (`[cluster]`), the connection to Redis and this node's name.
+async fn connect_cluster(config: &Config, addrs: &BoundAddrs) -> anyhow::Result<Option<Arc<Cluster>>> {
+    if !config.cluster.enabled() {
+        return Ok(None);
+    }
+    let port = addrs.udp.iter().chain(&addrs.tcp).chain(&addrs.tls).map(|a| a.port()).next().unwrap_or(0);
+    let cfg = config.cluster.clone();
+    let cluster = tokio::task::spawn_blocking(move || Cluster::connect(&cfg, port)).await??;
+    Ok(Some(Arc::new(cluster)))
 }
 
 impl Server {
@@ -73,6 +86,7 @@ impl Server {
         let transports = Transports::bind(&sip.udp, &sip.tcp, &sip.tls, tls, limits, shutdown_rx.clone()).await?;
         let addrs = transports.local_addrs();
         let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
+        let cluster = connect_cluster(config, &addrs).await?;
         let index = Index::open(&index::dir_in(&config.data_dir))?;
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
@@ -146,7 +160,7 @@ impl Server {
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health, books })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health, books, cluster })
     }
 
     /// The stored address books (shared by Contact Sync and the stored-list subscriptions).
@@ -195,6 +209,11 @@ impl Server {
     /// What the server still waits for before it is ready (`/health/ready`).
     pub fn health(&self) -> &crate::health::Health {
         &self.health
+    }
+
+    /// This node's place in the cluster (None: one process, `[cluster]` unset).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// What the start found in the subscription store.

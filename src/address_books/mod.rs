@@ -335,7 +335,7 @@ mod tests {
         assert!(!b.delete("alice").unwrap());
         let mut marked = b.feed().take();
         marked.sort();
-        assert_eq!(marked, vec!["alice".into()]);
+        assert_eq!(marked, vec![Box::<str>::from("alice")]);
     }
 
     #[test]

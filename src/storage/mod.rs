@@ -43,6 +43,7 @@ mod memory_bindings;
 pub mod memory_publications;
 pub mod presence;
 pub mod registrations;
+pub mod redis;
 pub mod sled;
 pub mod verification;
 
