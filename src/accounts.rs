@@ -10,7 +10,8 @@
 //! retrievable: each verified provisioning *rotates* the password and the bearer token and
 //! returns the new ones; the previous ones stop working (one number, one active device).
 //!
-//! Every write goes through one writer lock (reads and the write of a change agree) and is
+//! Every write goes through one writer lock (reads and the write of a change agree; across
+//! the nodes of a cluster, the store's [`AccountStore::hold`] too) and is
 //! atomic and durable in the store before the call returns. Deleting an account deletes its
 //! stored address book (`address_books`) too. It must not touch the binding
 //! index: linking a number to a SIP URI is the caller's decision (see `provisioning`).
@@ -150,11 +151,24 @@ impl Accounts {
 
     /// The stored HA1 (`H(username:realm:password)`, lowercase hex) for digest checks.
     pub fn ha1(&self, username: &str, algorithm: Algorithm) -> Option<String> {
-        let s = self.stored(username).ok()??;
-        Some(match algorithm {
+        self.digest_ha1(username, algorithm).ok().flatten()
+    }
+
+    /// [`Accounts::ha1`] for a digest check, telling "no such user" (None, also for an
+    /// unreadable record, logged) from a store that did not answer (the error).
+    pub fn digest_ha1(&self, username: &str, algorithm: Algorithm) -> Result<Option<String>, crate::storage::StorageError> {
+        let s = match self.stored(username) {
+            Ok(s) => s,
+            Err(AccountError::Storage(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(username, "account unreadable: {e}");
+                None
+            }
+        };
+        Ok(s.map(|s| match algorithm {
             Algorithm::Md5 => s.ha1_md5,
             Algorithm::Sha256 => s.ha1_sha256,
-        })
+        }))
     }
 
     /// True when `password` is the account's password (for HTTP Basic).
@@ -171,6 +185,7 @@ impl Accounts {
             return Err(AccountError::InvalidUsername(username.to_string()));
         }
         let _w = self.write.lock();
+        let _held = self.store.hold()?;
         let now = unix_now();
         let account = Account {
             username: username.to_string(),
@@ -191,6 +206,7 @@ impl Accounts {
             return Err(AccountError::InvalidUsername(username.to_string()));
         }
         let _w = self.write.lock();
+        let _held = self.store.hold()?;
         let credentials = Credentials { password: random_password(), token: random_token() };
         let (stored, created) = match self.store.username_by_number(n)? {
             Some(u) => {
@@ -221,6 +237,7 @@ impl Accounts {
     /// Sets a new password (keeps the token).
     pub fn set_password(&self, username: &str, password: &str) -> Result<(), AccountError> {
         let _w = self.write.lock();
+        let _held = self.store.hold()?;
         let old = self.stored(username)?.ok_or_else(|| AccountError::NotFound(username.to_string()))?;
         let mut stored = self.with_password(old.account, password, None);
         stored.token_hash = old.token_hash.clone();
@@ -232,6 +249,7 @@ impl Accounts {
     /// owner). False when there was no such account. Its bindings are the caller's.
     pub fn delete(&self, username: &str, books: &AddressBooks) -> Result<bool, AccountError> {
         let _w = self.write.lock();
+        let _held = self.store.hold()?;
         books.delete(username).map_err(|e| AccountError::Storage(crate::storage::StorageError::new(e.to_string())))?;
         self.store.remove(username)
     }
@@ -265,6 +283,7 @@ impl Accounts {
     /// Watchers learn of it only through whoever calls this (`PresenceStore::announce`).
     pub fn set_share_status(&self, username: &str, share: bool) -> Result<bool, AccountError> {
         let _w = self.write.lock();
+        let _held = self.store.hold()?;
         let mut s = self.store.settings(username)?;
         let changed = s.share_status != share;
         s.share_status = share;

@@ -40,11 +40,33 @@ pub struct Server {
 }
 
 /// The address-book store, with its key (generated on first start when the config names none).
-fn open_books(config: &Config) -> anyhow::Result<AddressBooks> {
+fn open_books(config: &Config, cluster: Option<&Cluster>) -> anyhow::Result<AddressBooks> {
     let cfg = &config.address_books;
-    let key = address_books::master_key(cfg, &config.data_dir)?;
     let limits = address_books::Limits { max_contacts: cfg.max_contacts, log_versions: cfg.log_versions };
-    Ok(AddressBooks::open(&address_books::dir_in(&config.data_dir), &key, limits)?)
+    let Some(c) = cluster else {
+        let key = address_books::master_key(cfg, &config.data_dir)?;
+        return Ok(AddressBooks::open(&address_books::dir_in(&config.data_dir), &key, limits)?);
+    };
+    let key = if cfg.key.is_empty() && cfg.key_file.is_none() {
+        tracing::warn!("address_books.key unset in cluster mode: the nodes share a key kept in Redis, beside the books it seals");
+        crate::storage::redis::address_books::shared_key(&c.redis)?
+    } else {
+        address_books::master_key(cfg, &config.data_dir)?
+    };
+    Ok(AddressBooks::with_store(Arc::new(crate::storage::redis::RedisAddressBooks::open(c.redis.clone())), &key, limits)?)
+}
+
+/// Accounts, budgets and digest nonces: in Redis in cluster mode, else sled and memory.
+fn open_shared(config: &Config, cluster: Option<&Cluster>) -> anyhow::Result<(Accounts, Budget, Arc<dyn crate::storage::NonceStore>)> {
+    use crate::storage::redis::{RedisAccounts, RedisBudgets, RedisNonces};
+    let Some(c) = cluster else {
+        let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
+        let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
+        return Ok((accounts, budget, Arc::new(crate::storage::nonces::MemoryNonces::default())));
+    };
+    let accounts = Accounts::with_store(Arc::new(RedisAccounts::open(c.redis.clone())), &config.domain);
+    let budget = Budget::with_store(Arc::new(RedisBudgets::open(c.redis.clone())?), &config.budget);
+    Ok((accounts, budget, Arc::new(RedisNonces::open(c.redis.clone(), "sip")?)))
 }
 
 /// In cluster mode (`[cluster]`), the connection to Redis and this node's name.
@@ -88,8 +110,7 @@ impl Server {
         let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
         let cluster = connect_cluster(config, &addrs).await?;
         let index = Index::open(&index::dir_in(&config.data_dir))?;
-        let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
-        let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
+        let (accounts, budget, nonces) = open_shared(config, cluster.as_deref())?;
         let metrics = (config.metrics.enabled && config.admin.listen.is_some()).then(|| Arc::new(Metrics::new()));
         let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
         let publications = Arc::new(publications);
@@ -98,7 +119,7 @@ impl Server {
             a.serve_with_accounts(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone());
         }
         let admin = admin.map(|a| a.addr());
-        let books = open_books(config)?;
+        let books = open_books(config, cluster.as_deref())?;
         let for_http = crate::provisioning::Books { books: books.clone(), presence: presence.clone() };
         let provisioning = crate::provisioning::start(
             config,
@@ -108,13 +129,14 @@ impl Server {
             health.clone(),
             metrics.clone(),
             for_http,
+            cluster.as_ref().map(|c| c.redis.clone()),
             shutdown_rx.clone(),
         )
         .await?;
         let sender = transports.sender();
         let client_tx = Arc::new(ClientTransactions::new(timers, sender.clone()).counted(metrics.clone()));
         let subscriptions = Arc::new(Subscriptions::default());
-        let auth = Arc::new(crate::auth::Authenticator::new(&config.auth, accounts.clone())?);
+        let auth = Arc::new(crate::auth::Authenticator::with_nonces(&config.auth, accounts.clone(), nonces)?);
         let shared = Arc::new(Shared {
             index: index.clone(),
             auth: auth.clone(),

@@ -125,6 +125,7 @@ impl AddressBooks {
         let contacts = self.checked(dedup(contacts))?;
         let key = self.owner_key(owner);
         let _w = self.write.lock();
+        let _held = self.store.hold(&key)?;
         let old = self.store.get(&key)?;
         let before = match &old {
             Some(b) => self.open_contacts(&key, b)?,
@@ -141,6 +142,7 @@ impl AddressBooks {
         let add = self.checked(dedup(add))?;
         let key = self.owner_key(owner);
         let _w = self.write.lock();
+        let _held = self.store.hold(&key)?;
         let old = self.store.get(&key)?.unwrap_or_default();
         if old.version != base {
             return Err(BookError::Conflict { current: old.version, asked: base });

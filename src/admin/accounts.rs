@@ -44,13 +44,13 @@ async fn set(State(h): State<Handles>, Path(username): Path<String>, body: Resul
     Ok(Json(json!({"share_status": b.share_status, "changed": changed})))
 }
 
-/// Runs account work off the async threads: no such account is a 404, a failing store 500.
+/// Runs account work off the async threads: no such account is a 404, a failing store 503.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AccountError> + Send + 'static) -> Result<T, (StatusCode, Json<Value>)> {
     let fail = |status: StatusCode, e: String| (status, Json(json!({"error": e})));
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e @ AccountError::NotFound(_))) => Err(fail(StatusCode::NOT_FOUND, e.to_string())),
-        Ok(Err(e)) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Ok(Err(e)) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}"))),
     }
 }

@@ -2,13 +2,17 @@
 //!
 //! Nonces are stateless to issue (time + keyed hash) and expire after `nonce_secs`. To stop
 //! replays, each nonce's highest nonce-count is remembered while it lives: a request that
-//! reuses a count is refused. The table is pruned as nonces expire, so it stays bounded by
-//! the number of nonces in use. Owns no accounts: the caller supplies the HA1.
+//! reuses a count is refused. The secret and the counts are kept by a [`NonceStore`]: in
+//! memory for one process (pruned as nonces expire, so bounded by the nonces in use), in
+//! Redis for a cluster (a nonce issued by one node is accepted once by any). Owns no
+//! accounts: the caller supplies the HA1.
 
 use crate::clock::unix_now;
 use crate::accounts::{constant_time_eq, Algorithm};
-use parking_lot::Mutex;
+use crate::storage::nonces::{MemoryNonces, NonceStore};
+use crate::storage::StorageError;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DigestError {
@@ -20,19 +24,35 @@ pub enum DigestError {
     Stale,
     /// A nonce-count already used with this nonce.
     Replay,
+    /// The store of accounts or nonces did not answer: try again later.
+    Unavailable(String),
+}
+
+impl From<StorageError> for DigestError {
+    fn from(e: StorageError) -> DigestError {
+        DigestError::Unavailable(e.to_string())
+    }
 }
 
 pub struct Digest {
     realm: String,
     secret: [u8; 32],
     nonce_secs: u64,
-    counts: Mutex<HashMap<String, (u64, u32)>>,
+    store: Arc<dyn NonceStore>,
 }
 
+/// The HA1 of a user for an algorithm (None: no such user), or the store's failure.
+pub type Ha1 = Result<Option<String>, StorageError>;
 
 impl Digest {
+    /// A verifier with its nonces in this process's memory.
     pub fn new(realm: &str, nonce_secs: u64) -> Digest {
-        Digest { realm: realm.to_string(), secret: rand::random(), nonce_secs, counts: Mutex::new(HashMap::new()) }
+        Digest::with_store(realm, nonce_secs, Arc::new(MemoryNonces::default()))
+    }
+
+    /// A verifier with its nonces (secret, counts) in `store`.
+    pub fn with_store(realm: &str, nonce_secs: u64, store: Arc<dyn NonceStore>) -> Digest {
+        Digest { realm: realm.to_string(), secret: store.secret(), nonce_secs, store }
     }
 
     pub fn realm(&self) -> &str {
@@ -50,7 +70,7 @@ impl Digest {
     }
 
     /// Checks an `Authorization` value for `method`; returns the username it proves.
-    pub fn verify(&self, authorization: &str, method: &str, ha1: impl Fn(&str, Algorithm) -> Option<String>) -> Result<String, DigestError> {
+    pub fn verify(&self, authorization: &str, method: &str, ha1: impl Fn(&str, Algorithm) -> Ha1) -> Result<String, DigestError> {
         let rest = strip_scheme(authorization).ok_or(DigestError::Missing)?;
         let p = parse_params(rest);
         let get = |k: &str| p.get(k).map(String::as_str).ok_or(DigestError::Invalid("missing parameter"));
@@ -60,7 +80,7 @@ impl Digest {
         }
         let algorithm = Algorithm::from_name(p.get("algorithm").map_or("MD5", String::as_str))
             .ok_or(DigestError::Invalid("unsupported algorithm"))?;
-        let ha1 = ha1(user, algorithm).ok_or(DigestError::Invalid("unknown user"))?;
+        let ha1 = ha1(user, algorithm)?.ok_or(DigestError::Invalid("unknown user"))?;
         let ha2 = algorithm.hex(&format!("{method}:{uri}"));
         let nc = match p.get("qop").map(String::as_str) {
             Some("auth") => Some((get("nc")?, get("cnonce")?)),
@@ -89,15 +109,10 @@ impl Digest {
 
     /// Records `count` for `nonce`; a count not above the last one is a replay.
     fn use_count(&self, nonce: &str, issued: u64, count: u32, now: u64) -> Result<(), DigestError> {
-        let mut counts = self.counts.lock();
-        let lifetime = self.nonce_secs;
-        counts.retain(|_, (t, _)| now <= t.saturating_add(lifetime));
-        let last = counts.entry(nonce.to_string()).or_insert((issued, 0));
-        if count <= last.1 {
-            return Err(DigestError::Replay);
+        match self.store.record(nonce, count, issued.saturating_add(self.nonce_secs), now)? {
+            true => Ok(()),
+            false => Err(DigestError::Replay),
         }
-        last.1 = count;
-        Ok(())
     }
 
     fn nonce(&self, now: u64) -> String {
@@ -159,8 +174,8 @@ pub fn answer(challenge: &str, user: &str, password: &str, method: &str, uri: &s
 mod tests {
     use super::*;
 
-    fn ha1_for(pw: &'static str) -> impl Fn(&str, Algorithm) -> Option<String> {
-        move |user, alg| Some(alg.hex(&format!("{user}:example.org:{pw}")))
+    fn ha1_for(pw: &'static str) -> impl Fn(&str, Algorithm) -> Ha1 {
+        move |user, alg| Ok(Some(alg.hex(&format!("{user}:example.org:{pw}"))))
     }
 
     #[test]
@@ -185,7 +200,7 @@ mod tests {
         assert!(matches!(d.verify(&wrong, "SUBSCRIBE", ha1_for("secret")), Err(DigestError::Invalid(_))));
         let forged = answer(&challenge.replace("nonce=\"", "nonce=\"1"), "alice", "secret", "SUBSCRIBE", "sip:x", 1);
         assert!(matches!(d.verify(&forged, "SUBSCRIBE", ha1_for("secret")), Err(DigestError::Invalid(_))));
-        let expired = Digest { nonce_secs: 0, ..Digest::new("example.org", 0) };
+        let expired = Digest::new("example.org", 0);
         let old = format!("1.2.{}", expired.mac(1, 2));
         let auth = answer(&format!("Digest realm=\"example.org\", nonce=\"{old}\", algorithm=MD5"), "alice", "secret", "SUBSCRIBE", "sip:x", 1);
         assert_eq!(expired.verify(&auth, "SUBSCRIBE", ha1_for("secret")), Err(DigestError::Stale));

@@ -13,7 +13,9 @@ use crate::numbers::E164;
 use crate::sip::{HeaderName, Request, Response};
 use crate::transport::Source;
 use digest::{Digest, DigestError};
+use crate::storage::nonces::{MemoryNonces, NonceStore};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The identity a request speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +47,13 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(config: &AuthConfig, accounts: Accounts) -> anyhow::Result<Authenticator> {
+        Authenticator::with_nonces(config, accounts, Arc::new(MemoryNonces::default()))
+    }
+
+    /// An authenticator whose digest nonces are kept by `nonces` (shared by a cluster).
+    pub fn with_nonces(config: &AuthConfig, accounts: Accounts, nonces: Arc<dyn NonceStore>) -> anyhow::Result<Authenticator> {
         let digest = match config.mode {
-            AuthMode::Digest => Some(Digest::new(accounts.realm(), config.nonce_secs)),
+            AuthMode::Digest => Some(Digest::with_store(accounts.realm(), config.nonce_secs, nonces)),
             AuthMode::None => None,
         };
         if digest.is_none() {
@@ -73,9 +80,13 @@ impl Authenticator {
             .map(|h| h.text().into_owned())
             .find(|v| v.contains(&format!("realm=\"{}\"", digest.realm())));
         let Some(answer) = answer else { return Err(self.challenge(req, digest, false)) };
-        match digest.verify(&answer, req.method.as_str(), |user, alg| self.accounts.ha1(user, alg)) {
+        match digest.verify(&answer, req.method.as_str(), |user, alg| self.accounts.digest_ha1(user, alg)) {
             Ok(user) => self.account_identity(req, &user),
             Err(DigestError::Stale) => Err(self.challenge(req, digest, true)),
+            Err(DigestError::Unavailable(e)) => {
+                tracing::warn!(method = %req.method, "digest not checked, store unavailable: {e}");
+                Err(unavailable(req))
+            }
             Err(e) => {
                 tracing::debug!(method = %req.method, "digest refused: {e:?}");
                 Err(self.challenge(req, digest, false))
@@ -89,6 +100,10 @@ impl Authenticator {
                 let uri = crate::identity::aor(&a.sip_uri()).unwrap_or_else(|_| a.sip_uri());
                 Ok(Identity { uri, numbers: a.numbers, trusted: false, account: Some(a.username) })
             }
+            Err(crate::accounts::AccountError::Storage(e)) => {
+                tracing::warn!(method = %req.method, "account not read, store unavailable: {e}");
+                Err(unavailable(req))
+            }
             _ => Err(Response::to(req, 403)),
         }
     }
@@ -101,6 +116,15 @@ impl Authenticator {
         resp
     }
 }
+
+/// 503 with `Retry-After`: the store that holds accounts or nonces did not answer.
+fn unavailable(req: &Request) -> Response {
+    Response::to(req, 503).header(HeaderName::RetryAfter, RETRY_AFTER_SECS.to_string())
+}
+
+/// The `Retry-After` of a 503 for a store that did not answer (Redis down: its connection
+/// backs off for half a second, a new primary is usually found within seconds).
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// The canonical address of record of a name-addr header value. A user part that is a
 /// number (`sip:+4915100000001@example.org`) is a user like any other.

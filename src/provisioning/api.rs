@@ -40,6 +40,13 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message.to_string())
     }
 
+    /// 503 with `Retry-After`: a store did not answer (Redis down, in a cluster); nothing
+    /// was changed that the client must know of, it may retry.
+    pub fn unavailable(message: impl ToString) -> ApiError {
+        let retry = crate::auth::RETRY_AFTER_SECS;
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.to_string()).with(json!({"retry_after": retry})).header(header::RETRY_AFTER, retry)
+    }
+
     pub fn with(mut self, extra: Value) -> ApiError {
         self.extra = Some(extra);
         self
@@ -100,11 +107,11 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
 }
 
-/// Runs storage work off the async threads.
+/// Runs storage work off the async threads; a store's failure is a 503 (try again).
 pub async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ApiError::internal(format!("storage: {e}"))),
+        Ok(Err(e)) => Err(ApiError::unavailable(format!("storage: {e}"))),
         Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
     }
 }
@@ -120,7 +127,7 @@ pub async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, A
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))?;
     let (code, message, stale) = match result {
         Ok(a) => return Ok(a),
-        Err(AuthError::Storage(e)) => return Err(ApiError::internal(format!("storage: {e}"))),
+        Err(AuthError::Storage(e)) => return Err(ApiError::unavailable(format!("storage: {e}"))),
         Err(AuthError::Missing) => ("unauthorized", "authentication required: Digest, Bearer token".to_string(), false),
         Err(AuthError::Invalid(m)) => ("unauthorized", m, false),
         Err(AuthError::Stale) => ("unauthorized", "stale nonce: retry with the new one".to_string(), true),

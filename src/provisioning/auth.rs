@@ -14,7 +14,9 @@
 
 use crate::accounts::{Account, Accounts};
 use crate::auth::digest::{parse_params, Digest, DigestError};
+use crate::storage::nonces::{MemoryNonces, NonceStore};
 use base64::Engine;
+use std::sync::Arc;
 
 /// Why a request is not authenticated.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,7 +39,12 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(accounts: Accounts, nonce_secs: u64, loopback: bool) -> Auth {
-        let digest = Digest::new(accounts.realm(), nonce_secs);
+        Auth::with_nonces(accounts, nonce_secs, loopback, Arc::new(MemoryNonces::default()))
+    }
+
+    /// Digest nonces kept by `nonces` (shared by a cluster).
+    pub fn with_nonces(accounts: Accounts, nonce_secs: u64, loopback: bool, nonces: Arc<dyn NonceStore>) -> Auth {
+        let digest = Digest::with_store(accounts.realm(), nonce_secs, nonces);
         Auth { accounts, digest, basic_allowed: loopback }
     }
 
@@ -87,11 +94,12 @@ impl Auth {
         if parse_params(params).get("uri").map(String::as_str) != Some(uri) {
             return Err(AuthError::Invalid("Digest uri does not match the request".into()));
         }
-        let user = self.digest.verify(value, method, |u, alg| self.accounts.ha1(u, alg)).map_err(|e| match e {
+        let user = self.digest.verify(value, method, |u, alg| self.accounts.digest_ha1(u, alg)).map_err(|e| match e {
             DigestError::Stale => AuthError::Stale,
             DigestError::Replay => AuthError::Invalid("nonce count already used".into()),
             DigestError::Missing => AuthError::Invalid("wrong realm".into()),
             DigestError::Invalid(_) => AuthError::Invalid("wrong username or password".into()),
+            DigestError::Unavailable(e) => AuthError::Storage(e),
         })?;
         self.account(&user)
     }

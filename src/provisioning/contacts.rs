@@ -238,6 +238,6 @@ fn book_error(e: BookError) -> ApiError {
         }
         BookError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_contacts", e.to_string()),
         BookError::Invalid(m) => ApiError::bad_request("invalid_contact", m),
-        other => ApiError::internal(format!("storage: {other}")),
+        other => ApiError::unavailable(format!("storage: {other}")),
     }
 }

@@ -73,10 +73,11 @@ pub async fn start(
     health: crate::health::Health,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     books: Books,
+    cluster: Option<Arc<crate::storage::redis::Redis>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = config.provisioning.listen else { return Ok(None) };
-    let service = Arc::new(Service { metrics, ..service(config, index, accounts, budget, books, listen)? });
+    let service = Arc::new(Service { metrics, ..service(config, index, accounts, budget, books, listen, cluster)? });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind provisioning endpoint {listen}: {e}"))?;
@@ -95,7 +96,7 @@ pub struct Books {
     pub presence: Arc<crate::presence::PresenceStore>,
 }
 
-fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, books: Books, listen: SocketAddr) -> anyhow::Result<Service> {
+fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, books: Books, listen: SocketAddr, cluster: Option<Arc<crate::storage::redis::Redis>>) -> anyhow::Result<Service> {
     let p = &config.provisioning;
     if !(1..=12).contains(&p.code_length) {
         anyhow::bail!("provisioning.code_length must be 1 to 12");
@@ -109,10 +110,17 @@ fn service(config: &Config, index: Index, accounts: Accounts, budget: Budget, bo
         resend_after_secs: p.resend_after_secs,
         max_wrong: p.max_wrong_codes,
     };
-    let state = Verifications::open(&dir_in(&config.data_dir), limits)?;
+    let loopback = listen.ip().is_loopback();
+    let (state, auth) = match cluster {
+        Some(redis) => {
+            let nonces = Arc::new(crate::storage::redis::RedisNonces::open(redis.clone(), "http")?);
+            let store = Arc::new(crate::storage::redis::RedisVerifications::open(redis));
+            (Verifications::with_store(store, limits), auth::Auth::with_nonces(accounts.clone(), p.digest_nonce_secs, loopback, nonces))
+        }
+        None => (Verifications::open(&dir_in(&config.data_dir), limits)?, auth::Auth::new(accounts.clone(), p.digest_nonce_secs, loopback)),
+    };
     let sms = sms::Gateway::from_config(&p.sms, &config.data_dir)?;
     let voice = sms::Gateway::from_config(&p.voice, &config.data_dir)?;
-    let auth = auth::Auth::new(accounts.clone(), p.digest_nonce_secs, listen.ip().is_loopback());
     if !listen.ip().is_loopback() {
         tracing::warn!(%listen, "provisioning endpoint is not on loopback and serves plain HTTP: HTTP Basic is refused; put a TLS proxy in front");
     }

@@ -254,7 +254,7 @@ async fn provision(s: &Arc<Service>, n: E164, device: &str) -> Result<Provisione
             tracing::error!(number = %n, "cannot provision: {e} (check provisioning.username_template)");
             return Err(ApiError::new(StatusCode::CONFLICT, "account_conflict", e.to_string()));
         }
-        Ok(Err(e)) => return Err(ApiError::internal(format!("storage: {e}"))),
+        Ok(Err(e)) => return Err(ApiError::unavailable(format!("storage: {e}"))),
         Err(e) => return Err(ApiError::internal(format!("task failed: {e}"))),
     };
     let (st, dev) = (s.clone(), device.to_string());

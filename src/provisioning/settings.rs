@@ -53,7 +53,7 @@ async fn account_call<T: Send + 'static>(f: impl FnOnce() -> Result<T, AccountEr
         Ok(Err(AccountError::NotFound(u))) => Err(ApiError::new(StatusCode::NOT_FOUND, "no_account", format!("no account {u:?}"))),
         Ok(Err(e)) => {
             tracing::warn!("account settings: {e}");
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("account store: {e}")))
+            Err(ApiError::unavailable(format!("account store: {e}")))
         }
         Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
     }

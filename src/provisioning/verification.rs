@@ -132,6 +132,7 @@ impl Verifications {
     pub fn start(&self, n: E164, device: &str, now: u64) -> Result<Start, StateError> {
         let l = &self.limits;
         let _w = self.write.lock();
+        let _held = self.store.hold(n)?;
         let mut r = self.store.record(n, device)?.unwrap_or_else(|| CodeRecord::new(now));
         let mut per_number = self.store.window(n)?.unwrap_or(SendWindow { sends: 0, start: now });
         r.window_start = roll_window(&mut r.sends, r.window_start, now, l.window_secs);
@@ -158,6 +159,7 @@ impl Verifications {
     /// Checks a code; a correct one is used up (durably) so it cannot be replayed.
     pub fn check(&self, n: E164, device: &str, code: &str, now: u64) -> Result<Check, StateError> {
         let _w = self.write.lock();
+        let _held = self.store.hold(n)?;
         let Some(mut r) = self.store.record(n, device)? else { return Ok(Check::NoPending) };
         if r.code_hash.is_empty() {
             return Ok(Check::NoPending);
@@ -183,6 +185,7 @@ impl Verifications {
     pub fn set_delivery(&self, id: &str, status: &str) -> Result<bool, StateError> {
         let _w = self.write.lock();
         let Some((n, device)) = self.store.by_reference(id)? else { return Ok(false) };
+        let _held = self.store.hold(n)?;
         let Some(mut r) = self.store.record(n, &device)? else { return Ok(false) };
         r.delivery = status.chars().filter(|c| !c.is_control()).take(64).collect();
         self.store.save(n, &device, &r)?;

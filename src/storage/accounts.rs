@@ -88,6 +88,12 @@ pub trait AccountStore: Send + Sync {
 
     /// Replaces the settings of an existing account ([`AccountError::NotFound`] otherwise).
     fn set_settings(&self, username: &str, settings: &Settings) -> Result<(), AccountError>;
+
+    /// Holds the accounts' writes against the other processes sharing the store, for one
+    /// read-modify-write of the handle (nothing to hold for a store one process owns).
+    fn hold(&self) -> Result<super::Held, AccountError> {
+        Ok(super::Held::nothing())
+    }
 }
 
 /// What a user chooses for his account.

@@ -5,7 +5,7 @@
 //!
 //! The contract: a book is found by its owner key (itself a keyed hash of the account
 //! name); each write is atomic and durable before it returns. Read-modify-writes are
-//! serialised by the handle's lock (one process; a shared store needs a per-key lock).
+//! serialised by the handle's lock and, across processes, by [`AddressBookStore::hold`].
 //! Must not know about SIP, HTTP or the keys.
 //!
 //! [`StoredBook`] and [`BookError`] are defined here and re-exported by `address_books`.
@@ -72,4 +72,10 @@ pub trait AddressBookStore: Send + Sync {
 
     /// Removes the book and its log; false when there was none.
     fn remove(&self, owner: &Tag) -> Result<bool, BookError>;
+
+    /// Holds `owner`'s book against the other processes sharing the store, for one
+    /// read-modify-write of the handle (nothing to hold for a store one process owns).
+    fn hold(&self, _owner: &Tag) -> Result<super::Held, BookError> {
+        Ok(super::Held::nothing())
+    }
 }

@@ -29,7 +29,9 @@
 //! budget charge is one read-modify-write inside the store. The read-modify-writes of
 //! accounts (provisioning) and verifications (codes, limits) are serialised by their
 //! handle's lock, which holds within one process only: a store shared by several nodes
-//! must make those atomic too (a per-key lock or compare-and-set).
+//! must make those atomic too: the handles take the store's `hold` (a [`Held`] lock, nothing
+//! for sled; a per-key Redis lock in `storage::redis`) around them. Digest nonces' secret and
+//! counts: [`NonceStore`] (`nonces`; in memory for one process).
 //!
 //! This module must not know about SIP messages, HTTP or configuration files.
 
@@ -38,9 +40,11 @@ pub mod address_books;
 pub mod bindings;
 pub mod budgets;
 pub mod feed;
+pub mod held;
 #[cfg(test)]
 mod memory_bindings;
 pub mod memory_publications;
+pub mod nonces;
 pub mod presence;
 pub mod registrations;
 pub mod redis;
@@ -51,6 +55,8 @@ pub use accounts::AccountStore;
 pub use address_books::AddressBookStore;
 pub use bindings::BindingStore;
 pub use budgets::BudgetStore;
+pub use held::Held;
+pub use nonces::NonceStore;
 pub use presence::PublicationStore;
 pub use registrations::RegistrationStore;
 pub use verification::VerificationStore;

@@ -79,4 +79,10 @@ pub trait VerificationStore: Send + Sync {
     /// Removes the records `done` says are over (with their references) and the windows
     /// `window_over` says are over (and any it cannot read); returns how many records.
     fn sweep(&self, done: &dyn Fn(&CodeRecord) -> bool, window_over: &dyn Fn(&SendWindow) -> bool) -> Result<usize, StorageError>;
+
+    /// Holds `n`'s records and window against the other processes sharing the store, for
+    /// one read-modify-write of the handle (nothing to hold for a store one process owns).
+    fn hold(&self, _n: E164) -> Result<super::Held, StorageError> {
+        Ok(super::Held::nothing())
+    }
 }

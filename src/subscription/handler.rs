@@ -173,7 +173,7 @@ async fn stored_list(req: &Request, shared: &Shared, identity: &Identity, expire
         Some(Ok(None)) => return Err(no_list()),
         Some(Err(e)) => {
             tracing::error!("stored list not read: {e}");
-            return Err(Response::to(req, 500));
+            return Err(Response::to(req, 503).header(HeaderName::RetryAfter, crate::auth::RETRY_AFTER_SECS.to_string()));
         }
         None => return Err(Response::to(req, 500)),
     };

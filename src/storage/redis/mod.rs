@@ -6,6 +6,17 @@
 //! Must not know about SIP messages, HTTP or configuration files (the server turns
 //! `[cluster]` into [`conn::Options`]).
 
+pub mod accounts;
+pub mod address_books;
+pub mod budgets;
 pub mod conn;
+pub mod key_lock;
+pub mod nonces;
+pub mod verification;
 
+pub use accounts::RedisAccounts;
+pub use address_books::RedisAddressBooks;
+pub use budgets::RedisBudgets;
 pub use conn::{Options, Redis};
+pub use nonces::RedisNonces;
+pub use verification::RedisVerifications;
