@@ -213,3 +213,60 @@ async fn with_redis_gone_writes_answer_503_and_what_needs_no_redis_is_served() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A one-shot list SUBSCRIBE by `user`, with `authorization` if given.
+fn digest_subscribe(local: SocketAddr, user: &str, branch: &str, authorization: Option<&str>) -> String {
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let list = resource_list(&["sip:+33698765432@example.org;user=phone".to_string()]);
+    list_subscribe("UDP", local, branch, &format!("{auth}Expires: 0\r\n"), &list).replace("sip:alice@", &format!("sip:{user}@"))
+}
+
+/// The status of the answer to `request` (NOTIFYs that come first are answered and dropped).
+async fn sip_status(p: &mut Peer, request: &str) -> crate::common::peer::Msg {
+    p.send(request.as_bytes()).await;
+    p.response(&mut Vec::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sip_nonce_from_one_node_is_accepted_once_by_another_and_redis_gone_is_a_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(&dir.path().join("redis"), &[]);
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut n = node(dir.path(), name, &redis.url(), &format!("\n[provisioning]\nlisten = \"{api}\"\n"));
+        n.auth_mode = "digest";
+        n.start().await;
+        nodes.push((n, api));
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // The account is made through A's provisioning API.
+    assert_eq!(ask_code(a.1, "+33612345678", "d").await.status, 202);
+    let log = std::fs::read_to_string(a.0.dir.join("data/sms.log")).unwrap();
+    let code = serde_json::from_str::<Value>(log.lines().last().unwrap()).unwrap()["text"].as_str().unwrap().rsplit(' ').next().unwrap().to_string();
+    let made = check_code(a.1, "+33612345678", "d", &code).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let (user, password) = (made.json()["account"]["username"].as_str().unwrap().to_string(), made.json()["password"].as_str().unwrap().to_string());
+
+    let mut at_a = Peer::udp(a.0.udp).await;
+    let mut at_b = Peer::udp(b.0.udp).await;
+    let (local_a, local_b) = (at_a.local(), at_b.local());
+    let challenge = sip_status(&mut at_a, &digest_subscribe(local_a, &user, "c1", None)).await;
+    assert_eq!(challenge.status(), Some(401));
+    let offer = challenge.headers("WWW-Authenticate").into_iter().find(|c| c.contains("SHA-256")).unwrap().to_string();
+    let first = answer(&offer, &user, &password, "SUBSCRIBE", "sip:rls@example.org", 1);
+    let ok = sip_status(&mut at_b, &digest_subscribe(local_b, &user, "b1", Some(&first))).await;
+    assert_eq!(ok.status(), Some(200), "A's nonce at B: {}", ok.start_line());
+    for (p, branch) in [(&mut at_b, "b2"), (&mut at_a, "a2")] {
+        let local = p.local();
+        let replay = sip_status(p, &digest_subscribe(local, &user, branch, Some(&first))).await;
+        assert_eq!(replay.status(), Some(401), "a replayed count is refused at every node");
+    }
+
+    // Redis gone: a SUBSCRIBE that needs the accounts gets 503 with Retry-After, not 500.
+    redis.kill9();
+    let next = answer(&offer, &user, &password, "SUBSCRIBE", "sip:rls@example.org", 2);
+    let down = sip_status(&mut at_a, &digest_subscribe(local_a, &user, "a3", Some(&next))).await;
+    assert_eq!(down.status(), Some(503), "{}", down.start_line());
+    assert!(down.header("Retry-After").is_some());
+}

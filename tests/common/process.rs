@@ -23,6 +23,8 @@ pub struct ServerProcess {
     pub admin_extra: String,
     /// Extra environment variables of the server process (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// `auth.mode` ("none" unless a test sets "digest").
+    pub auth_mode: &'static str,
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
@@ -40,6 +42,7 @@ impl ServerProcess {
             log_messages: false,
             admin_extra: String::new(),
             env: Vec::new(),
+            auth_mode: "none",
             child: None,
             log: dir.join("server.log"),
             starts: 0,
@@ -54,14 +57,15 @@ impl ServerProcess {
     /// Writes the configuration the next start uses.
     pub fn write_config(&self) {
         let text = format!(
-            "domain = \"example.org\"\ndata_dir = \"{}\"\n{}\n[sip]\nlog_messages = {}\nudp = [\"{}\"]\ntcp = [\"{}\"]\ntls = []\n[admin]\nlisten = \"{}\"\n{}\n[auth]\nmode = \"none\"\n",
+            "domain = \"example.org\"\ndata_dir = \"{}\"\n{}\n[sip]\nlog_messages = {}\nudp = [\"{}\"]\ntcp = [\"{}\"]\ntls = []\n[admin]\nlisten = \"{}\"\n{}\n[auth]\nmode = \"{}\"\n",
             self.dir.join("data").display(),
             self.extra_top(),
             self.log_messages,
             self.udp,
             self.tcp,
             self.admin,
-            self.admin_extra
+            self.admin_extra,
+            self.auth_mode
         );
         std::fs::write(self.config_path(), format!("{text}{}", self.extra_sections())).unwrap();
     }
