@@ -87,9 +87,22 @@ async fn a_discovery_budget_spent_on_one_node_is_spent_on_all() {
     let status = http(b.admin, "GET", "/budget/sip:alice@example.org", &[], "").await;
     assert_eq!((status.status, status.json()["tokens"].clone(), status.json()["remembered"].clone()), (200, json!(0), json!(3)), "{}", status.body);
 
-    // Reset at B: A sees a full budget again.
+    // Reset at B: a full budget again, which six fetches at once, alternating between the
+    // nodes, each of one number, spend exactly: three numbers revealed, not three per node.
     assert_eq!(http(b.admin, "DELETE", "/budget/sip:alice@example.org", &[], "").await.status, 204);
-    assert_eq!(users_seen(a.tcp, "a2", &uris(&numbers[3..])).await, 3);
+    let fetches: Vec<_> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (server, list) = (if i % 2 == 0 { a.tcp } else { b.tcp }, uris(std::slice::from_ref(n)));
+            tokio::spawn(async move { users_seen(server, &format!("c{i}"), &list).await })
+        })
+        .collect();
+    let mut revealed = 0;
+    for f in fetches {
+        revealed += f.await.unwrap();
+    }
+    assert_eq!(revealed, 3, "concurrent charges at two nodes spend one budget");
 }
 
 /// Users reported by the NOTIFYs of one fetch (`Expires: 0`) of `uris` by alice at `server`.
@@ -132,6 +145,22 @@ async fn codes_limits_accounts_nonces_and_books_are_shared() {
         assert_eq!((sixth.status, sixth.error()), (429, "too_many_sms".to_string()), "{}", sixth.body);
     }
     assert_eq!(a.codes_sent(N).len() + b.codes_sent(N).len(), 5, "five SMS left the cluster");
+
+    // The same at once: twelve requests for another number, in parallel at both nodes.
+    const M: &str = "+33698765431";
+    let asks: Vec<_> = (0..12)
+        .map(|i| {
+            let api = if i % 2 == 0 { a.api } else { b.api };
+            tokio::spawn(async move { ask_code(api, M, &format!("dev{i}")).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for ask in asks {
+        statuses.push(ask.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [[202; 5].as_slice(), &[429; 7]].concat(), "five in the cluster, not per node");
+    assert_eq!(a.codes_sent(M).len() + b.codes_sent(M).len(), 5);
 
     // The code A sent to dev0 verifies at B: the account is made through B.
     let code = a.codes_sent(N)[0].clone();
