@@ -173,9 +173,14 @@ impl Accounts {
 
     /// True when `password` is the account's password (for HTTP Basic).
     pub fn check_password(&self, username: &str, password: &str) -> bool {
-        let Some(stored) = self.ha1(username, Algorithm::Sha256) else { return false };
+        self.password_matches(username, password).unwrap_or(false)
+    }
+
+    /// [`Accounts::check_password`], telling a store that did not answer (the error).
+    pub fn password_matches(&self, username: &str, password: &str) -> Result<bool, crate::storage::StorageError> {
+        let Some(stored) = self.digest_ha1(username, Algorithm::Sha256)? else { return Ok(false) };
         let computed = Algorithm::Sha256.hex(&format!("{username}:{}:{password}", self.realm));
-        constant_time_eq(stored.as_bytes(), computed.as_bytes())
+        Ok(constant_time_eq(stored.as_bytes(), computed.as_bytes()))
     }
 
     /// Creates an account with a given password and numbers (the CLI and tests use this).

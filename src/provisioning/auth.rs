@@ -84,7 +84,7 @@ impl Auth {
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
         let text = String::from_utf8(raw).map_err(|_| bad())?;
         let (user, password) = text.split_once(':').ok_or_else(bad)?;
-        if !self.accounts.check_password(user, password) {
+        if !self.accounts.password_matches(user, password).map_err(|e| AuthError::Storage(e.to_string()))? {
             return Err(AuthError::Invalid("wrong username or password".into()));
         }
         self.account(user)

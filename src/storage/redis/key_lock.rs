@@ -27,10 +27,12 @@ pub fn hold(redis: &Arc<Redis>, name: &str) -> Result<Held, StorageError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        let set: Option<String> = redis.run(|c| {
-            ::redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(LEASE.as_millis() as u64).query(c)
+        // GET: the lock's holder before, so that a retry after a lost reply (`Redis::run`
+        // tries twice) finds the lock its own.
+        let before: Option<String> = redis.run(|c| {
+            ::redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("GET").arg("PX").arg(LEASE.as_millis() as u64).query(c)
         })?;
-        if set.is_some() {
+        if before.is_none_or(|holder| holder == token) {
             break;
         }
         if started.elapsed() > WAIT {
