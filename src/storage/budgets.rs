@@ -29,6 +29,22 @@ pub struct TokenBucket {
     pub remembered: u32,
 }
 
+impl TokenBucket {
+    /// The bucket as stores keep it: tokens (f64), updated_at (u64), remembered (u32),
+    /// big-endian, 20 bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [&self.tokens.to_be_bytes()[..], &self.updated_at.to_be_bytes(), &self.remembered.to_be_bytes()].concat()
+    }
+
+    /// Inverse of [`TokenBucket::to_bytes`]; None for anything else.
+    pub fn from_bytes(v: &[u8]) -> Option<TokenBucket> {
+        let tokens = f64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
+        let updated_at = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+        let remembered = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
+        Some(TokenBucket { tokens, updated_at, remembered })
+    }
+}
+
 /// What the store holds as an account's bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Saved {

@@ -20,10 +20,11 @@
 //! | [`BindingStore`] (`bindings`; feed: `feed`)  | `index`: `Binding`, `Source`, `BindOutcome`, `IndexError`, `Stats`, `Rejection`, `Change`, `ChangeFeed`, `ChangeReceiver` | `index::sled_store` (sled, with an in-memory mirror); `memory_bindings` (tests) |
 //! | [`PublicationStore`] (`presence`)            | `presence`: `Live`, `Published`, `PublishError` | [`sled::SledPublications`] (wraps [`memory_publications::MemoryPublications`], recorded in sled) |
 //! | [`RegistrationStore`] (`registrations`)      | (used by `registrar` as is)             | [`sled::SledPublications`] |
-//! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`sled::SledBudgets`] |
-//! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`] |
-//! | [`AddressBookStore`] (`address_books`)       | `address_books`: `StoredBook`, `BookError`, `Tag` | [`sled::SledAddressBooks`] |
-//! | [`VerificationStore`] (`verification`)       | `provisioning`: `StateError`            | [`sled::SledVerifications`] |
+//! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`sled::SledBudgets`]; cluster: [`redis::RedisBudgets`] |
+//! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`]; cluster: [`redis::RedisAccounts`] |
+//! | [`AddressBookStore`] (`address_books`)       | `address_books`: `StoredBook`, `BookError`, `Tag` | [`sled::SledAddressBooks`]; cluster: [`redis::RedisAddressBooks`] |
+//! | [`VerificationStore`] (`verification`)       | `provisioning`: `StateError`            | [`sled::SledVerifications`]; cluster: [`redis::RedisVerifications`] |
+//! | [`NonceStore`] (`nonces`)                    | (used by `auth::digest` as is)          | [`nonces::MemoryNonces`]; cluster: [`redis::RedisNonces`] |
 //!
 //! Atomicity: every store call that writes is atomic and durable in the store, and a
 //! budget charge is one read-modify-write inside the store. The read-modify-writes of

@@ -108,21 +108,8 @@ async fn a_discovery_budget_spent_on_one_node_is_spent_on_all() {
 /// Users reported by the NOTIFYs of one fetch (`Expires: 0`) of `uris` by alice at `server`.
 async fn users_seen(server: SocketAddr, branch: &str, uris: &[String]) -> usize {
     let mut p = Peer::tcp(server).await;
-    p.send(list_subscribe("TCP", p.local(), branch, "Expires: 0\r\n", &resource_list(uris)).as_bytes()).await;
-    let mut notifies = Vec::new();
-    let resp = p.response(&mut notifies).await;
-    assert_eq!(resp.status(), Some(200), "{}", resp.start_line());
-    let mut users = 0;
-    loop {
-        let n = match notifies.pop() {
-            Some(n) => n,
-            None => p.notify(200).await,
-        };
-        users += n.body().matches("<instance ").count();
-        if n.header("Subscription-State").is_some_and(|s| s.starts_with("terminated")) {
-            return users;
-        }
-    }
+    let request = list_subscribe("TCP", p.local(), branch, "Expires: 0\r\n", &resource_list(uris));
+    p.users_seen(request.as_bytes()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

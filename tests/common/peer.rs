@@ -166,6 +166,26 @@ impl Peer {
         (resp, Some(first))
     }
 
+    /// Users reported across every NOTIFY of one fetch (`Expires: 0`): sends `request`,
+    /// expects a 200, counts the `<instance`s until the terminating NOTIFY.
+    pub async fn users_seen(&mut self, request: &[u8]) -> usize {
+        self.send(request).await;
+        let mut notifies = Vec::new();
+        let resp = self.response(&mut notifies).await;
+        assert_eq!(resp.status(), Some(200), "{}", resp.start_line());
+        let mut users = 0;
+        loop {
+            let n = match notifies.pop() {
+                Some(n) => n,
+                None => self.notify(200).await,
+            };
+            users += n.body().matches("<instance ").count();
+            if n.header("Subscription-State").is_some_and(|s| s.starts_with("terminated")) {
+                return users;
+            }
+        }
+    }
+
     /// The next NOTIFY, answered with `status`.
     pub async fn notify(&mut self, status: u16) -> Msg {
         let m = self.recv().await;

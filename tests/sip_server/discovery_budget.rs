@@ -30,24 +30,6 @@ fn fetch(local: std::net::SocketAddr, who: &str, branch: &str, numbers: &[String
     [head.into_bytes(), body].concat()
 }
 
-/// Users reported across every NOTIFY of one fetch.
-async fn users_seen(p: &mut Peer, request: &[u8]) -> usize {
-    p.send(request).await;
-    let mut notifies = Vec::new();
-    assert_eq!(p.response(&mut notifies).await.status(), Some(200));
-    let mut users = 0;
-    loop {
-        let n = match notifies.pop() {
-            Some(n) => n,
-            None => p.notify(200).await,
-        };
-        users += n.body().matches("<instance ").count();
-        if n.header("Subscription-State").is_some_and(|s| s.starts_with("terminated")) {
-            return users;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraper_is_cut_off_while_a_normal_address_book_is_served() {
     let s = TestServer::start_with(|c| c.subscription.max_body_bytes = 1 << 20).await;
@@ -61,13 +43,13 @@ async fn scraper_is_cut_off_while_a_normal_address_book_is_served() {
     let l = p.local();
 
     let normal: Vec<String> = (0..2000).map(|i| number(50, i)).collect();
-    assert_eq!(users_seen(&mut p, &fetch(l, "normal", "n1", &normal)).await, 20, "2,000 contacts served in full");
-    assert_eq!(users_seen(&mut p, &fetch(l, "normal", "n2", &normal)).await, 20, "re-subscribing costs nothing");
+    assert_eq!(p.users_seen(&fetch(l, "normal", "n1", &normal)).await, 20, "2,000 contacts served in full");
+    assert_eq!(p.users_seen(&fetch(l, "normal", "n2", &normal)).await, 20, "re-subscribing costs nothing");
 
     let mut seen = Vec::new();
     for list in 0..50 {
         let numbers: Vec<String> = (0..5000).map(|i| number(list, i)).collect();
-        seen.push(users_seen(&mut p, &fetch(l, "scraper", &format!("s{list}"), &numbers)).await);
+        seen.push(p.users_seen(&fetch(l, "scraper", &format!("s{list}"), &numbers)).await);
     }
     assert_eq!(seen[0], 50, "the first 5,000 fit the burst");
     assert_eq!(seen[1..].iter().sum::<usize>(), 0, "then nothing more is revealed: {seen:?}");

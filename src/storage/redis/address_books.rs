@@ -44,13 +44,7 @@ impl RedisAddressBooks {
 /// The books' master key every node shares when the config names none: made by the first
 /// node (`SET NX ab:key`), read by the others. Redis then holds the key beside the books.
 pub fn shared_key(redis: &Redis) -> Result<[u8; 32], crate::storage::StorageError> {
-    let key = redis.key("ab:key");
-    let mine: [u8; 32] = rand::random();
-    let stored: Vec<u8> = redis.run(|c| {
-        ::redis::cmd("SET").arg(&key).arg(&mine[..]).arg("NX").query::<()>(c)?;
-        ::redis::cmd("GET").arg(&key).query(c)
-    })?;
-    stored.as_slice().try_into().map_err(|_| crate::storage::StorageError::new(format!("{key} is not 32 bytes")))
+    super::made_once::made_once(redis, "ab:key")
 }
 
 impl AddressBookStore for RedisAddressBooks {

@@ -21,20 +21,9 @@ pub struct RedisBudgets {
     salt: [u8; 16],
 }
 
-fn decode(v: &[u8]) -> Option<TokenBucket> {
-    let tokens = f64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
-    let updated_at = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
-    let remembered = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
-    Some(TokenBucket { tokens, updated_at, remembered })
-}
-
-fn encode(b: &TokenBucket) -> Vec<u8> {
-    [&b.tokens.to_be_bytes()[..], &b.updated_at.to_be_bytes(), &b.remembered.to_be_bytes()].concat()
-}
-
 fn saved(v: Option<Vec<u8>>) -> Saved {
     match v {
-        Some(v) => decode(&v).map_or(Saved::Unreadable, Saved::Found),
+        Some(v) => TokenBucket::from_bytes(&v).map_or(Saved::Unreadable, Saved::Found),
         None => Saved::Missing,
     }
 }
@@ -42,13 +31,7 @@ fn saved(v: Option<Vec<u8>>) -> Saved {
 impl RedisBudgets {
     /// The store on `redis`, its salt made by the first node that asks.
     pub fn open(redis: Arc<Redis>) -> Result<RedisBudgets, BudgetError> {
-        let key = redis.key("b:salt");
-        let mine: [u8; 16] = rand::random();
-        let stored: Vec<u8> = redis.run(|c| {
-            ::redis::cmd("SET").arg(&key).arg(&mine[..]).arg("NX").query::<()>(c)?;
-            ::redis::cmd("GET").arg(&key).query(c)
-        })?;
-        let salt = stored.as_slice().try_into().map_err(|_| StorageError::new(format!("{key} is not 16 bytes")))?;
+        let salt = super::made_once::made_once(&redis, "b:salt")?;
         Ok(RedisBudgets { redis, salt })
     }
 
@@ -79,7 +62,7 @@ impl BudgetStore for RedisBudgets {
                     return Ok(Ok(()));
                 };
                 let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
-                let done: Option<()> = ::redis::pipe().atomic().set(&bucket, encode(&new_bucket)).ignore().set(&charged, blob).ignore().query(c)?;
+                let done: Option<()> = ::redis::pipe().atomic().set(&bucket, new_bucket.to_bytes()).ignore().set(&charged, blob).ignore().query(c)?;
                 if done.is_some() {
                     return Ok(Ok(()));
                 }

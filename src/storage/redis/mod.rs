@@ -11,6 +11,7 @@ pub mod address_books;
 pub mod budgets;
 pub mod conn;
 pub mod key_lock;
+pub mod made_once;
 pub mod nonces;
 pub mod verification;
 

@@ -26,13 +26,7 @@ pub struct RedisNonces {
 impl RedisNonces {
     /// The nonces of verifier `namespace`, its secret made by the first node that asks.
     pub fn open(redis: Arc<Redis>, namespace: &str) -> Result<RedisNonces, StorageError> {
-        let key = redis.key(&format!("n:{namespace}:secret"));
-        let mine: [u8; 32] = rand::random();
-        let stored: Vec<u8> = redis.run(|c| {
-            ::redis::cmd("SET").arg(&key).arg(&mine[..]).arg("NX").query::<()>(c)?;
-            ::redis::cmd("GET").arg(&key).query(c)
-        })?;
-        let secret = stored.as_slice().try_into().map_err(|_| StorageError::new(format!("{key} is not 32 bytes")))?;
+        let secret = super::made_once::made_once(&redis, &format!("n:{namespace}:secret"))?;
         Ok(RedisNonces { redis, namespace: namespace.to_string(), secret })
     }
 }

@@ -28,17 +28,6 @@ impl From<sled::Error> for BudgetError {
     }
 }
 
-fn decode(v: &[u8]) -> Option<TokenBucket> {
-    let tokens = f64::from_be_bytes(v.get(0..8)?.try_into().ok()?);
-    let updated_at = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
-    let remembered = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
-    Some(TokenBucket { tokens, updated_at, remembered })
-}
-
-fn encode(b: &TokenBucket) -> Vec<u8> {
-    [&b.tokens.to_be_bytes()[..], &b.updated_at.to_be_bytes(), &b.remembered.to_be_bytes()].concat()
-}
-
 impl SledBudgets {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledBudgets, BudgetError> {
@@ -79,7 +68,7 @@ impl BudgetStore for SledBudgets {
 
     fn bucket(&self, account: &str) -> Result<Saved, StorageError> {
         Ok(match self.buckets.get(account.as_bytes())? {
-            Some(v) => decode(&v).map_or(Saved::Unreadable, Saved::Found),
+            Some(v) => TokenBucket::from_bytes(&v).map_or(Saved::Unreadable, Saved::Found),
             None => Saved::Missing,
         })
     }
@@ -92,7 +81,7 @@ impl BudgetStore for SledBudgets {
         // would cap the subscription rate.
         let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
         self.charged.insert(account.as_bytes(), blob)?;
-        self.buckets.insert(account.as_bytes(), encode(&bucket))?;
+        self.buckets.insert(account.as_bytes(), bucket.to_bytes())?;
         Ok(())
     }
 
