@@ -7,13 +7,15 @@
 //! goes through the running server's admin endpoint when one answers (`PUT
 //! /accounts/{username}/settings`: his watchers are told at once), else works on the data
 //! directory (no server: watchers see it in their NOTIFYs after the start). The user sets
-//! it himself with `PUT /v1/account/settings` on the provisioning API.
+//! it himself with `PUT /v1/account/settings` on the provisioning API. In cluster mode
+//! (`[cluster]` set) it works on the cluster's accounts in Redis, nodes running or not.
 
 use super::bindings::{api_error, encode_path_segment, Client};
 use crate::accounts::{self, Accounts};
 use crate::config::Config;
 use crate::numbers::normalize;
 use anyhow::Context;
+use std::sync::Arc;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AccountsCommand {
@@ -46,10 +48,7 @@ pub async fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
             return share_remote(&client, username, share).await;
         }
     }
-    let dir = accounts::dir_in(&config.data_dir);
-    let store = Accounts::open(&dir, &config.domain).with_context(|| {
-        format!("cannot open {} (is the server running? stop it, or use the provisioning API; share-status reaches a running server through its [admin] listen)", dir.display())
-    })?;
+    let store = open(config)?;
     match cmd {
         AccountsCommand::Add { username, password, numbers } => add(&store, config, &username, &password, &numbers),
         AccountsCommand::ShareStatus { username, share } => {
@@ -65,6 +64,19 @@ pub async fn run(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The account store: the cluster's in Redis with `[cluster]` set (the nodes may run), else
+/// the sled database of the data directory (the server must not run).
+fn open(config: &Config) -> anyhow::Result<Accounts> {
+    if config.cluster.enabled() {
+        let redis = crate::storage::redis::Redis::connect(crate::cluster::options(&config.cluster)).context("cluster: cannot reach Redis")?;
+        return Ok(Accounts::with_store(Arc::new(crate::storage::redis::RedisAccounts::open(Arc::new(redis))), &config.domain));
+    }
+    let dir = accounts::dir_in(&config.data_dir);
+    Accounts::open(&dir, &config.domain).with_context(|| {
+        format!("cannot open {} (is the server running? stop it, or use the provisioning API; share-status reaches a running server through its [admin] listen)", dir.display())
+    })
 }
 
 /// The running server's admin endpoint, when one is configured and answers.

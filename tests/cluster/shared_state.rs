@@ -178,6 +178,21 @@ async fn codes_limits_accounts_nonces_and_books_are_shared() {
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!((got.json()["version"].clone(), got.json()["contacts"][0]["number"].clone()), (up.json()["version"].clone(), json!("+33698765432")), "{}", got.body);
 
+    // An account added with the CLI on A's config, nodes running, is in the cluster's store:
+    // it authenticates at B; its name and number are taken for every node.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smart-presence")).args(["accounts", "--config"]).arg(a.node.config_path()).args(args).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let added = cli(&["add", "carol", "secret", "+33611112222"]);
+    assert!(added.0, "{}", added.1);
+    assert_eq!(account_with(b.api, &crate::common::http::basic("carol", "secret")).await.status, 200);
+    let (ok, text) = cli(&["add", "carol", "other"]);
+    assert!(!ok && text.contains("taken"), "{text}");
+    let (ok, text) = cli(&["add", "dave", "x", "+33611112222"]);
+    assert!(!ok && text.contains("carol"), "{text}");
+    assert!(cli(&["list"]).1.contains("sip:carol@example.org\t+33611112222"));
+
     // Its settings too: "share my status" set at B is read at A.
     let off = http(b.api, "PUT", "/v1/account/settings", &[json_auth[0], json_auth[1]], r#"{"share_status":false}"#).await;
     assert_eq!(off.status, 200, "{}", off.body);

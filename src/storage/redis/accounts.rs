@@ -9,13 +9,20 @@
 //! An insert is one script (it checks the name and numbers are free and writes every entry,
 //! or writes nothing); other writes are one `MULTI`. The handle's read-modify-writes are
 //! serialised across nodes by the lock `lock:accounts` ([`AccountStore::hold`]).
+//!
+//! Settings are read for every published user a NOTIFY shows ("share my status"), so they
+//! are kept [`SETTINGS_FOR`] in a bounded cache: a change made at another node is seen
+//! here within that time; one made here at once.
 
 use super::conn::Redis;
 use super::key_lock;
 use crate::numbers::E164;
 use crate::storage::accounts::{Account, AccountError, AccountStore, Settings, StoredAccount};
 use crate::storage::held::Held;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const INSERT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'user'} end
@@ -32,9 +39,14 @@ return {'ok'}
 
 /// Accounts fetched per `MGET` when listing.
 const PAGE: usize = 500;
+/// How long settings read from Redis are used without asking again.
+pub const SETTINGS_FOR: Duration = Duration::from_secs(1);
+/// Most users whose settings are cached.
+const CACHED: usize = 65_536;
 
 pub struct RedisAccounts {
     redis: Arc<Redis>,
+    settings: Mutex<HashMap<String, (Settings, Instant)>>,
 }
 
 fn decode(v: &[u8]) -> Result<StoredAccount, AccountError> {
@@ -47,7 +59,23 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, AccountError> {
 
 impl RedisAccounts {
     pub fn open(redis: Arc<Redis>) -> RedisAccounts {
-        RedisAccounts { redis }
+        RedisAccounts { redis, settings: Mutex::new(HashMap::new()) }
+    }
+
+    fn cached(&self, username: &str) -> Option<Settings> {
+        let cache = self.settings.lock();
+        cache.get(username).filter(|(_, at)| at.elapsed() < SETTINGS_FOR).map(|(s, _)| s.clone())
+    }
+
+    fn cache(&self, username: &str, settings: &Settings) {
+        let mut cache = self.settings.lock();
+        if cache.len() >= CACHED {
+            cache.retain(|_, (_, at)| at.elapsed() < SETTINGS_FOR);
+            if cache.len() >= CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(username.to_string(), (settings.clone(), Instant::now()));
     }
 
     fn acct(&self, username: &str) -> String {
@@ -158,14 +186,20 @@ impl AccountStore for RedisAccounts {
             pipe.query::<()>(c)?;
             self.redis.durable(c)
         })?;
+        self.settings.lock().remove(username);
         Ok(true)
     }
 
     fn settings(&self, username: &str) -> Result<Settings, AccountError> {
-        match self.get_string(&self.set(username))? {
-            Some(v) => serde_json::from_str(&v).map_err(|e| AccountError::Corrupt(e.to_string())),
-            None => Ok(Settings::default()),
+        if let Some(s) = self.cached(username) {
+            return Ok(s);
         }
+        let settings = match self.get_string(&self.set(username))? {
+            Some(v) => serde_json::from_str(&v).map_err(|e| AccountError::Corrupt(e.to_string()))?,
+            None => Settings::default(),
+        };
+        self.cache(username, &settings);
+        Ok(settings)
     }
 
     fn set_settings(&self, username: &str, settings: &Settings) -> Result<(), AccountError> {
@@ -174,10 +208,12 @@ impl AccountStore for RedisAccounts {
         }
         let json = encode(settings)?;
         let key = self.set(username);
-        Ok(self.redis.run(|c| {
+        self.redis.run(|c| {
             ::redis::cmd("SET").arg(&key).arg(&json).query::<()>(c)?;
             self.redis.durable(c)
-        })?)
+        })?;
+        self.cache(username, settings);
+        Ok(())
     }
 
     fn hold(&self) -> Result<Held, AccountError> {
