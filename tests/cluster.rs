@@ -10,3 +10,5 @@ mod harness;
 mod start;
 #[path = "cluster/shared_state.rs"]
 mod shared_state;
+#[path = "cluster/redis_stores.rs"]
+mod redis_stores;
