@@ -12,7 +12,8 @@
 //!
 //! Settings are read for every published user a NOTIFY shows ("share my status"), so they
 //! are kept [`SETTINGS_FOR`] in a bounded cache: a change made at another node is seen
-//! here within that time; one made here at once.
+//! here within that time; one made here at once. While Redis does not answer, the last
+//! settings read are used, however old.
 
 use super::conn::Redis;
 use super::key_lock;
@@ -62,9 +63,10 @@ impl RedisAccounts {
         RedisAccounts { redis, settings: Mutex::new(HashMap::new()) }
     }
 
-    fn cached(&self, username: &str) -> Option<Settings> {
+    /// The cached settings of `username`, if read within `fresh_for`.
+    fn cached(&self, username: &str, fresh_for: Duration) -> Option<Settings> {
         let cache = self.settings.lock();
-        cache.get(username).filter(|(_, at)| at.elapsed() < SETTINGS_FOR).map(|(s, _)| s.clone())
+        cache.get(username).filter(|(_, at)| at.elapsed() < fresh_for).map(|(s, _)| s.clone())
     }
 
     fn cache(&self, username: &str, settings: &Settings) {
@@ -191,12 +193,13 @@ impl AccountStore for RedisAccounts {
     }
 
     fn settings(&self, username: &str) -> Result<Settings, AccountError> {
-        if let Some(s) = self.cached(username) {
+        if let Some(s) = self.cached(username, SETTINGS_FOR) {
             return Ok(s);
         }
-        let settings = match self.get_string(&self.set(username))? {
-            Some(v) => serde_json::from_str(&v).map_err(|e| AccountError::Corrupt(e.to_string()))?,
-            None => Settings::default(),
+        let settings = match self.get_string(&self.set(username)) {
+            Ok(Some(v)) => serde_json::from_str(&v).map_err(|e| AccountError::Corrupt(e.to_string()))?,
+            Ok(None) => Settings::default(),
+            Err(e) => return self.cached(username, Duration::MAX).ok_or(e),
         };
         self.cache(username, &settings);
         Ok(settings)

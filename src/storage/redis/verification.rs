@@ -8,7 +8,8 @@
 //! The handle's read-modify-writes of one number (a send, a check, a delivery report) are
 //! serialised across nodes by the lock `lock:v:<+E.164>` ([`VerificationStore::hold`]), so
 //! the per-number send limit counts the sends of every node. A sweep scans the records and
-//! windows and deletes the ones that are over, each only if unchanged since it was read.
+//! windows and deletes the ones that are over, each only if unchanged since it was read;
+//! one node sweeps for all (`v:swept`, set for [`SWEPT_FOR`], skips the others' sweeps).
 
 use super::conn::Redis;
 use super::key_lock;
@@ -28,6 +29,8 @@ return 1
 
 /// Keys asked per `SCAN` step of a sweep.
 const SCAN_COUNT: usize = 500;
+/// After a sweep by any node, how long the others skip theirs.
+pub const SWEPT_FOR: std::time::Duration = std::time::Duration::from_secs(50);
 
 pub struct RedisVerifications {
     redis: Arc<Redis>,
@@ -152,6 +155,11 @@ impl VerificationStore for RedisVerifications {
     }
 
     fn sweep(&self, done: &dyn Fn(&CodeRecord) -> bool, window_over: &dyn Fn(&SendWindow) -> bool) -> Result<usize, StorageError> {
+        let swept = self.redis.key("v:swept");
+        let mine: Option<String> = self.redis.run(|c| ::redis::cmd("SET").arg(&swept).arg(1).arg("NX").arg("PX").arg(SWEPT_FOR.as_millis() as u64).query(c))?;
+        if mine.is_none() {
+            return Ok(0);
+        }
         let mut removed = 0;
         self.scan("v:code:*", &mut |key, value| {
             let Ok(r) = serde_json::from_str::<CodeRecord>(&value) else { return Ok(()) };
