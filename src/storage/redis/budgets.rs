@@ -53,21 +53,12 @@ impl BudgetStore for RedisBudgets {
     fn charge(&self, account: &str, charge: &mut Charge<'_>) -> Result<(), StorageError> {
         let (bucket, charged) = self.keys(account);
         self.redis.run(|c| {
-            for _ in 0..ATTEMPTS {
-                ::redis::cmd("WATCH").arg(&bucket).arg(&charged).query::<()>(c)?;
-                let (b, h): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::pipe().get(&bucket).get(&charged).query(c)?;
-                let known = h.unwrap_or_default().chunks_exact(8).map(|x| u64::from_be_bytes(x.try_into().unwrap_or([0; 8]))).collect();
-                let Some((new_bucket, hashes)) = charge(saved(b), known) else {
-                    ::redis::cmd("UNWATCH").query::<()>(c)?;
-                    return Ok(Ok(()));
-                };
-                let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
-                let done: Option<()> = ::redis::pipe().atomic().set(&bucket, new_bucket.to_bytes()).ignore().set(&charged, blob).ignore().query(c)?;
-                if done.is_some() {
-                    return Ok(Ok(()));
-                }
+            let charged = compare_and_set(c, account, &bucket, &charged, charge);
+            if charged.is_err() {
+                // The connection goes back to the pool: it must not keep watching.
+                let _ = ::redis::cmd("UNWATCH").query::<()>(c);
             }
-            Ok(Err(StorageError::new(format!("budget of {account:?}: too contended, try again"))))
+            charged
         })?
     }
 
@@ -78,4 +69,23 @@ impl BudgetStore for RedisBudgets {
             self.redis.durable(c)
         })
     }
+}
+
+/// The charge's `WATCH`, read, `MULTI`/`EXEC`, again while another node's write aborts it.
+fn compare_and_set(c: &mut ::redis::Connection, account: &str, bucket: &str, charged: &str, charge: &mut Charge<'_>) -> ::redis::RedisResult<Result<(), StorageError>> {
+    for _ in 0..ATTEMPTS {
+        ::redis::cmd("WATCH").arg(&bucket).arg(&charged).query::<()>(c)?;
+        let (b, h): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::pipe().get(&bucket).get(&charged).query(c)?;
+        let known = h.unwrap_or_default().chunks_exact(8).map(|x| u64::from_be_bytes(x.try_into().unwrap_or([0; 8]))).collect();
+        let Some((new_bucket, hashes)) = charge(saved(b), known) else {
+            ::redis::cmd("UNWATCH").query::<()>(c)?;
+            return Ok(Ok(()));
+        };
+        let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
+        let done: Option<()> = ::redis::pipe().atomic().set(&bucket, new_bucket.to_bytes()).ignore().set(&charged, blob).ignore().query(c)?;
+        if done.is_some() {
+            return Ok(Ok(()));
+        }
+    }
+    Ok(Err(StorageError::new(format!("budget of {account:?}: too contended, try again"))))
 }
