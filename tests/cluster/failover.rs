@@ -1,0 +1,197 @@
+//! Failover (issue 14): three nodes on a real Redis behind a real Kamailio dispatcher
+//! (`examples/cluster/kamailio.cfg`). A list subscriber through the dispatcher gets its
+//! full state; `kill -9` of its node brings `terminated;reason=deactivated` from a survivor
+//! within the lease time, through Kamailio; it re-subscribes through the dispatcher and a
+//! live node serves it, later bindings included. A clean stop deactivates too. The admin
+//! endpoint lists the nodes and their leases.
+
+use crate::common::http::http;
+use crate::common::peer::{Msg, Peer};
+use crate::common::process::ServerProcess;
+use crate::common::{list_subscribe, resource_list};
+use crate::dispatcher::Dispatcher;
+use crate::harness::{node, RedisServer};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Short leases, so that a test waits seconds, not the default 6 s lease.
+const LEASE_MS: u64 = 1500;
+const BOB: &str = "+33612345678";
+const CAROL: &str = "+33698765432";
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _redis: RedisServer,
+    nodes: Vec<ServerProcess>,
+    lb: Dispatcher,
+}
+
+impl Cluster {
+    /// Redis, three nodes (bob bound on each: cross-node bindings are not this test's),
+    /// Kamailio in front.
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = RedisServer::start(&dir.path().join("redis"), &[]);
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3"] {
+            let mut n = node(dir.path(), name, &redis.url(), &format!("lease_ms = {LEASE_MS}"));
+            n.start().await;
+            n.bind(BOB, "sip:bob@example.org").await;
+            nodes.push(n);
+        }
+        let udp: Vec<_> = nodes.iter().map(|n| n.udp).collect();
+        let lb = Dispatcher::start(&dir.path().join("kamailio"), &udp).await;
+        Cluster { _dir: dir, _redis: redis, nodes, lb }
+    }
+
+    /// The node a response or NOTIFY came from, by its Contact's port.
+    fn owner(&self, msg: &Msg) -> usize {
+        let contact = msg.header("Contact").expect("a Contact");
+        self.nodes.iter().position(|n| contact.contains(&format!(":{}", n.udp.port()))).unwrap_or_else(|| panic!("Contact {contact} is no node's"))
+    }
+
+    /// `GET /cluster/nodes` of node `i`.
+    async fn listing(&self, i: usize) -> Value {
+        let r = http(self.nodes[i].admin, "GET", "/cluster/nodes", &[], "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+}
+
+/// Alice's list (bob, a user; carol, not yet), subscribed through the dispatcher; returns
+/// the 200 and the first NOTIFY.
+async fn subscribe(peer: &mut Peer, branch: &str) -> (Msg, Msg) {
+    let entries = [format!("sip:{BOB}@example.org;user=phone"), format!("sip:{CAROL}@example.org;user=phone")];
+    let req = list_subscribe("UDP", peer.local(), branch, "Expires: 600\r\n", &resource_list(&entries));
+    peer.send(req.as_bytes()).await;
+    let (ok, first) = peer.accepted().await;
+    assert_eq!(ok.status(), Some(200), "{}", ok.start_line());
+    let first = first.expect("the first NOTIFY");
+    assert!(first.body().contains("sip:bob@example.org") && first.body().contains("fullState=\"true\""), "{}", first.body());
+    assert!(ok.header("Record-Route").is_some(), "the dispatcher record-routes");
+    (ok, first)
+}
+
+/// The next NOTIFY that ends the subscription, within `wait` (earlier ones answered 200).
+async fn terminated(peer: &mut Peer, wait: Duration) -> Msg {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = peer.recv_within(left).await.unwrap_or_else(|| panic!("no terminated NOTIFY within {wait:?}"));
+        if !m.is_request("NOTIFY") {
+            continue;
+        }
+        peer.send(&m.response(200, "OK")).await;
+        if m.header("Subscription-State").is_some_and(|s| s.starts_with("terminated")) {
+            return m;
+        }
+    }
+}
+
+fn cseq(m: &Msg) -> u32 {
+    m.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse().ok()).expect("a CSeq")
+}
+
+#[tokio::test]
+async fn a_killed_nodes_subscriber_is_deactivated_by_a_survivor_and_resubscribes_through_the_dispatcher() {
+    let mut c = Cluster::start().await;
+    let mut alice = Peer::udp(c.lb.addr).await;
+    let (ok, first) = subscribe(&mut alice, "fo1").await;
+    let owner = c.owner(&ok);
+    // The record reaches Redis with the write-behind batch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let killed = Instant::now();
+    c.nodes[owner].kill9();
+    let end = terminated(&mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
+    let took = killed.elapsed();
+    assert_eq!(end.header("Subscription-State"), Some("terminated;reason=deactivated"));
+    assert_eq!(end.header("Call-ID"), first.header("Call-ID"), "the same dialog");
+    assert_eq!(end.tag("From"), first.tag("From"), "our tag of that dialog");
+    assert!(cseq(&end) > cseq(&first), "a CSeq above the dead node's: {} after {}", cseq(&end), cseq(&first));
+    assert_ne!(c.owner(&end), owner, "sent by a survivor");
+    eprintln!("deactivated NOTIFY {took:?} after kill -9 (lease {LEASE_MS} ms)");
+
+    // alice re-subscribes at once, through the dispatcher, to a live node.
+    let (ok, _) = subscribe(&mut alice, "fo2").await;
+    let now = c.owner(&ok);
+    assert_ne!(now, owner, "a live node");
+    // A later binding (made on every live node: cross-node bindings are another test's).
+    for (i, n) in c.nodes.iter().enumerate() {
+        if i != owner {
+            n.bind(CAROL, "sip:carol@example.org").await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = alice.recv_within(deadline.saturating_duration_since(Instant::now())).await.expect("carol's binding reaches alice");
+        if m.is_request("NOTIFY") {
+            alice.send(&m.response(200, "OK")).await;
+            if m.body().contains("sip:carol@example.org") {
+                break;
+            }
+        }
+    }
+
+    // The dead node leaves the list once taken over.
+    let survivor = (owner + 1) % 3;
+    let listing = c.listing(survivor).await;
+    let names: Vec<&str> = listing["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{listing}");
+    assert!(c.nodes[survivor].log().contains("taken over") || c.nodes[3 - owner - survivor].log().contains("taken over"));
+}
+
+#[tokio::test]
+async fn a_clean_stop_deactivates_the_nodes_subscribers_and_leaves_the_list() {
+    let mut c = Cluster::start().await;
+    let mut alice = Peer::udp(c.lb.addr).await;
+    let (ok, first) = subscribe(&mut alice, "st1").await;
+    let owner = c.owner(&ok);
+    // SIGTERM now; `stop` (which sends it again, ignored while stopping) waits for the exit.
+    let pid = c.nodes[owner].pid().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let end = terminated(&mut alice, Duration::from_secs(5)).await;
+    c.nodes[owner].stop();
+    assert_eq!(end.header("Subscription-State"), Some("terminated;reason=deactivated"));
+    assert_eq!(end.header("Call-ID"), first.header("Call-ID"));
+    assert_eq!(c.owner(&end), owner, "the stopping node tells its own subscribers");
+    let other = (owner + 1) % 3;
+    let listing = c.listing(other).await;
+    let names: Vec<&str> = listing["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&["n1", "n2", "n3"][owner]), "a clean stop leaves the list: {listing}");
+    let (ok, _) = subscribe(&mut alice, "st2").await;
+    assert_ne!(c.owner(&ok), owner);
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_lists_the_nodes_and_their_leases() {
+    let c = Cluster::start().await;
+    let mut alice = Peer::udp(c.lb.addr).await;
+    let (ok, _) = subscribe(&mut alice, "ls1").await;
+    let owner = c.owner(&ok);
+    // Counts are those of the last renewal (every third of the lease).
+    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+    let listing = c.listing(0).await;
+    assert_eq!(listing["node"], "n1");
+    assert_eq!(listing["lease_ms"], LEASE_MS);
+    let nodes = listing["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{listing}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["name"], ["n1", "n2", "n3"][i]);
+        assert_eq!(n["alive"], true);
+        let left = n["lease_left_ms"].as_u64().unwrap();
+        assert!(left > 0 && left <= LEASE_MS, "{n}");
+        assert_eq!(n["sip"][0], format!("udp:{}", c.nodes[i].udp), "{n}");
+        assert_eq!(n["admin"], c.nodes[i].admin.to_string());
+        assert_eq!(n["subscriptions"], u64::from(i == owner), "{n}");
+        assert_eq!(n["entries"], if i == owner { 2 } else { 0 }, "{n}");
+    }
+
+    // Outside cluster mode: 404, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let mut single = ServerProcess::new(dir.path(), "");
+    single.start().await;
+    let r = http(single.admin, "GET", "/cluster/nodes", &[], "").await;
+    assert_eq!(r.status, 404);
+    assert!(r.error().contains("not in cluster mode"), "{}", r.body);
+}
