@@ -46,10 +46,12 @@ impl Cluster {
     }
 
     /// Sets the lease for another `lease` and the entry in `nodes`; nothing once leaving.
-    pub fn renew(&self, info: &NodeInfo) -> Result<(), StorageError> {
+    /// Returns whether the entry was missing (after a start: a survivor took this node over
+    /// while it could not renew).
+    pub fn renew(&self, info: &NodeInfo) -> Result<bool, StorageError> {
         let leaving = self.leaving.lock();
         if *leaving {
-            return Ok(());
+            return Ok(false);
         }
         let value = serde_json::to_string(info).map_err(StorageError::new)?;
         let ms = self.lease.as_millis() as u64;
@@ -65,8 +67,8 @@ impl Cluster {
                 .arg(self.nodes_key())
                 .arg(&self.node)
                 .arg(&value)
-                .ignore()
-                .query::<()>(c)
+                .query::<(u64,)>(c)
+                .map(|(added,)| added == 1)
         })
     }
 

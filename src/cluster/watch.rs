@@ -1,8 +1,13 @@
 //! What a node does all along in cluster mode: at start, joins (lease, node list) and
 //! keeps only the stored subscriptions still its own; then, every third of the lease,
 //! renews its lease and looks for nodes whose lease is gone, and takes them over
-//! (`takeover`). A dead node is noticed within the lease time and a third of it. Owns that
-//! loop; must not touch the subscriptions themselves.
+//! (`takeover`). A dead node is noticed within the lease time and a third of it.
+//!
+//! After Redis was unreachable, every lease may have run out meanwhile: a node that gets
+//! through again waits one lease before it looks for dead nodes, so that the live ones
+//! renew first. A node that finds it was taken over while it could not renew (its entry
+//! gone) ends its own subscriptions with `deactivated` too: their phones were told to move.
+//! Owns that loop; must not touch the subscriptions other than through the table.
 
 use super::lease::NodeInfo;
 use super::records::RedisRecords;
@@ -10,7 +15,7 @@ use super::takeover::{self, Taker};
 use super::Cluster;
 use crate::limits::Limits;
 use crate::storage::StorageError;
-use crate::subscription::Shared;
+use crate::subscription::{self, Shared};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,15 +56,29 @@ async fn keep(taker: Arc<Taker>, info: Box<dyn Fn() -> NodeInfo + Send + Sync>, 
     let taking = Arc::new(Mutex::new(HashSet::<String>::new()));
     let mut tick = tokio::time::interval(taker.cluster.lease / 3);
     let mut failing = false;
+    let mut quiet_until = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         let (c, i) = (taker.cluster.clone(), info.clone());
-        let dead = match tokio::task::spawn_blocking(move || c.renew(&i()).and_then(|()| c.dead_nodes())).await {
-            Ok(Ok(dead)) => dead,
+        let look = tokio::time::Instant::now() >= quiet_until;
+        let renewed = tokio::task::spawn_blocking(move || {
+            let lost = c.renew(&i())?;
+            Ok::<_, StorageError>((lost, if look { c.dead_nodes()? } else { Vec::new() }))
+        });
+        let dead = match renewed.await {
+            Ok(Ok((lost, dead))) => {
+                if lost {
+                    tracing::error!("this node was taken over while it could not renew its lease: its subscribers were told to move; ending its subscriptions");
+                    subscription::actor::resume(taker.shared.table.deactivate_all(), &taker.shared);
+                }
+                dead
+            }
             Ok(Err(e)) => {
+                // Looks again one lease after it gets through (the first tick then is quiet).
+                quiet_until = tokio::time::Instant::now() + taker.cluster.lease + taker.cluster.lease / 3;
                 if !failing {
                     tracing::error!("cluster: lease not renewed ({e}); other nodes take this one over if it lasts past the lease");
                 }
@@ -69,7 +88,7 @@ async fn keep(taker: Arc<Taker>, info: Box<dyn Fn() -> NodeInfo + Send + Sync>, 
             Err(_) => continue,
         };
         if failing {
-            tracing::info!("cluster: lease renewed again");
+            tracing::info!("cluster: lease renewed again; looking for dead nodes after one lease");
             failing = false;
         }
         for node in dead {
