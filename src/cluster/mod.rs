@@ -31,6 +31,8 @@ pub struct Cluster {
     pub lease: Duration,
     pub stream_max_len: u64,
     pub takeover_per_second: u32,
+    /// What a survivor does with a dead node's subscriptions (`cluster.takeover`).
+    pub takeover: crate::config::Takeover,
     /// Set by a clean stop (`Cluster::leave`): the lease is no longer renewed.
     leaving: parking_lot::Mutex<bool>,
 }
@@ -51,6 +53,7 @@ impl Cluster {
             lease: Duration::from_millis(config.lease_ms.max(300)),
             stream_max_len: config.stream_max_len.max(1000),
             takeover_per_second: config.takeover_per_second.max(1),
+            takeover: config.takeover,
             leaving: parking_lot::Mutex::new(false),
         })
     }

@@ -3,16 +3,22 @@
 //! subscriber the last NOTIFY, `terminated;reason=deactivated`, from the stored dialog
 //! (its route set leads back through the load balancer; its CSeq starts above the dead
 //! node's reservation), paced at `takeover_per_second`, removing each record as it goes.
-//! The phone re-subscribes at once, through the load balancer, to a live node. Owns the
-//! claim and that pass; the NOTIFY itself is the subscription layer's
-//! (`subscription::resume::deactivate_stored`).
+//! The phone re-subscribes at once, through the load balancer, to a live node. With
+//! `cluster.takeover = "adopt"` the survivor instead goes on with each subscription as its
+//! own (a full state in the same dialog), for phones that do not re-subscribe on
+//! `deactivated` (liblinphone 5.1). Owns the claim and that pass; the NOTIFYs are the
+//! subscription layer's (`subscription::resume::deactivate_stored`, `adopt`).
 
 use super::keys::CLAIM;
 use super::Cluster;
+use crate::config::Takeover;
 use crate::storage::StorageError;
 use crate::subscription::{self, Shared};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Records as (key, encoded record).
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What a takeover needs of this node.
 pub struct Taker {
@@ -53,7 +59,7 @@ pub async fn take_over(taker: Arc<Taker>, dead: String) -> Result<Option<usize>,
     }
     let (t, d) = (taker.clone(), dead.clone());
     tokio::task::spawn_blocking(move || t.cluster.finish(&d)).await.map_err(StorageError::new)??;
-    tracing::warn!(node = %dead, told, "dead node taken over: its subscribers were told to re-subscribe");
+    tracing::warn!(node = %dead, told, how = %taker.cluster.takeover, "dead node taken over");
     Ok(Some(told))
 }
 
@@ -66,6 +72,9 @@ fn tell(taker: &Arc<Taker>, bytes: &[u8]) -> bool {
     };
     if stored.expires_at <= crate::clock::unix_now() {
         return false;
+    }
+    if taker.cluster.takeover == Takeover::Adopt {
+        return subscription::resume::adopt(&taker.shared, stored, &taker.sent_by);
     }
     let taker = taker.clone();
     tokio::spawn(async move {
@@ -95,7 +104,7 @@ impl Cluster {
 
     /// Up to about `count` records of `dead` from `cursor`, and the cursor after them
     /// (0: done).
-    fn scan_records(&self, dead: &str, cursor: u64, count: usize) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), StorageError> {
+    fn scan_records(&self, dead: &str, cursor: u64, count: usize) -> Result<(u64, Records), StorageError> {
         let (next, flat): (String, Vec<Vec<u8>>) = self.redis.run(|c| ::redis::cmd("HSCAN").arg(self.subs_key(dead)).arg(cursor).arg("COUNT").arg(count).query(c))?;
         let mut pairs = Vec::with_capacity(flat.len() / 2);
         let mut items = flat.into_iter();

@@ -116,6 +116,23 @@ fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription 
     sub
 }
 
+/// Goes on with a subscription that another process held and recorded (a cluster node
+/// that died) as ours: back in the table, reached as `sent_by` (our Via and Contact), its
+/// full state sent at once from its reservation (a version and CSeq above any that process
+/// used: liblinphone 5.1 takes it as the new state of the same dialog). False when it
+/// cannot go on (logged).
+pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> bool {
+    let target = s.dialog.target;
+    s.dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
+    match revive(shared, s, crate::clock::unix_now()) {
+        Some((sub, mailbox)) => {
+            actor::start(sub, shared.clone(), mailbox, None);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Ends a subscription that another process held and recorded (a cluster node that died):
 /// its last NOTIFY, `terminated;reason=deactivated`, sent as `sent_by` (our Via and
 /// Contact), from a CSeq above any that process used. Nothing is recorded here. False when

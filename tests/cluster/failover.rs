@@ -21,7 +21,7 @@ const CAROL: &str = "+33698765432";
 
 struct Cluster {
     _dir: tempfile::TempDir,
-    _redis: RedisServer,
+    redis: RedisServer,
     nodes: Vec<ServerProcess>,
     lb: Dispatcher,
 }
@@ -30,18 +30,23 @@ impl Cluster {
     /// Redis, three nodes (bob bound on each: cross-node bindings are not this test's),
     /// Kamailio in front.
     async fn start() -> Cluster {
+        Cluster::start_with("").await
+    }
+
+    /// The same with more `[cluster]` keys.
+    async fn start_with(extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisServer::start(&dir.path().join("redis"), &[]);
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
-            let mut n = node(dir.path(), name, &redis.url(), &format!("lease_ms = {LEASE_MS}"));
+            let mut n = node(dir.path(), name, &redis.url(), &format!("lease_ms = {LEASE_MS}\n{extra}"));
             n.start().await;
             n.bind(BOB, "sip:bob@example.org").await;
             nodes.push(n);
         }
         let udp: Vec<_> = nodes.iter().map(|n| n.udp).collect();
         let lb = Dispatcher::start(&dir.path().join("kamailio"), &udp).await;
-        Cluster { _dir: dir, _redis: redis, nodes, lb }
+        Cluster { _dir: dir, redis, nodes, lb }
     }
 
     /// The node a response or NOTIFY came from, by its Contact's port.
@@ -194,4 +199,64 @@ async fn the_admin_endpoint_lists_the_nodes_and_their_leases() {
     let r = http(single.admin, "GET", "/cluster/nodes", &[], "").await;
     assert_eq!(r.status, 404);
     assert!(r.error().contains("not in cluster mode"), "{}", r.body);
+}
+
+/// The real liblinphone 5.1 client subscribes through the dispatcher; the node that holds
+/// its subscription is killed. liblinphone 5.1's lists do not re-subscribe on
+/// `deactivated` (its friend list ignores the terminated state), so this cluster runs with
+/// `takeover = "adopt"`: a survivor goes on with the subscription in the same dialog, and
+/// the client keeps seeing the right users: bob throughout, carol once bound after the death.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liblinphone_keeps_seeing_the_right_users_across_the_death_of_its_node() {
+    let mut c = Cluster::start_with("takeover = \"adopt\"").await;
+    let t0 = Instant::now();
+    let args = ["--register", "no", "--identity", "sip:alice@example.org"].map(String::from).to_vec();
+    let client = crate::common::linphone::spawn_client_with(c.lb.addr, "udp", args, vec!["0612345678".into(), "0698765432".into()], 16, t0);
+    let owner = held_by(&c, Duration::from_secs(8)).await;
+    // Its record reaches Redis with the next write-behind batch (100 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = t0.elapsed().as_millis();
+    c.nodes[owner].kill9();
+    // A survivor holds it now.
+    let now = loop {
+        let live = (0..3).filter(|i| *i != owner).find(|i| subscribed_on(&c, *i));
+        if let Some(i) = live {
+            break i;
+        }
+        assert!(t0.elapsed().as_millis() < killed_at + 8000, "no live node took the client's subscription over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bound_at = t0.elapsed().as_millis();
+    for (i, n) in c.nodes.iter().enumerate() {
+        if i != owner {
+            n.bind(CAROL, "sip:carol@example.org").await;
+        }
+    }
+    let lines = client.await.unwrap();
+    let final_of = |number: &str| lines.iter().find_map(|(_, l)| l.strip_prefix(&format!("FINAL {number} ")).map(str::to_string));
+    assert_eq!(final_of("0612345678").as_deref(), Some("USER sip:bob@example.org"), "{lines:?}");
+    assert_eq!(final_of("0698765432").as_deref(), Some("USER sip:carol@example.org"), "{lines:?}");
+    let carol = lines.iter().find(|(_, l)| l.starts_with("PRESENCE 0698765432 open sip:carol@example.org ")).map(|(at, _)| *at).expect("carol seen");
+    assert!(carol >= bound_at, "carol seen at {carol} ms, bound at {bound_at} ms");
+    eprintln!("liblinphone: node {now} took it after node {owner} died at {killed_at} ms; carol bound at {bound_at} ms, seen at {carol} ms");
+}
+
+/// The node holding the one subscription, as its lease counts it.
+async fn held_by(c: &Cluster, within: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let listing = c.listing(0).await;
+        let nodes = listing["nodes"].as_array().unwrap();
+        if let Some(i) = nodes.iter().position(|n| n["subscriptions"] == 1) {
+            return i;
+        }
+        assert!(started.elapsed() < within, "no node holds the client's subscription: {listing}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether node `i` counts a subscription in its lease.
+fn subscribed_on(c: &Cluster, i: usize) -> bool {
+    let key = format!("sp:lease:{}", ["n1", "n2", "n3"][i]);
+    c.redis.query(&["GET", &key]).is_some_and(|v| v.contains("\"subscriptions\":1"))
 }

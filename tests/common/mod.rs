@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod linphone;
 pub mod peer;
 pub mod process;
 
