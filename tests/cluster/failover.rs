@@ -8,7 +8,7 @@
 use crate::common::http::http;
 use crate::common::peer::{Msg, Peer};
 use crate::common::process::ServerProcess;
-use crate::common::{list_subscribe, resource_list};
+use crate::common::{list_subscribe, refresh, resource_list};
 use crate::dispatcher::Dispatcher;
 use crate::harness::{node, RedisServer};
 use serde_json::Value;
@@ -166,6 +166,55 @@ async fn a_clean_stop_deactivates_the_nodes_subscribers_and_leaves_the_list() {
     assert!(!names.contains(&["n1", "n2", "n3"][owner]), "a clean stop leaves the list: {listing}");
     let (ok, _) = subscribe(&mut alice, "st2").await;
     assert_ne!(c.owner(&ok), owner);
+}
+
+/// alice's re-SUBSCRIBE of the dialog `branch` opened, through the dispatcher (`route`, the
+/// 200's Record-Route) to `contact` (a node's Contact).
+fn resubscribe(peer: &Peer, branch: &str, tag: &str, cseq: u32, route: &str, contact: &str) -> String {
+    refresh("UDP", peer.local(), branch, tag, cseq)
+        .replacen("SUBSCRIBE sip:rls@example.org", &format!("SUBSCRIBE {}", contact.trim_matches(['<', '>'])), 1)
+        .replacen("Max-Forwards: 70\r\n", &format!("Max-Forwards: 70\r\nRoute: {route}\r\n"), 1)
+}
+
+/// The next response, NOTIFYs before it answered 200.
+async fn answer_to(peer: &mut Peer) -> Msg {
+    peer.response(&mut Vec::new()).await
+}
+
+/// `takeover = "adopt"`: a survivor goes on with a killed node's subscription in the same
+/// dialog (a full state from a CSeq and version above the dead node's, its own Contact);
+/// a re-SUBSCRIBE to the survivor is its own; one still sent to the dead node is answered
+/// 481 by the dispatcher (so the phone re-subscribes in a new dialog).
+#[tokio::test]
+async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers_481_for_the_dead() {
+    let mut c = Cluster::start_with("takeover = \"adopt\"").await;
+    let mut alice = Peer::udp(c.lb.addr).await;
+    let (ok, first) = subscribe(&mut alice, "ad1").await;
+    let owner = c.owner(&ok);
+    let (tag, route, dead_contact) = (ok.tag("To").unwrap(), ok.header("Record-Route").unwrap().to_string(), ok.header("Contact").unwrap().to_string());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.nodes[owner].kill9();
+    let adopted = alice.recv_within(Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await.expect("a NOTIFY from a survivor");
+    alice.send(&adopted.response(200, "OK")).await;
+    assert!(adopted.is_request("NOTIFY"), "{}", adopted.start_line());
+    assert!(adopted.header("Subscription-State").unwrap().starts_with("active"), "{:?}", adopted.header("Subscription-State"));
+    assert_eq!(adopted.header("Call-ID"), first.header("Call-ID"));
+    assert_eq!(adopted.tag("From").as_deref(), Some(tag.as_str()));
+    assert!(cseq(&adopted) > cseq(&first));
+    assert!(adopted.body().contains("fullState=\"true\"") && adopted.body().contains("sip:bob@example.org"), "{}", adopted.body());
+    let survivor = c.owner(&adopted);
+    assert_ne!(survivor, owner);
+
+    let to_survivor = resubscribe(&alice, "ad1", &tag, 2, &route, adopted.header("Contact").unwrap());
+    alice.send(to_survivor.as_bytes()).await;
+    assert_eq!(answer_to(&mut alice).await.status(), Some(200), "the survivor holds the dialog");
+
+    let to_dead = resubscribe(&alice, "ad1", &tag, 3, &route, &dead_contact);
+    alice.send(to_dead.as_bytes()).await;
+    let started = Instant::now();
+    let gone = answer_to(&mut alice).await;
+    assert_eq!(gone.status(), Some(481), "{}", gone.start_line());
+    eprintln!("481 for the dead owner after {:?}", started.elapsed());
 }
 
 #[tokio::test]
