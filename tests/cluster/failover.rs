@@ -30,16 +30,16 @@ impl Cluster {
     /// Redis, three nodes (bob bound on each: cross-node bindings are not this test's),
     /// Kamailio in front.
     async fn start() -> Cluster {
-        Cluster::start_with("").await
+        Cluster::start_with(LEASE_MS, "").await
     }
 
-    /// The same with more `[cluster]` keys.
-    async fn start_with(extra: &str) -> Cluster {
+    /// The same with another lease and more `[cluster]` keys.
+    async fn start_with(lease_ms: u64, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisServer::start(&dir.path().join("redis"), &[]);
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
-            let mut n = node(dir.path(), name, &redis.url(), &format!("lease_ms = {LEASE_MS}\n{extra}"));
+            let mut n = node(dir.path(), name, &redis.url(), &format!("lease_ms = {lease_ms}\n{extra}"));
             n.start().await;
             n.bind(BOB, "sip:bob@example.org").await;
             nodes.push(n);
@@ -187,7 +187,7 @@ async fn answer_to(peer: &mut Peer) -> Msg {
 /// 481 by the dispatcher (so the phone re-subscribes in a new dialog).
 #[tokio::test]
 async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers_481_for_the_dead() {
-    let mut c = Cluster::start_with("takeover = \"adopt\"").await;
+    let mut c = Cluster::start_with(LEASE_MS, "takeover = \"adopt\"").await;
     let mut alice = Peer::udp(c.lb.addr).await;
     let (ok, first) = subscribe(&mut alice, "ad1").await;
     let owner = c.owner(&ok);
@@ -215,6 +215,38 @@ async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers
     let gone = answer_to(&mut alice).await;
     assert_eq!(gone.status(), Some(481), "{}", gone.start_line());
     eprintln!("481 for the dead owner after {:?}", started.elapsed());
+}
+
+/// A node restarted under its name after a survivor took it over resumes none of the
+/// subscriptions it had stored (their phones were told to move); one restarted within its
+/// lease resumes them, and no survivor steps in.
+#[tokio::test]
+async fn a_node_restarted_after_its_takeover_resumes_nothing_and_one_back_within_its_lease_resumes_all() {
+    let mut c = Cluster::start().await;
+    let mut alice = Peer::udp(c.lb.addr).await;
+    let (ok, _) = subscribe(&mut alice, "rs1").await;
+    let owner = c.owner(&ok);
+    // On disk too (sled writes back every 500 ms), so that a resume would find it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.nodes[owner].kill9();
+    terminated(&mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
+    c.nodes[owner].start().await;
+    assert!(alice.recv_within(Duration::from_secs(2)).await.is_none(), "nothing from the restarted node");
+    assert!(!c.nodes[owner].log().contains("stored subscriptions loaded"), "{}", c.nodes[owner].log());
+
+    let mut c = Cluster::start_with(8000, "").await;
+    let mut bob = Peer::udp(c.lb.addr).await;
+    let (ok, first) = subscribe(&mut bob, "rs2").await;
+    let owner = c.owner(&ok);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.nodes[owner].kill9();
+    c.nodes[owner].start().await;
+    let resumed = bob.notify(200).await;
+    assert_eq!(resumed.header("Call-ID"), first.header("Call-ID"));
+    assert!(resumed.header("Subscription-State").unwrap().starts_with("active"));
+    assert_eq!(c.owner(&resumed), owner, "resumed by its own node");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.nodes.iter().all(|n| !n.log().contains("taking its subscribers over")), "no takeover of a node back within its lease");
 }
 
 #[tokio::test]
@@ -257,7 +289,7 @@ async fn the_admin_endpoint_lists_the_nodes_and_their_leases() {
 /// the client keeps seeing the right users: bob throughout, carol once bound after the death.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liblinphone_keeps_seeing_the_right_users_across_the_death_of_its_node() {
-    let mut c = Cluster::start_with("takeover = \"adopt\"").await;
+    let mut c = Cluster::start_with(LEASE_MS, "takeover = \"adopt\"").await;
     let t0 = Instant::now();
     let args = ["--register", "no", "--identity", "sip:alice@example.org"].map(String::from).to_vec();
     let client = crate::common::linphone::spawn_client_with(c.lb.addr, "udp", args, vec!["0612345678".into(), "0698765432".into()], 16, t0);
