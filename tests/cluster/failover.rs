@@ -249,6 +249,28 @@ async fn a_node_restarted_after_its_takeover_resumes_nothing_and_one_back_within
     assert!(c.nodes.iter().all(|n| !n.log().contains("taking its subscribers over")), "no takeover of a node back within its lease");
 }
 
+/// Redis down past every lease, then back: the nodes keep their subscribers (nothing is
+/// deactivated), the node list answers 503 meanwhile, and once Redis is back no node takes
+/// a live one over (each waits a lease before looking).
+#[tokio::test]
+async fn redis_down_past_the_leases_takes_no_live_node_over() {
+    let mut c = Cluster::start().await;
+    let mut alice = Peer::udp(c.lb.addr).await;
+    let (ok, _) = subscribe(&mut alice, "rd1").await;
+    let owner = ["n1", "n2", "n3"][c.owner(&ok)];
+    c.redis.kill9();
+    tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
+    let r = http(c.nodes[0].admin, "GET", "/cluster/nodes", &[], "").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    c.redis.restart(&[]);
+    assert!(alice.recv_within(Duration::from_millis(LEASE_MS * 3)).await.is_none(), "no NOTIFY: nobody was taken over");
+    assert!(c.nodes.iter().all(|n| !n.log().contains("taking its subscribers over")));
+    let listing = c.listing(0).await;
+    assert_eq!(listing["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true).count(), 3, "{listing}");
+    let held = c.redis.query(&["HLEN", &format!("sp:subs:{owner}")]);
+    assert_eq!(held.as_deref(), Some("1"), "the record is still in Redis");
+}
+
 #[tokio::test]
 async fn the_admin_endpoint_lists_the_nodes_and_their_leases() {
     let c = Cluster::start().await;
