@@ -93,6 +93,17 @@ async fn terminated(peer: &mut Peer, wait: Duration) -> Msg {
     }
 }
 
+/// A subscriber through the dispatcher (dialog `branch`): the 200, the first NOTIFY, the
+/// index of the node that owns it; after `settle`, for its record to be written (Redis
+/// every 100 ms, sled on disk every 500 ms).
+async fn subscribed(c: &Cluster, branch: &str, settle: Duration) -> (Peer, Msg, Msg, usize) {
+    let mut peer = Peer::udp(c.lb.addr).await;
+    let (ok, first) = subscribe(&mut peer, branch).await;
+    let owner = c.owner(&ok);
+    tokio::time::sleep(settle).await;
+    (peer, ok, first, owner)
+}
+
 fn cseq(m: &Msg) -> u32 {
     m.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse().ok()).expect("a CSeq")
 }
@@ -100,11 +111,7 @@ fn cseq(m: &Msg) -> u32 {
 #[tokio::test]
 async fn a_killed_nodes_subscriber_is_deactivated_by_a_survivor_and_resubscribes_through_the_dispatcher() {
     let mut c = Cluster::start().await;
-    let mut alice = Peer::udp(c.lb.addr).await;
-    let (ok, first) = subscribe(&mut alice, "fo1").await;
-    let owner = c.owner(&ok);
-    // The record reaches Redis with the write-behind batch.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut alice, _, first, owner) = subscribed(&c, "fo1", Duration::from_millis(500)).await;
 
     let killed = Instant::now();
     c.nodes[owner].kill9();
@@ -188,11 +195,8 @@ async fn answer_to(peer: &mut Peer) -> Msg {
 #[tokio::test]
 async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers_481_for_the_dead() {
     let mut c = Cluster::start_with(LEASE_MS, "takeover = \"adopt\"").await;
-    let mut alice = Peer::udp(c.lb.addr).await;
-    let (ok, first) = subscribe(&mut alice, "ad1").await;
-    let owner = c.owner(&ok);
+    let (mut alice, ok, first, owner) = subscribed(&c, "ad1", Duration::from_millis(500)).await;
     let (tag, route, dead_contact) = (ok.tag("To").unwrap(), ok.header("Record-Route").unwrap().to_string(), ok.header("Contact").unwrap().to_string());
-    tokio::time::sleep(Duration::from_millis(500)).await;
     c.nodes[owner].kill9();
     let adopted = alice.recv_within(Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await.expect("a NOTIFY from a survivor");
     alice.send(&adopted.response(200, "OK")).await;
@@ -223,11 +227,8 @@ async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers
 #[tokio::test]
 async fn a_node_restarted_after_its_takeover_resumes_nothing_and_one_back_within_its_lease_resumes_all() {
     let mut c = Cluster::start().await;
-    let mut alice = Peer::udp(c.lb.addr).await;
-    let (ok, _) = subscribe(&mut alice, "rs1").await;
-    let owner = c.owner(&ok);
-    // On disk too (sled writes back every 500 ms), so that a resume would find it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // On disk too, so that a resume would find it.
+    let (mut alice, _, _, owner) = subscribed(&c, "rs1", Duration::from_millis(1500)).await;
     c.nodes[owner].kill9();
     terminated(&mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
     c.nodes[owner].start().await;
@@ -235,10 +236,7 @@ async fn a_node_restarted_after_its_takeover_resumes_nothing_and_one_back_within
     assert!(!c.nodes[owner].log().contains("stored subscriptions loaded"), "{}", c.nodes[owner].log());
 
     let mut c = Cluster::start_with(8000, "").await;
-    let mut bob = Peer::udp(c.lb.addr).await;
-    let (ok, first) = subscribe(&mut bob, "rs2").await;
-    let owner = c.owner(&ok);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut bob, _, first, owner) = subscribed(&c, "rs2", Duration::from_millis(500)).await;
     c.nodes[owner].kill9();
     c.nodes[owner].start().await;
     let resumed = bob.notify(200).await;
