@@ -21,8 +21,10 @@ bin="${SMART_PRESENCE_BIN:-$root/target/release/smart-presence}"
 [ -x "$bin" ] || (cd "$root" && cargo build --release)
 
 pids=()
+stopping=""
 stop() {
   trap - INT TERM EXIT
+  stopping=1
   echo "stopping..."
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -75,7 +77,7 @@ sed -e "s|@@LB_ADDR@@|127.0.0.1|g" -e "s|@@LB_PORT@@|$LB_PORT|g" \
   -e "s|@@DISPATCHER_LIST@@|$rundir/dispatcher.list|g" "$here/kamailio.cfg" >"$rundir/kamailio.cfg"
 cp "$here/dispatcher.list" "$rundir/dispatcher.list"
 kamailio -f "$rundir/kamailio.cfg" -DD -E -n 1 -m 32 -M 4 -P "$rundir/kamailio.pid" \
-  -Y "$rundir" -w "$rundir" 2>"$rundir/kamailio.log" &
+  -Y "$rundir" -w "$rundir" >"$rundir/kamailio.log" 2>&1 &
 pids+=($!)
 
 sleep 1
@@ -90,4 +92,4 @@ smart-presence cluster running (logs in $rundir):
 Ctrl-C stops everything.
 INFO
 wait -n "${pids[@]}" || true
-echo "a process ended; see the logs in $rundir" >&2
+[ -n "$stopping" ] || echo "a process ended; see the logs in $rundir" >&2
