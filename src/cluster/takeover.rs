@@ -63,8 +63,8 @@ pub async fn take_over(taker: Arc<Taker>, dead: String) -> Result<Option<usize>,
     Ok(Some(told))
 }
 
-/// Starts the last NOTIFY of one record; false when there is none to send (expired or
-/// unreadable).
+/// Adopts one record, or starts its last NOTIFY (`deactivated`, also when it cannot be
+/// adopted); false when there is nothing to send (expired or unreadable).
 fn tell(taker: &Arc<Taker>, bytes: &[u8]) -> bool {
     let Some(stored) = subscription::durable::decode(bytes) else {
         tracing::warn!(bytes = bytes.len(), "a taken-over subscription record does not decode: skipped");
@@ -73,9 +73,18 @@ fn tell(taker: &Arc<Taker>, bytes: &[u8]) -> bool {
     if stored.expires_at <= crate::clock::unix_now() {
         return false;
     }
-    if taker.cluster.takeover == Takeover::Adopt {
-        return subscription::resume::adopt(&taker.shared, stored, &taker.sent_by);
-    }
+    let stored = if taker.cluster.takeover == Takeover::Adopt {
+        if subscription::resume::adopt(&taker.shared, stored, &taker.sent_by) {
+            return true;
+        }
+        // Not adopted (over this node's caps, say): the phone is told to go elsewhere.
+        match subscription::durable::decode(bytes) {
+            Some(again) => again,
+            None => return false,
+        }
+    } else {
+        stored
+    };
     let taker = taker.clone();
     tokio::spawn(async move {
         subscription::resume::deactivate_stored(&taker.shared, stored, &taker.sent_by).await;

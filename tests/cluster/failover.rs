@@ -55,6 +55,12 @@ impl Cluster {
         self.nodes.iter().position(|n| contact.contains(&format!(":{}", n.udp.port()))).unwrap_or_else(|| panic!("Contact {contact} is no node's"))
     }
 
+    /// What the nodes and Kamailio logged, for a failure's message.
+    fn logs(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().enumerate().map(|(i, n)| format!("--- n{} ---\n{}", i + 1, n.log())).collect();
+        format!("{}\n--- kamailio ---\n{}", nodes.join("\n"), self.lb.log())
+    }
+
     /// `GET /cluster/nodes` of node `i`.
     async fn listing(&self, i: usize) -> Value {
         let r = http(self.nodes[i].admin, "GET", "/cluster/nodes", &[], "").await;
@@ -78,11 +84,11 @@ async fn subscribe(peer: &mut Peer, branch: &str) -> (Msg, Msg) {
 }
 
 /// The next NOTIFY that ends the subscription, within `wait` (earlier ones answered 200).
-async fn terminated(peer: &mut Peer, wait: Duration) -> Msg {
+async fn terminated(c: &Cluster, peer: &mut Peer, wait: Duration) -> Msg {
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let m = peer.recv_within(left).await.unwrap_or_else(|| panic!("no terminated NOTIFY within {wait:?}"));
+        let m = peer.recv_within(left).await.unwrap_or_else(|| panic!("no terminated NOTIFY within {wait:?}\n{}", c.logs()));
         if !m.is_request("NOTIFY") {
             continue;
         }
@@ -115,7 +121,7 @@ async fn a_killed_nodes_subscriber_is_deactivated_by_a_survivor_and_resubscribes
 
     let killed = Instant::now();
     c.nodes[owner].kill9();
-    let end = terminated(&mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
+    let end = terminated(&c, &mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
     let took = killed.elapsed();
     assert_eq!(end.header("Subscription-State"), Some("terminated;reason=deactivated"));
     assert_eq!(end.header("Call-ID"), first.header("Call-ID"), "the same dialog");
@@ -162,7 +168,7 @@ async fn a_clean_stop_deactivates_the_nodes_subscribers_and_leaves_the_list() {
     // SIGTERM now; `stop` (which sends it again, ignored while stopping) waits for the exit.
     let pid = c.nodes[owner].pid().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let end = terminated(&mut alice, Duration::from_secs(5)).await;
+    let end = terminated(&c, &mut alice, Duration::from_secs(5)).await;
     c.nodes[owner].stop();
     assert_eq!(end.header("Subscription-State"), Some("terminated;reason=deactivated"));
     assert_eq!(end.header("Call-ID"), first.header("Call-ID"));
@@ -230,7 +236,7 @@ async fn a_node_restarted_after_its_takeover_resumes_nothing_and_one_back_within
     // On disk too, so that a resume would find it.
     let (mut alice, _, _, owner) = subscribed(&c, "rs1", Duration::from_millis(1500)).await;
     c.nodes[owner].kill9();
-    terminated(&mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
+    terminated(&c, &mut alice, Duration::from_millis(LEASE_MS) + Duration::from_secs(6)).await;
     c.nodes[owner].start().await;
     assert!(alice.recv_within(Duration::from_secs(2)).await.is_none(), "nothing from the restarted node");
     assert!(!c.nodes[owner].log().contains("stored subscriptions loaded"), "{}", c.nodes[owner].log());
