@@ -278,6 +278,30 @@ async fn redis_down_past_the_leases_takes_no_live_node_over() {
     assert_eq!(held, 2, "both records in Redis, the one made while it was down included");
 }
 
+/// Right after a node dies, before the dispatcher's probes have taken it out, new
+/// SUBSCRIBEs still land on live nodes: one hashed to the dead node times out there and
+/// goes to the next.
+#[tokio::test]
+async fn new_subscriptions_fail_over_to_a_live_node_while_the_dead_one_is_still_listed() {
+    let mut c = Cluster::start().await;
+    c.nodes[0].kill9();
+    let started = Instant::now();
+    let mut peers = Vec::new();
+    for i in 0..6 {
+        let mut peer = Peer::udp(c.lb.addr).await;
+        let entries = [format!("sip:{BOB}@example.org;user=phone")];
+        peer.send(list_subscribe("UDP", peer.local(), &format!("fo-new{i}"), "Expires: 600\r\n", &resource_list(&entries)).as_bytes()).await;
+        peers.push(peer);
+    }
+    for peer in &mut peers {
+        let (ok, first) = peer.accepted().await;
+        assert_eq!(ok.status(), Some(200), "{}", ok.start_line());
+        assert_ne!(c.owner(&ok), 0, "a live node");
+        assert!(first.is_some_and(|n| n.body().contains("sip:bob@example.org")));
+    }
+    eprintln!("6 new subscriptions served {:?} after a node died", started.elapsed());
+}
+
 #[tokio::test]
 async fn the_admin_endpoint_lists_the_nodes_and_their_leases() {
     let c = Cluster::start().await;
