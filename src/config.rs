@@ -361,7 +361,8 @@ pub struct SubscriptionConfig {
     /// NOTIFY), so that a restart does not burst.
     pub resume_per_second: u32,
     /// `keep` (resume at the next start) or `deactivate` (end them, the phones re-subscribe).
-    /// In cluster mode a clean stop always deactivates.
+    /// In cluster mode a clean stop always deactivates (with `cluster.takeover = "adopt"`,
+    /// leaves them to a survivor).
     pub on_shutdown: OnShutdown,
 }
 

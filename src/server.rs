@@ -233,8 +233,10 @@ impl Server {
         // Not ready from now on: load balancers stop sending new work.
         let _stopping = self.health.pending("stopping");
         let deadline = tokio::time::Instant::now() + grace;
-        // In cluster mode, always: the phones move to a live node at once.
-        if self.on_shutdown == crate::config::OnShutdown::Deactivate || self.cluster.is_some() {
+        // In cluster mode, always, as a survivor would: the phones move to a live node at
+        // once; with `cluster.takeover = "adopt"` a survivor adopts them once we leave.
+        let adopted = self.cluster.as_ref().is_some_and(|c| c.takeover == crate::config::Takeover::Adopt);
+        if !adopted && (self.on_shutdown == crate::config::OnShutdown::Deactivate || self.cluster.is_some()) {
             let count = self.subscriptions.len();
             subscription::actor::resume(self.subscriptions.deactivate_all(), &self.shared);
             while !self.subscriptions.is_empty() && tokio::time::Instant::now() < deadline {

@@ -72,9 +72,10 @@ impl Cluster {
         })
     }
 
-    /// A clean stop, once its subscribers were told: gives the lease up. When records are
-    /// left (subscribers not told within the grace time), the node stays listed so that a
-    /// survivor ends them; else it leaves the list.
+    /// A clean stop, once its subscribers were told (or, adopting, once its records are
+    /// written): gives the lease up. When records are left (to adopt, or subscribers not
+    /// told within the grace time), the node stays listed so that a survivor takes them
+    /// over at its next check; else it leaves the list.
     pub fn leave(&self) -> Result<(), StorageError> {
         *self.leaving.lock() = true;
         let left: u64 = self.redis.run(|c| {
@@ -82,7 +83,7 @@ impl Cluster {
             ::redis::cmd("HLEN").arg(self.subs_key(&self.node)).query(c)
         })?;
         if left > 0 {
-            tracing::warn!(left, "subscriptions left to a survivor: they were not all told within the grace time");
+            tracing::info!(left, "subscriptions left to a survivor, which takes them over at its next check");
             return Ok(());
         }
         self.redis.run(|c| ::redis::cmd("HDEL").arg(self.nodes_key()).arg(&self.node).query::<()>(c))?;

@@ -197,7 +197,8 @@ async fn answer_to(peer: &mut Peer) -> Msg {
 /// `takeover = "adopt"`: a survivor goes on with a killed node's subscription in the same
 /// dialog (a full state from a CSeq and version above the dead node's, its own Contact);
 /// a re-SUBSCRIBE to the survivor is its own; one still sent to the dead node is answered
-/// 481 by the dispatcher (so the phone re-subscribes in a new dialog).
+/// 481 by the dispatcher (so the phone re-subscribes in a new dialog). A clean stop of the
+/// survivor then leaves it to the last node, which adopts it in turn.
 #[tokio::test]
 async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers_481_for_the_dead() {
     let mut c = Cluster::start_with(LEASE_MS, "takeover = \"adopt\"").await;
@@ -225,6 +226,19 @@ async fn an_adopting_survivor_goes_on_with_the_dialog_and_the_dispatcher_answers
     let gone = answer_to(&mut alice).await;
     assert_eq!(gone.status(), Some(481), "{}", gone.start_line());
     eprintln!("481 for the dead owner after {:?}", started.elapsed());
+
+    // A clean stop of the survivor leaves the subscription to the last node, which adopts it.
+    c.nodes[survivor].stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = alice.notify(200).await;
+    while c.owner(&last) == survivor {
+        assert!(Instant::now() < deadline, "no NOTIFY from the last node");
+        last = alice.notify(200).await;
+    }
+    assert!(last.header("Subscription-State").unwrap().starts_with("active"), "{:?}", last.header("Subscription-State"));
+    assert_eq!(last.header("Call-ID"), first.header("Call-ID"), "the same dialog still");
+    assert!(cseq(&last) > cseq(&adopted));
+    assert_eq!(c.owner(&last), 3 - owner - survivor);
 }
 
 /// A node restarted under its name after a survivor took it over resumes none of the
