@@ -8,3 +8,7 @@ mod common;
 mod harness;
 #[path = "cluster/start.rs"]
 mod start;
+#[path = "cluster/dispatcher.rs"]
+mod dispatcher;
+#[path = "cluster/failover.rs"]
+mod failover;
