@@ -361,8 +361,8 @@ pub struct SubscriptionConfig {
     /// NOTIFY), so that a restart does not burst.
     pub resume_per_second: u32,
     /// `keep` (resume at the next start) or `deactivate` (end them, the phones re-subscribe).
-    /// In cluster mode a clean stop always deactivates (with `cluster.takeover = "adopt"`,
-    /// leaves them to a survivor).
+    /// In cluster mode this is not read: a clean stop hands them over as
+    /// `cluster.takeover` says (left to a survivor to adopt, or deactivated).
     pub on_shutdown: OnShutdown,
 }
 
@@ -793,8 +793,8 @@ pub struct ClusterConfig {
     pub stream_max_len: u64,
     /// NOTIFYs per second a survivor sends to a dead node's subscribers.
     pub takeover_per_second: u32,
-    /// What a survivor does with them: `deactivate` (they re-subscribe) or `adopt` (it goes
-    /// on with them, as their own).
+    /// What a survivor does with them: `adopt` (the default: it goes on with them, as
+    /// their own) or `deactivate` (they re-subscribe).
     pub takeover: Takeover,
 }
 
@@ -813,7 +813,7 @@ impl Default for ClusterConfig {
             timeout_ms: 1000,
             stream_max_len: 1_000_000,
             takeover_per_second: 500,
-            takeover: Takeover::Deactivate,
+            takeover: Takeover::Adopt,
         }
     }
 }

@@ -29,8 +29,9 @@ struct Cluster {
 impl Cluster {
     /// Redis, three nodes (bob bound on each: cross-node bindings are not this test's),
     /// Kamailio in front.
+    /// With `takeover = "deactivate"` (the RFC 6665 way; the default is "adopt").
     async fn start() -> Cluster {
-        Cluster::start_with(LEASE_MS, "").await
+        Cluster::start_with(LEASE_MS, "takeover = \"deactivate\"").await
     }
 
     /// The same with another lease and more `[cluster]` keys.
@@ -255,7 +256,7 @@ async fn a_node_restarted_after_its_takeover_resumes_nothing_and_one_back_within
     assert!(alice.recv_within(Duration::from_secs(2)).await.is_none(), "nothing from the restarted node");
     assert!(!c.nodes[owner].log().contains("stored subscriptions loaded"), "{}", c.nodes[owner].log());
 
-    let mut c = Cluster::start_with(8000, "").await;
+    let mut c = Cluster::start_with(8000, "takeover = \"deactivate\"").await;
     let (mut bob, _, first, owner) = subscribed(&c, "rs2", Duration::from_millis(500)).await;
     c.nodes[owner].kill9();
     c.nodes[owner].start().await;
