@@ -11,7 +11,7 @@ use super::presence_mirror::Mirror;
 use super::presence_state::Presentity;
 use super::Redis;
 use crate::storage::StorageError;
-use ::redis::streams::StreamReadReply;
+use ::redis::streams::StreamRangeReply;
 use ::redis::{Connection, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -48,74 +48,92 @@ impl EntryId {
     }
 }
 
+/// Where the feed is: the last entry read and how many entries the stream had had added
+/// when it was (Redis's `entries-added`): what tells a trimmed entry from no entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    id: EntryId,
+    count: u64,
+}
+
 /// Fills `mirror` from Redis, then follows the stream on a thread until `mirror` is dropped
 /// or its channel closed.
 pub fn start(keys: Keys, mirror: &Arc<Mirror>) -> Result<(), StorageError> {
-    let last = reload(&keys, mirror)?;
+    let at = reload(&keys, mirror)?;
     let weak = Arc::downgrade(mirror);
-    std::thread::Builder::new().name("presence-feed".into()).spawn(move || follow(keys, weak, last)).map_err(StorageError::new)?;
+    std::thread::Builder::new().name("presence-feed".into()).spawn(move || follow(keys, weak, at)).map_err(StorageError::new)?;
     Ok(())
 }
 
-fn follow(keys: Keys, mirror: Weak<Mirror>, mut last: EntryId) {
+fn follow(keys: Keys, mirror: Weak<Mirror>, mut at: Position) {
     let mut conn: Option<Connection> = None;
-    let mut check = false;
     loop {
         let Some(m) = mirror.upgrade().filter(|m| !m.closed()) else { return };
-        let c = match conn.take().map(Ok).unwrap_or_else(|| keys.redis.dedicated(Some(BLOCK * 3))) {
+        let mut c = match conn.take().map(Ok).unwrap_or_else(|| keys.redis.dedicated(Some(BLOCK * 3))) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("presence feed: Redis unreachable: {e}");
                 drop(m);
                 std::thread::sleep(super::conn::BACKOFF);
-                check = true;
                 continue;
             }
         };
-        let mut c = c;
-        match step(&keys, &m, &mut c, &mut last, check) {
-            Ok(()) => {
-                check = false;
-                conn = Some(c);
-            }
-            Err(e) => {
-                tracing::warn!("presence feed: {e}; reconnecting");
-                check = true;
-            }
+        match step(&keys, &m, &mut c, &mut at) {
+            Ok(()) => conn = Some(c),
+            Err(e) => tracing::warn!("presence feed: {e}; reconnecting"),
         }
     }
 }
 
-/// One blocking read and what it brought; `check`: after a reconnection, make sure first
-/// that the stream still holds everything after `last`.
-fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, last: &mut EntryId, check: bool) -> Result<(), StorageError> {
-    if check && missed(keys, conn, *last, None)? {
-        *last = reload(keys, mirror)?;
-    }
-    let reply: Option<StreamReadReply> = ::redis::cmd("XREAD")
+/// Reads what follows `at`, with the stream's state in the same instant (one MULTI), and
+/// applies it; reloads in full if entries after `at` are gone; waits (a blocking read)
+/// when there is nothing new.
+fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) -> Result<(), StorageError> {
+    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
+        .atomic()
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(&keys.stream)
+        .cmd("XRANGE")
+        .arg(&keys.stream)
+        .arg(format!("({}", at.id.text()))
+        .arg("+")
         .arg("COUNT")
         .arg(BATCH)
-        .arg("BLOCK")
-        .arg(BLOCK.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(&keys.stream)
-        .arg(last.text())
-        .query(conn)
-        .map_err(StorageError::new)?;
-    let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect::<Vec<_>>();
-    let first = entries.first().and_then(|e| EntryId::parse(&e.id));
-    if missed(keys, conn, *last, first)? {
-        *last = reload(keys, mirror)?;
+        .query(conn);
+    let (info, entries) = match snapshot {
+        Ok((info, entries)) => (StreamInfo::read(info), entries.ids),
+        Err(e) if e.to_string().contains("no such key") => (None, Vec::new()),
+        Err(e) => return Err(StorageError::new(e)),
+    };
+    if missed(info.as_ref(), *at) {
+        *at = reload(keys, mirror)?;
         return Ok(());
+    }
+    if entries.is_empty() {
+        return wait(keys, conn, *at);
     }
     let now = unix_ms();
     for entry in entries {
         if let Some(id) = EntryId::parse(&entry.id) {
-            *last = id;
+            *at = Position { id, count: at.count + 1 };
         }
         apply(mirror, entry.map, now);
     }
     Ok(())
+}
+
+/// Blocks (up to [`BLOCK`]) until an entry follows `at`; what it reads is read again by
+/// the next step, with the stream's state.
+fn wait(keys: &Keys, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
+    let read: Result<Value, _> =
+        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&keys.stream).arg(at.id.text()).query(conn);
+    match read {
+        Ok(_) => Ok(()),
+        // A signal (SIGSTOP/SIGCONT) interrupted the wait: nothing lost, read on.
+        Err(e) if e.to_string().contains("Interrupted") => Ok(()),
+        Err(e) => Err(StorageError::new(e)),
+    }
 }
 
 /// One entry: `u` the presentity, and `s` his record, or `a` (announce him only).
@@ -133,62 +151,79 @@ fn apply(mirror: &Mirror, mut fields: std::collections::HashMap<String, Value>, 
     }
 }
 
-/// Whether entries after `last` and before `first` (the first one read, if any) are gone:
-/// trimmed (Redis's `max-deleted-entry-id`), or the stream lost (Redis came back without
-/// it: its last id is behind ours).
-fn missed(keys: &Keys, conn: &mut Connection, last: EntryId, first: Option<EntryId>) -> Result<bool, StorageError> {
-    let Some(info) = stream_info(keys, conn)? else { return Ok(last != EntryId::default()) };
-    if info.last_generated < last {
+/// Whether entries after `at` are gone: trimmed before they were read (the oldest entry
+/// left is newer than `at`, and more were added than `at` and those left account for),
+/// or the stream lost (Redis came back without it: it is behind `at`).
+fn missed(info: Option<&StreamInfo>, at: Position) -> bool {
+    let Some(info) = info else {
+        if at.id != EntryId::default() {
+            tracing::warn!("presence feed: the stream is gone (Redis lost it?): reloading");
+        }
+        return at.id != EntryId::default();
+    };
+    if info.last_generated < at.id || info.entries_added < at.count {
         tracing::warn!("presence feed: the stream is behind this node (Redis lost it?): reloading");
-        return Ok(true);
+        return true;
     }
-    let gap = info.max_deleted > last && first.is_none_or(|f| info.max_deleted < f);
+    let trimmed = info.entries_added - info.length;
+    let gap = info.first > at.id && trimmed > at.count;
     if gap {
-        tracing::warn!("presence feed: changes trimmed before this node read them: reloading");
+        tracing::warn!(missed = trimmed - at.count, "presence feed: changes trimmed before this node read them: reloading");
     }
-    Ok(gap)
+    gap
 }
 
 struct StreamInfo {
     last_generated: EntryId,
-    max_deleted: EntryId,
+    /// The oldest entry in the stream (0-0 when empty).
+    first: EntryId,
+    entries_added: u64,
+    length: u64,
 }
 
-/// XINFO STREAM's ids (None: no stream yet).
-fn stream_info(keys: &Keys, conn: &mut Connection) -> Result<Option<StreamInfo>, StorageError> {
-    let reply: Result<Value, _> = ::redis::cmd("XINFO").arg("STREAM").arg(&keys.stream).query(conn);
-    let value = match reply {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(StorageError::new(e)),
-    };
-    let pairs: Vec<(Value, Value)> = match value {
-        Value::Map(m) => m,
-        Value::Array(items) => {
-            let mut it = items.into_iter();
-            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+impl StreamInfo {
+    /// XINFO STREAM's reply (RESP2 pairs or RESP3 map); None if it is not one.
+    fn read(value: Value) -> Option<StreamInfo> {
+        let pairs: Vec<(Value, Value)> = match value {
+            Value::Map(m) => m,
+            Value::Array(items) => {
+                let mut it = items.into_iter();
+                std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+            }
+            _ => return None,
+        };
+        let mut info = StreamInfo { last_generated: EntryId::default(), first: EntryId::default(), entries_added: 0, length: 0 };
+        for (k, v) in pairs {
+            let Ok(k) = ::redis::from_redis_value::<String>(k) else { continue };
+            let text = || ::redis::from_redis_value::<String>(v.clone()).ok();
+            match k.as_str() {
+                "last-generated-id" => info.last_generated = text().and_then(|t| EntryId::parse(&t)).unwrap_or_default(),
+                "recorded-first-entry-id" => info.first = text().and_then(|t| EntryId::parse(&t)).unwrap_or_default(),
+                "entries-added" => info.entries_added = ::redis::from_redis_value(v).unwrap_or(0),
+                "length" => info.length = ::redis::from_redis_value(v).unwrap_or(0),
+                _ => {}
+            }
         }
-        _ => Vec::new(),
-    };
-    let mut info = StreamInfo { last_generated: EntryId::default(), max_deleted: EntryId::default() };
-    for (k, v) in pairs {
-        let (Ok(k), Ok(v)) = (::redis::from_redis_value::<String>(k), ::redis::from_redis_value::<String>(v)) else { continue };
-        match k.as_str() {
-            "last-generated-id" => info.last_generated = EntryId::parse(&v).unwrap_or_default(),
-            "max-deleted-entry-id" => info.max_deleted = EntryId::parse(&v).unwrap_or_default(),
-            _ => {}
-        }
+        Some(info)
     }
-    Ok(Some(info))
+}
+
+/// XINFO STREAM (None: no stream yet).
+fn stream_info(keys: &Keys, conn: &mut Connection) -> Result<Option<StreamInfo>, StorageError> {
+    match ::redis::cmd("XINFO").arg("STREAM").arg(&keys.stream).query::<Value>(conn) {
+        Ok(v) => Ok(StreamInfo::read(v)),
+        Err(e) if e.to_string().contains("no such key") => Ok(None),
+        Err(e) => Err(StorageError::new(e)),
+    }
 }
 
 /// Reads every presentity from Redis into `mirror` (announcing those that changed) and
 /// returns the stream position to follow from: taken before reading, so that a change
 /// made meanwhile is read again rather than missed.
-pub fn reload(keys: &Keys, mirror: &Mirror) -> Result<EntryId, StorageError> {
+pub fn reload(keys: &Keys, mirror: &Mirror) -> Result<Position, StorageError> {
     let started = std::time::Instant::now();
     let mut conn = keys.redis.dedicated(Some(Duration::from_secs(30)))?;
-    let from = stream_info(keys, &mut conn)?.map(|i| i.last_generated).unwrap_or_default();
+    let from = stream_info(keys, &mut conn)?.map_or(Position::default(), |i| Position { id: i.last_generated, count: i.entries_added });
     let pattern = format!("{}*", glob_escape(&keys.presentity));
     let (mut cursor, mut known, now) = (0u64, HashSet::new(), unix_ms());
     loop {
@@ -245,5 +280,19 @@ mod tests {
         assert_eq!(EntryId::parse("0-0"), Some(EntryId::default()));
         assert_eq!(EntryId::parse("x"), None);
         assert_eq!(glob_escape("sp*:[a]"), "sp\\*:\\[a\\]");
+    }
+
+    fn info(first: &str, added: u64, length: u64) -> StreamInfo {
+        StreamInfo { last_generated: EntryId::parse("100-0").unwrap(), first: EntryId::parse(first).unwrap(), entries_added: added, length }
+    }
+
+    #[test]
+    fn a_trimmed_entry_is_told_from_no_entry() {
+        let at = Position { id: EntryId::parse("50-0").unwrap(), count: 10 };
+        assert!(!missed(Some(&info("40-0", 30, 25)), at), "ours is still there");
+        assert!(!missed(Some(&info("60-0", 30, 20)), at), "trimmed up to ours exactly");
+        assert!(missed(Some(&info("60-0", 30, 19)), at), "one after ours trimmed");
+        assert!(missed(Some(&info("60-0", 9, 9)), at), "fewer added than we read: a new stream");
+        assert!(missed(None, at) && !missed(None, Position::default()));
     }
 }
