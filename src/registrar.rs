@@ -58,7 +58,8 @@ struct Asked {
 impl Registrar {
     /// A registrar; with a `store`, the registrations it holds are put back from it.
     pub fn new(auth: Arc<Authenticator>, presence: Arc<PresenceStore>, config: RegistrarConfig, store: Option<Arc<dyn RegistrationStore>>) -> Registrar {
-        let aors = store.as_ref().map(|s| restore(s.as_ref())).unwrap_or_default();
+        // A shared store is read at each REGISTER instead.
+        let aors = store.as_ref().filter(|s| !s.shared()).map(|s| restore(s.as_ref())).unwrap_or_default();
         Registrar { auth, presence, config, aors: Mutex::new(aors), store }
     }
 

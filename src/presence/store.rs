@@ -5,7 +5,8 @@
 //! layer use; it holds the state through [`PublicationStore`]. [`MemoryPublications`]
 //! (`storage::memory_publications`) holds it in memory; the server wraps it in
 //! `storage::sled::SledPublications`, which records every write so that publications,
-//! entity-tags and "last seen" survive a restart. The types the store speaks ([`Live`],
+//! entity-tags and "last seen" survive a restart; in a cluster, `storage::redis::RedisPublications`
+//! shares them between the nodes. The types the store speaks ([`Live`],
 //! [`Published`], [`PublishError`]) are defined in `storage::presence`. Every
 //! change is sent on the channel given at creation, for the subscription layer to notify
 //! watchers. With the accounts ([`PresenceStore::sharing`]), a user who turned "share my

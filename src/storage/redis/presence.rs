@@ -88,7 +88,8 @@ impl RedisPublications {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => {
                     tracing::warn!(uri, "presence: a stored record that does not decode is replaced: {e}");
-                    Presentity::default()
+                    // Its version unknown: one from the clock, above any a mirror holds.
+                    Presentity { version: now, ..Presentity::default() }
                 }
                 None => Presentity::default(),
             };
@@ -185,7 +186,15 @@ impl PublicationStore for RedisPublications {
     }
 
     fn remove(&self, uri: &str, etag: &str) -> Result<(), PublishError> {
-        self.write(uri, &mut |p| p.remove(etag))
+        // Tried again after a lost connection, the first try may have removed it.
+        let mut found = false;
+        self.write(uri, &mut |p| match p.remove(etag) {
+            Err(PublishError::UnknownEtag) if found => Ok(()),
+            done => {
+                found = done.is_ok();
+                done
+            }
+        })
     }
 
     fn live(&self, uri: &str) -> Option<Live> {
