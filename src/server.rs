@@ -116,7 +116,7 @@ impl Server {
         let (publications, registrations, presence_store, presence_changes) = open_presence(config, cluster.as_deref()).await?;
         let presence = Arc::new(PresenceStore::with_store(presence_store).sharing(accounts.clone()));
         if let Some(a) = &admin {
-            a.serve_with_accounts(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone());
+            a.serve_server(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone(), cluster.clone());
         }
         let admin = admin.map(|a| a.addr());
         let books = open_books(config)?;
@@ -172,6 +172,10 @@ impl Server {
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone(), metrics);
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
         drop(opening);
+        if let Some(c) = &cluster {
+            let at = listening(config, &addrs, admin);
+            crate::cluster::watch::start(c.clone(), shared_for_resume.clone(), abuse.clone(), at, shutdown_rx.clone()).await?;
+        }
         let resuming = health.pending("resuming subscriptions");
         let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
         // Bound and about to be served (the kernel queues what arrives meanwhile): once a
@@ -250,7 +254,10 @@ impl Server {
         // Not ready from now on: load balancers stop sending new work.
         let _stopping = self.health.pending("stopping");
         let deadline = tokio::time::Instant::now() + grace;
-        if self.on_shutdown == crate::config::OnShutdown::Deactivate {
+        // In cluster mode, always, as a survivor would: the phones move to a live node at
+        // once; with `cluster.takeover = "adopt"` a survivor adopts them once we leave.
+        let adopted = self.cluster.as_ref().is_some_and(|c| c.takeover == crate::config::Takeover::Adopt);
+        if !adopted && (self.on_shutdown == crate::config::OnShutdown::Deactivate || self.cluster.is_some()) {
             let count = self.subscriptions.len();
             subscription::actor::resume(self.subscriptions.deactivate_all(), &self.shared);
             while !self.subscriptions.is_empty() && tokio::time::Instant::now() < deadline {
@@ -268,8 +275,27 @@ impl Server {
         if let Err(e) = self.shared.store.flush() {
             tracing::error!("subscription store not written back: {e}");
         }
+        if let Some(c) = self.cluster.clone() {
+            match tokio::task::spawn_blocking(move || c.leave()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("cluster lease not given up (it expires by itself): {e}"),
+                Err(e) => tracing::error!("cluster lease not given up: {e}"),
+            }
+        }
         tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
     }
+}
+
+/// Where this node listens, for its cluster lease; a wildcard address stands as the domain.
+fn listening(config: &Config, addrs: &BoundAddrs, admin: Option<std::net::SocketAddr>) -> crate::cluster::watch::Listening {
+    let named = |scheme: &str, list: &[std::net::SocketAddr]| list.iter().map(|a| format!("{scheme}:{a}")).collect::<Vec<_>>();
+    let sip = [named("udp", &addrs.udp), named("tcp", &addrs.tcp), named("tls", &addrs.tls)].concat();
+    let sent_by = match addrs.udp.first().or(addrs.tcp.first()) {
+        Some(a) if a.ip().is_unspecified() => format!("{}:{}", config.domain, a.port()),
+        Some(a) => a.to_string(),
+        None => config.domain.clone(),
+    };
+    crate::cluster::watch::Listening { sip, admin: admin.map(|a| a.to_string()), sent_by }
 }
 
 /// The metrics that other parts already keep, read when scraped.

@@ -8,5 +8,9 @@ mod common;
 mod harness;
 #[path = "cluster/start.rs"]
 mod start;
+#[path = "cluster/dispatcher.rs"]
+mod dispatcher;
+#[path = "cluster/failover.rs"]
+mod failover;
 #[path = "cluster/presence.rs"]
 mod presence;

@@ -292,6 +292,13 @@ pub fn resume(woken: Vec<Woken>, shared: &Arc<Shared>) {
     }
 }
 
+/// Sends the last NOTIFY (`terminated;reason=deactivated`) of a subscription that is in no
+/// table and no store (`resume::deactivate_stored`): its reservation is not renewed.
+pub async fn deactivate_unstored(sub: &mut Subscription, shared: &Shared) {
+    (sub.version_limit, sub.cseq_limit) = (u32::MAX, u32::MAX);
+    sub.send_terminated(shared, End::Deactivated).await;
+}
+
 /// Wakes the subscriptions whose time is up, four times a second, until `shutdown`.
 pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
