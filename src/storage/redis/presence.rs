@@ -15,6 +15,14 @@
 //! does it; a transaction makes the others' no-ops); writes drop expired ones too.
 //! Redis unreachable: writes fail ([`PublishError::Storage`]: 503), reads go on from the
 //! mirror. Must not know about subscriptions or SIP messages.
+//!
+//! Keys (under the cluster's prefix; the registrar's are `registrations`'):
+//!
+//! | key | type | written by | read by | expiry |
+//! |---|---|---|---|---|
+//! | `presence:<uri>` | string: [`Presentity`] (postcard) | any node's write or sweep (WATCH/MULTI) | writers; every node at start and on a gap | none (his last state: "last seen", kept capabilities) |
+//! | `presence-expiry` | sorted set: uri, score = his earliest expiry (unix ms) | the same transactions | every node's sweep, each second | members removed when he has no publication |
+//! | `presence-changes` | stream: `u` uri + `s` his record, or `u` + `a` (announce) | the same transactions; `announce` | every node's feed thread | trimmed to about `stream_max_len` entries |
 
 use super::presence_feed::{self, unix_ms, Keys};
 use super::presence_mirror::Mirror;

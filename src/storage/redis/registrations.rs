@@ -2,6 +2,10 @@
 //! address of record (`registration:<aor>`, a postcard [`Registration`]) that Redis itself
 //! deletes when its last contact expires. The registrar reads an AOR's record before each
 //! change ([`RegistrationStore::shared`]), so a REGISTER may reach any node.
+//!
+//! | key | type | written by | read by | expiry |
+//! |---|---|---|---|---|
+//! | `registration:<aor>` | string: [`Registration`] (postcard) | the node that took a REGISTER | the node that takes the next one; none at start | at its last contact's expiry (`EXAT`) |
 //! Must not know about SIP messages.
 
 use super::presence_feed::glob_escape;
