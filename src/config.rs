@@ -789,7 +789,8 @@ pub struct ClusterConfig {
     pub wait_timeout_ms: u64,
     /// Longest wait for one Redis command; beyond it Redis counts as unreachable.
     pub timeout_ms: u64,
-    /// Changes kept in the binding change stream; a node further behind resynchronises.
+    /// Changes kept in each change stream (bindings, presence); a node further behind
+    /// resynchronises.
     pub stream_max_len: u64,
     /// NOTIFYs per second a survivor sends to a dead node's subscribers.
     pub takeover_per_second: u32,

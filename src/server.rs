@@ -32,7 +32,8 @@ pub struct Server {
     limits: Arc<Limits>,
     shared: Arc<Shared>,
     on_shutdown: crate::config::OnShutdown,
-    publications: Arc<crate::storage::sled::SledPublications>,
+    /// The embedded presence store, written back at shutdown (None in a cluster: Redis).
+    publications: Option<Arc<crate::storage::sled::SledPublications>>,
     resumed: subscription::resume::Resumed,
     health: crate::health::Health,
     books: AddressBooks,
@@ -56,6 +57,27 @@ async fn connect_cluster(config: &Config, addrs: &BoundAddrs) -> anyhow::Result<
     let cfg = config.cluster.clone();
     let cluster = tokio::task::spawn_blocking(move || Cluster::connect(&cfg, port)).await??;
     Ok(Some(Arc::new(cluster)))
+}
+
+/// The presence store and the registrar's registrations: in sled (`data_dir/presence`), or
+/// in a cluster shared in Redis; with the presence change channel.
+type PresenceStores = (
+    Option<Arc<crate::storage::sled::SledPublications>>,
+    Arc<dyn crate::storage::RegistrationStore>,
+    Arc<dyn crate::storage::PublicationStore>,
+    tokio::sync::mpsc::UnboundedReceiver<Box<str>>,
+);
+
+async fn open_presence(config: &Config, cluster: Option<&Cluster>) -> anyhow::Result<PresenceStores> {
+    if let Some(c) = cluster {
+        let (redis, max_len) = (c.redis.clone(), c.stream_max_len);
+        let (store, rx) = tokio::task::spawn_blocking(move || crate::storage::redis::RedisPublications::open(redis, max_len)).await??;
+        let registrations = Arc::new(crate::storage::redis::RedisRegistrations::new(c.redis.clone()));
+        return Ok((None, registrations, Arc::new(store), rx));
+    }
+    let (store, rx) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
+    let store = Arc::new(store);
+    Ok((Some(store.clone()), store.clone(), store, rx))
 }
 
 impl Server {
@@ -91,9 +113,8 @@ impl Server {
         let accounts = Accounts::open(&accounts::dir_in(&config.data_dir), &config.domain)?;
         let budget = Budget::open(&budget::dir_in(&config.data_dir), &config.budget)?;
         let metrics = (config.metrics.enabled && config.admin.listen.is_some()).then(|| Arc::new(Metrics::new()));
-        let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
-        let publications = Arc::new(publications);
-        let presence = Arc::new(PresenceStore::with_store(publications.clone()).sharing(accounts.clone()));
+        let (publications, registrations, presence_store, presence_changes) = open_presence(config, cluster.as_deref()).await?;
+        let presence = Arc::new(PresenceStore::with_store(presence_store).sharing(accounts.clone()));
         if let Some(a) = &admin {
             a.serve_server(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone(), cluster.clone());
         }
@@ -140,7 +161,7 @@ impl Server {
         let registrar = config
             .registrar
             .enabled
-            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone(), Some(publications.clone()))) as Arc<dyn crate::core::Handler>);
+            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone(), Some(registrations))) as Arc<dyn crate::core::Handler>);
         let publish = PublishHandler { auth: auth.clone(), store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
             subscribe: Some(SubscribeHandler::new(shared, config.subscribe_settings())),
@@ -248,7 +269,7 @@ impl Server {
         while self.client_tx.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Err(e) = self.publications.flush() {
+        if let Some(Err(e)) = self.publications.as_ref().map(|p| p.flush()) {
             tracing::error!("presence store not written back: {e}");
         }
         if let Err(e) = self.shared.store.flush() {

@@ -12,3 +12,5 @@ mod start;
 mod dispatcher;
 #[path = "cluster/failover.rs"]
 mod failover;
+#[path = "cluster/presence.rs"]
+mod presence;

@@ -7,5 +7,12 @@
 //! `[cluster]` into [`conn::Options`]).
 
 pub mod conn;
+mod presence;
+mod presence_feed;
+mod presence_mirror;
+mod presence_state;
+mod registrations;
 
 pub use conn::{Options, Redis};
+pub use presence::RedisPublications;
+pub use registrations::RedisRegistrations;
