@@ -6,13 +6,15 @@
 //! After Redis was unreachable, every lease may have run out meanwhile: a node that gets
 //! through again waits one lease before it looks for dead nodes, so that the live ones
 //! renew first. A node that finds it was taken over while it could not renew (its entry
-//! gone) ends its own subscriptions with `deactivated` too: their phones were told to move.
+//! gone) ends its own subscriptions: with `deactivated` too when their phones were told to
+//! move, silently when a survivor adopted them (it speaks in those dialogs now).
 //! Owns that loop; must not touch the subscriptions other than through the table.
 
 use super::lease::NodeInfo;
 use super::records::RedisRecords;
 use super::takeover::{self, Taker};
 use super::Cluster;
+use crate::config::Takeover;
 use crate::limits::Limits;
 use crate::storage::StorageError;
 use crate::subscription::{self, Shared};
@@ -71,8 +73,14 @@ async fn keep(taker: Arc<Taker>, info: Box<dyn Fn() -> NodeInfo + Send + Sync>, 
         let dead = match renewed.await {
             Ok(Ok((lost, dead))) => {
                 if lost {
-                    tracing::error!("this node was taken over while it could not renew its lease: its subscribers were told to move; ending its subscriptions");
-                    subscription::actor::resume(taker.shared.table.deactivate_all(), &taker.shared);
+                    let woken = if taker.cluster.takeover == Takeover::Adopt {
+                        tracing::error!("this node was taken over while it could not renew its lease: a survivor adopted its subscriptions; dropping them here without a NOTIFY");
+                        taker.shared.table.hand_over_all()
+                    } else {
+                        tracing::error!("this node was taken over while it could not renew its lease: its subscribers were told to move; ending its subscriptions");
+                        taker.shared.table.deactivate_all()
+                    };
+                    subscription::actor::resume(woken, &taker.shared);
                 }
                 dead
             }

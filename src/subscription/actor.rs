@@ -205,6 +205,9 @@ pub enum End {
     Undeliverable,
     /// The subscriber refused a NOTIFY, or cannot be reached: nothing more is sent.
     Lost,
+    /// Another cluster node adopted it while this one could not renew its lease: that
+    /// node speaks in the dialog now, so nothing more is sent from here.
+    HandedOver,
 }
 
 impl End {
@@ -216,7 +219,7 @@ impl End {
             End::Deactivated => Some(Some("deactivated")),
             End::Undeliverable => Some(Some("rejected")),
             End::NoResource => Some(Some("noresource")),
-            End::Lost => None,
+            End::Lost | End::HandedOver => None,
         }
     }
 }
@@ -347,6 +350,10 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
             if !sub.dialog.retarget(to) {
                 tracing::warn!(call_id = %sub.dialog.call_id(), "target refresh ignored: its texts are too long");
             }
+        }
+        if inbox.handed_over {
+            sent = Err(End::HandedOver);
+            break;
         }
         if inbox.deactivate {
             sent = Err(End::Deactivated);
