@@ -7,21 +7,42 @@
 #   bash benches/restart.sh                 # 100,000 held, SIGKILL
 #   bash benches/restart.sh --hold 20000 --clean
 #
-# Options: --hold N [100000], --rate R resumed NOTIFYs per second [5000], --clean (SIGTERM)
+# Options: --hold N [100000], --rate R resumed NOTIFYs per second [5000], --clean (SIGTERM),
+# --profile: flame graphs (perf + inferno, into benches/flamegraphs/) of the node idle while
+# it holds them (10 s) and of the restarted node's first 20 s (loading and resuming).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-HOLD=100000 RATE=5000 SIGNAL=KILL
+HOLD=100000 RATE=5000 SIGNAL=KILL PROFILE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --hold) HOLD=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --clean) SIGNAL=TERM ;;
+    --profile) PROFILE=1 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
 done
 command -v python3 >/dev/null || { echo "missing python3" >&2; exit 1; }
+if [ "$PROFILE" = 1 ]; then
+  for tool in perf inferno-collapse-perf inferno-flamegraph; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf; cargo install inferno)" >&2; exit 1; }
+  done
+fi
+# flame NAME TITLE SECONDS PID: records PID for SECONDS, draws benches/flamegraphs/NAME.svg
+# and prints the top frames by self time.
+flame() {
+  mkdir -p "$ROOT/benches/flamegraphs"
+  perf record -F 499 --call-graph dwarf,16384 -p "$4" -o "$WORK/$1.perf" -- sleep "$3" 2>/dev/null || true
+  local folded=$ROOT/benches/flamegraphs/$1.folded   # not committed (.gitignore)
+  perf script -i "$WORK/$1.perf" 2>/dev/null | inferno-collapse-perf > "$folded"
+  inferno-flamegraph --title "$2" < "$folded" > "$ROOT/benches/flamegraphs/$1.svg"
+  echo "   benches/flamegraphs/$1.svg; top frames by self time:"
+  awk '{n = $NF; $NF = ""; k = split($0, f, ";"); self[f[k]] += n; total += n}
+       END {for (s in self) printf "%6.2f%% %s\n", 100 * self[s] / total, s}' "$folded" | sort -rn | head -15 || true
+  rm -f "$WORK/$1.perf"
+}
 
 . "$ROOT/benches/common.sh"
 build_release restart
@@ -87,13 +108,26 @@ until grep -q "restart the server now" "$WORK/resume.txt" 2>/dev/null; do sleep 
 sleep 2.5
 grep -E "held|RSS" "$WORK/resume.txt"
 sleep 1.5   # past the store's 500 ms write-back
+if [ "$PROFILE" = 1 ]; then
+  echo "== profile: the node idle, holding them (10 s)"
+  flame idle-holding "idle node holding $HOLD list subscriptions" 10 "$SP_PID"
+fi
 STORE_BYTES=$(du -sb "$WORK/data/subscriptions" | cut -f1)
 echo "== kill -$SIGNAL, then start again on the same data directory"
 T_KILL=$(now)
 kill -"$SIGNAL" "$SP_PID"; wait "$SP_PID" 2>/dev/null || true
 STORE_BYTES_AFTER=$(du -sb "$WORK/data/subscriptions" | cut -f1)
 T_START=$(now)
-start server-2.log
+if [ "$PROFILE" = 1 ]; then
+  "$BIN" serve --config "$WORK/sp.toml" 2> "$WORK/server-2.log" &
+  SP_PID=$!
+  sleep 0.2
+  echo "== profile: the restarted node's first 20 s (loading, then resuming)"
+  flame restart-load "restarted node: loading and resuming $HOLD stored subscriptions" 20 "$SP_PID"
+  STARTUP=NaN
+else
+  start server-2.log
+fi
 wait "$FAN_PID"; FAN_PID=""
 cat "$WORK/resume.txt" | tail -1
 read -r FIRST LAST < <(awk '/resumed; first NOTIFY at/ {print $(NF-5), $(NF-2)}' "$WORK/resume.txt" | tr -d ',')

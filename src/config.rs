@@ -82,6 +82,18 @@ choice! {
 }
 
 choice! {
+    /// What a survivor does with a dead cluster node's subscriptions (`cluster.takeover`).
+    Takeover {
+        /// End each with `terminated;reason=deactivated` (RFC 6665 §4.2.2): the phone
+        /// re-subscribes through the load balancer.
+        Deactivate = "deactivate",
+        /// Go on with each from the survivor, in the same dialog (a full state from it):
+        /// for phones that do not re-subscribe on `deactivated`, as liblinphone 5.1's lists.
+        Adopt = "adopt",
+    }
+}
+
+choice! {
     /// Who is believed (`auth.mode`).
     AuthMode {
         /// Digest against the account store.
@@ -349,6 +361,8 @@ pub struct SubscriptionConfig {
     /// NOTIFY), so that a restart does not burst.
     pub resume_per_second: u32,
     /// `keep` (resume at the next start) or `deactivate` (end them, the phones re-subscribe).
+    /// In cluster mode this is not read: a clean stop hands them over as
+    /// `cluster.takeover` says (left to a survivor to adopt, or deactivated).
     pub on_shutdown: OnShutdown,
 }
 
@@ -775,10 +789,14 @@ pub struct ClusterConfig {
     pub wait_timeout_ms: u64,
     /// Longest wait for one Redis command; beyond it Redis counts as unreachable.
     pub timeout_ms: u64,
-    /// Changes kept in the binding change stream; a node further behind resynchronises.
+    /// Changes kept in each change stream (bindings, presence); a node further behind
+    /// resynchronises.
     pub stream_max_len: u64,
     /// NOTIFYs per second a survivor sends to a dead node's subscribers.
     pub takeover_per_second: u32,
+    /// What a survivor does with them: `adopt` (the default: it goes on with them, as
+    /// their own) or `deactivate` (they re-subscribe).
+    pub takeover: Takeover,
 }
 
 impl Default for ClusterConfig {
@@ -796,6 +814,7 @@ impl Default for ClusterConfig {
             timeout_ms: 1000,
             stream_max_len: 1_000_000,
             takeover_per_second: 500,
+            takeover: Takeover::Adopt,
         }
     }
 }

@@ -58,13 +58,15 @@ struct Asked {
 impl Registrar {
     /// A registrar; with a `store`, the registrations it holds are put back from it.
     pub fn new(auth: Arc<Authenticator>, presence: Arc<PresenceStore>, config: RegistrarConfig, store: Option<Arc<dyn RegistrationStore>>) -> Registrar {
-        let aors = store.as_ref().map(|s| restore(s.as_ref())).unwrap_or_default();
+        // A shared store is read at each REGISTER instead.
+        let aors = store.as_ref().filter(|s| !s.shared()).map(|s| restore(s.as_ref())).unwrap_or_default();
         Registrar { auth, presence, config, aors: Mutex::new(aors), store }
     }
 
-    /// Records `aor`'s registration as it now is (removed when it has no contact).
-    fn record(&self, aor: &str, entry: &Aor, now: Instant) {
-        let Some(store) = &self.store else { return };
+    /// Records `aor`'s registration as it now is (removed when it has no contact); false
+    /// if the store failed.
+    fn record(&self, aor: &str, entry: &Aor, now: Instant) -> bool {
+        let Some(store) = &self.store else { return true };
         let written = if entry.contacts.is_empty() {
             store.remove(aor)
         } else {
@@ -72,8 +74,22 @@ impl Registrar {
             let contacts = entry.contacts.iter().map(|c| (c.uri.clone(), unix + c.expires_at.saturating_duration_since(now).as_secs())).collect();
             store.save(aor, &Registration { contacts, etag: entry.etag.clone() })
         };
-        if let Err(e) = written {
+        if let Err(e) = &written {
             tracing::warn!(aor, "registration not recorded (lost on restart): {e}");
+        }
+        written.is_ok()
+    }
+
+    /// In a cluster (a shared store), `aor`'s registration as the store has it now: any
+    /// node may have changed it. None without a shared store; 503 if it cannot be read.
+    fn shared_entry(&self, req: &Request, aor: &str) -> Result<Option<Option<Aor>>, Response> {
+        let Some(store) = self.store.as_ref().filter(|s| s.shared()) else { return Ok(None) };
+        match store.get(aor) {
+            Ok(r) => Ok(Some(r.and_then(|r| live_aor(r, crate::clock::unix_now(), Instant::now())))),
+            Err(e) => {
+                tracing::warn!(aor, "registration store: {e}");
+                Err(crate::presence::publish::unavailable(req))
+            }
         }
     }
 
@@ -88,19 +104,32 @@ impl Registrar {
             return Err(Response::with_reason(req, 403, "Not Your Address Of Record"));
         }
         let asked = self.asked(req)?;
+        let shared = self.shared_entry(req, &aor)?;
+        let in_cluster = shared.is_some();
         let now = Instant::now();
         let mut aors = self.aors.lock();
+        match shared {
+            Some(Some(stored)) => {
+                let known = aors.insert(aor.clone(), stored);
+                keep_capabilities(aors.get_mut(&aor), known);
+            }
+            Some(None) => drop(aors.remove(&aor)),
+            None => {}
+        }
         let entry = aors.entry(aor.clone()).or_default();
         entry.contacts.retain(|c| c.expires_at > now);
         match asked {
             None => entry.contacts.clear(),
             Some(list) => apply(&mut entry.contacts, list, now),
         }
-        self.publish(&aor, entry, now);
-        self.record(&aor, entry, now);
+        let written = self.publish(&aor, entry, now) & self.record(&aor, entry, now);
         let resp = with_contacts(Response::to(req, 200), &entry.contacts, now);
         if entry.contacts.is_empty() {
             aors.remove(&aor);
+        }
+        if !written && in_cluster {
+            // In a cluster the record is the registration: not kept, not acknowledged.
+            return Err(crate::presence::publish::unavailable(req));
         }
         Ok(resp)
     }
@@ -131,8 +160,9 @@ impl Registrar {
     }
 
     /// Online while a contact is registered, until the last one expires, with the union of
-    /// the contacts' capabilities (the newest contact's first).
-    fn publish(&self, aor: &str, entry: &mut Aor, now: Instant) {
+    /// the contacts' capabilities (the newest contact's first). False if the presence
+    /// store failed.
+    fn publish(&self, aor: &str, entry: &mut Aor, now: Instant) -> bool {
         let last = entry.contacts.iter().map(|c| c.expires_at).max();
         match (last, entry.etag.take()) {
             (Some(until), etag) => {
@@ -147,11 +177,10 @@ impl Registrar {
                         None
                     }
                 });
+                entry.etag.is_some()
             }
-            (None, Some(etag)) => {
-                let _ = self.presence.remove(aor, &etag);
-            }
-            (None, None) => {}
+            (None, Some(etag)) => !matches!(self.presence.remove(aor, &etag), Err(crate::presence::store::PublishError::Storage(_))),
+            (None, None) => true,
         }
     }
 }
@@ -170,19 +199,34 @@ fn restore(store: &dyn RegistrationStore) -> HashMap<String, Aor> {
     let (unix, now) = (crate::clock::unix_now(), Instant::now());
     let mut aors = HashMap::new();
     for (aor, r) in store.load() {
-        let contacts: Vec<Contact> = r
-            .contacts
-            .into_iter()
-            .filter(|(_, until)| *until > unix)
-            .map(|(uri, until)| Contact { uri, expires_at: now + Duration::from_secs(until - unix), capabilities: Vec::new() })
-            .collect();
-        if contacts.is_empty() {
-            let _ = store.remove(&aor);
-        } else {
-            aors.insert(aor, Aor { contacts, etag: r.etag });
+        match live_aor(r, unix, now) {
+            Some(entry) => drop(aors.insert(aor, entry)),
+            None => drop(store.remove(&aor)),
         }
     }
     aors
+}
+
+/// What this node knew of the contacts' capabilities (the store does not keep them), for
+/// the same contacts read back from a shared store.
+fn keep_capabilities(entry: Option<&mut Aor>, known: Option<Aor>) {
+    let (Some(entry), Some(known)) = (entry, known) else { return };
+    for c in &mut entry.contacts {
+        if let Some(k) = known.contacts.iter().find(|k| k.uri == c.uri) {
+            c.capabilities = k.capabilities.clone();
+        }
+    }
+}
+
+/// A stored registration's contacts that have not expired at `unix` (None: none left).
+fn live_aor(r: Registration, unix: u64, now: Instant) -> Option<Aor> {
+    let contacts: Vec<Contact> = r
+        .contacts
+        .into_iter()
+        .filter(|(_, until)| *until > unix)
+        .map(|(uri, until)| Contact { uri, expires_at: now + Duration::from_secs(until - unix), capabilities: Vec::new() })
+        .collect();
+    (!contacts.is_empty()).then_some(Aor { contacts, etag: r.etag })
 }
 
 /// The 200 lists every current contact with its remaining time (RFC 3261 §10.3 step 8).

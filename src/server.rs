@@ -32,7 +32,8 @@ pub struct Server {
     limits: Arc<Limits>,
     shared: Arc<Shared>,
     on_shutdown: crate::config::OnShutdown,
-    publications: Arc<crate::storage::sled::SledPublications>,
+    /// The embedded presence store, written back at shutdown (None in a cluster: Redis).
+    publications: Option<Arc<crate::storage::sled::SledPublications>>,
     resumed: subscription::resume::Resumed,
     health: crate::health::Health,
     books: AddressBooks,
@@ -80,6 +81,27 @@ async fn connect_cluster(config: &Config, addrs: &BoundAddrs) -> anyhow::Result<
     Ok(Some(Arc::new(cluster)))
 }
 
+/// The presence store and the registrar's registrations: in sled (`data_dir/presence`), or
+/// in a cluster shared in Redis; with the presence change channel.
+type PresenceStores = (
+    Option<Arc<crate::storage::sled::SledPublications>>,
+    Arc<dyn crate::storage::RegistrationStore>,
+    Arc<dyn crate::storage::PublicationStore>,
+    tokio::sync::mpsc::UnboundedReceiver<Box<str>>,
+);
+
+async fn open_presence(config: &Config, cluster: Option<&Cluster>) -> anyhow::Result<PresenceStores> {
+    if let Some(c) = cluster {
+        let (redis, max_len) = (c.redis.clone(), c.stream_max_len);
+        let (store, rx) = tokio::task::spawn_blocking(move || crate::storage::redis::RedisPublications::open(redis, max_len)).await??;
+        let registrations = Arc::new(crate::storage::redis::RedisRegistrations::new(c.redis.clone()));
+        return Ok((None, registrations, Arc::new(store), rx));
+    }
+    let (store, rx) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
+    let store = Arc::new(store);
+    Ok((Some(store.clone()), store.clone(), store, rx))
+}
+
 impl Server {
     /// Binds everything the config asks for and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
@@ -112,11 +134,10 @@ impl Server {
         let index = Index::open(&index::dir_in(&config.data_dir))?;
         let (accounts, budget, nonces) = open_shared(config, cluster.as_deref())?;
         let metrics = (config.metrics.enabled && config.admin.listen.is_some()).then(|| Arc::new(Metrics::new()));
-        let (publications, presence_changes) = crate::storage::sled::SledPublications::open(&config.data_dir.join("presence"))?;
-        let publications = Arc::new(publications);
-        let presence = Arc::new(PresenceStore::with_store(publications.clone()).sharing(accounts.clone()));
+        let (publications, registrations, presence_store, presence_changes) = open_presence(config, cluster.as_deref()).await?;
+        let presence = Arc::new(PresenceStore::with_store(presence_store).sharing(accounts.clone()));
         if let Some(a) = &admin {
-            a.serve_with_accounts(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone());
+            a.serve_server(index.clone(), budget.clone(), metrics.clone(), accounts.clone(), presence.clone(), cluster.clone());
         }
         let admin = admin.map(|a| a.addr());
         let books = open_books(config, cluster.as_deref())?;
@@ -162,7 +183,7 @@ impl Server {
         let registrar = config
             .registrar
             .enabled
-            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone(), Some(publications.clone()))) as Arc<dyn crate::core::Handler>);
+            .then(|| Arc::new(crate::registrar::Registrar::new(auth.clone(), presence.clone(), config.registrar.clone(), Some(registrations))) as Arc<dyn crate::core::Handler>);
         let publish = PublishHandler { auth: auth.clone(), store: presence, index: index.clone(), config: config.presence.clone() };
         let handlers = Handlers {
             subscribe: Some(SubscribeHandler::new(shared, config.subscribe_settings())),
@@ -173,6 +194,10 @@ impl Server {
         let core = Core::new(sender, client_tx.clone(), timers, handlers, sip.log_messages, abuse.clone(), metrics);
         tokio::spawn(Core::sweep_transactions(Arc::downgrade(&core), shutdown_rx.clone()));
         drop(opening);
+        if let Some(c) = &cluster {
+            let at = listening(config, &addrs, admin);
+            crate::cluster::watch::start(c.clone(), shared_for_resume.clone(), abuse.clone(), at, shutdown_rx.clone()).await?;
+        }
         let resuming = health.pending("resuming subscriptions");
         let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
         // Bound and about to be served (the kernel queues what arrives meanwhile): once a
@@ -251,7 +276,10 @@ impl Server {
         // Not ready from now on: load balancers stop sending new work.
         let _stopping = self.health.pending("stopping");
         let deadline = tokio::time::Instant::now() + grace;
-        if self.on_shutdown == crate::config::OnShutdown::Deactivate {
+        // In cluster mode, always, as a survivor would: the phones move to a live node at
+        // once; with `cluster.takeover = "adopt"` a survivor adopts them once we leave.
+        let adopted = self.cluster.as_ref().is_some_and(|c| c.takeover == crate::config::Takeover::Adopt);
+        if !adopted && (self.on_shutdown == crate::config::OnShutdown::Deactivate || self.cluster.is_some()) {
             let count = self.subscriptions.len();
             subscription::actor::resume(self.subscriptions.deactivate_all(), &self.shared);
             while !self.subscriptions.is_empty() && tokio::time::Instant::now() < deadline {
@@ -263,14 +291,33 @@ impl Server {
         while self.client_tx.pending() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Err(e) = self.publications.flush() {
+        if let Some(Err(e)) = self.publications.as_ref().map(|p| p.flush()) {
             tracing::error!("presence store not written back: {e}");
         }
         if let Err(e) = self.shared.store.flush() {
             tracing::error!("subscription store not written back: {e}");
         }
+        if let Some(c) = self.cluster.clone() {
+            match tokio::task::spawn_blocking(move || c.leave()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("cluster lease not given up (it expires by itself): {e}"),
+                Err(e) => tracing::error!("cluster lease not given up: {e}"),
+            }
+        }
         tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
     }
+}
+
+/// Where this node listens, for its cluster lease; a wildcard address stands as the domain.
+fn listening(config: &Config, addrs: &BoundAddrs, admin: Option<std::net::SocketAddr>) -> crate::cluster::watch::Listening {
+    let named = |scheme: &str, list: &[std::net::SocketAddr]| list.iter().map(|a| format!("{scheme}:{a}")).collect::<Vec<_>>();
+    let sip = [named("udp", &addrs.udp), named("tcp", &addrs.tcp), named("tls", &addrs.tls)].concat();
+    let sent_by = match addrs.udp.first().or(addrs.tcp.first()) {
+        Some(a) if a.ip().is_unspecified() => format!("{}:{}", config.domain, a.port()),
+        Some(a) => a.to_string(),
+        None => config.domain.clone(),
+    };
+    crate::cluster::watch::Listening { sip, admin: admin.map(|a| a.to_string()), sent_by }
 }
 
 /// The metrics that other parts already keep, read when scraped.

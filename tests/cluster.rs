@@ -8,6 +8,12 @@ mod common;
 mod harness;
 #[path = "cluster/start.rs"]
 mod start;
+#[path = "cluster/dispatcher.rs"]
+mod dispatcher;
+#[path = "cluster/failover.rs"]
+mod failover;
+#[path = "cluster/presence.rs"]
+mod presence;
 #[path = "cluster/shared_state.rs"]
 mod shared_state;
 #[path = "cluster/redis_stores.rs"]

@@ -16,6 +16,7 @@ mod accounts;
 pub mod auth;
 pub mod bindings;
 mod budget;
+mod cluster;
 mod metrics;
 mod stream;
 
@@ -61,7 +62,21 @@ impl Admin {
     /// The same with the account routes (the server's: its accounts and the presence store
     /// that reads their settings).
     pub fn serve_with_accounts(&self, index: Index, budget: Budget, metrics: Option<Arc<crate::metrics::Metrics>>, accounts: crate::accounts::Accounts, presence: Arc<crate::presence::PresenceStore>) {
-        let _ = self.routes.set(router(index, budget, metrics).merge(accounts::router(accounts, presence)));
+        self.serve_server(index, budget, metrics, accounts, presence, None);
+    }
+
+    /// The server's routes, with the cluster's node list (`/cluster/nodes`, 404 outside
+    /// cluster mode).
+    pub fn serve_server(
+        &self,
+        index: Index,
+        budget: Budget,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        accounts: crate::accounts::Accounts,
+        presence: Arc<crate::presence::PresenceStore>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) {
+        let _ = self.routes.set(router(index, budget, metrics).merge(accounts::router(accounts, presence)).merge(cluster::router(cluster)));
     }
 }
 

@@ -6,6 +6,17 @@
 //! what only a cluster has: this node's name and lease, the list of nodes, and taking over
 //! the subscribers of a node that died. The server wires it; the handlers do not know
 //! whether they run in a cluster.
+//!
+//! `lease` (this node's lease and entry in the node list), `records` (its subscription
+//! records mirrored to Redis), `watch` (the loop that renews and watches), `takeover`
+//! (ending a dead node's subscriptions), `nodes` (the admin listing), `keys` (key names).
+
+pub mod keys;
+pub mod lease;
+pub mod nodes;
+pub mod records;
+pub mod takeover;
+pub mod watch;
 
 use crate::config::ClusterConfig;
 use crate::storage::redis::{Options, Redis};
@@ -20,6 +31,10 @@ pub struct Cluster {
     pub lease: Duration,
     pub stream_max_len: u64,
     pub takeover_per_second: u32,
+    /// What a survivor does with a dead node's subscriptions (`cluster.takeover`).
+    pub takeover: crate::config::Takeover,
+    /// Set by a clean stop (`Cluster::leave`): the lease is no longer renewed.
+    leaving: parking_lot::Mutex<bool>,
 }
 
 impl Cluster {
@@ -38,6 +53,8 @@ impl Cluster {
             lease: Duration::from_millis(config.lease_ms.max(300)),
             stream_max_len: config.stream_max_len.max(1000),
             takeover_per_second: config.takeover_per_second.max(1),
+            takeover: config.takeover,
+            leaving: parking_lot::Mutex::new(false),
         })
     }
 }

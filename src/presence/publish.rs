@@ -68,7 +68,7 @@ impl PublishHandler {
             Err(PublishError::UnknownEtag) => Err(Response::to(req, 412)),
             Err(PublishError::Storage(e)) => {
                 tracing::warn!("presence store: {e}");
-                Err(Response::to(req, 500))
+                Err(unavailable(req))
             }
         }
     }
@@ -94,6 +94,15 @@ impl PublishHandler {
             UriKind::Invalid(_) => Err(Response::to(req, 416)),
         }
     }
+}
+
+/// Retry-After (seconds) of a PUBLISH or REGISTER refused because the store is out of reach.
+pub const STORE_RETRY_AFTER: u32 = 5;
+
+/// 503 with Retry-After: the store (Redis, in a cluster) is out of reach for now; the
+/// publisher tries again (RFC 3261 §21.5.4), rather than taking a 500 as final.
+pub fn unavailable(req: &Request) -> Response {
+    Response::with_reason(req, 503, "Presence Store Unavailable").header(HeaderName::RetryAfter, STORE_RETRY_AFTER.to_string())
 }
 
 /// A tel: URI or a SIP URI with `user=phone`: a number and nothing else.

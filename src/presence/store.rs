@@ -5,7 +5,8 @@
 //! layer use; it holds the state through [`PublicationStore`]. [`MemoryPublications`]
 //! (`storage::memory_publications`) holds it in memory; the server wraps it in
 //! `storage::sled::SledPublications`, which records every write so that publications,
-//! entity-tags and "last seen" survive a restart. The types the store speaks ([`Live`],
+//! entity-tags and "last seen" survive a restart; in a cluster, `storage::redis::RedisPublications`
+//! shares them between the nodes. The types the store speaks ([`Live`],
 //! [`Published`], [`PublishError`]) are defined in `storage::presence`. Every
 //! change is sent on the channel given at creation, for the subscription layer to notify
 //! watchers. With the accounts ([`PresenceStore::sharing`]), a user who turned "share my
@@ -209,13 +210,17 @@ mod tests {
     }
 }
 
-/// Expires publications once a second, until `shutdown`.
+/// Expires publications once a second, until `shutdown`; off the async workers, as the
+/// store may write (sled) or talk to Redis (a cluster's sweep).
 pub fn spawn_expiry(store: std::sync::Arc<PresenceStore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tick.tick() => { store.expire(Instant::now()); }
+                _ = tick.tick() => {
+                    let store = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.expire(Instant::now())).await;
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -80,23 +80,31 @@ impl MemoryPublications {
     /// Recomputes `uri`'s combined state and announces a change.
     fn settle(&self, inner: &mut Inner, uri: &str) {
         let states: Vec<&Published> = inner.by_uri.get(uri).map_or(Vec::new(), |etags| etags.iter().rev().filter_map(|e| inner.by_etag.get(e)).map(|p| &p.state).collect());
-        let online = states.iter().any(|s| s.open);
-        let mut composed = rich::compose(states.iter().filter_map(|s| s.doc.as_deref()));
-        let last = inner.last.get(uri);
-        // Long-term presence: the capabilities last announced stay (offline too) until a
-        // publication or registration announces others.
-        if composed.capabilities.is_empty() {
-            composed.capabilities = last.and_then(|l| l.doc.as_deref()).map(|d| d.capabilities.clone()).unwrap_or_default();
+        if let Some(live) = combine(&states, inner.last.get(uri), unix_now()) {
+            inner.last.insert(uri.into(), live);
+            let _ = self.changes.send(uri.into());
         }
-        let doc = (!composed.is_empty()).then(|| Arc::new(composed));
-        let updated = match last {
-            Some(l) if l.online == online && l.doc == doc => return,
-            Some(l) if l.online == online => l.updated,
-            _ => unix_now(),
-        };
-        inner.last.insert(uri.into(), Live { online, updated, doc });
-        let _ = self.changes.send(uri.into());
     }
+}
+
+/// The combined state of publications `states` (the newest first) following `last`, or
+/// None when it is the same; `at` (unix seconds) is when it changed. Shared with the
+/// cluster's store (`storage::redis`), so that every node combines alike.
+pub(crate) fn combine(states: &[&Published], last: Option<&Live>, at: u64) -> Option<Live> {
+    let online = states.iter().any(|s| s.open);
+    let mut composed = rich::compose(states.iter().filter_map(|s| s.doc.as_deref()));
+    // Long-term presence: the capabilities last announced stay (offline too) until a
+    // publication or registration announces others.
+    if composed.capabilities.is_empty() {
+        composed.capabilities = last.and_then(|l| l.doc.as_deref()).map(|d| d.capabilities.clone()).unwrap_or_default();
+    }
+    let doc = (!composed.is_empty()).then(|| Arc::new(composed));
+    let updated = match last {
+        Some(l) if l.online == online && l.doc == doc => return None,
+        Some(l) if l.online == online => l.updated,
+        _ => at,
+    };
+    Some(Live { online, updated, doc })
 }
 
 impl PublicationStore for MemoryPublications {

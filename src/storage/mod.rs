@@ -18,8 +18,8 @@
 //! | trait (file)                                 | its vocabulary, re-exported by          | today's implementation |
 //! |----------------------------------------------|-----------------------------------------|------------------------|
 //! | [`BindingStore`] (`bindings`; feed: `feed`)  | `index`: `Binding`, `Source`, `BindOutcome`, `IndexError`, `Stats`, `Rejection`, `Change`, `ChangeFeed`, `ChangeReceiver` | `index::sled_store` (sled, with an in-memory mirror); `memory_bindings` (tests) |
-//! | [`PublicationStore`] (`presence`)            | `presence`: `Live`, `Published`, `PublishError` | [`sled::SledPublications`] (wraps [`memory_publications::MemoryPublications`], recorded in sled) |
-//! | [`RegistrationStore`] (`registrations`)      | (used by `registrar` as is)             | [`sled::SledPublications`] |
+//! | [`PublicationStore`] (`presence`)            | `presence`: `Live`, `Published`, `PublishError` | [`sled::SledPublications`] (wraps [`memory_publications::MemoryPublications`], recorded in sled); cluster: [`redis::RedisPublications`] |
+//! | [`RegistrationStore`] (`registrations`)      | (used by `registrar` as is)             | [`sled::SledPublications`]; cluster: [`redis::RedisRegistrations`] |
 //! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`sled::SledBudgets`]; cluster: [`redis::RedisBudgets`] |
 //! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`]; cluster: [`redis::RedisAccounts`] |
 //! | [`AddressBookStore`] (`address_books`)       | `address_books`: `StoredBook`, `BookError`, `Tag` | [`sled::SledAddressBooks`]; cluster: [`redis::RedisAddressBooks`] |

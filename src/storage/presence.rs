@@ -8,7 +8,7 @@
 //! document) is announced (his URI) on the channel the store was made
 //! with, so the subscription layer can notify; an entity-tag is good for one presentity
 //! only and is replaced by each refresh or modification. Writes may fail
-//! ([`PublishError::Storage`]: the handler answers 500); reads may not: a store that
+//! ([`PublishError::Storage`]: the handler answers 503 with Retry-After); reads may not: a store that
 //! cannot tell a presentity's state says it does not know it (None), as presence is soft
 //! state. Must not know about subscriptions or SIP messages.
 //!

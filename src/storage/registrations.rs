@@ -18,6 +18,14 @@ pub struct Registration {
 pub trait RegistrationStore: Send + Sync {
     fn save(&self, aor: &str, registration: &Registration) -> Result<(), StorageError>;
     fn remove(&self, aor: &str) -> Result<(), StorageError>;
+    /// One AOR's stored registration.
+    fn get(&self, aor: &str) -> Result<Option<Registration>, StorageError>;
+    /// Whether other processes change it too (cluster mode): then the registrar reads an
+    /// AOR's registration from it before each change, and a write it cannot make refuses
+    /// the REGISTER (503).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Every stored registration (expired contacts included: the registrar drops them).
     fn load(&self) -> Vec<(String, Registration)>;
 }

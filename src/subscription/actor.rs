@@ -205,6 +205,9 @@ pub enum End {
     Undeliverable,
     /// The subscriber refused a NOTIFY, or cannot be reached: nothing more is sent.
     Lost,
+    /// Another cluster node adopted it while this one could not renew its lease: that
+    /// node speaks in the dialog now, so nothing more is sent from here.
+    HandedOver,
 }
 
 impl End {
@@ -216,7 +219,7 @@ impl End {
             End::Deactivated => Some(Some("deactivated")),
             End::Undeliverable => Some(Some("rejected")),
             End::NoResource => Some(Some("noresource")),
-            End::Lost => None,
+            End::Lost | End::HandedOver => None,
         }
     }
 }
@@ -292,6 +295,13 @@ pub fn resume(woken: Vec<Woken>, shared: &Arc<Shared>) {
     }
 }
 
+/// Sends the last NOTIFY (`terminated;reason=deactivated`) of a subscription that is in no
+/// table and no store (`resume::deactivate_stored`): its reservation is not renewed.
+pub async fn deactivate_unstored(sub: &mut Subscription, shared: &Shared) {
+    (sub.version_limit, sub.cseq_limit) = (u32::MAX, u32::MAX);
+    sub.send_terminated(shared, End::Deactivated).await;
+}
+
 /// Wakes the subscriptions whose time is up, four times a second, until `shutdown`.
 pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -340,6 +350,10 @@ async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, f
             if !sub.dialog.retarget(to) {
                 tracing::warn!(call_id = %sub.dialog.call_id(), "target refresh ignored: its texts are too long");
             }
+        }
+        if inbox.handed_over {
+            sent = Err(End::HandedOver);
+            break;
         }
         if inbox.deactivate {
             sent = Err(End::Deactivated);

@@ -14,6 +14,10 @@
 //! back every `FLUSH_MS`: a crash loses at most the subscriptions created, refreshed or
 //! ended in the last `BATCH_MS + FLUSH_MS`; a clean stop writes everything.
 //!
+//! In cluster mode a [`Mirror`] (`cluster::records`) gets the same batches after sled, so
+//! the records reach Redis with no write per request; a batch it could not take makes it
+//! rewrite everything from sled at the next one.
+//!
 //! Owns the records and their encoding only; the actor decides when to write, `resume.rs`
 //! when to read. Must not send anything.
 
@@ -25,7 +29,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// CSeqs and versions reserved per record write.
 pub const RESERVE: u32 = 1024;
@@ -67,6 +72,14 @@ pub struct Stored {
     pub subscriber: Box<str>,
 }
 
+/// A second home of the records (Redis, in cluster mode), written by the same batches.
+pub trait Mirror: Send + Sync {
+    /// Writes `puts` (key, encoded record) and removes `removes`.
+    fn apply(&self, puts: &[(&[u8], &[u8])], removes: &[&[u8]]) -> Result<(), String>;
+    /// Replaces every record with `all` (after a batch that did not get through).
+    fn replace(&self, all: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String>;
+}
+
 #[derive(Clone)]
 pub struct SubscriptionStore {
     inner: Arc<Inner>,
@@ -76,6 +89,9 @@ struct Inner {
     db: sled::Db,
     /// Changes noted and not yet applied, by record key.
     pending: Mutex<HashMap<Vec<u8>, Change>>,
+    mirror: OnceLock<Arc<dyn Mirror>>,
+    /// The mirror missed a batch: the next one rewrites it whole.
+    mirror_stale: AtomicBool,
 }
 
 /// A noted change of one record.
@@ -101,7 +117,7 @@ impl SubscriptionStore {
                 }
             }
         }
-        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()) });
+        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()), mirror: OnceLock::new(), mirror_stale: AtomicBool::new(false) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new().name("subscription-store".into()).spawn(move || write_behind(weak)).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
         Ok(SubscriptionStore { inner })
@@ -180,6 +196,22 @@ impl SubscriptionStore {
         Ok(())
     }
 
+    /// From now on, every batch goes to `mirror` too, starting with every record held.
+    pub fn mirror_to(&self, mirror: Arc<dyn Mirror>) {
+        self.inner.mirror_stale.store(true, Ordering::Relaxed);
+        let _ = self.inner.mirror.set(mirror);
+    }
+
+    /// Forgets every record whose key `keep` refuses (before `resume`: a cluster node drops
+    /// the subscriptions a survivor took over).
+    pub fn retain(&self, keep: impl Fn(&[u8]) -> bool) {
+        for k in self.inner.db.iter().keys().flatten() {
+            if k.as_ref() != LAYOUT_KEY && !keep(&k) {
+                let _ = self.inner.db.remove(k);
+            }
+        }
+    }
+
     /// Records held (once applied).
     pub fn len(&self) -> usize {
         self.inner.db.len().saturating_sub(1)
@@ -198,18 +230,43 @@ impl Inner {
     /// Applies the noted changes in one sled batch.
     fn apply(&self) -> Result<(), StoreError> {
         let noted = std::mem::take(&mut *self.pending.lock());
-        if noted.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for (k, change) in noted {
-            match change {
-                Change::New(v) | Change::Put(v) => batch.insert(k, v),
-                Change::Remove => batch.remove(k),
+        if !noted.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, change) in &noted {
+                match change {
+                    Change::New(v) | Change::Put(v) => batch.insert(k.as_slice(), v.as_slice()),
+                    Change::Remove => batch.remove(k.as_slice()),
+                }
             }
+            self.db.apply_batch(batch)?;
         }
-        self.db.apply_batch(batch)?;
+        self.to_mirror(&noted);
         Ok(())
+    }
+
+    /// Gives the mirror the batch just applied, or everything when it missed one.
+    fn to_mirror(&self, noted: &HashMap<Vec<u8>, Change>) {
+        let Some(mirror) = self.mirror.get() else { return };
+        let result = if self.mirror_stale.load(Ordering::Relaxed) {
+            let all: Vec<(Vec<u8>, Vec<u8>)> = self.db.iter().flatten().filter(|(k, _)| k.as_ref() != LAYOUT_KEY).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            mirror.replace(&all)
+        } else if noted.is_empty() {
+            return;
+        } else {
+            let mut puts = Vec::new();
+            let mut removes = Vec::new();
+            for (k, change) in noted {
+                match change {
+                    Change::New(v) | Change::Put(v) => puts.push((k.as_slice(), v.as_slice())),
+                    Change::Remove => removes.push(k.as_slice()),
+                }
+            }
+            mirror.apply(&puts, &removes)
+        };
+        if let Err(e) = &result {
+            tracing::warn!("subscription records not mirrored (rewritten whole once it is back): {e}");
+        }
+        self.mirror_stale.store(result.is_err(), Ordering::Relaxed);
     }
 }
 
@@ -222,6 +279,11 @@ fn write_behind(store: Weak<Inner>) {
             tracing::error!("subscription store: changes not written: {e}");
         }
     }
+}
+
+/// A record as stored (here or in a mirror); None when it does not decode.
+pub fn decode(bytes: &[u8]) -> Option<Stored> {
+    postcard::from_bytes(bytes).ok()
 }
 
 /// The same fields borrowed, to write without copying the list.

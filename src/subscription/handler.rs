@@ -130,6 +130,11 @@ async fn new_subscription(
         resp = resp.header(HeaderName::Require, "eventlist");
     }
     resp.set_to_tag(dialog.local_tag());
+    // RFC 3261 §12.1.1: the phone's route set is the Record-Route a proxy (the cluster's
+    // load balancer) put in, so its refreshes go back through it.
+    for rr in req.headers.iter().filter(|h| h.name == HeaderName::RecordRoute) {
+        resp.headers.0.push(rr.clone());
+    }
     let mut sub = Subscription {
         id: 0,
         list_uri: req.uri.as_str().into(),

@@ -104,7 +104,7 @@ struct Shard {
     /// The watcher of each slot, or `MANY`.
     vals: Vec<SubId>,
     len: usize,
-    /// The watchers of the fingerprints marked `MANY`, two or more each.
+    /// The watchers of the fingerprints marked `MANY`, two or more each, in id order.
     many: HashMap<Print, Vec<SubId>>,
 }
 
@@ -157,14 +157,21 @@ impl Shard {
     fn add_watcher(&mut self, i: usize, print: Print, id: SubId) {
         match self.vals[i] {
             MANY => {
+                // Kept sorted: ids grow, so a new subscription's id goes at the end at once
+                // (a scan for repeats made loading a popular number's watchers quadratic).
                 let ids = self.many.entry(print).or_default();
-                if !ids.contains(&id) {
-                    ids.push(id);
+                match ids.last() {
+                    Some(last) if *last < id => ids.push(id),
+                    _ => {
+                        if let Err(at) = ids.binary_search(&id) {
+                            ids.insert(at, id);
+                        }
+                    }
                 }
             }
             first if first == id => {}
             first => {
-                self.many.insert(print, vec![first, id]);
+                self.many.insert(print, if first < id { vec![first, id] } else { vec![id, first] });
                 self.vals[i] = MANY;
             }
         }
@@ -172,7 +179,9 @@ impl Shard {
 
     fn remove_watcher(&mut self, i: usize, print: Print, id: SubId) {
         let Some(ids) = self.many.get_mut(&print) else { return };
-        ids.retain(|s| *s != id);
+        if let Ok(at) = ids.binary_search(&id) {
+            ids.remove(at);
+        }
         if ids.len() == 1 {
             self.vals[i] = ids[0];
             self.many.remove(&print);

@@ -76,6 +76,8 @@ pub struct Inbox {
     /// The server is leaving: end with `terminated;reason=deactivated` (RFC 6665 §4.2.2:
     /// the phone re-subscribes at once, elsewhere).
     pub deactivate: bool,
+    /// Another cluster node adopted it: end here without a word (`End::HandedOver`).
+    pub handed_over: bool,
     /// Watched keys whose binding or presence changed.
     pub changed: Vec<Key>,
     /// Some change may have removed a user: only full state can say so to liblinphone.
@@ -127,6 +129,6 @@ pub fn earliest(a: Option<std::time::Instant>, b: Option<std::time::Instant>) ->
 
 impl Letters for Inbox {
     fn is_empty(&self) -> bool {
-        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && self.retarget.is_none() && self.changed.is_empty() && !self.full && self.relist.is_none()
+        self.refresh.is_none() && !self.unsubscribe && !self.deactivate && !self.handed_over && self.retarget.is_none() && self.changed.is_empty() && !self.full && self.relist.is_none()
     }
 }

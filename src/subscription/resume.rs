@@ -60,35 +60,15 @@ pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_whi
 /// A stored subscription back in the table, or None (logged) when it cannot go on.
 fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Handle)> {
     let mut dialog = s.dialog.clone();
-    match dialog.target.protocol {
-        Protocol::Udp => {}
-        Protocol::Tcp => match contact_addr(dialog.remote_target()) {
-            Some(addr) => dialog.target.remote = addr,
-            None => return drop_record(shared, &s, "its Contact is no address we can connect to"),
-        },
-        Protocol::Tls => return drop_record(shared, &s, "TLS connections are never opened by us"),
+    if let Err(why) = reach(&mut dialog) {
+        return drop_record(shared, &s, why);
     }
     let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.len()) {
         Ok(p) => p.marked_single(s.single),
         Err(_) => return drop_record(shared, &s, "over the subscription caps"),
     };
-    let expires_at = Instant::now() + Duration::from_secs(s.expires_at - now);
-    let mut sub = Subscription {
-        id: 0,
-        dialog,
-        list_uri: s.list_uri.clone(),
-        entries: s.entries,
-        version: s.version_from,
-        expires_at,
-        last_sent: Instant::now(),
-        format: s.format,
-        single: s.single,
-        permit: Some(permit),
-        subscriber: s.subscriber.clone(),
-        version_limit: 0,
-        cseq_limit: 0,
-    };
-    sub.dialog.next_cseq = s.cseq_from;
+    let mut sub = unstored(s, dialog, now);
+    sub.permit = Some(permit);
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     if let Some(owner) = shared.lists.owner_of_record(&sub.list_uri, &sub.subscriber) {
@@ -97,6 +77,77 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
         shared.lists.books.touch(&owner);
     }
     Some((sub, mailbox))
+}
+
+/// Points a stored dialog at where it can be reached from a new process: a UDP subscriber
+/// where it was, a TCP one at its Contact; Err (why) when it cannot be.
+fn reach(dialog: &mut crate::dialog::Dialog) -> Result<(), &'static str> {
+    match dialog.target.protocol {
+        Protocol::Udp => Ok(()),
+        Protocol::Tcp => match contact_addr(dialog.remote_target()) {
+            Some(addr) => {
+                dialog.target.remote = addr;
+                Ok(())
+            }
+            None => Err("its Contact is no address we can connect to"),
+        },
+        Protocol::Tls => Err("TLS connections are never opened by us"),
+    }
+}
+
+/// The subscription a record describes, out of any table, going on from its reservation.
+fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription {
+    let mut sub = Subscription {
+        id: 0,
+        dialog,
+        list_uri: s.list_uri,
+        entries: s.entries,
+        version: s.version_from,
+        expires_at: Instant::now() + Duration::from_secs(s.expires_at.saturating_sub(now)),
+        last_sent: Instant::now(),
+        format: s.format,
+        single: s.single,
+        permit: None,
+        subscriber: s.subscriber,
+        version_limit: 0,
+        cseq_limit: 0,
+    };
+    sub.dialog.next_cseq = s.cseq_from;
+    sub
+}
+
+/// Goes on with a subscription that another process held and recorded (a cluster node
+/// that died) as ours: back in the table, reached as `sent_by` (our Via and Contact), its
+/// full state sent at once from its reservation (a version and CSeq above any that process
+/// used: liblinphone 5.1 takes it as the new state of the same dialog). False when it
+/// cannot go on (logged).
+pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> bool {
+    let target = s.dialog.target;
+    s.dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
+    match revive(shared, s, crate::clock::unix_now()) {
+        Some((sub, mailbox)) => {
+            actor::start(sub, shared.clone(), mailbox, None);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Ends a subscription that another process held and recorded (a cluster node that died):
+/// its last NOTIFY, `terminated;reason=deactivated`, sent as `sent_by` (our Via and
+/// Contact), from a CSeq above any that process used. Nothing is recorded here. False when
+/// it could not be sent (logged).
+pub async fn deactivate_stored(shared: &Shared, s: Stored, sent_by: &str) -> bool {
+    let mut dialog = s.dialog.clone();
+    if let Err(why) = reach(&mut dialog) {
+        tracing::info!(call_id = %dialog.call_id(), "a taken-over subscription is not told it ends: {why}");
+        return false;
+    }
+    let target = dialog.target;
+    dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
+    let mut sub = unstored(s, dialog, crate::clock::unix_now());
+    actor::deactivate_unstored(&mut sub, shared).await;
+    true
 }
 
 fn drop_record<T>(shared: &Shared, s: &Stored, why: &str) -> Option<T> {

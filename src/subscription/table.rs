@@ -287,6 +287,12 @@ impl Subscriptions {
         wake_all(handles, |i| i.deactivate = true)
     }
 
+    /// Another cluster node adopted every subscription: each ends without a NOTIFY.
+    pub fn hand_over_all(&self) -> Vec<Woken> {
+        let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();
+        wake_all(handles, |i| i.handed_over = true)
+    }
+
     /// After a gap in the change feed: every subscription re-sends full state.
     pub fn resync_all(&self) -> Vec<Woken> {
         let handles: Vec<Handle> = self.inner.lock().handles.values().cloned().collect();

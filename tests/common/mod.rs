@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod linphone;
 pub mod peer;
 pub mod process;
 
@@ -93,6 +94,17 @@ pub fn list_subscribe_raw(proto: &str, local: SocketAddr, branch: &str, extra: &
     )
     .replace("Content-Length: 0\r\n", &format!("Content-Length: {}\r\n", body.len()));
     [head.as_bytes(), body].concat()
+}
+
+/// The in-dialog SUBSCRIBE (refresh) of the dialog that `list_subscribe(.., branch, ..)`
+/// opened, sent from `local` over `proto`, with our `tag`.
+pub fn refresh(proto: &str, local: std::net::SocketAddr, branch: &str, tag: &str, cseq: u32) -> String {
+    let fresh = format!("{branch}r{cseq}");
+    list_subscribe(proto, local, &fresh, "Expires: 600\r\n", "")
+        .replace(&format!("call-{fresh}"), &format!("call-{branch}"))
+        .replace(&format!("from{fresh}"), &format!("from{branch}"))
+        .replace("To: <sip:rls@example.org>", &format!("To: <sip:rls@example.org>;tag={tag}"))
+        .replace("CSeq: 1 SUBSCRIBE", &format!("CSeq: {cseq} SUBSCRIBE"))
 }
 
 /// A body-less SUBSCRIBE from alice to the stored list `sip:contacts@example.org`, as a

@@ -24,17 +24,6 @@ async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     }
 }
 
-/// The in-dialog SUBSCRIBE (refresh) of the dialog that `list_subscribe(.., branch, ..)`
-/// opened, sent from `local` over `proto`, with our `tag`.
-fn refresh(proto: &str, local: std::net::SocketAddr, branch: &str, tag: &str, cseq: u32) -> String {
-    let fresh = format!("{branch}r{cseq}");
-    list_subscribe(proto, local, &fresh, "Expires: 600\r\n", "")
-        .replace(&format!("call-{fresh}"), &format!("call-{branch}"))
-        .replace(&format!("from{fresh}"), &format!("from{branch}"))
-        .replace("To: <sip:rls@example.org>", &format!("To: <sip:rls@example.org>;tag={tag}"))
-        .replace("CSeq: 1 SUBSCRIBE", &format!("CSeq: {cseq} SUBSCRIBE"))
-}
-
 fn rlmi(msg: &Msg) -> String {
     let body = msg.body();
     let start = body.find("<list").expect("an RLMI list");

@@ -14,6 +14,11 @@ pub mod key_lock;
 pub mod made_once;
 pub mod nonces;
 pub mod verification;
+mod presence;
+mod presence_feed;
+mod presence_mirror;
+mod presence_state;
+mod registrations;
 
 pub use accounts::RedisAccounts;
 pub use address_books::RedisAddressBooks;
@@ -21,3 +26,5 @@ pub use budgets::RedisBudgets;
 pub use conn::{Options, Redis};
 pub use nonces::RedisNonces;
 pub use verification::RedisVerifications;
+pub use presence::RedisPublications;
+pub use registrations::RedisRegistrations;

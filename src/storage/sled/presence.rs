@@ -207,6 +207,11 @@ impl RegistrationStore for SledPublications {
         Ok(())
     }
 
+    fn get(&self, aor: &str) -> Result<Option<Registration>, StorageError> {
+        let raw = self.registrations.get(aor.as_bytes())?;
+        raw.map(|v| postcard::from_bytes(&v).map_err(StorageError::new)).transpose()
+    }
+
     fn load(&self) -> Vec<(String, Registration)> {
         decoded(&self.registrations)
     }
