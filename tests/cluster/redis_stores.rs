@@ -116,3 +116,22 @@ fn a_nonce_count_is_taken_once_and_forgotten_when_the_nonce_expires() {
     let ttl: i64 = redis.query(&["PTTL", "t:n:sip:nc:n1"]).unwrap().parse().unwrap();
     assert!((1..=2000).contains(&ttl), "kept while the nonce lives (plus a second): {ttl}");
 }
+
+#[test]
+fn with_redis_gone_a_budget_is_charged_in_memory_until_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path(), &[]);
+    let config = smart_presence::config::BudgetConfig { burst: 2, refill_per_day: 1, max_remembered: 100 };
+    let budget = smart_presence::budget::Budget::with_store(Arc::new(smart_presence::storage::redis::RedisBudgets::open(connect(&redis)).unwrap()), &config);
+    let numbers: Vec<_> = (0..4).map(|i| format!("+3361234500{i}").parse().unwrap()).collect();
+    assert_eq!(budget.charge("alice", &numbers[..2]).unwrap().newly_charged, 2, "alice's burst spent in Redis");
+    redis.kill9();
+    let down = budget.charge("alice", &numbers[2..]).unwrap();
+    assert_eq!(down.allowed, [true, true], "in memory, from a full bucket");
+    assert_eq!(budget.charge("alice", &numbers[..1]).unwrap().allowed, [false], "and spent there");
+    assert!(budget.status("alice").is_err(), "what Redis holds cannot be read");
+    redis.restart(&[]);
+    std::thread::sleep(smart_presence::storage::redis::conn::BACKOFF);
+    assert_eq!(budget.charge("alice", &numbers[2..]).unwrap().allowed, [false, false], "Redis again: its bucket, empty");
+    assert_eq!(budget.charge("alice", &numbers[..2]).unwrap().allowed, [true, true], "numbers charged in Redis are remembered");
+}

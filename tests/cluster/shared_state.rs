@@ -225,7 +225,10 @@ async fn with_redis_gone_writes_answer_503_and_what_needs_no_redis_is_served() {
     assert_eq!(budget.status, 503, "{}", budget.body);
     assert!(budget.json()["error"].is_string(), "{}", budget.body);
 
-    // What needs no Redis still answers: SIP OPTIONS, a binding lookup, the health routes.
+    // What needs no Redis still answers: a new list subscription (its budget charged in the
+    // node's memory meanwhile), SIP OPTIONS, a binding lookup, the health routes.
+    assert_eq!(users_seen(a.node.tcp, "down1", &["sip:+33611111111@example.org;user=phone".to_string()]).await, 1);
+    assert!(a.node.log().contains("charged in this node's memory"), "{}", a.node.log());
     let c = UdpClient::new(a.node.udp).await;
     c.send(crate::common::request("OPTIONS", "UDP", c.local(), "opt", "", "").as_bytes()).await;
     assert!(c.recv().await.starts_with("SIP/2.0 200"));

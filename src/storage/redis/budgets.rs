@@ -6,8 +6,9 @@
 //! A charge is a compare-and-set: `WATCH` both keys, read, run the handle's closure, write in
 //! `MULTI`/`EXEC`; a charge of the same account by another node meanwhile aborts the `EXEC`
 //! and the closure runs again on what that node wrote. A budget spent on one node is spent
-//! on all.
+//! on all. While Redis does not answer, charges go to this node's memory ([`Outage`]).
 
+use super::budget_outage::Outage;
 use super::conn::Redis;
 use crate::storage::budgets::{BudgetError, BudgetStore, Charge, Saved, TokenBucket};
 use crate::storage::StorageError;
@@ -19,6 +20,7 @@ const ATTEMPTS: usize = 50;
 pub struct RedisBudgets {
     redis: Arc<Redis>,
     salt: [u8; 16],
+    outage: Outage,
 }
 
 fn saved(v: Option<Vec<u8>>) -> Saved {
@@ -32,7 +34,7 @@ impl RedisBudgets {
     /// The store on `redis`, its salt made by the first node that asks.
     pub fn open(redis: Arc<Redis>) -> Result<RedisBudgets, BudgetError> {
         let salt = super::made_once::made_once(&redis, "b:salt")?;
-        Ok(RedisBudgets { redis, salt })
+        Ok(RedisBudgets { redis, salt, outage: Outage::default() })
     }
 
     fn keys(&self, account: &str) -> (String, String) {
@@ -52,14 +54,22 @@ impl BudgetStore for RedisBudgets {
 
     fn charge(&self, account: &str, charge: &mut Charge<'_>) -> Result<(), StorageError> {
         let (bucket, charged) = self.keys(account);
-        self.redis.run(|c| {
+        let result = self.redis.run(|c| {
             let charged = compare_and_set(c, account, &bucket, &charged, charge);
             if charged.is_err() {
                 // The connection goes back to the pool: it must not keep watching.
                 let _ = ::redis::cmd("UNWATCH").query::<()>(c);
             }
             charged
-        })?
+        });
+        match result {
+            Ok(charged) => {
+                self.outage.over();
+                charged
+            }
+            Err(_) if !self.redis.reachable() && self.outage.charge(account, charge) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn reset(&self, account: &str) -> Result<(), StorageError> {

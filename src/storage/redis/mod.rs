@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod address_books;
+mod budget_outage;
 pub mod budgets;
 pub mod conn;
 pub mod key_lock;
