@@ -6,6 +6,10 @@
 //! Must not know about SIP messages, HTTP or configuration files (the server turns
 //! `[cluster]` into [`conn::Options`]).
 
+mod binding_feed;
+mod binding_mirror;
+pub mod bindings;
 pub mod conn;
 
+pub use bindings::RedisBindings;
 pub use conn::{Options, Redis};
