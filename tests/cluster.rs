@@ -8,3 +8,5 @@ mod common;
 mod harness;
 #[path = "cluster/start.rs"]
 mod start;
+#[path = "cluster/bindings.rs"]
+mod bindings;

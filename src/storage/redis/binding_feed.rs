@@ -157,27 +157,52 @@ impl Shared {
         }
     }
 
-    /// One read of the stream (with the trimming check in the same pipeline), applied.
+    /// One step: the trimming check and a read of the stream in one `MULTI` (so nothing
+    /// can be trimmed between them), applied; when there is nothing new, a blocking read
+    /// waits for the next change (its entries are read again by the next step: a blocked
+    /// read may be served after a script appended and trimmed several entries).
     fn step(&self, c: &mut Connection) -> RedisResult<()> {
         let last = *self.applied.lock();
-        let mut xread = ::redis::cmd("XREAD");
-        xread.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&self.keys.stream).arg(last.to_string());
-        let info = match stream_info(c, &self.keys.stream)? {
-            Some(info) => info,
-            None if last > StreamId::default() => return self.resync(c, "the change stream is gone from Redis"),
-            None => Info { last_generated: StreamId::default(), max_deleted: StreamId::default() },
+        let key = &self.keys.stream;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().cmd("XINFO").arg("STREAM").arg(key);
+        pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("STREAMS").arg(key).arg(last.to_string());
+        let (info, reply): (::redis::Value, Option<::redis::streams::StreamReadReply>) = match pipe.query(c) {
+            Ok(r) => r,
+            Err(e) if is_no_stream(&e) => {
+                if last > StreamId::default() {
+                    return self.resync(c, "the change stream is gone from Redis");
+                }
+                return self.wait_for_change(c, last);
+            }
+            Err(e) => return Err(e),
         };
+        let info = parse_info(info)?;
         if info.last_generated < last {
             return self.resync(c, "Redis holds fewer changes than this node applied (lost in a failover or restart)");
         }
         if info.max_deleted > last {
             return self.resync(c, "changes this node had not read were trimmed from the stream");
         }
-        let reply: Option<::redis::streams::StreamReadReply> = xread.query(c)?;
-        let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
-        // Entries read after the check may have been trimmed meanwhile only if this node
-        // is more than the stream's length behind; the next step's check catches that.
-        self.apply(entries.collect())
+        let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+        if entries.is_empty() {
+            return self.wait_for_change(c, last);
+        }
+        self.apply(entries)
+    }
+
+    /// Blocks until the stream has an entry after `last` (or [`BLOCK_MS`] passed).
+    fn wait_for_change(&self, c: &mut Connection, last: StreamId) -> RedisResult<()> {
+        let _: ::redis::Value = ::redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&self.keys.stream)
+            .arg(last.to_string())
+            .query(c)?;
+        Ok(())
     }
 
     fn apply(&self, entries: Vec<::redis::streams::StreamId>) -> RedisResult<()> {
@@ -239,13 +264,20 @@ fn diff(old: &Mirror, fresh: &Mirror) -> Vec<Change> {
     changes
 }
 
+fn is_no_stream(e: &::redis::RedisError) -> bool {
+    e.to_string().contains("no such key")
+}
+
 /// `XINFO STREAM`'s positions (None: no stream yet).
 fn stream_info(c: &mut Connection, key: &str) -> RedisResult<Option<Info>> {
-    let v: ::redis::Value = match ::redis::cmd("XINFO").arg("STREAM").arg(key).query(c) {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    match ::redis::cmd("XINFO").arg("STREAM").arg(key).query(c) {
+        Ok(v) => parse_info(v).map(Some),
+        Err(e) if is_no_stream(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_info(v: ::redis::Value) -> RedisResult<Info> {
     let pairs: Vec<(String, ::redis::Value)> = match v {
         ::redis::Value::Map(m) => m.into_iter().filter_map(|(k, v)| Some((::redis::from_redis_value(k).ok()?, v))).collect(),
         ::redis::Value::Array(items) => items
@@ -264,7 +296,7 @@ fn stream_info(c: &mut Connection, key: &str) -> RedisResult<Option<Info>> {
     let Some(max_deleted) = id("max-deleted-entry-id") else {
         return Err(::redis::RedisError::from((::redis::ErrorKind::Client, "XINFO STREAM gives no max-deleted-entry-id: Redis 7 or later is required")));
     };
-    Ok(Some(Info { last_generated, max_deleted }))
+    Ok(Info { last_generated, max_deleted })
 }
 
 /// Starts the consumer thread; it runs until `shared.stop` is set.
