@@ -64,16 +64,43 @@ pub(super) struct Shared {
     pub keys: Keys,
     pub mirror: RwLock<Mirror>,
     /// The last stream entry applied to the mirror.
-    applied: Mutex<StreamId>,
+    applied: Mutex<Cursor>,
     advanced: Condvar,
     pub feed: ChangeFeed,
     pub stop: AtomicBool,
 }
 
-/// What `XINFO STREAM` says about trimming.
+/// What `XINFO STREAM` says about the stream's history and trimming.
+#[derive(Default)]
 struct Info {
     last_generated: StreamId,
-    max_deleted: StreamId,
+    /// Entries ever added (Redis 7).
+    entries_added: u64,
+    /// Entries held now.
+    length: u64,
+    /// The oldest entry held (trimming removes from the oldest).
+    first: StreamId,
+}
+
+/// How far this node applied the stream: the last entry and how many entries the stream
+/// had ever had up to it (so a gap left by trimming can be counted).
+#[derive(Clone, Copy, Default)]
+struct Cursor {
+    id: StreamId,
+    added: u64,
+}
+
+impl Info {
+    /// Why `at` cannot go on reading the stream (None: it can).
+    fn behind(&self, at: Cursor) -> Option<&'static str> {
+        if self.last_generated < at.id || self.entries_added < at.added {
+            return Some("Redis holds fewer changes than this node applied (lost in a failover or restart)");
+        }
+        if self.first > at.id && self.length < self.entries_added - at.added {
+            return Some("changes this node had not read were trimmed from the stream");
+        }
+        None
+    }
 }
 
 impl Shared {
@@ -82,7 +109,7 @@ impl Shared {
             redis,
             keys,
             mirror: RwLock::new(Mirror::default()),
-            applied: Mutex::new(StreamId::default()),
+            applied: Mutex::new(Cursor::default()),
             advanced: Condvar::new(),
             feed: ChangeFeed::default(),
             stop: AtomicBool::new(false),
@@ -99,8 +126,9 @@ impl Shared {
 
     /// Reads every binding, in pages; returns them and the stream position they are at
     /// least as new as (changes after it are applied again on top, which is harmless).
-    fn load(&self, c: &mut Connection) -> RedisResult<(Mirror, StreamId)> {
-        let start = stream_info(c, &self.keys.stream)?.map(|i| i.last_generated).unwrap_or_default();
+    fn load(&self, c: &mut Connection) -> RedisResult<(Mirror, Cursor)> {
+        let info = stream_info(c, &self.keys.stream)?.unwrap_or_default();
+        let start = Cursor { id: info.last_generated, added: info.entries_added };
         let total: usize = ::redis::cmd("HLEN").arg(&self.keys.fwd).query(c)?;
         let mut fresh = Mirror::with_capacity(total + total / 16);
         let mut cursor = 0u64;
@@ -137,7 +165,7 @@ impl Shared {
         Ok(())
     }
 
-    fn advance(&self, to: StreamId) {
+    fn advance(&self, to: Cursor) {
         *self.applied.lock() = to;
         self.advanced.notify_all();
     }
@@ -147,7 +175,7 @@ impl Shared {
     pub fn wait_applied(&self, id: StreamId, apply: impl FnOnce(&mut Mirror)) {
         let deadline = Instant::now() + WRITER_WAIT;
         let mut applied = self.applied.lock();
-        while *applied < id {
+        while applied.id < id {
             if self.advanced.wait_until(&mut applied, deadline).timed_out() {
                 drop(applied);
                 tracing::warn!(entry = %id, "binding stream consumer late: write applied to the mirror directly");
@@ -166,11 +194,11 @@ impl Shared {
         let key = &self.keys.stream;
         let mut pipe = ::redis::pipe();
         pipe.atomic().cmd("XINFO").arg("STREAM").arg(key);
-        pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("STREAMS").arg(key).arg(last.to_string());
+        pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("STREAMS").arg(key).arg(last.id.to_string());
         let (info, reply): (::redis::Value, Option<::redis::streams::StreamReadReply>) = match pipe.query(c) {
             Ok(r) => r,
             Err(e) if is_no_stream(&e) => {
-                if last > StreamId::default() {
+                if last.id > StreamId::default() {
                     return self.resync(c, "the change stream is gone from Redis");
                 }
                 return self.wait_for_change(c, last);
@@ -178,11 +206,8 @@ impl Shared {
             Err(e) => return Err(e),
         };
         let info = parse_info(info)?;
-        if info.last_generated < last {
-            return self.resync(c, "Redis holds fewer changes than this node applied (lost in a failover or restart)");
-        }
-        if info.max_deleted > last {
-            return self.resync(c, "changes this node had not read were trimmed from the stream");
+        if let Some(why) = info.behind(last) {
+            return self.resync(c, why);
         }
         let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
         if entries.is_empty() {
@@ -192,7 +217,7 @@ impl Shared {
     }
 
     /// Blocks until the stream has an entry after `last` (or [`BLOCK_MS`] passed).
-    fn wait_for_change(&self, c: &mut Connection, last: StreamId) -> RedisResult<()> {
+    fn wait_for_change(&self, c: &mut Connection, last: Cursor) -> RedisResult<()> {
         let _: ::redis::Value = ::redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1)
@@ -200,13 +225,14 @@ impl Shared {
             .arg(BLOCK_MS)
             .arg("STREAMS")
             .arg(&self.keys.stream)
-            .arg(last.to_string())
+            .arg(last.id.to_string())
             .query(c)?;
         Ok(())
     }
 
     fn apply(&self, entries: Vec<::redis::streams::StreamId>) -> RedisResult<()> {
         let Some(last) = entries.last().and_then(|e| StreamId::parse(&e.id)) else { return Ok(()) };
+        let added = self.applied.lock().added + entries.len() as u64;
         let mut changes = Vec::with_capacity(entries.len());
         {
             let mut mirror = self.mirror.write();
@@ -230,7 +256,7 @@ impl Shared {
             }
         }
         changes.into_iter().for_each(|c| self.feed.publish(c));
-        self.advance(last);
+        self.advance(Cursor { id: last, added });
         Ok(())
     }
 }
@@ -292,11 +318,16 @@ fn parse_info(v: ::redis::Value) -> RedisResult<Info> {
     let id = |name: &str| {
         pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| ::redis::from_redis_value::<String>(v.clone()).ok()).and_then(|s| StreamId::parse(&s))
     };
-    let last_generated = id("last-generated-id").unwrap_or_default();
-    let Some(max_deleted) = id("max-deleted-entry-id") else {
-        return Err(::redis::RedisError::from((::redis::ErrorKind::Client, "XINFO STREAM gives no max-deleted-entry-id: Redis 7 or later is required")));
+    let number = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| ::redis::from_redis_value::<u64>(v.clone()).ok());
+    let Some(entries_added) = number("entries-added") else {
+        return Err(::redis::RedisError::from((::redis::ErrorKind::Client, "XINFO STREAM gives no entries-added: Redis 7 or later is required")));
     };
-    Ok(Info { last_generated, max_deleted })
+    Ok(Info {
+        last_generated: id("last-generated-id").unwrap_or_default(),
+        entries_added,
+        length: number("length").unwrap_or_default(),
+        first: id("recorded-first-entry-id").unwrap_or_default(),
+    })
 }
 
 /// Starts the consumer thread; it runs until `shared.stop` is set.
