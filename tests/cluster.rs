@@ -10,3 +10,5 @@ mod harness;
 mod start;
 #[path = "cluster/bindings.rs"]
 mod bindings;
+#[path = "cluster/sentinel.rs"]
+mod sentinel;

@@ -179,3 +179,58 @@ async fn with_redis_down_nodes_answer_from_their_mirror_refuse_writes_and_catch_
     assert_eq!(get(&b, "+33698765432").await.json()["sip_uri"], "sip:carol@example.org");
     assert_eq!(get(&b, "+33612345678").await.json()["sip_uri"], "sip:bob@example.org", "the restarted Redis kept bob (AOF)");
 }
+
+#[tokio::test]
+async fn the_redis_primary_killed_mid_import_loses_no_acknowledged_binding() {
+    use crate::sentinel::{Failover, MASTER};
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Failover::start(&dir.path().join("redis"));
+    let extra = format!("sentinels = [\"{}\"]\nmaster_name = \"{MASTER}\"\nreplicas = 1\nwait_timeout_ms = 500\ntimeout_ms = 300{FAST_NOTIFY}", f.sentinel_addr());
+    let mut a = node(dir.path(), "a", "", &extra);
+    a.start().await;
+
+    // Binds one number after another; the primary is SIGKILLed after 100 acknowledged,
+    // brought back (Sentinel makes it a replica of the promoted one) once the replica is
+    // promoted, and the import goes on until 20 more are acknowledged.
+    let (mut acked, mut i, mut after) = (Vec::new(), 0u32, 0);
+    let (mut killed, mut restarted) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while after < 20 {
+        assert!(Instant::now() < deadline, "writes never resumed after the failover ({} acknowledged)\n{}", acked.len(), a.log());
+        let (number, uri) = (format!("+3361{:07}", 1_000_000 + i), format!("sip:u{i}@example.org"));
+        i += 1;
+        let r = put(&a, &number, &uri).await;
+        match r.status {
+            200 => {
+                acked.push((number, uri));
+                after += usize::from(killed);
+            }
+            503 => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("PUT answered {other}: {}", r.body),
+        }
+        if acked.len() == 100 && !killed {
+            f.primary.kill9();
+            killed = true;
+        }
+        if killed && !restarted && f.primary_port() == Some(f.replica.port) {
+            f.primary.restart(&[]);
+            restarted = true;
+        }
+    }
+    assert!(restarted, "Sentinel promoted the replica");
+    for (number, uri) in &acked {
+        let stored = f.replica.query(&["HGET", "sp:b:fwd", &number[1..]]).unwrap_or_default();
+        assert_eq!(stored.split('\t').next(), Some(uri.as_str()), "acknowledged {number} lost by the promoted replica");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (number, uri) in &acked {
+        loop {
+            let seen = get(&a, number).await;
+            if seen.status == 200 && seen.json()["sip_uri"] == uri.as_str() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node a's mirror lacks {number}\n{}", a.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
