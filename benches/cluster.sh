@@ -32,12 +32,9 @@ done
 
 # ---- setup: build, scratch directory, cleanup of everything started here ----------------
 setup() {
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-  echo "== building (release)"
-  cargo build --release --quiet --bin smart-presence --example cluster_latency
-  BIN=$CARGO_TARGET_DIR/release/smart-presence
+  build_release cluster
+  cargo build --release --quiet --example cluster_latency
   LAT=$CARGO_TARGET_DIR/release/examples/cluster_latency
-  WORK=$(mktemp -d /tmp/sp-cluster.XXXXXX)
   PIDS=()
   trap cleanup EXIT
 }
@@ -105,7 +102,7 @@ listen = "127.0.0.1:$NODE_ADMIN"
 [auth]
 mode = "none"
 [notify]
-min_interval_ms = 10
+min_interval_ms = 0
 $(no_load_caps)
 [cluster]
 redis = "redis://127.0.0.1:$REDIS_PORT"

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use crate::common::free_port;
-use crate::harness::{text, RedisServer};
+use crate::harness::{query, RedisServer};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,14 +63,7 @@ impl Failover {
 
     /// A command to the Sentinel, its reply as text.
     pub fn sentinel(&self, args: &[&str]) -> Option<String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinel_port)).ok()?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let value: redis::Value = cmd.query(&mut conn).ok()?;
-        Some(text(&value))
+        query(&format!("redis://127.0.0.1:{}", self.sentinel_port), args)
     }
 
     /// The port of the primary the Sentinel names now.

@@ -130,7 +130,7 @@ impl Shared {
         let info = stream_info(c, &self.keys.stream)?.unwrap_or_default();
         let start = Cursor { id: info.last_generated, added: info.entries_added };
         let total: usize = ::redis::cmd("HLEN").arg(&self.keys.fwd).query(c)?;
-        let mut fresh = Mirror::with_capacity(total + total / 16);
+        let mut fresh = Mirror::with_capacity(total);
         let mut cursor = 0u64;
         loop {
             let (next, page): (u64, Vec<(String, String)>) =

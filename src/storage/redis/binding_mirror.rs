@@ -120,7 +120,12 @@ fn byte_source(b: u8) -> Source {
 
 impl Mirror {
     pub fn with_capacity(n: usize) -> Mirror {
-        Mirror { forward: NumberMap::with_capacity_and_hasher(n, Default::default()), ..Default::default() }
+        Mirror {
+            forward: NumberMap::with_capacity_and_hasher(n, Default::default()),
+            uris: Vec::with_capacity(n),
+            ids: HashMap::with_capacity(n),
+            free: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> u64 {
