@@ -20,11 +20,11 @@ struct Slot {
     source: u8,
 }
 
-/// A distinct URI and its numbers (the first inline: most URIs have one).
+/// A distinct URI and its first number (most URIs have one; the others are in
+/// `Mirror::more`).
 struct UriSlot {
     uri: Option<Arc<str>>,
     first: u64,
-    more: Box<[u64]>,
 }
 
 /// A fast hasher for number keys (already well spread digits; multiply-shift mixing).
@@ -54,6 +54,8 @@ pub(super) struct Mirror {
     forward: NumberMap<Slot>,
     uris: Vec<UriSlot>,
     ids: HashMap<Arc<str>, u32>,
+    /// The numbers after the first of URIs that have several, by URI id.
+    more: HashMap<u32, Vec<u64>>,
     free: Vec<u32>,
 }
 
@@ -124,6 +126,7 @@ impl Mirror {
             forward: NumberMap::with_capacity_and_hasher(n, Default::default()),
             uris: Vec::with_capacity(n),
             ids: HashMap::with_capacity(n),
+            more: HashMap::new(),
             free: Vec::new(),
         }
     }
@@ -155,8 +158,9 @@ impl Mirror {
     /// The numbers bound to `uri`, sorted.
     pub fn numbers_of(&self, uri: &str) -> Vec<u64> {
         let Some(id) = self.ids.get(uri) else { return Vec::new() };
-        let u = &self.uris[*id as usize];
-        let mut all: Vec<u64> = std::iter::once(u.first).chain(u.more.iter().copied()).collect();
+        let first = self.uris[*id as usize].first;
+        let more = self.more.get(id).map(Vec::as_slice).unwrap_or_default();
+        let mut all: Vec<u64> = std::iter::once(first).chain(more.iter().copied()).collect();
         all.sort_unstable();
         all
     }
@@ -171,39 +175,38 @@ impl Mirror {
 
     /// Unbinds `n`; returns the old URI.
     pub fn remove(&mut self, n: u64) -> Option<Arc<str>> {
-        let slot = self.forward.remove(&n)?;
-        let id = slot.uri as usize;
-        let u = self.uris.get_mut(id)?;
+        let id = self.forward.remove(&n)?.uri;
+        let u = self.uris.get_mut(id as usize)?;
         let uri = u.uri.clone();
-        if u.first == n {
-            match u.more.split_last() {
-                Some((last, rest)) => {
-                    u.first = *last;
-                    u.more = rest.into();
+        let others = self.more.get_mut(&id);
+        match others {
+            Some(v) => {
+                if u.first == n {
+                    u.first = v.pop().unwrap_or(n);
+                } else {
+                    v.retain(|m| *m != n);
                 }
-                None => {
-                    if let Some(s) = u.uri.take() {
-                        self.ids.remove(&s);
-                    }
-                    self.free.push(slot.uri);
+                if v.is_empty() {
+                    self.more.remove(&id);
                 }
             }
-        } else {
-            u.more = u.more.iter().copied().filter(|m| *m != n).collect();
+            None => {
+                if let Some(s) = u.uri.take() {
+                    self.ids.remove(&s);
+                }
+                self.free.push(id);
+            }
         }
         uri
     }
 
     fn intern(&mut self, uri: &str, n: u64) -> u32 {
         if let Some(id) = self.ids.get(uri) {
-            let u = &mut self.uris[*id as usize];
-            let mut more = std::mem::take(&mut u.more).into_vec();
-            more.push(n);
-            u.more = more.into_boxed_slice();
+            self.more.entry(*id).or_default().push(n);
             return *id;
         }
         let s: Arc<str> = Arc::from(uri);
-        let slot = UriSlot { uri: Some(s.clone()), first: n, more: Box::new([]) };
+        let slot = UriSlot { uri: Some(s.clone()), first: n };
         let id = match self.free.pop() {
             Some(id) => {
                 self.uris[id as usize] = slot;
