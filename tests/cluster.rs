@@ -18,3 +18,7 @@ mod presence;
 mod shared_state;
 #[path = "cluster/redis_stores.rs"]
 mod redis_stores;
+#[path = "cluster/bindings.rs"]
+mod bindings;
+#[path = "cluster/sentinel.rs"]
+mod sentinel;

@@ -8,24 +8,28 @@
 
 pub mod accounts;
 pub mod address_books;
+mod binding_feed;
+mod binding_mirror;
+pub mod bindings;
 mod budget_outage;
 pub mod budgets;
 pub mod conn;
 pub mod key_lock;
 pub mod made_once;
 pub mod nonces;
-pub mod verification;
 mod presence;
 mod presence_feed;
 mod presence_mirror;
 mod presence_state;
 mod registrations;
+pub mod verification;
 
 pub use accounts::RedisAccounts;
 pub use address_books::RedisAddressBooks;
+pub use bindings::RedisBindings;
 pub use budgets::RedisBudgets;
 pub use conn::{Options, Redis};
 pub use nonces::RedisNonces;
-pub use verification::RedisVerifications;
 pub use presence::RedisPublications;
 pub use registrations::RedisRegistrations;
+pub use verification::RedisVerifications;
