@@ -134,7 +134,12 @@ impl Redis {
         if o.replicas == 0 {
             return Ok(());
         }
-        let acked: u32 = ::redis::cmd("WAIT").arg(o.replicas).arg(o.wait_timeout.as_millis() as u64).query(conn)?;
+        // WAIT answers after up to `wait_timeout`: read it with that much more patience, so
+        // that a slow replica is not taken for a lost connection.
+        conn.set_read_timeout(Some(o.wait_timeout + o.timeout))?;
+        let acked: RedisResult<u32> = ::redis::cmd("WAIT").arg(o.replicas).arg(o.wait_timeout.as_millis() as u64).query(conn);
+        conn.set_read_timeout(Some(o.timeout))?;
+        let acked = acked?;
         if acked < o.replicas {
             return Err(RedisError::from((::redis::ErrorKind::Io, "fewer replicas than configured acknowledged the write")));
         }
