@@ -3,6 +3,10 @@
 # binary. Sections (functions below, run in this order; each can be skipped):
 #   latency  binding-to-NOTIFY across nodes: bind at node A's admin endpoint, a list
 #            subscriber at node B (examples/cluster_latency.rs), p50/p99
+#   cycles   100-number list cycles (examples/cycles.rs, UDP) at --rate for --seconds, against
+#            a node of the embedded default and a node in cluster mode in the same run,
+#            alternated twice: the server's CPU per cycle of each, Redis's CPU and commands
+#            per cycle (an idle baseline of the same length subtracted)
 #   resync   a node's start until ready (its full load of the bindings from Redis) for each
 #            size in --sizes, with the node's RSS; Redis is filled with a pipelined import
 #
@@ -10,14 +14,17 @@
 #   bash benches/cluster.sh --sizes "1000000 10000000"
 #   bash benches/cluster.sh --skip latency
 #
-# Options: --sizes "N ..." [1000000], --count N latency samples [300], --skip SECTION
+# Options: --sizes "N ..." [1000000], --count N latency samples [300], --skip SECTION,
+#          --rate R list cycles per second [1000], --seconds S per cycles run [8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-SIZES="1000000" COUNT=300 SKIP=""
+SIZES="1000000" COUNT=300 SKIP="" RATE=1000 SECS=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --sizes) SIZES=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --seconds) SECS=$2; shift ;;
     --count) COUNT=$2; shift ;;
     --skip) SKIP="$SKIP $2"; shift ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
@@ -33,8 +40,9 @@ done
 # ---- setup: build, scratch directory, cleanup of everything started here ----------------
 setup() {
   build_release cluster
-  cargo build --release --quiet --example cluster_latency
+  cargo build --release --quiet --example cluster_latency --example cycles
   LAT=$CARGO_TARGET_DIR/release/examples/cluster_latency
+  CYC=$CARGO_TARGET_DIR/release/examples/cycles
   PIDS=()
   trap cleanup EXIT
 }
@@ -51,7 +59,8 @@ start_redis() {
   mkdir -p "$WORK/redis"
   (cd "$WORK/redis" && exec redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
     --appendonly yes --appendfsync everysec --protected-mode no >redis.log 2>&1) &
-  PIDS+=($!)
+  REDIS_PID=$!
+  PIDS+=($REDIS_PID)
   until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 }
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
@@ -104,11 +113,8 @@ mode = "none"
 [notify]
 min_interval_ms = 0
 $(no_load_caps)
-[cluster]
-redis = "redis://127.0.0.1:$REDIS_PORT"
-node = "$name"
-timeout_ms = 5000
 EOF
+  [ "${EMBEDDED:-0}" = 1 ] || printf '[cluster]\nredis = "redis://127.0.0.1:%s"\nnode = "%s"\ntimeout_ms = 5000\n' "$REDIS_PORT" "$name" >>"$dir/sp.toml"
   "$BIN" serve --config "$dir/sp.toml" >"$dir/server.log" 2>&1 &
   NODE_PID=$!
   PIDS+=($NODE_PID)
@@ -135,6 +141,43 @@ section_latency() {
   stop_node "$a_pid"; stop_node "$b_pid"
 }
 
+# CPU seconds (user + system) a process used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+redis_commands() { rcli info stats | awk -F: '/^total_commands_processed/ {print $2 + 0}'; }
+
+# cycles_run LABEL PID UDP: one run of list cycles against a node; prints the tool's lines
+# and Redis's CPU and commands per cycle (the idle baseline subtracted).
+cycles_run() {
+  local c0 r0 out done c1 r1
+  c0=$(redis_commands) r0=$(cpu_s "$REDIS_PID")
+  out=$("$CYC" --target "127.0.0.1:$3" --transport udp --rate "$RATE" --seconds "$SECS" \
+    --entries 100 --lines 1000 --server-pid "$2")
+  c1=$(redis_commands) r1=$(cpu_s "$REDIS_PID")
+  echo "$out" | sed "s/^/   $1: /"
+  done=$(echo "$out" | awk '/done/ {split($0, a, " done"); n = split(a[1], b, " "); split(b[n], c, "/"); print c[1]}')
+  awk -v l="$1" -v c="$((c1 - c0))" -v base="$IDLE_COMMANDS" -v r="$(echo "$r1 - $r0" | bc)" -v d="$done" \
+    'BEGIN {if (d > 0) printf "   %s: Redis %.2f commands and %.0f µs CPU per cycle\n", l, (c - base) / d, r * 1e6 / d}'
+}
+
+section_cycles() {
+  echo "== 100-number list cycles, UDP, $RATE/s for $SECS s: embedded default vs cluster mode, alternated"
+  rcli flushall >/dev/null
+  python3 "$ROOT/examples/sipp/make_lists.py" --entries 100 --lines 1000 --bound-every 5 --out "$WORK" >/dev/null
+  EMBEDDED=1 start_node emb; local e_pid=$NODE_PID e_udp=$NODE_UDP e_admin=$NODE_ADMIN
+  start_node clu; local c_pid=$NODE_PID c_udp=$NODE_UDP c_admin=$NODE_ADMIN
+  wait_ready "$e_admin" "$e_pid"; wait_ready "$c_admin" "$c_pid"
+  "$BIN" bindings --config "$WORK/emb/sp.toml" import "$WORK/bindings100.csv" >/dev/null
+  "$BIN" bindings --config "$WORK/clu/sp.toml" import "$WORK/bindings100.csv" >/dev/null
+  local c0; c0=$(redis_commands); sleep "$SECS"
+  IDLE_COMMANDS=$(( $(redis_commands) - c0 - 1 ))
+  echo "   Redis commands in $SECS s idle (leases, feeds, sweeps): $IDLE_COMMANDS"
+  for round in 1 2; do
+    cycles_run "embedded #$round" "$e_pid" "$e_udp"
+    cycles_run "cluster  #$round" "$c_pid" "$c_udp"
+  done
+  stop_node "$e_pid"; stop_node "$c_pid"
+}
+
 section_resync() {
   local size
   for size in $SIZES; do
@@ -155,4 +198,5 @@ setup
 start_redis
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); redis $(redis-server --version | grep -o 'v=[^ ]*')"
 case " $SKIP " in *" latency "*) ;; *) section_latency ;; esac
+case " $SKIP " in *" cycles "*) ;; *) section_cycles ;; esac
 case " $SKIP " in *" resync "*) ;; *) section_resync ;; esac
