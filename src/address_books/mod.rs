@@ -120,6 +120,32 @@ impl AddressBooks {
         &self.feed
     }
 
+    /// What a cluster store calls with other nodes' changes (`Some(owner key)`, or None:
+    /// any book may have changed); false once these books are gone.
+    pub fn remote_marker(&self) -> impl Fn(Option<Tag>) -> bool + Send + 'static {
+        let feed = Arc::downgrade(&self.feed);
+        move |key| {
+            let Some(f) = feed.upgrade() else { return false };
+            match key {
+                Some(k) => f.mark_key(k),
+                None => f.mark_all(),
+            }
+            true
+        }
+    }
+
+    /// Which of `owners` (those this node follows) other nodes changed since last asked.
+    pub fn changed_elsewhere(&self, owners: Vec<Box<str>>) -> Vec<Box<str>> {
+        let remote = self.feed.take_remote();
+        if remote.all {
+            return owners;
+        }
+        if remote.keys.is_empty() {
+            return Vec::new();
+        }
+        owners.into_iter().filter(|o| remote.keys.contains(&self.owner_key(o))).collect()
+    }
+
     /// Replaces `owner`'s book (creating it); returns the new version.
     pub fn replace(&self, owner: &str, contacts: Vec<Contact>) -> Result<u64, BookError> {
         let contacts = self.checked(dedup(contacts))?;

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod address_books;
+mod book_feed;
 mod budget_outage;
 pub mod budgets;
 pub mod conn;
@@ -23,6 +24,7 @@ mod registrations;
 
 pub use accounts::RedisAccounts;
 pub use address_books::RedisAddressBooks;
+pub use book_feed::OnChange;
 pub use budgets::RedisBudgets;
 pub use conn::{Options, Redis};
 pub use nonces::RedisNonces;

@@ -38,12 +38,12 @@ pub struct Keys {
 pub struct EntryId(u64, u64);
 
 impl EntryId {
-    fn parse(text: &str) -> Option<EntryId> {
+    pub(super) fn parse(text: &str) -> Option<EntryId> {
         let (ms, seq) = text.split_once('-')?;
         Some(EntryId(ms.parse().ok()?, seq.parse().ok()?))
     }
 
-    fn text(self) -> String {
+    pub(super) fn text(self) -> String {
         format!("{}-{}", self.0, self.1)
     }
 }
@@ -52,8 +52,8 @@ impl EntryId {
 /// when it was (Redis's `entries-added`): what tells a trimmed entry from no entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Position {
-    id: EntryId,
-    count: u64,
+    pub(super) id: EntryId,
+    pub(super) count: u64,
 }
 
 /// Fills `mirror` from Redis, then follows the stream on a thread until `mirror` is dropped
@@ -126,8 +126,13 @@ fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) 
 /// Blocks (up to [`BLOCK`]) until an entry follows `at`; what it reads is read again by
 /// the next step, with the stream's state.
 fn wait(keys: &Keys, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
+    wait_after(&keys.stream, conn, at)
+}
+
+/// Blocks (up to [`BLOCK`]) until an entry follows `at` in `stream`.
+pub(super) fn wait_after(stream: &str, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
     let read: Result<Value, _> =
-        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&keys.stream).arg(at.id.text()).query(conn);
+        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(stream).arg(at.id.text()).query(conn);
     match read {
         Ok(_) => Ok(()),
         // A signal (SIGSTOP/SIGCONT) interrupted the wait: nothing lost, read on.
@@ -154,7 +159,7 @@ fn apply(mirror: &Mirror, mut fields: std::collections::HashMap<String, Value>, 
 /// Whether entries after `at` are gone: trimmed before they were read (the oldest entry
 /// left is newer than `at`, and more were added than `at` and those left account for),
 /// or the stream lost (Redis came back without it: it is behind `at`).
-fn missed(info: Option<&StreamInfo>, at: Position) -> bool {
+pub(super) fn missed(info: Option<&StreamInfo>, at: Position) -> bool {
     let Some(info) = info else {
         if at.id != EntryId::default() {
             tracing::warn!("presence feed: the stream is gone (Redis lost it?): reloading");
@@ -173,17 +178,17 @@ fn missed(info: Option<&StreamInfo>, at: Position) -> bool {
     gap
 }
 
-struct StreamInfo {
-    last_generated: EntryId,
+pub(super) struct StreamInfo {
+    pub(super) last_generated: EntryId,
     /// The oldest entry in the stream (0-0 when empty).
     first: EntryId,
-    entries_added: u64,
+    pub(super) entries_added: u64,
     length: u64,
 }
 
 impl StreamInfo {
     /// XINFO STREAM's reply (RESP2 pairs or RESP3 map); None if it is not one.
-    fn read(value: Value) -> Option<StreamInfo> {
+    pub(super) fn read(value: Value) -> Option<StreamInfo> {
         let pairs: Vec<(Value, Value)> = match value {
             Value::Map(m) => m,
             Value::Array(items) => {
