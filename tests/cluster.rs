@@ -18,3 +18,5 @@ mod presence;
 mod shared_state;
 #[path = "cluster/redis_stores.rs"]
 mod redis_stores;
+#[path = "cluster/stored_books.rs"]
+mod stored_books;
