@@ -72,7 +72,7 @@ fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection,
         *at = Some(end);
         return Ok(on_change(None));
     };
-    if missed(info.as_ref(), from) {
+    if missed(info.as_ref(), from, "book feed") {
         *at = Some(end);
         return Ok(on_change(None));
     }

@@ -106,7 +106,7 @@ fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) 
         Err(e) if e.to_string().contains("no such key") => (None, Vec::new()),
         Err(e) => return Err(StorageError::new(e)),
     };
-    if missed(info.as_ref(), *at) {
+    if missed(info.as_ref(), *at, "presence feed") {
         *at = reload(keys, mirror)?;
         return Ok(());
     }
@@ -159,21 +159,21 @@ fn apply(mirror: &Mirror, mut fields: std::collections::HashMap<String, Value>, 
 /// Whether entries after `at` are gone: trimmed before they were read (the oldest entry
 /// left is newer than `at`, and more were added than `at` and those left account for),
 /// or the stream lost (Redis came back without it: it is behind `at`).
-pub(super) fn missed(info: Option<&StreamInfo>, at: Position) -> bool {
+pub(super) fn missed(info: Option<&StreamInfo>, at: Position, feed: &str) -> bool {
     let Some(info) = info else {
         if at.id != EntryId::default() {
-            tracing::warn!("presence feed: the stream is gone (Redis lost it?): reloading");
+            tracing::warn!("{feed}: the stream is gone (Redis lost it?): reloading");
         }
         return at.id != EntryId::default();
     };
     if info.last_generated < at.id || info.entries_added < at.count {
-        tracing::warn!("presence feed: the stream is behind this node (Redis lost it?): reloading");
+        tracing::warn!("{feed}: the stream is behind this node (Redis lost it?): reloading");
         return true;
     }
     let trimmed = info.entries_added - info.length;
     let gap = info.first > at.id && trimmed > at.count;
     if gap {
-        tracing::warn!(missed = trimmed - at.count, "presence feed: changes trimmed before this node read them: reloading");
+        tracing::warn!(missed = trimmed - at.count, "{feed}: changes trimmed before this node read them: reloading");
     }
     gap
 }
@@ -294,10 +294,10 @@ mod tests {
     #[test]
     fn a_trimmed_entry_is_told_from_no_entry() {
         let at = Position { id: EntryId::parse("50-0").unwrap(), count: 10 };
-        assert!(!missed(Some(&info("40-0", 30, 25)), at), "ours is still there");
-        assert!(!missed(Some(&info("60-0", 30, 20)), at), "trimmed up to ours exactly");
-        assert!(missed(Some(&info("60-0", 30, 19)), at), "one after ours trimmed");
-        assert!(missed(Some(&info("60-0", 9, 9)), at), "fewer added than we read: a new stream");
-        assert!(missed(None, at) && !missed(None, Position::default()));
+        assert!(!missed(Some(&info("40-0", 30, 25)), at, "t"), "ours is still there");
+        assert!(!missed(Some(&info("60-0", 30, 20)), at, "t"), "trimmed up to ours exactly");
+        assert!(missed(Some(&info("60-0", 30, 19)), at, "t"), "one after ours trimmed");
+        assert!(missed(Some(&info("60-0", 9, 9)), at, "t"), "fewer added than we read: a new stream");
+        assert!(missed(None, at, "t") && !missed(None, Position::default(), "t"));
     }
 }
