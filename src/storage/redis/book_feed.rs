@@ -6,16 +6,12 @@
 //!
 //! Owns the stream's position and connection; what a change means is the handle's.
 
-use super::presence_feed::{missed, wait_after, EntryId, Position, StreamInfo};
+use super::presence_feed::{missed, read_after, wait_after, EntryId, Position};
 use super::Redis;
 use crate::storage::address_books::Tag;
-use ::redis::streams::StreamRangeReply;
-use ::redis::{Connection, Value};
+use ::redis::Connection;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Entries read at once.
-const BATCH: usize = 512;
 
 /// Told of each change another node made: `Some(owner key)`, or `None` when changes may
 /// have been missed. Returns false once nobody listens (the thread then ends).
@@ -50,23 +46,7 @@ fn follow(redis: &Redis, stream: &str, origin: &str, on_change: OnChange) {
 /// (start) begins at the stream's end. Ok(false) when nobody listens any more.
 fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection, at: &mut Option<Position>) -> Result<bool, crate::storage::StorageError> {
     let from = at.unwrap_or_default();
-    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
-        .atomic()
-        .cmd("XINFO")
-        .arg("STREAM")
-        .arg(stream)
-        .cmd("XRANGE")
-        .arg(stream)
-        .arg(format!("({}", from.id.text()))
-        .arg("+")
-        .arg("COUNT")
-        .arg(BATCH)
-        .query(conn);
-    let (info, entries) = match snapshot {
-        Ok((info, entries)) => (StreamInfo::read(info), entries.ids),
-        Err(e) if e.to_string().contains("no such key") => (None, Vec::new()),
-        Err(e) => return Err(crate::storage::StorageError::new(e)),
-    };
+    let (info, entries) = read_after(conn, stream, from)?;
     let end = info.as_ref().map_or(Position::default(), |i| Position { id: i.last_generated, count: i.entries_added });
     let Some(from) = *at else {
         *at = Some(end);

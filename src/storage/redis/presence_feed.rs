@@ -89,23 +89,7 @@ fn follow(keys: Keys, mirror: Weak<Mirror>, mut at: Position) {
 /// applies it; reloads in full if entries after `at` are gone; waits (a blocking read)
 /// when there is nothing new.
 fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) -> Result<(), StorageError> {
-    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
-        .atomic()
-        .cmd("XINFO")
-        .arg("STREAM")
-        .arg(&keys.stream)
-        .cmd("XRANGE")
-        .arg(&keys.stream)
-        .arg(format!("({}", at.id.text()))
-        .arg("+")
-        .arg("COUNT")
-        .arg(BATCH)
-        .query(conn);
-    let (info, entries) = match snapshot {
-        Ok((info, entries)) => (StreamInfo::read(info), entries.ids),
-        Err(e) if e.to_string().contains("no such key") => (None, Vec::new()),
-        Err(e) => return Err(StorageError::new(e)),
-    };
+    let (info, entries) = read_after(conn, &keys.stream, *at)?;
     if missed(info.as_ref(), *at, "presence feed") {
         *at = reload(keys, mirror)?;
         return Ok(());
@@ -121,6 +105,28 @@ fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) 
         apply(mirror, entry.map, now);
     }
     Ok(())
+}
+
+/// The stream's state and the entries after `at` (up to [`BATCH`]), in the same instant
+/// (one MULTI); no state and no entries when there is no stream.
+pub(super) fn read_after(conn: &mut Connection, stream: &str, at: Position) -> Result<(Option<StreamInfo>, Vec<::redis::streams::StreamId>), StorageError> {
+    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
+        .atomic()
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .cmd("XRANGE")
+        .arg(stream)
+        .arg(format!("({}", at.id.text()))
+        .arg("+")
+        .arg("COUNT")
+        .arg(BATCH)
+        .query(conn);
+    match snapshot {
+        Ok((info, entries)) => Ok((StreamInfo::read(info), entries.ids)),
+        Err(e) if e.to_string().contains("no such key") => Ok((None, Vec::new())),
+        Err(e) => Err(StorageError::new(e)),
+    }
 }
 
 /// Blocks (up to [`BLOCK`]) until an entry follows `at`; what it reads is read again by
