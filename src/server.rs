@@ -134,7 +134,14 @@ impl Server {
         let addrs = transports.local_addrs();
         let timers = Timers { t1: Duration::from_millis(sip.t1_ms), t2: Duration::from_millis(sip.t2_ms) };
         let cluster = connect_cluster(config, &addrs).await?;
-        let index = Index::open(&index::dir_in(&config.data_dir))?;
+        let index = match &cluster {
+            Some(c) => {
+                let (redis, max_len) = (c.redis.clone(), c.stream_max_len);
+                let store = tokio::task::spawn_blocking(move || crate::storage::redis::RedisBindings::open(redis, max_len)).await??;
+                Index::with_store(Arc::new(store))
+            }
+            None => Index::open(&index::dir_in(&config.data_dir))?,
+        };
         let (accounts, budget, nonces) = open_shared(config, cluster.as_deref())?;
         let metrics = (config.metrics.enabled && config.admin.listen.is_some()).then(|| Arc::new(Metrics::new()));
         let (publications, registrations, presence_store, presence_changes) = open_presence(config, cluster.as_deref()).await?;

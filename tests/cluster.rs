@@ -20,3 +20,7 @@ mod shared_state;
 mod redis_stores;
 #[path = "cluster/stored_books.rs"]
 mod stored_books;
+#[path = "cluster/bindings.rs"]
+mod bindings;
+#[path = "cluster/sentinel.rs"]
+mod sentinel;

@@ -18,7 +18,8 @@
 //! are refused). `POST /import` takes `?strict=true`, `?region=`, and the format from
 //! `?format=csv|jsonl` or else the Content-Type (`text/csv`, `application/x-ndjson`).
 //! Errors are `{"error":"..."}` with status 400 (bad input), 404, 422 (strict import
-//! rejected), 500 (storage).
+//! rejected), 503 (the store cannot be reached or refused the write: retry later, with
+//! `Retry-After`), 500 (other failures).
 
 use super::stream::{ChannelBody, ChannelReader, ChannelWriter};
 use crate::index::{self, Format, ImportOptions, Index, IndexError, Source};
@@ -83,7 +84,11 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        let mut r = (self.0, Json(json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -92,6 +97,8 @@ impl From<IndexError> for ApiError {
         let status = match &e {
             IndexError::InvalidUri(_) | IndexError::Number(_) => StatusCode::BAD_REQUEST,
             IndexError::StrictRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // The store is unreachable (cluster mode: Redis down): worth retrying later.
+            IndexError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

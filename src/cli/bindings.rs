@@ -60,6 +60,10 @@ pub async fn run(cmd: BindingsCommand, config: &Config) -> anyhow::Result<()> {
             Err(e) => return Err(e),
         }
     }
+    if config.cluster.enabled() {
+        // The bindings live in Redis: a local sled index would be a silent fork.
+        bail!("cluster mode ([cluster] is set): bindings live in Redis and are changed through a running node's admin endpoint, and none answers at [admin] listen; start a node, or point the command at one");
+    }
     let dir = dir_in(&config.data_dir);
     let listen = config.admin.listen;
     let index = tokio::task::spawn_blocking(move || Index::open(&dir))

@@ -143,3 +143,18 @@ pub async fn authenticated(s: &Arc<Service>, parts: &Parts) -> Result<Account, A
     }
     Err(err)
 }
+
+/// [`blocking`] for index writes: a store that cannot be reached (cluster mode: Redis
+/// down) answers 503 with `Retry-After`, not 500.
+pub async fn index_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::index::IndexError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e @ crate::index::IndexError::Storage(_))) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("binding index: {e}")).header(header::RETRY_AFTER, 1))
+        }
+        Ok(Err(e)) => Err(ApiError::internal(format!("storage: {e}"))),
+        Err(e) => Err(ApiError::internal(format!("task failed: {e}"))),
+    }
+}

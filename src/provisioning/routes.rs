@@ -22,7 +22,7 @@
 //! index are changed through their APIs. Storage calls run on the blocking pool.
 
 use crate::discovery::Found;
-use super::api::{self, authenticated, blocking, json_body, read_limited, ApiError};
+use super::api::{self, authenticated, blocking, index_blocking, json_body, read_limited, ApiError};
 use super::sms::{render_text, Outgoing};
 use super::{contacts, settings, Check, Service, Start};
 use crate::clock::unix_now;
@@ -327,7 +327,7 @@ async fn add_smart_entry(State(s): Shared, req: Request) -> Result<Response, Api
     let numbers = own_numbers(&account, b.numbers)?;
     let uri = account.sip_uri();
     let (st, target) = (s.clone(), uri.clone());
-    let outcomes = blocking(move || {
+    let outcomes = index_blocking(move || {
         numbers
             .into_iter()
             .map(|n| st.index.bind(n, &target, Source::Verification).map(|o| (n, o)))
@@ -344,7 +344,7 @@ async fn remove_smart_entry(State(s): Shared, req: Request) -> Result<Response, 
     let b: EntryBody = optional_json(&parts, body, s.config.max_body_bytes).await?;
     let numbers = own_numbers(&account, b.numbers)?;
     let (st, uri) = (s.clone(), account.sip_uri());
-    let removed = blocking(move || unbind_own(&st, &uri, numbers)).await?;
+    let removed = index_blocking(move || unbind_own(&st, &uri, numbers)).await?;
     Ok(Json(json!({"removed": removed})).into_response())
 }
 

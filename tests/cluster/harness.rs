@@ -61,14 +61,7 @@ impl RedisServer {
     /// A command's reply as text (None: no connection or an error), with `redis-cli`-free
     /// plain RESP through the redis crate.
     pub fn query(&self, args: &[&str]) -> Option<String> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let value: redis::Value = cmd.query(&mut conn).ok()?;
-        Some(text(&value))
+        query(&self.url(), args)
     }
 
     /// SIGKILL.
@@ -90,6 +83,19 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A command's reply as text from the Redis (or Sentinel) at `url` (None: no connection or
+/// an error).
+pub fn query(url: &str, args: &[&str]) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let value: redis::Value = cmd.query(&mut conn).ok()?;
+    Some(text(&value))
 }
 
 /// A reply as text: strings as they are, integers in decimal, arrays one item a line.
