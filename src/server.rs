@@ -54,7 +54,10 @@ fn open_books(config: &Config, cluster: Option<&Cluster>) -> anyhow::Result<Addr
     } else {
         address_books::master_key(cfg, &config.data_dir)?
     };
-    Ok(AddressBooks::with_store(Arc::new(crate::storage::redis::RedisAddressBooks::open(c.redis.clone())), &key, limits)?)
+    let store = Arc::new(crate::storage::redis::RedisAddressBooks::open(c.redis.clone()).stream_max_len(c.stream_max_len));
+    let books = AddressBooks::with_store(store.clone(), &key, limits)?;
+    store.follow_changes(Box::new(books.remote_marker()))?;
+    Ok(books)
 }
 
 /// Accounts, budgets and digest nonces: in Redis in cluster mode, else sled and memory.

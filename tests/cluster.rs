@@ -18,6 +18,8 @@ mod presence;
 mod shared_state;
 #[path = "cluster/redis_stores.rs"]
 mod redis_stores;
+#[path = "cluster/stored_books.rs"]
+mod stored_books;
 #[path = "cluster/bindings.rs"]
 mod bindings;
 #[path = "cluster/sentinel.rs"]

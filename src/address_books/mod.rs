@@ -120,6 +120,33 @@ impl AddressBooks {
         &self.feed
     }
 
+    /// What a cluster store calls with other nodes' changes (`Some(owner key)`, or None:
+    /// any book may have changed); false once these books are gone.
+    pub fn remote_marker(&self) -> impl Fn(Option<Tag>) -> bool + Send + 'static {
+        let feed = Arc::downgrade(&self.feed);
+        move |key| {
+            let Some(f) = feed.upgrade() else { return false };
+            match key {
+                Some(k) => f.mark_key(k),
+                None => f.mark_all(),
+            }
+            true
+        }
+    }
+
+    /// Which of `owners` (those this node follows, asked for only when another node changed
+    /// a book: never in one process) other nodes changed since last asked.
+    pub fn changed_elsewhere(&self, owners: impl FnOnce() -> Vec<Box<str>>) -> Vec<Box<str>> {
+        let remote = self.feed.take_remote();
+        if remote.all {
+            return owners();
+        }
+        if remote.keys.is_empty() {
+            return Vec::new();
+        }
+        owners().into_iter().filter(|o| remote.keys.contains(&self.owner_key(o))).collect()
+    }
+
     /// Replaces `owner`'s book (creating it); returns the new version.
     pub fn replace(&self, owner: &str, contacts: Vec<Contact>) -> Result<u64, BookError> {
         let contacts = self.checked(dedup(contacts))?;
@@ -302,6 +329,28 @@ mod tests {
 
     fn books(dir: &Path) -> AddressBooks {
         AddressBooks::open(dir, &[3; 32], Limits { max_contacts: 4, log_versions: 3 }).unwrap()
+    }
+
+    #[test]
+    fn other_nodes_changes_are_told_by_owner_key_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = books(dir.path());
+        let followed = || vec![Box::<str>::from("alice"), "bob".into()];
+        let mark = b.remote_marker();
+        assert!(b.changed_elsewhere(followed).is_empty(), "nothing marked");
+        let before = b.feed().generation();
+        assert!(mark(Some(b.owner_key("bob"))) && mark(Some(b.owner_key("carol"))));
+        assert!(b.feed().generation() > before, "a remote mark wakes the follower");
+        assert_eq!(b.changed_elsewhere(followed), vec![Box::<str>::from("bob")], "only followed owners, by key");
+        assert!(b.changed_elsewhere(followed).is_empty(), "taken once");
+        assert!(mark(None));
+        assert_eq!(b.changed_elsewhere(followed), followed(), "a gap: every followed owner");
+        for i in 0..=feed::MAX_KEYS {
+            b.feed().mark_key(b.keys.tag(b"test", &i.to_le_bytes()));
+        }
+        assert_eq!(b.changed_elsewhere(followed), followed(), "past the bound: every followed owner");
+        drop(b);
+        assert!(!mark(None), "the books gone, the feed thread is told to end");
     }
 
     #[test]

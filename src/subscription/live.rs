@@ -81,7 +81,10 @@ pub async fn follow_books(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
             _ = shared.lists.books.feed().changed() => {}
             _ = shutdown.changed() => return,
         }
-        for owner in shared.lists.books.feed().take() {
+        // This node's changes, and other nodes' ones to books followed here, once each.
+        let mut owners: std::collections::HashSet<Box<str>> = shared.lists.books.feed().take().into_iter().collect();
+        owners.extend(shared.lists.books.changed_elsewhere(|| shared.table.book_owners()));
+        for owner in owners {
             if !shared.table.follows_book(&owner) {
                 continue;
             }

@@ -314,6 +314,11 @@ impl Subscriptions {
         self.inner.lock().books.contains_key(owner)
     }
 
+    /// The owners whose stored books subscriptions here watch.
+    pub fn book_owners(&self) -> Vec<Box<str>> {
+        self.inner.lock().books.keys().cloned().collect()
+    }
+
     /// `owner`'s stored book changed: each subscription watching it gets `relist`.
     /// Returns those it woke.
     pub fn relist(&self, owner: &str, relist: &Relist) -> Vec<Woken> {

@@ -3,7 +3,10 @@
 //! in one `MULTI`. The handle's read-modify-writes of one book are serialised across nodes
 //! by the lock `lock:ab:<owner key, hex>` ([`AddressBookStore::hold`]). Like sled, Redis
 //! sees only keyed hashes and sealed bytes, never a number or a name.
+//! Each write and delete also appends the owner key to the stream `ab:changes` (same
+//! `MULTI`, trimmed to about `stream_max_len`), which every node follows ([`book_feed`]).
 
+use super::book_feed::{self, OnChange};
 use super::conn::Redis;
 use super::key_lock;
 use crate::storage::address_books::{AddressBookStore, BookError, LoggedChange, StoredBook, Tag};
@@ -12,7 +15,13 @@ use std::sync::Arc;
 
 pub struct RedisAddressBooks {
     redis: Arc<Redis>,
+    /// This process's mark on its own stream entries.
+    origin: String,
+    stream_max_len: u64,
 }
+
+/// Entries kept in `ab:changes` unless told otherwise.
+const STREAM_MAX_LEN: u64 = 100_000;
 
 fn hex(owner: &Tag) -> String {
     owner.iter().map(|b| format!("{b:02x}")).collect()
@@ -28,7 +37,26 @@ fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, BookError
 
 impl RedisAddressBooks {
     pub fn open(redis: Arc<Redis>) -> RedisAddressBooks {
-        RedisAddressBooks { redis }
+        let origin = format!("{:016x}", rand::random::<u64>());
+        RedisAddressBooks { redis, origin, stream_max_len: STREAM_MAX_LEN }
+    }
+
+    /// Keeps about `n` entries in the change stream.
+    pub fn stream_max_len(mut self, n: u64) -> RedisAddressBooks {
+        self.stream_max_len = n.max(1);
+        self
+    }
+
+    /// Follows the other nodes' changes on a thread: `on_change` gets each owner key they
+    /// wrote, or None when changes may have been missed.
+    pub fn follow_changes(&self, on_change: OnChange) -> std::io::Result<()> {
+        book_feed::start(self.redis.clone(), self.redis.key("ab:changes"), self.origin.clone(), on_change)
+    }
+
+    /// Appends `owner`'s change to the stream, inside `pipe`'s MULTI.
+    fn announce(&self, pipe: &mut ::redis::Pipeline, owner: &Tag) {
+        let (max, stream) = (self.stream_max_len, self.redis.key("ab:changes"));
+        pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(max).arg("*").arg("o").arg(&self.origin).arg("t").arg(hex(owner)).ignore();
     }
 
     fn keys(&self, owner: &Tag) -> (String, String) {
@@ -60,6 +88,7 @@ impl AddressBookStore for RedisAddressBooks {
         let (book_key, log_key) = self.keys(owner);
         let mut pipe = ::redis::pipe();
         pipe.atomic().set(&book_key, encode(book)?).ignore().set(&log_key, encode(log)?).ignore();
+        self.announce(&mut pipe, owner);
         Ok(self.redis.run(|c| {
             pipe.query::<()>(c)?;
             self.redis.durable(c)
@@ -69,7 +98,10 @@ impl AddressBookStore for RedisAddressBooks {
     fn remove(&self, owner: &Tag) -> Result<bool, BookError> {
         let (book_key, log_key) = self.keys(owner);
         let (existed,): (i64,) = self.redis.run(|c| {
-            let n = ::redis::pipe().atomic().del(&book_key).del(&log_key).ignore().query(c)?;
+            let mut pipe = ::redis::pipe();
+            pipe.atomic().del(&book_key).del(&log_key).ignore();
+            self.announce(&mut pipe, owner);
+            let n = pipe.query(c)?;
             self.redis.durable(c)?;
             Ok(n)
         })?;

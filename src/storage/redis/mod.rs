@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod address_books;
+mod book_feed;
 mod binding_feed;
 mod binding_mirror;
 pub mod bindings;
@@ -26,6 +27,7 @@ pub mod verification;
 
 pub use accounts::RedisAccounts;
 pub use address_books::RedisAddressBooks;
+pub use book_feed::OnChange;
 pub use bindings::RedisBindings;
 pub use budgets::RedisBudgets;
 pub use conn::{Options, Redis};

@@ -38,12 +38,12 @@ pub struct Keys {
 pub struct EntryId(u64, u64);
 
 impl EntryId {
-    fn parse(text: &str) -> Option<EntryId> {
+    pub(super) fn parse(text: &str) -> Option<EntryId> {
         let (ms, seq) = text.split_once('-')?;
         Some(EntryId(ms.parse().ok()?, seq.parse().ok()?))
     }
 
-    fn text(self) -> String {
+    pub(super) fn text(self) -> String {
         format!("{}-{}", self.0, self.1)
     }
 }
@@ -52,8 +52,8 @@ impl EntryId {
 /// when it was (Redis's `entries-added`): what tells a trimmed entry from no entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Position {
-    id: EntryId,
-    count: u64,
+    pub(super) id: EntryId,
+    pub(super) count: u64,
 }
 
 /// Fills `mirror` from Redis, then follows the stream on a thread until `mirror` is dropped
@@ -89,24 +89,8 @@ fn follow(keys: Keys, mirror: Weak<Mirror>, mut at: Position) {
 /// applies it; reloads in full if entries after `at` are gone; waits (a blocking read)
 /// when there is nothing new.
 fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) -> Result<(), StorageError> {
-    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
-        .atomic()
-        .cmd("XINFO")
-        .arg("STREAM")
-        .arg(&keys.stream)
-        .cmd("XRANGE")
-        .arg(&keys.stream)
-        .arg(format!("({}", at.id.text()))
-        .arg("+")
-        .arg("COUNT")
-        .arg(BATCH)
-        .query(conn);
-    let (info, entries) = match snapshot {
-        Ok((info, entries)) => (StreamInfo::read(info), entries.ids),
-        Err(e) if e.to_string().contains("no such key") => (None, Vec::new()),
-        Err(e) => return Err(StorageError::new(e)),
-    };
-    if missed(info.as_ref(), *at) {
+    let (info, entries) = read_after(conn, &keys.stream, *at)?;
+    if missed(info.as_ref(), *at, "presence feed") {
         *at = reload(keys, mirror)?;
         return Ok(());
     }
@@ -123,11 +107,38 @@ fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) 
     Ok(())
 }
 
+/// The stream's state and the entries after `at` (up to [`BATCH`]), in the same instant
+/// (one MULTI); no state and no entries when there is no stream.
+pub(super) fn read_after(conn: &mut Connection, stream: &str, at: Position) -> Result<(Option<StreamInfo>, Vec<::redis::streams::StreamId>), StorageError> {
+    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
+        .atomic()
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .cmd("XRANGE")
+        .arg(stream)
+        .arg(format!("({}", at.id.text()))
+        .arg("+")
+        .arg("COUNT")
+        .arg(BATCH)
+        .query(conn);
+    match snapshot {
+        Ok((info, entries)) => Ok((StreamInfo::read(info), entries.ids)),
+        Err(e) if e.to_string().contains("no such key") => Ok((None, Vec::new())),
+        Err(e) => Err(StorageError::new(e)),
+    }
+}
+
 /// Blocks (up to [`BLOCK`]) until an entry follows `at`; what it reads is read again by
 /// the next step, with the stream's state.
 fn wait(keys: &Keys, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
+    wait_after(&keys.stream, conn, at)
+}
+
+/// Blocks (up to [`BLOCK`]) until an entry follows `at` in `stream`.
+pub(super) fn wait_after(stream: &str, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
     let read: Result<Value, _> =
-        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&keys.stream).arg(at.id.text()).query(conn);
+        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(stream).arg(at.id.text()).query(conn);
     match read {
         Ok(_) => Ok(()),
         // A signal (SIGSTOP/SIGCONT) interrupted the wait: nothing lost, read on.
@@ -154,36 +165,36 @@ fn apply(mirror: &Mirror, mut fields: std::collections::HashMap<String, Value>, 
 /// Whether entries after `at` are gone: trimmed before they were read (the oldest entry
 /// left is newer than `at`, and more were added than `at` and those left account for),
 /// or the stream lost (Redis came back without it: it is behind `at`).
-fn missed(info: Option<&StreamInfo>, at: Position) -> bool {
+pub(super) fn missed(info: Option<&StreamInfo>, at: Position, feed: &str) -> bool {
     let Some(info) = info else {
         if at.id != EntryId::default() {
-            tracing::warn!("presence feed: the stream is gone (Redis lost it?): reloading");
+            tracing::warn!("{feed}: the stream is gone (Redis lost it?): reloading");
         }
         return at.id != EntryId::default();
     };
     if info.last_generated < at.id || info.entries_added < at.count {
-        tracing::warn!("presence feed: the stream is behind this node (Redis lost it?): reloading");
+        tracing::warn!("{feed}: the stream is behind this node (Redis lost it?): reloading");
         return true;
     }
     let trimmed = info.entries_added - info.length;
     let gap = info.first > at.id && trimmed > at.count;
     if gap {
-        tracing::warn!(missed = trimmed - at.count, "presence feed: changes trimmed before this node read them: reloading");
+        tracing::warn!(missed = trimmed - at.count, "{feed}: changes trimmed before this node read them: reloading");
     }
     gap
 }
 
-struct StreamInfo {
-    last_generated: EntryId,
+pub(super) struct StreamInfo {
+    pub(super) last_generated: EntryId,
     /// The oldest entry in the stream (0-0 when empty).
     first: EntryId,
-    entries_added: u64,
+    pub(super) entries_added: u64,
     length: u64,
 }
 
 impl StreamInfo {
     /// XINFO STREAM's reply (RESP2 pairs or RESP3 map); None if it is not one.
-    fn read(value: Value) -> Option<StreamInfo> {
+    pub(super) fn read(value: Value) -> Option<StreamInfo> {
         let pairs: Vec<(Value, Value)> = match value {
             Value::Map(m) => m,
             Value::Array(items) => {
@@ -289,10 +300,10 @@ mod tests {
     #[test]
     fn a_trimmed_entry_is_told_from_no_entry() {
         let at = Position { id: EntryId::parse("50-0").unwrap(), count: 10 };
-        assert!(!missed(Some(&info("40-0", 30, 25)), at), "ours is still there");
-        assert!(!missed(Some(&info("60-0", 30, 20)), at), "trimmed up to ours exactly");
-        assert!(missed(Some(&info("60-0", 30, 19)), at), "one after ours trimmed");
-        assert!(missed(Some(&info("60-0", 9, 9)), at), "fewer added than we read: a new stream");
-        assert!(missed(None, at) && !missed(None, Position::default()));
+        assert!(!missed(Some(&info("40-0", 30, 25)), at, "t"), "ours is still there");
+        assert!(!missed(Some(&info("60-0", 30, 20)), at, "t"), "trimmed up to ours exactly");
+        assert!(missed(Some(&info("60-0", 30, 19)), at, "t"), "one after ours trimmed");
+        assert!(missed(Some(&info("60-0", 9, 9)), at, "t"), "fewer added than we read: a new stream");
+        assert!(missed(None, at, "t") && !missed(None, Position::default(), "t"));
     }
 }

@@ -1,0 +1,104 @@
+//! The address-book change feed between nodes: each write or delete of a book in Redis
+//! appends `{o: <writer's origin>, t: <owner key, hex>}` to the stream `ab:changes` (in the
+//! write's MULTI); a thread per node follows it with a blocking read and hands each owner
+//! key written by another node to a callback. Entries trimmed before this node read them
+//! (a gap, told as `presence_feed` does) are reported as `None`: any book may have changed.
+//!
+//! Owns the stream's position and connection; what a change means is the handle's.
+
+use super::presence_feed::{missed, read_after, wait_after, EntryId, Position};
+use super::Redis;
+use crate::storage::address_books::Tag;
+use ::redis::Connection;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Told of each change another node made: `Some(owner key)`, or `None` when changes may
+/// have been missed. Returns false once nobody listens (the thread then ends).
+pub type OnChange = Box<dyn Fn(Option<Tag>) -> bool + Send>;
+
+/// Follows `stream` from its current end on a thread of its own, skipping entries of
+/// `origin` (this node's own writes, already marked where they were made).
+pub fn start(redis: Arc<Redis>, stream: String, origin: String, on_change: OnChange) -> std::io::Result<()> {
+    std::thread::Builder::new().name("book-feed".into()).spawn(move || follow(&redis, &stream, &origin, on_change)).map(|_| ())
+}
+
+fn follow(redis: &Redis, stream: &str, origin: &str, on_change: OnChange) {
+    let (mut conn, mut at): (Option<Connection>, Option<Position>) = (None, None);
+    loop {
+        let mut c = match conn.take().map(Ok).unwrap_or_else(|| redis.dedicated(Some(Duration::from_secs(3)))) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("book feed: Redis unreachable: {e}");
+                std::thread::sleep(super::conn::BACKOFF);
+                continue;
+            }
+        };
+        match step(stream, origin, &on_change, &mut c, &mut at) {
+            Ok(true) => conn = Some(c),
+            Ok(false) => return,
+            Err(e) => tracing::warn!("book feed: {e}; reconnecting"),
+        }
+    }
+}
+
+/// Reads what follows `at` with the stream's state (one MULTI) and reports it; `at` None
+/// (start) begins at the stream's end. Ok(false) when nobody listens any more.
+fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection, at: &mut Option<Position>) -> Result<bool, crate::storage::StorageError> {
+    let from = at.unwrap_or_default();
+    let (info, entries) = read_after(conn, stream, from)?;
+    let end = info.as_ref().map_or(Position::default(), |i| Position { id: i.last_generated, count: i.entries_added });
+    let Some(from) = *at else {
+        *at = Some(end);
+        return Ok(on_change(None));
+    };
+    if missed(info.as_ref(), from, "book feed") {
+        *at = Some(end);
+        return Ok(on_change(None));
+    }
+    if entries.is_empty() {
+        wait_after(stream, conn, from)?;
+        return Ok(true);
+    }
+    let mut pos = from;
+    for entry in entries {
+        if let Some(id) = EntryId::parse(&entry.id) {
+            pos = Position { id, count: pos.count + 1 };
+        }
+        let text = |k: &str| entry.map.get(k).and_then(|v| ::redis::from_redis_value::<String>(v.clone()).ok());
+        if text("o").as_deref() == Some(origin) {
+            continue;
+        }
+        if let Some(tag) = text("t").and_then(|t| tag_of(&t)) {
+            if !on_change(Some(tag)) {
+                return Ok(false);
+            }
+        }
+    }
+    *at = Some(pos);
+    Ok(true)
+}
+
+/// An owner key from its hex text (None if it is not one).
+fn tag_of(hex: &str) -> Option<Tag> {
+    let mut tag = Tag::default();
+    if hex.len() != tag.len() * 2 {
+        return None;
+    }
+    for (i, b) in tag.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn owner_keys_read_back_from_hex() {
+        let tag = [0xab; 16];
+        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::tag_of(&hex), Some(tag));
+        assert_eq!(super::tag_of("abc"), None);
+        assert_eq!(super::tag_of(&"zz".repeat(16)), None);
+    }
+}
