@@ -19,7 +19,10 @@
 //! [`admin`] (the operator's HTTP routes), [`cli`] (the `bindings` and `accounts` commands).
 //!
 //! [`storage`] holds one trait per kind of state (bindings, presence, budgets, accounts,
-//! verifications); the handles above use them, so a backend can change under them.
+//! verifications); the handles above use them, so a backend can change under them: sled in
+//! one process (`storage::sled`), Redis shared by several nodes (`storage::redis`).
+//! [`cluster`] is what only several nodes need: leases, the node list, taking over the
+//! subscriptions of a node that died (docs/cluster.md).
 //!
 //! [`identity`] is the one canonical form of a SIP user's URI, [`clock`] the one wall clock.
 //! [`limits`] bounds what one source or account may ask (rates, connections, subscriptions);
