@@ -105,6 +105,23 @@ impl PresenceStore {
     }
 }
 
+/// Expires publications once a second, until `shutdown`; off the async workers, as the
+/// store may write (sled) or talk to Redis (a cluster's sweep).
+pub fn spawn_expiry(store: std::sync::Arc<PresenceStore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let store = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.expire(Instant::now())).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,21 +225,4 @@ mod tests {
         assert!(!store.live(BOB).unwrap().online);
         assert_eq!(store.publications(), 0);
     }
-}
-
-/// Expires publications once a second, until `shutdown`; off the async workers, as the
-/// store may write (sled) or talk to Redis (a cluster's sweep).
-pub fn spawn_expiry(store: std::sync::Arc<PresenceStore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let store = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || store.expire(Instant::now())).await;
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
-    });
 }

@@ -8,6 +8,7 @@
 //! Owns the mirror's updates, the applied position and the feed's publishing; the write
 //! scripts and the trait are `bindings.rs`'s.
 
+use super::stream::{self, Behind, EntryId, Position, StreamInfo};
 use super::binding_mirror::{Mirror, Value};
 use super::conn::Redis;
 use crate::numbers::E164;
@@ -31,22 +32,6 @@ const RETRY: Duration = Duration::from_millis(300);
 /// the mirror itself (the consumer still publishes it when it gets there).
 const WRITER_WAIT: Duration = Duration::from_secs(2);
 
-/// A stream entry id (`ms-seq`), ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct StreamId(u64, u64);
-
-impl StreamId {
-    pub fn parse(s: &str) -> Option<StreamId> {
-        let (ms, seq) = s.split_once('-')?;
-        Some(StreamId(ms.parse().ok()?, seq.parse().ok()?))
-    }
-}
-
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
 
 /// The keys of the bindings (under the cluster's prefix).
 pub(super) struct Keys {
@@ -64,44 +49,14 @@ pub(super) struct Shared {
     pub keys: Keys,
     pub mirror: RwLock<Mirror>,
     /// The last stream entry applied to the mirror.
-    applied: Mutex<Cursor>,
+    applied: Mutex<Position>,
     advanced: Condvar,
     pub feed: ChangeFeed,
     pub stop: AtomicBool,
 }
 
-/// What `XINFO STREAM` says about the stream's history and trimming.
-#[derive(Default)]
-struct Info {
-    last_generated: StreamId,
-    /// Entries ever added (Redis 7).
-    entries_added: u64,
-    /// Entries held now.
-    length: u64,
-    /// The oldest entry held (trimming removes from the oldest).
-    first: StreamId,
-}
 
-/// How far this node applied the stream: the last entry and how many entries the stream
-/// had ever had up to it (so a gap left by trimming can be counted).
-#[derive(Clone, Copy, Default)]
-struct Cursor {
-    id: StreamId,
-    added: u64,
-}
 
-impl Info {
-    /// Why `at` cannot go on reading the stream (None: it can).
-    fn behind(&self, at: Cursor) -> Option<&'static str> {
-        if self.last_generated < at.id || self.entries_added < at.added {
-            return Some("Redis holds fewer changes than this node applied (lost in a failover or restart)");
-        }
-        if self.first > at.id && self.length < self.entries_added - at.added {
-            return Some("changes this node had not read were trimmed from the stream");
-        }
-        None
-    }
-}
 
 impl Shared {
     pub fn new(redis: Arc<Redis>, keys: Keys) -> Shared {
@@ -109,7 +64,7 @@ impl Shared {
             redis,
             keys,
             mirror: RwLock::new(Mirror::default()),
-            applied: Mutex::new(Cursor::default()),
+            applied: Mutex::new(Position::default()),
             advanced: Condvar::new(),
             feed: ChangeFeed::default(),
             stop: AtomicBool::new(false),
@@ -126,9 +81,9 @@ impl Shared {
 
     /// Reads every binding, in pages; returns them and the stream position they are at
     /// least as new as (changes after it are applied again on top, which is harmless).
-    fn load(&self, c: &mut Connection) -> RedisResult<(Mirror, Cursor)> {
-        let info = stream_info(c, &self.keys.stream)?.unwrap_or_default();
-        let start = Cursor { id: info.last_generated, added: info.entries_added };
+    fn load(&self, c: &mut Connection) -> RedisResult<(Mirror, Position)> {
+        let info = stream::info(c, &self.keys.stream)?.unwrap_or_default();
+        let start = info.end();
         let total: usize = ::redis::cmd("HLEN").arg(&self.keys.fwd).query(c)?;
         let mut fresh = Mirror::with_capacity(total);
         let mut cursor = 0u64;
@@ -165,14 +120,14 @@ impl Shared {
         Ok(())
     }
 
-    fn advance(&self, to: Cursor) {
+    fn advance(&self, to: Position) {
         *self.applied.lock() = to;
         self.advanced.notify_all();
     }
 
     /// Waits until the consumer applied entry `id` (a local write); past [`WRITER_WAIT`],
     /// applies it to the mirror with `apply` so that this node sees its own write.
-    pub fn wait_applied(&self, id: StreamId, apply: impl FnOnce(&mut Mirror)) {
+    pub fn wait_applied(&self, id: EntryId, apply: impl FnOnce(&mut Mirror)) {
         let deadline = Instant::now() + WRITER_WAIT;
         let mut applied = self.applied.lock();
         while applied.id < id {
@@ -197,17 +152,18 @@ impl Shared {
         pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("STREAMS").arg(key).arg(last.id.to_string());
         let (info, reply): (::redis::Value, Option<::redis::streams::StreamReadReply>) = match pipe.query(c) {
             Ok(r) => r,
-            Err(e) if is_no_stream(&e) => {
-                if last.id > StreamId::default() {
+            Err(e) if stream::is_missing(&e) => {
+                if last.id > EntryId::default() {
                     return self.resync(c, "the change stream is gone from Redis");
                 }
                 return self.wait_for_change(c, last);
             }
             Err(e) => return Err(e),
         };
-        let info = parse_info(info)?;
-        if let Some(why) = info.behind(last) {
-            return self.resync(c, why);
+        match StreamInfo::read(info)?.behind(last) {
+            Some(Behind::Lost) => return self.resync(c, "Redis holds fewer changes than this node applied (lost in a failover or restart)"),
+            Some(Behind::Trimmed(_)) => return self.resync(c, "changes this node had not read were trimmed from the stream"),
+            None => {}
         }
         let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
         if entries.is_empty() {
@@ -217,7 +173,7 @@ impl Shared {
     }
 
     /// Blocks until the stream has an entry after `last` (or [`BLOCK_MS`] passed).
-    fn wait_for_change(&self, c: &mut Connection, last: Cursor) -> RedisResult<()> {
+    fn wait_for_change(&self, c: &mut Connection, last: Position) -> RedisResult<()> {
         let _: ::redis::Value = ::redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1)
@@ -231,8 +187,8 @@ impl Shared {
     }
 
     fn apply(&self, entries: Vec<::redis::streams::StreamId>) -> RedisResult<()> {
-        let Some(last) = entries.last().and_then(|e| StreamId::parse(&e.id)) else { return Ok(()) };
-        let added = self.applied.lock().added + entries.len() as u64;
+        let Some(last) = entries.last().and_then(|e| EntryId::parse(&e.id)) else { return Ok(()) };
+        let added = self.applied.lock().count + entries.len() as u64;
         let mut changes = Vec::with_capacity(entries.len());
         {
             let mut mirror = self.mirror.write();
@@ -256,7 +212,7 @@ impl Shared {
             }
         }
         changes.into_iter().for_each(|c| self.feed.publish(c));
-        self.advance(Cursor { id: last, added });
+        self.advance(Position { id: last, count: added });
         Ok(())
     }
 }
@@ -290,45 +246,6 @@ fn diff(old: &Mirror, fresh: &Mirror) -> Vec<Change> {
     changes
 }
 
-fn is_no_stream(e: &::redis::RedisError) -> bool {
-    e.to_string().contains("no such key")
-}
-
-/// `XINFO STREAM`'s positions (None: no stream yet).
-fn stream_info(c: &mut Connection, key: &str) -> RedisResult<Option<Info>> {
-    match ::redis::cmd("XINFO").arg("STREAM").arg(key).query(c) {
-        Ok(v) => parse_info(v).map(Some),
-        Err(e) if is_no_stream(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn parse_info(v: ::redis::Value) -> RedisResult<Info> {
-    let pairs: Vec<(String, ::redis::Value)> = match v {
-        ::redis::Value::Map(m) => m.into_iter().filter_map(|(k, v)| Some((::redis::from_redis_value(k).ok()?, v))).collect(),
-        ::redis::Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|p| match p {
-                [k, v] => Some((::redis::from_redis_value(k.clone()).ok()?, v.clone())),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let id = |name: &str| {
-        pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| ::redis::from_redis_value::<String>(v.clone()).ok()).and_then(|s| StreamId::parse(&s))
-    };
-    let number = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| ::redis::from_redis_value::<u64>(v.clone()).ok());
-    let Some(entries_added) = number("entries-added") else {
-        return Err(::redis::RedisError::from((::redis::ErrorKind::Client, "XINFO STREAM gives no entries-added: Redis 7 or later is required")));
-    };
-    Ok(Info {
-        last_generated: id("last-generated-id").unwrap_or_default(),
-        entries_added,
-        length: number("length").unwrap_or_default(),
-        first: id("recorded-first-entry-id").unwrap_or_default(),
-    })
-}
 
 /// Starts the consumer thread; it runs until `shared.stop` is set.
 pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {

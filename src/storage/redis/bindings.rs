@@ -12,7 +12,8 @@
 //!
 //! Must not know about SIP, HTTP or configuration; keys are in `docs/cluster.md`.
 
-use super::binding_feed::{self, Keys, Shared, StreamId};
+use super::binding_feed::{self, Keys, Shared};
+use super::stream::EntryId;
 use super::binding_mirror::Value;
 use super::conn::Redis;
 use crate::clock::unix_now;
@@ -125,8 +126,8 @@ impl RedisBindings {
         Ok(reply)
     }
 
-    fn stream_id(id: &str) -> Option<StreamId> {
-        StreamId::parse(id)
+    fn stream_id(id: &str) -> Option<EntryId> {
+        EntryId::parse(id)
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! Owns the stream's position and connection; what a change means is the handle's.
 
-use super::presence_feed::{missed, read_after, wait_after, EntryId, Position};
+use super::presence_feed::{missed, read_after, wait_after};
+use super::stream::{EntryId, Position};
 use super::Redis;
 use crate::storage::address_books::Tag;
 use ::redis::Connection;
@@ -47,7 +48,7 @@ fn follow(redis: &Redis, stream: &str, origin: &str, on_change: OnChange) {
 fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection, at: &mut Option<Position>) -> Result<bool, crate::storage::StorageError> {
     let from = at.unwrap_or_default();
     let (info, entries) = read_after(conn, stream, from)?;
-    let end = info.as_ref().map_or(Position::default(), |i| Position { id: i.last_generated, count: i.entries_added });
+    let end = info.as_ref().map_or(Position::default(), |i| i.end());
     let Some(from) = *at else {
         *at = Some(end);
         return Ok(on_change(None));

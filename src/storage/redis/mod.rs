@@ -23,6 +23,7 @@ mod presence_feed;
 mod presence_mirror;
 mod presence_state;
 mod registrations;
+mod stream;
 pub mod verification;
 
 pub use accounts::RedisAccounts;

@@ -7,6 +7,7 @@
 //!
 //! Owns the feed's position and its connection; the keys' meaning is `presence`'s.
 
+use super::stream::{self, Behind, EntryId, Position, StreamInfo};
 use super::presence_mirror::Mirror;
 use super::presence_state::Presentity;
 use super::Redis;
@@ -33,28 +34,7 @@ pub struct Keys {
     pub presentity: String,
 }
 
-/// A stream entry id, compared as Redis does (milliseconds, then sequence).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct EntryId(u64, u64);
 
-impl EntryId {
-    pub(super) fn parse(text: &str) -> Option<EntryId> {
-        let (ms, seq) = text.split_once('-')?;
-        Some(EntryId(ms.parse().ok()?, seq.parse().ok()?))
-    }
-
-    pub(super) fn text(self) -> String {
-        format!("{}-{}", self.0, self.1)
-    }
-}
-
-/// Where the feed is: the last entry read and how many entries the stream had had added
-/// when it was (Redis's `entries-added`): what tells a trimmed entry from no entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Position {
-    pub(super) id: EntryId,
-    pub(super) count: u64,
-}
 
 /// Fills `mirror` from Redis, then follows the stream on a thread until `mirror` is dropped
 /// or its channel closed.
@@ -117,14 +97,14 @@ pub(super) fn read_after(conn: &mut Connection, stream: &str, at: Position) -> R
         .arg(stream)
         .cmd("XRANGE")
         .arg(stream)
-        .arg(format!("({}", at.id.text()))
+        .arg(format!("({}", at.id.to_string()))
         .arg("+")
         .arg("COUNT")
         .arg(BATCH)
         .query(conn);
     match snapshot {
-        Ok((info, entries)) => Ok((StreamInfo::read(info), entries.ids)),
-        Err(e) if e.to_string().contains("no such key") => Ok((None, Vec::new())),
+        Ok((info, entries)) => Ok((Some(StreamInfo::read(info).map_err(StorageError::new)?), entries.ids)),
+        Err(e) if stream::is_missing(&e) => Ok((None, Vec::new())),
         Err(e) => Err(StorageError::new(e)),
     }
 }
@@ -138,7 +118,7 @@ fn wait(keys: &Keys, conn: &mut Connection, at: Position) -> Result<(), StorageE
 /// Blocks (up to [`BLOCK`]) until an entry follows `at` in `stream`.
 pub(super) fn wait_after(stream: &str, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
     let read: Result<Value, _> =
-        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(stream).arg(at.id.text()).query(conn);
+        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(stream).arg(at.id.to_string()).query(conn);
     match read {
         Ok(_) => Ok(()),
         // A signal (SIGSTOP/SIGCONT) interrupted the wait: nothing lost, read on.
@@ -172,61 +152,15 @@ pub(super) fn missed(info: Option<&StreamInfo>, at: Position, feed: &str) -> boo
         }
         return at.id != EntryId::default();
     };
-    if info.last_generated < at.id || info.entries_added < at.count {
-        tracing::warn!("{feed}: the stream is behind this node (Redis lost it?): reloading");
-        return true;
+    match info.behind(at) {
+        Some(Behind::Lost) => tracing::warn!("{feed}: the stream is behind this node (Redis lost it?): reloading"),
+        Some(Behind::Trimmed(missed)) => tracing::warn!(missed, "{feed}: changes trimmed before this node read them: reloading"),
+        None => return false,
     }
-    let trimmed = info.entries_added - info.length;
-    let gap = info.first > at.id && trimmed > at.count;
-    if gap {
-        tracing::warn!(missed = trimmed - at.count, "{feed}: changes trimmed before this node read them: reloading");
-    }
-    gap
+    true
 }
 
-pub(super) struct StreamInfo {
-    pub(super) last_generated: EntryId,
-    /// The oldest entry in the stream (0-0 when empty).
-    first: EntryId,
-    pub(super) entries_added: u64,
-    length: u64,
-}
 
-impl StreamInfo {
-    /// XINFO STREAM's reply (RESP2 pairs or RESP3 map); None if it is not one.
-    pub(super) fn read(value: Value) -> Option<StreamInfo> {
-        let pairs: Vec<(Value, Value)> = match value {
-            Value::Map(m) => m,
-            Value::Array(items) => {
-                let mut it = items.into_iter();
-                std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-            }
-            _ => return None,
-        };
-        let mut info = StreamInfo { last_generated: EntryId::default(), first: EntryId::default(), entries_added: 0, length: 0 };
-        for (k, v) in pairs {
-            let Ok(k) = ::redis::from_redis_value::<String>(k) else { continue };
-            let text = || ::redis::from_redis_value::<String>(v.clone()).ok();
-            match k.as_str() {
-                "last-generated-id" => info.last_generated = text().and_then(|t| EntryId::parse(&t)).unwrap_or_default(),
-                "recorded-first-entry-id" => info.first = text().and_then(|t| EntryId::parse(&t)).unwrap_or_default(),
-                "entries-added" => info.entries_added = ::redis::from_redis_value(v).unwrap_or(0),
-                "length" => info.length = ::redis::from_redis_value(v).unwrap_or(0),
-                _ => {}
-            }
-        }
-        Some(info)
-    }
-}
-
-/// XINFO STREAM (None: no stream yet).
-fn stream_info(keys: &Keys, conn: &mut Connection) -> Result<Option<StreamInfo>, StorageError> {
-    match ::redis::cmd("XINFO").arg("STREAM").arg(&keys.stream).query::<Value>(conn) {
-        Ok(v) => Ok(StreamInfo::read(v)),
-        Err(e) if e.to_string().contains("no such key") => Ok(None),
-        Err(e) => Err(StorageError::new(e)),
-    }
-}
 
 /// Reads every presentity from Redis into `mirror` (announcing those that changed) and
 /// returns the stream position to follow from: taken before reading, so that a change
@@ -234,7 +168,7 @@ fn stream_info(keys: &Keys, conn: &mut Connection) -> Result<Option<StreamInfo>,
 pub fn reload(keys: &Keys, mirror: &Mirror) -> Result<Position, StorageError> {
     let started = std::time::Instant::now();
     let mut conn = keys.redis.dedicated(Some(Duration::from_secs(30)))?;
-    let from = stream_info(keys, &mut conn)?.map_or(Position::default(), |i| Position { id: i.last_generated, count: i.entries_added });
+    let from = stream::info(&mut conn, &keys.stream).map_err(StorageError::new)?.map_or(Position::default(), |i| i.end());
     let pattern = format!("{}*", glob_escape(&keys.presentity));
     let (mut cursor, mut known, now) = (0u64, HashSet::new(), unix_ms());
     loop {
