@@ -57,4 +57,8 @@ impl Mirror for RedisRecords {
         });
         result.map_err(|e| e.to_string())
     }
+
+    fn reachable(&self) -> bool {
+        self.cluster.redis.run(|c| ::redis::cmd("PING").query::<String>(c)).is_ok()
+    }
 }

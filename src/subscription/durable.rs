@@ -78,6 +78,11 @@ pub trait Mirror: Send + Sync {
     fn apply(&self, puts: &[(&[u8], &[u8])], removes: &[&[u8]]) -> Result<(), String>;
     /// Replaces every record with `all` (after a batch that did not get through).
     fn replace(&self, all: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String>;
+    /// Whether it answers now: a whole rewrite reads every record first, which is not
+    /// worth doing every batch while the mirror is away.
+    fn reachable(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone)]
@@ -248,6 +253,9 @@ impl Inner {
     fn to_mirror(&self, noted: &HashMap<Vec<u8>, Change>) {
         let Some(mirror) = self.mirror.get() else { return };
         let result = if self.mirror_stale.load(Ordering::Relaxed) {
+            if !mirror.reachable() {
+                return;
+            }
             let all: Vec<(Vec<u8>, Vec<u8>)> = self.db.iter().flatten().filter(|(k, _)| k.as_ref() != LAYOUT_KEY).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
             mirror.replace(&all)
         } else if noted.is_empty() {
