@@ -514,7 +514,8 @@ fn plain_phone_uri(uri: &str, region: Option<Region>) -> Option<UriKind> {
     let (host, port) = hostport.split_once(':').unwrap_or((hostport, "0"));
     let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-    (host_ok && port_ok).then(|| phone(tel_number(user, region)))
+    // `user` is `+` and digits only: no parameters or separators for `tel_number` to strip.
+    (host_ok && port_ok).then(|| phone(normalize(user, region)))
 }
 
 fn phone(n: Result<E164, NumberError>) -> UriKind {

@@ -99,8 +99,20 @@ pub fn escape_text(out: &mut Vec<u8>, s: &str) {
     escape(out, s, false)
 }
 
+/// Whether `b` may need replacing (text mode lets TAB and LF through in the slow path).
+#[inline]
+fn special(b: u8, attr: bool) -> bool {
+    b < 0x20 || b == b'&' || b == b'<' || b == b'>' || (attr && b == b'"')
+}
+
 fn escape(out: &mut Vec<u8>, s: &str, attr: bool) {
     let bytes = s.as_bytes();
+    // Nearly every string we write (URIs, numbers) needs nothing: one branch-free scan the
+    // compiler vectorises, then one copy. The byte-by-byte loop below was 18% of a list cycle.
+    if !bytes.iter().fold(false, |any, &b| any | special(b, attr)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let rep: &[u8] = match b {
