@@ -73,16 +73,30 @@ pub fn user_of(index: &Index, presence: &PresenceStore, key: &Key) -> Result<Opt
     Ok(Some(User { contact, since, live }))
 }
 
-/// Resolves every key: the user behind each, in order.
+/// Resolves every key: the user behind each, in order. The phone numbers go to the index
+/// in one batch (an address book's lookups overlap their cache misses).
 pub fn resolve_all(index: &Index, presence: &PresenceStore, keys: impl Iterator<Item = Option<Key>>) -> Vec<Option<User>> {
-    keys.map(|key| {
-        let key = key?;
-        user_of(index, presence, &key).unwrap_or_else(|err| {
+    let keys: Vec<Option<Key>> = keys.collect();
+    let phones: Vec<E164> = keys.iter().filter_map(|k| match k {
+        Some(Key::Phone(n)) => Some(*n),
+        _ => None,
+    }).collect();
+    let mut bound = match index.lookup_each(&phones) {
+        Ok(found) => found.into_iter(),
+        Err(err) => {
             tracing::warn!("index lookup failed: {}", loggable(&err));
-            None
+            vec![None; phones.len()].into_iter()
+        }
+    };
+    keys.iter()
+        .map(|key| match key.as_ref()? {
+            Key::Phone(_) => bound.next().flatten().map(|b| User { live: presence.live(&b.sip_uri), contact: b.sip_uri, since: b.bound_at }),
+            key => user_of(index, presence, key).unwrap_or_else(|err| {
+                tracing::warn!("index lookup failed: {}", loggable(&err));
+                None
+            }),
         })
-    })
-    .collect()
+        .collect()
 }
 
 /// An index error as it may be logged: storage failures in full, errors that can quote a

@@ -60,8 +60,19 @@ pub(crate) fn text(t: &BytesText) -> Result<String, &'static str> {
 /// unescaped value of the unprefixed attribute `name`, if asked and present.
 pub(crate) fn attrs(e: &BytesStart, name: Option<&[u8]>) -> Result<Option<String>, &'static str> {
     let mut found = None;
-    for a in e.attributes() {
+    // Repeated names are checked here for the first few attributes (quick-xml's own check
+    // allocates a list per element: one allocation per list entry); past them, by quick-xml.
+    let mut seen: [&[u8]; FEW_ATTRS] = [&[]; FEW_ATTRS];
+    let mut count = 0;
+    for a in e.attributes().with_checks(false) {
         let a: Attribute = a.map_err(|_| "malformed attribute")?;
+        if count < FEW_ATTRS {
+            if seen[..count].contains(&a.key.0) {
+                return Err("malformed attribute");
+            }
+            seen[count] = a.key.0;
+        }
+        count += 1;
         let v = a
             .unescape_value_with(resolve_xml_entity)
             .map_err(|_| BAD_ENTITY)?;
@@ -70,8 +81,14 @@ pub(crate) fn attrs(e: &BytesStart, name: Option<&[u8]>) -> Result<Option<String
             found = Some(v.into_owned());
         }
     }
+    if count > FEW_ATTRS && e.attributes().any(|a| a.is_err()) {
+        return Err("malformed attribute");
+    }
     Ok(found)
 }
+
+/// Attributes whose names are checked for repeats without allocating.
+const FEW_ATTRS: usize = 8;
 
 /// XML 1.0 forbids C0 controls other than TAB, LF, CR (char refs could smuggle them in).
 fn check_chars(s: &str) -> Result<(), &'static str> {
@@ -152,6 +169,27 @@ mod tests {
         );
         assert_eq!(esc_attr("a&b<c>\"d'"), "a&amp;b&lt;c&gt;&quot;d'");
         assert_eq!(esc_attr("a\tb\nc\rd\u{1}"), "a&#9;b&#10;c&#13;d\u{FFFD}");
+    }
+
+    fn first_attrs(xml: &str) -> Result<Option<String>, &'static str> {
+        let mut r = reader(xml.as_bytes());
+        loop {
+            match r.read_event() {
+                Ok(Event::Start(e) | Event::Empty(e)) => return attrs(&e, Some(b"uri")),
+                Ok(Event::Eof) | Err(_) => panic!("no element in {xml}"),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_attribute_names_refused_however_many() {
+        assert_eq!(first_attrs(r#"<e uri="a" x="1"/>"#), Ok(Some("a".into())));
+        assert!(first_attrs(r#"<e uri="a" uri="b"/>"#).is_err());
+        let many: String = (0..20).map(|i| format!(" a{i}=\"v\"")).collect();
+        assert_eq!(first_attrs(&format!("<e{many} uri=\"u\"/>")), Ok(Some("u".into())));
+        assert!(first_attrs(&format!("<e{many} a3=\"again\"/>")).is_err());
+        assert!(first_attrs(&format!("<e{many} a15=\"again\"/>")).is_err());
     }
 
     #[test]

@@ -109,6 +109,11 @@ impl Index {
         self.store.lookup(n)
     }
 
+    /// The binding of each of `numbers`, in order (for sled: one filter pass, one lock).
+    pub fn lookup_each(&self, numbers: &[E164]) -> Result<Vec<Option<Binding>>, IndexError> {
+        self.store.lookup_each(numbers)
+    }
+
     /// Whether `n` is bound (no allocation).
     pub fn is_bound(&self, n: E164) -> Result<bool, IndexError> {
         self.store.is_bound(n)

@@ -264,6 +264,23 @@ impl BindingStore for SledBindings {
         }
     }
 
+    /// The binding of each of `numbers`: one filter pass over all of them, one lock.
+    fn lookup_each(&self, numbers: &[E164]) -> Result<Vec<Option<Binding>>, IndexError> {
+        let maybe = match &self.filter.read().active {
+            Some(f) => f.may_contain_each(numbers),
+            None => vec![true; numbers.len()],
+        };
+        let fwd = self.forward.read();
+        numbers
+            .iter()
+            .zip(maybe)
+            .map(|(n, maybe)| match maybe {
+                false => Ok(None),
+                true => fwd.get(*n)?.map(|v| decode_value(*n, v)).transpose(),
+            })
+            .collect()
+    }
+
     /// Whether `n` is bound (no allocation).
     fn is_bound(&self, n: E164) -> Result<bool, IndexError> {
         if !self.may_contain(n) {

@@ -116,6 +116,11 @@ pub trait BindingStore: Send + Sync {
     /// The binding of `n`: the hot path of every list subscription.
     fn lookup(&self, n: E164) -> Result<Option<Binding>, IndexError>;
 
+    /// The binding of each of `numbers`, in order: an address book at once.
+    fn lookup_each(&self, numbers: &[E164]) -> Result<Vec<Option<Binding>>, IndexError> {
+        numbers.iter().map(|n| self.lookup(*n)).collect()
+    }
+
     /// Whether `n` is bound.
     fn is_bound(&self, n: E164) -> Result<bool, IndexError>;
 
