@@ -285,7 +285,20 @@ async fn deliver(shared: &Shared, dialog: &Dialog, req: crate::sip::Request) -> 
 /// Starts a new subscription: its first NOTIFY, then whatever comes. `received`: when its
 /// SUBSCRIBE arrived (the first NOTIFY is timed from it), if known.
 pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Handle, received: Option<std::time::Instant>) {
-    tokio::spawn(run(Box::new(sub), shared, mailbox, Some(received)));
+    tokio::spawn(run(Box::new(sub), shared, mailbox, Some(First { received, slot: None })));
+}
+
+/// Starts a subscription taken back after a restart or a takeover; `slot` is given back
+/// once its first NOTIFY is answered or has failed (the resumption paces itself by it).
+pub fn start_resumed(sub: Subscription, shared: Arc<Shared>, mailbox: Handle, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+    tokio::spawn(run(Box::new(sub), shared, mailbox, Some(First { received: None, slot })));
+}
+
+/// The first NOTIFY of a subscription being started: when its SUBSCRIBE arrived, if known,
+/// and the slot of a paced resumption it holds until that NOTIFY's outcome.
+struct First {
+    received: Option<std::time::Instant>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Runs parked subscriptions that a post woke.
@@ -316,11 +329,12 @@ pub async fn expire(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Recei
 /// Runs the subscription until it has nothing left to do (then parks it) or it ends (then
 /// unregisters it). `first`: a new one, which sends its full state at once (Some(when its
 /// SUBSCRIBE arrived) when known). Sending is boxed: the future stays small.
-async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, first: Option<Option<std::time::Instant>>) {
+async fn run(mut sub: Box<Subscription>, shared: Arc<Shared>, mailbox: Handle, first: Option<First>) {
     let mut sent: Sent = Ok(());
-    if let Some(received) = first {
+    if let Some(First { received, slot }) = first {
         sub.record(&shared);
         sent = Box::pin(sub.send_full(&shared, SubState::Active { expires: sub.remaining() })).await;
+        drop(slot);
         sub.last_sent = Instant::now();
         if let (Some(m), Some(at), Ok(())) = (&shared.metrics, received, &sent) {
             m.first_notify(at);
