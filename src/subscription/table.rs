@@ -6,7 +6,7 @@
 use super::mailbox::Posted;
 use super::record::{Handle, Inbox, Relist, SubId, Woken};
 use crate::index::Change;
-use crate::numbers;
+use crate::numbers::{self, E164};
 use crate::resolution::Key;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
@@ -147,18 +147,33 @@ impl Table {
     }
 }
 
+/// A list's phone numbers (watched in one go) and its other keys.
+fn phones_apart(keys: impl Iterator<Item = Key>) -> (Vec<E164>, Vec<Key>) {
+    let mut phones = Vec::new();
+    let mut others = Vec::new();
+    for key in keys {
+        match key {
+            Key::Phone(n) => phones.push(n),
+            other => others.push(other),
+        }
+    }
+    (phones, others)
+}
+
 impl Subscriptions {
     /// Registers a new subscription; returns its id and the receiving end for its task.
     pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>, expires_at: Instant) -> (SubId, Handle) {
         let id = self.new_id();
         let handle = Handle::default();
         let due = self.seconds(expires_at);
+        let (phones, others) = phones_apart(keys);
         let mut t = self.inner.lock();
         let dialog = t.dialog_key(call_id, local_tag);
         t.by_dialog.insert(dialog, id);
         t.handles.insert(id, handle.clone());
         t.expiry.push(Reverse((due, id)));
-        for key in keys {
+        t.phones.watch_all(&phones, id);
+        for key in others {
             t.watch(key, id);
         }
         (id, handle)
@@ -216,7 +231,9 @@ impl Subscriptions {
             t.by_dialog.remove(&dialog);
         }
         t.handles.remove(&id);
-        for key in keys {
+        let (phones, others) = phones_apart(keys);
+        t.phones.unwatch_all(&phones, id);
+        for key in others {
             t.unwatch(&key, id);
         }
         if let Some(owner) = t.book_of.remove(&id) {
