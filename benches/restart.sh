@@ -9,7 +9,8 @@
 #
 # Options: --hold N [100000], --rate R resumed NOTIFYs per second [5000], --clean (SIGTERM),
 # --profile: flame graphs (perf + inferno, into benches/flamegraphs/) of the node idle while
-# it holds them (10 s) and of the restarted node's first 20 s (loading and resuming).
+# it holds them (10 s), of the restarted node loading its store (restart-load) and of it
+# resuming them (restart-resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,11 +31,24 @@ if [ "$PROFILE" = 1 ]; then
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf; cargo install inferno)" >&2; exit 1; }
   done
 fi
-# flame NAME TITLE SECONDS PID: records PID for SECONDS, draws benches/flamegraphs/NAME.svg
-# and prints the top frames by self time.
-flame() {
+# record NAME UNTIL PID: records PID under perf until UNTIL (a number of seconds, or a line
+# to wait for in the restarted server's log, at most 120 s).
+record() {
+  if [[ $2 =~ ^[0-9]+$ ]]; then
+    perf record -F 499 --call-graph dwarf,16384 -p "$3" -o "$WORK/$1.perf" -- sleep "$2" 2>/dev/null || true
+    return
+  fi
+  # perf stops when its `sleep` ends: the sleep is cut short once the line is logged.
+  perf record -F 499 --call-graph dwarf,16384 -p "$3" -o "$WORK/$1.perf" -- sleep 120 2>/dev/null &
+  local perf_pid=$!
+  until grep -q "$2" "$WORK/server-2.log" 2>/dev/null || ! kill -0 "$perf_pid" 2>/dev/null; do sleep 0.1; done
+  pkill -P "$perf_pid" sleep 2>/dev/null || true
+  wait "$perf_pid" 2>/dev/null || true
+}
+# draw NAME TITLE: benches/flamegraphs/NAME.svg from the recording, and the top frames by
+# self time (drawing takes a while: done after the recordings, not between them).
+draw() {
   mkdir -p "$ROOT/benches/flamegraphs"
-  perf record -F 499 --call-graph dwarf,16384 -p "$4" -o "$WORK/$1.perf" -- sleep "$3" 2>/dev/null || true
   local folded=$ROOT/benches/flamegraphs/$1.folded   # not committed (.gitignore)
   perf script -i "$WORK/$1.perf" 2>/dev/null | inferno-collapse-perf > "$folded"
   inferno-flamegraph --title "$2" < "$folded" > "$ROOT/benches/flamegraphs/$1.svg"
@@ -110,7 +124,8 @@ grep -E "held|RSS" "$WORK/resume.txt"
 sleep 1.5   # past the store's 500 ms write-back
 if [ "$PROFILE" = 1 ]; then
   echo "== profile: the node idle, holding them (10 s)"
-  flame idle-holding "idle node holding $HOLD list subscriptions" 10 "$SP_PID"
+  record idle-holding 10 "$SP_PID"
+  draw idle-holding "idle node holding $HOLD list subscriptions"
 fi
 STORE_BYTES=$(du -sb "$WORK/data/subscriptions" | cut -f1)
 echo "== kill -$SIGNAL, then start again on the same data directory"
@@ -122,8 +137,11 @@ if [ "$PROFILE" = 1 ]; then
   "$BIN" serve --config "$WORK/sp.toml" 2> "$WORK/server-2.log" &
   SP_PID=$!
   sleep 0.2
-  echo "== profile: the restarted node's first 20 s (loading, then resuming)"
-  flame restart-load "restarted node: loading and resuming $HOLD stored subscriptions" 20 "$SP_PID"
+  echo "== profile: the restarted node loading its store, then resuming them (paced full-state NOTIFYs)"
+  record restart-load "stored subscriptions loaded" "$SP_PID"
+  record restart-resume "every stored subscription resumed" "$SP_PID"
+  draw restart-load "restarted node: loading $HOLD stored subscriptions"
+  draw restart-resume "restarted node: resuming $HOLD stored subscriptions at up to $RATE/s"
   STARTUP=NaN
 else
   start server-2.log

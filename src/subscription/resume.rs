@@ -168,17 +168,18 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
 async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_second: u32, _held: G) {
     let total = ready.len();
     let started = Instant::now();
-    let per_tick = (per_second as usize / 100).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    // A late tick is not made up for in a burst: the node is busier than the rate assumed.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut next_log = total / 10;
     let mut done = 0;
     let mut ready = ready.into_iter();
     while done < total {
         tick.tick().await;
-        for (sub, mailbox) in ready.by_ref().take(per_tick) {
+        // As many as the rate allows by now: a tick that came late (the workers are busy)
+        // starts more, and the slots keep that from becoming a burst.
+        let due = (started.elapsed().as_secs_f64() * f64::from(per_second)) as usize;
+        for (sub, mailbox) in ready.by_ref().take(due.saturating_sub(done)) {
             actor::start_resumed(sub, shared.clone(), mailbox, slot(&in_flight).await);
             done += 1;
         }
