@@ -28,3 +28,31 @@ while True:
         pass
 EOF
 }
+# The config of a load-test server on loopback, on stdout: DATA_DIR SIP_PORT ADMIN_PORT
+# LOG_LEVEL [TCP_PORT]; no accounts, no load caps. Callers append their own sections.
+server_config() {
+  local tcp=${5:+"\"127.0.0.1:$5\""}
+  cat <<EOF
+domain = "example.org"
+data_dir = "$1"
+log_level = "$4"
+[sip]
+udp = ["127.0.0.1:$2"]
+tcp = [$tcp]
+tls = []
+[admin]
+listen = "127.0.0.1:$3"
+[auth]
+# SIPp and the tools have no accounts.
+mode = "none"
+EOF
+  no_load_caps
+}
+# Appends filler bindings (+337 numbers) to the CSV FILE until it has COUNT lines.
+fill_bindings() {
+  local have; have=$(wc -l < "$1")
+  python3 -c "
+for i in range(max(0, $2 - $have)):
+    print(f'+337{i:08d},sip:f{i}@example.org')
+" >> "$1"
+}

@@ -179,33 +179,16 @@ echo "== data: $BINDINGS bindings, lists of 100 and 500 numbers (20% bound)"
 python3 examples/sipp/make_lists.py --entries 100 --lines 1000 --bound-every 5 --out "$WORK" >/dev/null
 python3 examples/sipp/make_lists.py --entries 500 --lines 200 --bound-every 5 --out "$WORK" >/dev/null
 cat "$WORK/bindings100.csv" "$WORK/bindings500.csv" > "$WORK/bindings.csv"
-have=$(wc -l < "$WORK/bindings.csv")
-python3 -c "
-import sys
-for i in range(max(0, $BINDINGS - $have)):
-    print(f'+337{i:08d},sip:f{i}@example.org')
-" >> "$WORK/bindings.csv"
+fill_bindings "$WORK/bindings.csv" "$BINDINGS"
 
 SP_PORT=$(free_port) ADMIN_PORT=$(free_port)
-cat > "$WORK/sp.toml" <<EOF
-domain = "example.org"
-data_dir = "$WORK/data"
-log_level = "warn"
-[sip]
-udp = ["127.0.0.1:$SP_PORT"]
-tcp = ["127.0.0.1:$SP_PORT"]
-tls = []
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
+server_config "$WORK/data" "$SP_PORT" "$ADMIN_PORT" warn "$SP_PORT" > "$WORK/sp.toml"
+cat >> "$WORK/sp.toml" <<EOF
 [notify]
 # SIPp takes one full-state NOTIFY (it cannot read deflated bodies nor a split state): a
 # 100-number state (~17 KB) fits one UDP datagram; 500-number lists run over TCP.
 max_body_udp = 65000
-[auth]
-# SIPp and the tools have no accounts.
-mode = "none"
 EOF
-no_load_caps >> "$WORK/sp.toml"
 t0=$(now)
 "$BIN" bindings --config "$WORK/sp.toml" import "$WORK/bindings.csv" > "$WORK/import.txt" 2> "$WORK/import.err"
 echo "   imported in $(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)") s: $(tail -1 "$WORK/import.txt")"

@@ -73,22 +73,8 @@ free_port() {
 }
 
 SP_PORT=$(free_port) ADMIN_PORT=$(free_port)
-cat > "$WORK/sp.toml" <<EOF
-domain = "example.org"
-data_dir = "$WORK/data"
-log_level = "info"
-[sip]
-udp = ["127.0.0.1:$SP_PORT"]
-tcp = []
-tls = []
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[auth]
-mode = "none"
-[subscription]
-resume_per_second = $RATE
-EOF
-no_load_caps >> "$WORK/sp.toml"
+server_config "$WORK/data" "$SP_PORT" "$ADMIN_PORT" info > "$WORK/sp.toml"
+printf '%s\n' '[subscription]' "resume_per_second = $RATE" >> "$WORK/sp.toml"
 
 # start LOG: starts the server, waits until it answers OPTIONS; sets SP_PID and STARTUP (s).
 start() {

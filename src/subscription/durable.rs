@@ -135,7 +135,7 @@ impl SubscriptionStore {
         let cseq_from = sub.dialog.next_cseq.saturating_add(RESERVE);
         let stored = StoredRef {
             dialog: &sub.dialog,
-            list_uri: &sub.list_uri,
+            list_uri: sub.names.list_uri(),
             entries: &sub.entries,
             expires_at,
             version_from,

@@ -2,7 +2,7 @@
 
 use super::actor::{self, Shared};
 use super::mailbox::Posted;
-use super::record::{Handle, Subscription, Woken};
+use super::record::{Handle, Names, Subscription, Woken};
 use super::request::{self, ListRequest};
 use super::watched::WatchedList;
 use crate::auth::Identity;
@@ -121,7 +121,7 @@ async fn new_subscription(
     }
     let permit = shared.limits.subscribe(&identity.uri, source.remote.ip(), list.entries.len()).map_err(|r| crate::core::refused(req, &r))?.marked_single(list.single);
     let dialog = Dialog::from_subscribe(req, source, &config.domain).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
-    let subscriber: Box<str> = identity.uri.as_str().into();
+    let names = Names::new(req.uri.as_str(), identity.uri.as_str());
     let entries = discover(shared, identity, list.entries).await.ok_or_else(|| Response::to(req, 500))?;
     let mut resp = Response::to(req, 200)
         .header(HeaderName::Contact, dialog.contact())
@@ -137,7 +137,7 @@ async fn new_subscription(
     }
     let mut sub = Subscription {
         id: 0,
-        list_uri: req.uri.as_str().into(),
+        names,
         entries: WatchedList::new(entries),
         version: 0,
         expires_at: Instant::now() + Duration::from_secs(list.expires.into()),
@@ -146,7 +146,6 @@ async fn new_subscription(
         dialog,
         single: list.single,
         permit: None,
-        subscriber,
         version_limit: 0,
         cseq_limit: 0,
     };

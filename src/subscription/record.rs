@@ -17,7 +17,9 @@ pub type SubId = u32;
 pub struct Subscription {
     pub id: SubId,
     pub dialog: Dialog,
-    pub list_uri: Box<str>,
+    /// The list's URI (the SUBSCRIBE's Request-URI) and whose subscription it is (the
+    /// canonical SIP URI the per-account caps count it under).
+    pub names: Names,
     pub entries: WatchedList,
     pub version: u32,
     pub expires_at: Instant,
@@ -28,12 +30,32 @@ pub struct Subscription {
     pub single: bool,
     /// The subscription's slot in the abuse limits, freed when it ends.
     pub permit: Option<crate::limits::SubPermit>,
-    /// Whose it is: the canonical SIP URI the per-account caps count it under.
-    pub subscriber: Box<str>,
     /// The version and CSeq reserved up to in the stored record (`durable.rs`): reached,
     /// the record is rewritten with a new reservation.
     pub version_limit: u32,
     pub cseq_limit: u32,
+}
+
+/// Two texts of a subscription in one allocation: two `Box<str>` took 8 bytes more and
+/// put the parked `Subscription` (328 bytes) in mimalloc's 384-byte size class; it now
+/// fits the 320-byte one (`actor::size_tests`).
+pub struct Names {
+    text: Box<str>,
+    split: usize,
+}
+
+impl Names {
+    pub fn new(list_uri: &str, subscriber: &str) -> Names {
+        Names { text: [list_uri, subscriber].concat().into(), split: list_uri.len() }
+    }
+
+    pub fn list_uri(&self) -> &str {
+        &self.text[..self.split]
+    }
+
+    pub fn subscriber(&self) -> &str {
+        &self.text[self.split..]
+    }
 }
 
 impl Subscription {

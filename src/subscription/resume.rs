@@ -11,7 +11,7 @@
 
 use super::actor::{self, Shared};
 use super::durable::Stored;
-use super::record::{Handle, Subscription};
+use super::record::{Handle, Names, Subscription};
 use crate::sip::Uri;
 use crate::transport::Protocol;
 use std::net::{IpAddr, SocketAddr};
@@ -72,7 +72,7 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
     sub.permit = Some(permit);
     let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
-    if let Some(owner) = shared.lists.owner_of_record(&sub.list_uri, &sub.subscriber) {
+    if let Some(owner) = shared.lists.owner_of_record(sub.names.list_uri(), sub.names.subscriber()) {
         // A stored list follows its book again, and catches up with what changed meanwhile.
         shared.table.follow_book(id, &owner);
         shared.lists.books.touch(&owner);
@@ -101,7 +101,7 @@ fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription 
     let mut sub = Subscription {
         id: 0,
         dialog,
-        list_uri: s.list_uri,
+        names: Names::new(&s.list_uri, &s.subscriber),
         entries: s.entries,
         version: s.version_from,
         expires_at: Instant::now() + Duration::from_secs(s.expires_at.saturating_sub(now)),
@@ -109,7 +109,6 @@ fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription 
         format: s.format,
         single: s.single,
         permit: None,
-        subscriber: s.subscriber,
         version_limit: 0,
         cseq_limit: 0,
     };

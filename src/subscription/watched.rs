@@ -13,15 +13,49 @@ use crate::numbers::E164;
 use crate::resolution::{Entry, Key};
 use std::borrow::Cow;
 
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone)]
 pub struct WatchedList {
-    prefix: Box<str>,
-    suffix: Box<str>,
-    /// Entries written `{prefix}{number}{suffix}`, watched by their number: the sorted
-    /// numbers' gaps (the first from 0), LEB128 varints.
-    gaps: Box<[u8]>,
+    /// The prefix, the suffix, then the entries written `{prefix}{number}{suffix}` as the
+    /// sorted numbers' gaps (the first from 0, LEB128 varints): one allocation, not three.
+    packed: Box<[u8]>,
+    /// Where the prefix ends and the suffix ends in `packed`.
+    prefix_end: u32,
+    suffix_end: u32,
     /// Anything else, as written, with its key if it has one.
     others: Box<[(Box<str>, Option<Key>)]>,
+}
+
+/// How a list is stored (`durable.rs`): the layout of the records, unchanged by the packing.
+#[derive(serde::Serialize)]
+struct WireRef<'a> {
+    prefix: &'a str,
+    suffix: &'a str,
+    gaps: &'a [u8],
+    others: &'a [(Box<str>, Option<Key>)],
+}
+
+#[derive(serde::Deserialize)]
+struct Wire {
+    prefix: Box<str>,
+    suffix: Box<str>,
+    gaps: Box<[u8]>,
+    others: Box<[(Box<str>, Option<Key>)]>,
+}
+
+impl serde::Serialize for WatchedList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef { prefix: self.prefix(), suffix: self.suffix(), gaps: self.gaps(), others: &self.others }.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WatchedList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        if !fits_offsets(&w.prefix, &w.suffix) {
+            return Err(serde::de::Error::custom("watched list prefix and suffix past 4 GiB"));
+        }
+        Ok(WatchedList::pack(&w.prefix, &w.suffix, &w.gaps, w.others))
+    }
 }
 
 /// A list with its numbers decoded, to read entries by position (one per NOTIFY).
@@ -32,7 +66,11 @@ pub struct View<'a> {
 
 impl WatchedList {
     pub fn new(entries: Vec<Entry>) -> WatchedList {
-        let (prefix, suffix) = entries.iter().find_map(template_of).unwrap_or_default();
+        let (mut prefix, mut suffix) = entries.iter().find_map(template_of).unwrap_or_default();
+        if !fits_offsets(&prefix, &suffix) {
+            // Past 4 GiB (no SIP body is): every entry kept verbatim instead.
+            (prefix, suffix) = Default::default();
+        }
         let mut templated = Vec::new();
         let mut others = Vec::new();
         for e in entries {
@@ -43,19 +81,40 @@ impl WatchedList {
         }
         templated.sort_unstable();
         templated.dedup();
-        let gaps = encode(&templated).into();
-        WatchedList { prefix: prefix.into(), suffix: suffix.into(), gaps, others: others.into() }
+        WatchedList::pack(&prefix, &suffix, &encode(&templated), others.into())
+    }
+
+    /// The parts in one allocation; `prefix` and `suffix` must pass `fits_offsets`.
+    fn pack(prefix: &str, suffix: &str, gaps: &[u8], others: Box<[(Box<str>, Option<Key>)]>) -> WatchedList {
+        let mut packed = Vec::with_capacity(prefix.len() + suffix.len() + gaps.len());
+        packed.extend_from_slice(prefix.as_bytes());
+        packed.extend_from_slice(suffix.as_bytes());
+        packed.extend_from_slice(gaps);
+        let (prefix_end, suffix_end) = (prefix.len() as u32, (prefix.len() + suffix.len()) as u32);
+        WatchedList { packed: packed.into(), prefix_end, suffix_end, others }
+    }
+
+    fn prefix(&self) -> &str {
+        std::str::from_utf8(&self.packed[..self.prefix_end as usize]).unwrap_or_default()
+    }
+
+    fn suffix(&self) -> &str {
+        std::str::from_utf8(&self.packed[self.prefix_end as usize..self.suffix_end as usize]).unwrap_or_default()
+    }
+
+    fn gaps(&self) -> &[u8] {
+        &self.packed[self.suffix_end as usize..]
     }
 
     /// The templated entries' numbers, in order.
     pub fn numbers(&self) -> Vec<E164> {
-        decode(&self.gaps)
+        decode(self.gaps())
     }
 
     /// How many entries, without decoding the numbers (a LEB128 varint ends at each byte
     /// whose high bit is clear).
     pub fn len(&self) -> usize {
-        self.gaps.iter().filter(|b| **b & 0x80 == 0).count() + self.others.len()
+        self.gaps().iter().filter(|b| **b & 0x80 == 0).count() + self.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,7 +144,7 @@ impl View<'_> {
     pub fn uri(&self, i: usize) -> Cow<'_, str> {
         match self.numbers.get(i) {
             Some(n) => {
-                let (prefix, suffix) = (&self.list.prefix, &self.list.suffix);
+                let (prefix, suffix) = (self.list.prefix(), self.list.suffix());
                 let mut uri = String::with_capacity(prefix.len() + 16 + suffix.len());
                 uri.push_str(prefix);
                 n.push_to(&mut uri);
@@ -146,6 +205,11 @@ fn template_of(e: &Entry) -> Option<(String, String)> {
     Some((e.uri[..at].to_string(), e.uri[at + number.len()..].to_string()))
 }
 
+/// Whether `prefix` and `suffix` together have 32-bit offsets (`WatchedList::pack`).
+fn fits_offsets(prefix: &str, suffix: &str) -> bool {
+    u32::try_from(prefix.len() + suffix.len()).is_ok()
+}
+
 fn fits(uri: &str, prefix: &str, suffix: &str, n: E164) -> bool {
     let number = n.to_string();
     uri.len() == prefix.len() + number.len() + suffix.len()
@@ -190,6 +254,35 @@ mod tests {
         assert_eq!(back, want);
         assert_eq!(list.numbers().len(), 2, "the two +E.164 entries of example.org");
         assert_eq!(list.keys().count(), 5);
+    }
+
+    /// The shape lists had in stored records before the packing (`durable.rs`, layout 1).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Unpacked {
+        prefix: Box<str>,
+        suffix: Box<str>,
+        gaps: Box<[u8]>,
+        others: Box<[(Box<str>, Option<Key>)]>,
+    }
+
+    #[test]
+    fn stored_layout_is_unchanged() {
+        let uris = vec![
+            "sip:+33612345678@example.org;user=phone".to_string(),
+            "sip:+33698765432@example.org;user=phone".to_string(),
+            "sip:bob@example.org".to_string(),
+        ];
+        let list = WatchedList::new(classify(uris, None));
+        let bytes = postcard::to_allocvec(&list).unwrap();
+        let old: Unpacked = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!((&*old.prefix, &*old.suffix), ("sip:", "@example.org;user=phone"));
+        assert_eq!(old.others.len(), 1);
+        // A record written before the packing reads back the same.
+        let back: WatchedList = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!(postcard::to_allocvec(&back).unwrap(), bytes);
+        let view = back.view();
+        let got: Vec<String> = (0..view.len()).map(|i| view.uri(i).into_owned()).collect();
+        assert_eq!(got, ["sip:+33612345678@example.org;user=phone", "sip:+33698765432@example.org;user=phone", "sip:bob@example.org"]);
     }
 
     proptest::proptest! {
