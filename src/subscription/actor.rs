@@ -127,15 +127,16 @@ impl Subscription {
         }
         self.keep_reservation(shared);
         let view = self.entries.view();
-        let uris: Vec<_> = gone.iter().map(|i| view.uri(*i)).collect();
-        let resources: Vec<ResourceState> = uris
+        let (text, at) = view.uris(gone.iter().copied());
+        let resources: Vec<ResourceState> = at
             .iter()
+            .map(|r| &text[r.clone()])
             .map(|uri| ResourceState { uri, user: Some(UserPresence { contact: uri, basic_open: false, away: false, timestamp: None, doc: None }) })
             .collect();
         let state = SubState::Active { expires: self.remaining() };
         let requests = notification::list_notifies(&mut self.dialog, self.names.list_uri(), &mut self.version, false, &resources, self.format, state);
         drop(resources);
-        drop(uris);
+        drop(text);
         self.deliver_all(shared, requests).await
     }
 
@@ -149,11 +150,11 @@ impl Subscription {
             return deliver(shared, &self.dialog, req).await;
         }
         let view = self.entries.view();
-        let uris: Vec<_> = items.iter().map(|(i, _)| view.uri(*i)).collect();
+        let (text, at) = view.uris(items.iter().map(|(i, _)| *i));
         let resources: Vec<ResourceState> = items
             .iter()
-            .zip(&uris)
-            .map(|((_, user), uri)| ResourceState { uri, user: user.as_ref().map(|u| presence_of(u, shared.long_term)) })
+            .zip(&at)
+            .map(|((_, user), r)| ResourceState { uri: &text[r.clone()], user: user.as_ref().map(|u| presence_of(u, shared.long_term)) })
             .collect();
         let requests = notification::list_notifies(
             &mut self.dialog,
@@ -165,7 +166,7 @@ impl Subscription {
             state,
         );
         drop(resources);
-        drop(uris);
+        drop(text);
         self.deliver_all(shared, requests).await
     }
 

@@ -12,6 +12,7 @@
 use crate::numbers::E164;
 use crate::resolution::{Entry, Key};
 use std::borrow::Cow;
+use std::ops::Range;
 
 #[derive(Clone)]
 pub struct WatchedList {
@@ -143,16 +144,43 @@ impl View<'_> {
     /// The URI of entry `i`, exactly as the client wrote it.
     pub fn uri(&self, i: usize) -> Cow<'_, str> {
         match self.numbers.get(i) {
-            Some(n) => {
-                let (prefix, suffix) = (self.list.prefix(), self.list.suffix());
-                let mut uri = String::with_capacity(prefix.len() + 16 + suffix.len());
-                uri.push_str(prefix);
-                n.push_to(&mut uri);
-                uri.push_str(suffix);
+            Some(_) => {
+                let mut uri = String::with_capacity(self.templated_len());
+                self.push_uri(i, &mut uri);
                 Cow::Owned(uri)
             }
             None => Cow::Borrowed(&self.list.others[i - self.numbers.len()].0),
         }
+    }
+
+    /// The URIs of entries `indices` written into one string, and where each is in it: a
+    /// NOTIFY names up to its whole list, so one allocation rather than one a URI.
+    pub fn uris(&self, indices: impl ExactSizeIterator<Item = usize>) -> (String, Vec<Range<usize>>) {
+        let mut text = String::with_capacity(indices.len() * self.templated_len());
+        let mut at = Vec::with_capacity(indices.len());
+        for i in indices {
+            let start = text.len();
+            self.push_uri(i, &mut text);
+            at.push(start..text.len());
+        }
+        (text, at)
+    }
+
+    /// Appends the URI of entry `i`.
+    fn push_uri(&self, i: usize, out: &mut String) {
+        match self.numbers.get(i) {
+            Some(n) => {
+                out.push_str(self.list.prefix());
+                n.push_to(out);
+                out.push_str(self.list.suffix());
+            }
+            None => out.push_str(&self.list.others[i - self.numbers.len()].0),
+        }
+    }
+
+    /// About the length of a templated entry's URI (a number is at most 15 digits and `+`).
+    fn templated_len(&self) -> usize {
+        self.list.prefix().len() + 16 + self.list.suffix().len()
     }
 
     pub fn key(&self, i: usize) -> Option<Key> {
@@ -248,6 +276,9 @@ mod tests {
         let list = WatchedList::new(classify(uris.clone(), region));
         let view = list.view();
         let mut back: Vec<String> = (0..view.len()).map(|i| view.uri(i).into_owned()).collect();
+        let (text, at) = view.uris((0..view.len()).rev());
+        let at_once: Vec<&str> = at.iter().rev().map(|r| &text[r.clone()]).collect();
+        assert_eq!(at_once, back, "one string or one each, the same URIs");
         back.sort();
         let mut want = uris.clone();
         want.sort();
