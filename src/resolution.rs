@@ -69,8 +69,12 @@ pub fn user_of(index: &Index, presence: &PresenceStore, key: &Key) -> Result<Opt
             None => return Ok(None),
         },
     };
-    let live = presence.live(&contact);
-    Ok(Some(User { contact, since, live }))
+    Ok(Some(user(presence, contact, since)))
+}
+
+/// The user at `contact`, bound since `since`, with his presence now.
+fn user(presence: &PresenceStore, contact: String, since: u64) -> User {
+    User { live: presence.live(&contact), contact, since }
 }
 
 /// Resolves every key: the user behind each, in order. The phone numbers go to the index
@@ -90,7 +94,7 @@ pub fn resolve_all(index: &Index, presence: &PresenceStore, keys: impl Iterator<
     };
     keys.iter()
         .map(|key| match key.as_ref()? {
-            Key::Phone(_) => bound.next().flatten().map(|b| User { live: presence.live(&b.sip_uri), contact: b.sip_uri, since: b.bound_at }),
+            Key::Phone(_) => bound.next().flatten().map(|b| user(presence, b.sip_uri, b.bound_at)),
             key => user_of(index, presence, key).unwrap_or_else(|err| {
                 tracing::warn!("index lookup failed: {}", loggable(&err));
                 None

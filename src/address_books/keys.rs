@@ -8,6 +8,7 @@
 //! know what a book is.
 
 use super::{BookError, Tag};
+use crate::storage::address_books::hex;
 use crate::config::AddressBooksConfig;
 use anyhow::Context;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
@@ -98,15 +99,7 @@ pub fn master_key(cfg: &AddressBooksConfig, data_dir: &Path) -> anyhow::Result<[
 fn from_hex(text: &str) -> anyhow::Result<[u8; 32]> {
     let t = text.trim();
     anyhow::ensure!(t.len() == 64 && t.is_ascii(), "{} characters", t.len());
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).context("not hex")?;
-    }
-    Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::storage::address_books::from_hex(t).context("not hex")
 }
 
 #[cfg(test)]

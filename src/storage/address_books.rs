@@ -16,6 +16,23 @@ use serde::{Deserialize, Serialize};
 /// A keyed hash: of an E.164 number (a contact's tag) or of an account name (a book's key).
 pub type Tag = [u8; 16];
 
+/// Lower-case hex of `bytes` (owner tags in shared stores, the books' key file).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `N` bytes from exactly `2N` hex digits; None for anything else.
+pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    if text.len() != N * 2 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// One account's book as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBook {

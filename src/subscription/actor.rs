@@ -289,7 +289,7 @@ pub fn start(sub: Subscription, shared: Arc<Shared>, mailbox: Handle, received: 
     tokio::spawn(run(Box::new(sub), shared, mailbox, Some(First { received, slot: None })));
 }
 
-/// Starts a subscription taken back after a restart or a takeover; `slot` is given back
+/// Starts a subscription taken back after a restart (`resume::pace`); `slot` is given back
 /// once its first NOTIFY is answered or has failed (the resumption paces itself by it).
 pub fn start_resumed(sub: Subscription, shared: Arc<Shared>, mailbox: Handle, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
     tokio::spawn(run(Box::new(sub), shared, mailbox, Some(First { received: None, slot })));

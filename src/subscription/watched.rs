@@ -63,6 +63,9 @@ impl<'de> serde::Deserialize<'de> for WatchedList {
 pub struct View<'a> {
     list: &'a WatchedList,
     numbers: Vec<E164>,
+    /// The list's template, read out of the packing once, not once an entry.
+    prefix: &'a str,
+    suffix: &'a str,
 }
 
 impl WatchedList {
@@ -123,7 +126,7 @@ impl WatchedList {
     }
 
     pub fn view(&self) -> View<'_> {
-        View { list: self, numbers: self.numbers() }
+        View { list: self, numbers: self.numbers(), prefix: self.prefix(), suffix: self.suffix() }
     }
 
     pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
@@ -170,9 +173,9 @@ impl View<'_> {
     fn push_uri(&self, i: usize, out: &mut String) {
         match self.numbers.get(i) {
             Some(n) => {
-                out.push_str(self.list.prefix());
+                out.push_str(self.prefix);
                 n.push_to(out);
-                out.push_str(self.list.suffix());
+                out.push_str(self.suffix);
             }
             None => out.push_str(&self.list.others[i - self.numbers.len()].0),
         }
@@ -180,7 +183,7 @@ impl View<'_> {
 
     /// About the length of a templated entry's URI (a number is at most 15 digits and `+`).
     fn templated_len(&self) -> usize {
-        self.list.prefix().len() + 16 + self.list.suffix().len()
+        self.prefix.len() + 16 + self.suffix.len()
     }
 
     pub fn key(&self, i: usize) -> Option<Key> {

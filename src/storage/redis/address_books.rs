@@ -9,7 +9,7 @@
 use super::book_feed::{self, OnChange};
 use super::conn::Redis;
 use super::key_lock;
-use crate::storage::address_books::{AddressBookStore, BookError, LoggedChange, StoredBook, Tag};
+use crate::storage::address_books::{hex, AddressBookStore, BookError, LoggedChange, StoredBook, Tag};
 use crate::storage::held::Held;
 use std::sync::Arc;
 
@@ -22,10 +22,6 @@ pub struct RedisAddressBooks {
 
 /// Entries kept in `ab:changes` unless told otherwise.
 const STREAM_MAX_LEN: u64 = 100_000;
-
-fn hex(owner: &Tag) -> String {
-    owner.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BookError> {
     postcard::to_allocvec(value).map_err(|e| BookError::Corrupt(e.to_string()))

@@ -9,7 +9,7 @@
 use super::presence_feed::{missed, read_after, wait_after};
 use super::stream::{EntryId, Position};
 use super::Redis;
-use crate::storage::address_books::Tag;
+use crate::storage::address_books::{from_hex, Tag};
 use ::redis::Connection;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +70,7 @@ fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection,
         if text("o").as_deref() == Some(origin) {
             continue;
         }
-        if let Some(tag) = text("t").and_then(|t| tag_of(&t)) {
+        if let Some(tag) = text("t").and_then(|t| from_hex::<16>(&t)) {
             if !on_change(Some(tag)) {
                 return Ok(false);
             }
@@ -80,26 +80,14 @@ fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection,
     Ok(true)
 }
 
-/// An owner key from its hex text (None if it is not one).
-fn tag_of(hex: &str) -> Option<Tag> {
-    let mut tag = Tag::default();
-    if hex.len() != tag.len() * 2 {
-        return None;
-    }
-    for (i, b) in tag.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(tag)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn owner_keys_read_back_from_hex() {
         let tag = [0xab; 16];
         let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(super::tag_of(&hex), Some(tag));
-        assert_eq!(super::tag_of("abc"), None);
-        assert_eq!(super::tag_of(&"zz".repeat(16)), None);
+        assert_eq!(super::from_hex::<16>(&hex), Some(tag));
+        assert_eq!(super::from_hex::<16>("abc"), None);
+        assert_eq!(super::from_hex::<16>(&"zz".repeat(16)), None);
     }
 }

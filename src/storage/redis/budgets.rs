@@ -54,14 +54,7 @@ impl BudgetStore for RedisBudgets {
 
     fn charge(&self, account: &str, charge: &mut Charge<'_>) -> Result<(), StorageError> {
         let (bucket, charged) = self.keys(account);
-        let result = self.redis.run(|c| {
-            let charged = compare_and_set(c, account, &bucket, &charged, charge);
-            if charged.is_err() {
-                // The connection goes back to the pool: it must not keep watching.
-                let _ = ::redis::cmd("UNWATCH").query::<()>(c);
-            }
-            charged
-        });
+        let result = self.redis.run(|c| compare_and_set(c, account, &bucket, &charged, charge));
         match result {
             Ok(charged) => {
                 self.outage.over();

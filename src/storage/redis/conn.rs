@@ -115,7 +115,11 @@ impl Redis {
                 }
                 Err(e) if is_connection_error(&e) => last = Some(e),
                 Err(e) => {
-                    self.give_back(conn);
+                    // A call that failed between WATCH and EXEC would leave the key watched,
+                    // and the next user's MULTI on this connection aborted without a word.
+                    if ::redis::cmd("UNWATCH").query::<()>(&mut conn).is_ok() {
+                        self.give_back(conn);
+                    }
                     return Err(StorageError::new(e));
                 }
             }
