@@ -50,7 +50,7 @@ async fn a_udp_subscription_survives_sigkill_and_gets_later_bindings() {
     let resumed = p.notify(200).await;
     assert!(cseq(&resumed) > cseq(&first), "CSeq goes on: {} after {}", cseq(&resumed), cseq(&first));
     assert!(version(&resumed) > version(&first), "version goes on");
-    assert!(resumed.body().contains("fullState=\"true\"") && resumed.body().contains("sip:bob@example.org"));
+    assert!(resumed.body().contains("fullState=\"true\"") && resumed.body().contains("sip:bob@example.org"), "{}", resumed.body());
     assert_eq!(resumed.tag("From"), first.tag("From"), "the same dialog");
     server.bind("+33698765432", "sip:carol@example.org").await;
     let live = p.notify(200).await;

@@ -167,7 +167,7 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
 async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_second: u32, _held: G) {
     let total = ready.len();
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut next_log = total / 10;
@@ -175,9 +175,10 @@ async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_se
     let mut ready = ready.into_iter();
     while done < total {
         tick.tick().await;
-        // As many as the rate allows by now: a tick that came late (the workers are busy)
-        // starts more, and the slots keep that from becoming a burst.
-        let due = (started.elapsed().as_secs_f64() * f64::from(per_second)) as usize;
+        // As many as the rate allows by the end of this tick (the first tick starts some at
+        // once); a tick that came late (the workers are busy) starts more, and the slots
+        // keep that from becoming a burst.
+        let due = ((started.elapsed() + TICK).as_secs_f64() * f64::from(per_second)) as usize;
         for (sub, mailbox) in ready.by_ref().take(due.saturating_sub(done)) {
             actor::start_resumed(sub, shared.clone(), mailbox, slot(&in_flight).await);
             done += 1;
@@ -189,6 +190,9 @@ async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_se
     }
     tracing::info!(total, secs = started.elapsed().as_secs_f64(), "every stored subscription resumed (full-state NOTIFYs started)");
 }
+
+/// How often the resumption starts what is due.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Resumed subscriptions whose first NOTIFY is not answered yet, at most. Beyond the rate,
 /// this is what keeps a node that builds NOTIFYs slower than `resume_per_second` from
