@@ -67,7 +67,17 @@ impl Dispatcher {
 }
 
 impl Drop for Dispatcher {
+    /// SIGTERM: Kamailio's main process then stops the workers it forked. A SIGKILL left
+    /// them running, and they went on probing (OPTIONS) ports that later tests reused.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
