@@ -34,7 +34,6 @@ pub struct Server {
     on_shutdown: crate::config::OnShutdown,
     /// The embedded presence store, written back at shutdown (None in a cluster: Redis).
     publications: Option<Arc<crate::storage::sled::SledPublications>>,
-    resumed: subscription::resume::Resumed,
     health: crate::health::Health,
     books: AddressBooks,
     cluster: Option<Arc<Cluster>>,
@@ -181,6 +180,7 @@ impl Server {
             store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
             metrics: metrics.clone(),
             lists: subscription::books::StoredLists::new(books.clone(), &config.address_books.list_uri(&config.domain), &config.domain)?,
+            loading: Default::default(),
         });
         if let Some(m) = &metrics {
             read_at_scrape(m, &index, &budget, &abuse, &subscriptions);
@@ -209,7 +209,7 @@ impl Server {
             crate::cluster::watch::start(c.clone(), shared_for_resume.clone(), abuse.clone(), at, shutdown_rx.clone()).await?;
         }
         let resuming = health.pending("resuming subscriptions");
-        let resumed = subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
+        subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming, shutdown_rx.clone());
         // Bound and about to be served (the kernel queues what arrives meanwhile): once a
         // request is answered, no probe may still see "listeners".
         drop(starting);
@@ -217,7 +217,7 @@ impl Server {
         tracing::info!(udp = ?addrs.udp, tcp = ?addrs.tcp, tls = ?addrs.tls, admin = ?admin, provisioning = ?provisioning, "smart-presence listening");
         let on_shutdown = config.subscription.on_shutdown;
         let shared = shared_for_resume;
-        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, resumed, publications, health, books, cluster })
+        Ok(Server { addrs, shutdown, client_tx, index, subscriptions, admin, accounts, budget, provisioning, limits: abuse, shared, on_shutdown, publications, health, books, cluster })
     }
 
     /// The stored address books (shared by Contact Sync and the stored-list subscriptions).
@@ -271,11 +271,6 @@ impl Server {
     /// This node's place in the cluster (None: one process, `[cluster]` unset).
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
-    }
-
-    /// What the start found in the subscription store.
-    pub fn resumed(&self) -> subscription::resume::Resumed {
-        self.resumed
     }
 
     /// A clean stop. With `subscription.on_shutdown = "deactivate"`, first ends every

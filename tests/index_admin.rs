@@ -1,5 +1,7 @@
 //! The admin HTTP API and the `bindings` CLI, over real loopback sockets.
 
+mod common;
+
 use smart_presence::config::Config;
 use smart_presence::admin::bindings as admin;
 use smart_presence::cli::bindings::{run, BindingsCommand};
@@ -61,9 +63,9 @@ async fn http(addr: SocketAddr, method: &str, path: &str, ct: Option<&str>, body
     .unwrap()
 }
 
+/// An admin port outside the ephemeral range, never handed out twice (see `common::free_port`).
 fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], common::free_port()))
 }
 
 fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {

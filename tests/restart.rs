@@ -53,7 +53,7 @@ async fn a_udp_subscription_survives_sigkill_and_gets_later_bindings() {
     server.kill9();
 
     server.start().await;
-    assert!(server.log().contains("resumed=1"), "{}", server.log());
+    server.logged("resumed=1").await;
     let resumed = p.notify(200).await;
     assert!(cseq(&resumed) > cseq(&first), "CSeq goes on: {} after {}", cseq(&resumed), cseq(&first));
     assert!(version(&resumed) > version(&first), "version goes on");
@@ -93,7 +93,7 @@ async fn an_expired_subscription_is_not_resumed() {
     server.kill9();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     server.start().await;
-    assert!(server.log().contains("expired=1"), "{}", server.log());
+    server.logged("expired=1").await;
     assert!(p.recv_within(Duration::from_millis(800)).await.is_none(), "nothing sent to an expired subscriber");
 }
 
@@ -175,8 +175,8 @@ async fn a_corrupt_record_is_skipped_and_a_foreign_layout_refused() {
         db.flush().unwrap();
     }
     server.start().await;
-    let log = server.log();
-    assert!(log.contains("corrupt record skipped") && log.contains("resumed=1"), "{log}");
+    let log = server.logged("resumed=1").await;
+    assert!(log.contains("corrupt record skipped"), "{log}");
     p.notify(200).await;
     server.stop();
     {
@@ -187,6 +187,56 @@ async fn a_corrupt_record_is_skipped_and_a_foreign_layout_refused() {
     let (code, log) = server.start_failing();
     assert_ne!(code, Some(0));
     assert!(log.contains("has layout 99"), "a clear error: {log}");
+}
+
+/// The store is read back while the server already answers. A refresh that arrives
+/// before its dialog is read back waits for it and gets 200, not 481: its record is the
+/// last of `COPIES + 1` in key order (the others are copies of it under other Call-IDs,
+/// written into the stopped server's store), and the test checks that the load was still
+/// going when the refresh was sent.
+#[tokio::test]
+async fn a_refresh_arriving_while_the_store_is_read_back_waits_for_its_dialog() {
+    const COPIES: usize = 10_000; // ~1.3 s of load for a debug build here
+    const LAST: &str = "call-zz-last"; // after every copy's "call-c000000" in key order
+    let dir = tempfile::tempdir().unwrap();
+    let unlimited = "[subscription]\nresume_per_second = 20\n[limits]\nmax_subscriptions_per_account = 0\nmax_subscriptions_per_source = 0\nmax_subscriptions = 0\nmax_entries_held = 0";
+    let mut server = ServerProcess::new(dir.path(), unlimited);
+    server.start().await;
+    let mut p = Peer::udp(server.udp).await;
+    let numbers: Vec<String> = (0..100).map(|i| format!("sip:+3361{:07}@example.org;user=phone", 1_000_000 + i * 7_919)).collect();
+    p.send(list_subscribe("UDP", p.local(), "zz-last", "", &resource_list(&numbers)).as_bytes()).await;
+    let (ok, _) = p.accepted().await;
+    let tag = ok.tag("To").expect("our tag");
+    server.stop();
+    copy_record(&dir.path().join("data/subscriptions"), LAST, COPIES);
+
+    server.start().await;
+    assert!(
+        !server.log().contains("stored subscriptions loaded"),
+        "the load ended before the refresh could be sent: raise COPIES\n{}",
+        server.log()
+    );
+    p.send(refresh("UDP", p.local(), "zz-last", &tag, 2).as_bytes()).await;
+    let ok = p.response(&mut Vec::new()).await;
+    assert_eq!(ok.status(), Some(200), "{}", ok.head);
+    server.logged(&format!("resumed={}", COPIES + 1)).await;
+}
+
+/// Writes `copies` copies of the record whose Call-ID is `call_id` under other Call-IDs of
+/// the same length (`call-c000000`, ...), which sort before it.
+fn copy_record(store: &std::path::Path, call_id: &str, copies: usize) {
+    let db = sled::open(store).unwrap();
+    let (key, value) = db.scan_prefix(call_id.as_bytes()).next().expect("the record").unwrap();
+    let replace = |bytes: &[u8], by: &str| {
+        let at = bytes.windows(call_id.len()).position(|w| w == call_id.as_bytes()).expect("the Call-ID in the record");
+        [&bytes[..at], by.as_bytes(), &bytes[at + call_id.len()..]].concat()
+    };
+    for i in 0..copies {
+        let other = format!("call-c{i:06}");
+        assert_eq!(other.len(), call_id.len());
+        db.insert(replace(&key, &other), replace(&value, &other)).unwrap();
+    }
+    db.flush().unwrap();
 }
 
 const OPEN: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:bob@example.org"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>"#;
@@ -286,7 +336,7 @@ async fn a_stored_list_subscription_survives_sigkill_and_follows_its_book() {
     server.kill9();
 
     server.start().await;
-    assert!(server.log().contains("resumed=1"), "{}", server.log());
+    server.logged("resumed=1").await;
     let resumed = p.notify(200).await;
     assert!(resumed.body().contains("fullState=\"true\"") && resumed.body().contains("sip:bob@example.org"));
     assert!(version(&resumed) > version(&first) && cseq(&resumed) > cseq(&first));

@@ -48,6 +48,8 @@ pub struct Shared {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The stored address books served at the list URI (`books.rs`).
     pub lists: super::books::StoredLists,
+    /// Whether the store is still being read back after a start (`resume.rs`).
+    pub loading: super::resume::Loading,
 }
 
 /// Changes waiting for the next NOTIFY.

@@ -162,29 +162,35 @@ impl SubscriptionStore {
         }
     }
 
-    /// Every record; one that does not decode is logged, removed, and skipped.
-    pub fn load(&self) -> Vec<Stored> {
-        let mut out = Vec::new();
-        for item in self.inner.db.iter() {
+    /// Every record, read as it goes (a million records are not all held at once); one
+    /// that does not decode is logged, removed, and skipped.
+    pub fn records(&self) -> impl Iterator<Item = Stored> + '_ {
+        self.inner.db.iter().filter_map(move |item| {
             let (k, v) = match item {
                 Ok(kv) => kv,
                 Err(e) => {
                     tracing::error!("subscription store: cannot read a record: {e}");
-                    continue;
+                    return None;
                 }
             };
             if k.as_ref() == LAYOUT_KEY {
-                continue;
+                return None;
             }
             match postcard::from_bytes::<Stored>(&v) {
-                Ok(s) => out.push(s),
+                Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(bytes = v.len(), "subscription store: a corrupt record skipped and removed: {e}");
                     let _ = self.inner.db.remove(k);
+                    None
                 }
             }
-        }
-        out
+        })
+    }
+
+    /// Whether a record of `dialog` is stored (not counting what is noted and not yet
+    /// written).
+    pub fn holds(&self, call_id: &str, local_tag: &str) -> bool {
+        self.inner.db.contains_key(dialog_key(call_id, local_tag)).unwrap_or(false)
     }
 
     /// Removes a record by its dialog key (an expired or unresumable one).
@@ -310,9 +316,14 @@ struct StoredRef<'a> {
 
 /// A record's key: the dialog's Call-ID and our tag.
 fn key(dialog: &Dialog) -> Vec<u8> {
-    let mut k = Vec::with_capacity(dialog.call_id().len() + dialog.local_tag().len() + 1);
-    k.extend_from_slice(dialog.call_id().as_bytes());
+    dialog_key(dialog.call_id(), dialog.local_tag())
+}
+
+/// A record's key: the Call-ID and our tag.
+fn dialog_key(call_id: &str, local_tag: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(call_id.len() + local_tag.len() + 1);
+    k.extend_from_slice(call_id.as_bytes());
     k.push(0);
-    k.extend_from_slice(dialog.local_tag().as_bytes());
+    k.extend_from_slice(local_tag.as_bytes());
     k
 }

@@ -84,6 +84,7 @@ impl Accepted {
 async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &SubscribeSettings) -> Result<Accepted, Response> {
     let expires = request::check_common(req, &config.subscription)?;
     if let Some(tag) = to_tag(req) {
+        wait_if_not_loaded(req, shared, &tag).await;
         return in_dialog(req, tx, shared, &config.domain, &tag, expires);
     }
     request::check_require(req)?;
@@ -97,6 +98,15 @@ async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &Subs
         ListRequest { entries: vec![req.uri.clone()], expires, accepts_deflate: request::accepts_deflate(req), single: true, book: None }
     };
     new_subscription(req, tx, shared, config, identity, list).await
+}
+
+/// Right after a start, a dialog may be stored and not read back yet: wait for the load
+/// before looking it up (see `resume::Loading`).
+async fn wait_if_not_loaded(req: &Request, shared: &Shared, tag: &str) {
+    let call_id = req.headers.get(&HeaderName::CallId).unwrap_or_default();
+    if shared.table.find(call_id.trim(), tag).is_none() && shared.loading.may_hold(shared, call_id.trim(), tag) {
+        shared.loading.finished().await;
+    }
 }
 
 fn to_tag(req: &Request) -> Option<String> {

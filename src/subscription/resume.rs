@@ -1,13 +1,15 @@
 //! Resuming the stored subscriptions after a start (`durable.rs` keeps them).
 //!
-//! Every unexpired record is put back in the table at once, before the listeners accept
-//! anything, so that a refresh arriving early finds its dialog. Each then gets a full-state
-//! NOTIFY with a new version, paced at `subscription.resume_per_second` so that a hundred
-//! thousand resumed subscriptions do not burst; the progress is logged. Expired records are
-//! dropped. A UDP subscriber is reached at its recorded address. A TCP subscriber's
-//! connection died with the old process: the NOTIFY goes on a new connection to its
-//! Contact, once; if that fails the subscription ends (a phone behind NAT re-subscribes at
-//! its next refresh). We never open TLS connections, so a TLS subscription is not resumed.
+//! The store is read on a thread of its own while the listeners already serve: each
+//! unexpired record is put back in the table and handed to the pacer, which gives it a
+//! full-state NOTIFY with a new version at `subscription.resume_per_second` (a million
+//! resumed subscriptions must not burst); the progress is logged. Until the whole store is
+//! read, a refresh or unsubscribe for a dialog not in the table yet waits for the load to
+//! end (see [`Loading`]) instead of getting 481. Expired records are dropped. A UDP
+//! subscriber is reached at its recorded address. A TCP subscriber's connection died with
+//! the old process: the NOTIFY goes on a new connection to its Contact, once; if that fails
+//! the subscription ends (a phone behind NAT re-subscribes at its next refresh). We never
+//! open TLS connections, so a TLS subscription is not resumed.
 
 use super::actor::{self, Shared};
 use super::durable::Stored;
@@ -17,45 +19,90 @@ use crate::transport::Protocol;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// What a start found in the store.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Resumed {
+struct Resumed {
     /// Put back in the table, each to get its NOTIFY.
-    pub resumed: usize,
-    pub expired: usize,
+    resumed: usize,
+    expired: usize,
     /// Not resumable: TLS, a Contact we cannot reach over TCP, or over the caps.
-    pub dropped: usize,
+    dropped: usize,
 }
 
-/// Loads the store into the table and starts the paced NOTIFYs; returns the counts.
-/// `held_while_pacing` is dropped once every resumed subscription has been started (the
-/// server is not ready until then).
-pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_while_pacing: G) -> Resumed {
+/// Whether the stored subscriptions are still being read back. A request for a dialog
+/// that is not in the table then may be for one not read yet: it waits for the end of the
+/// load before it is told the dialog is unknown (before, it waited unread in the socket).
+pub struct Loading(watch::Sender<bool>);
+
+impl Default for Loading {
+    fn default() -> Self {
+        Loading(watch::Sender::new(false))
+    }
+}
+
+impl Loading {
+    /// Whether the store holds a record not read back yet for this dialog.
+    pub fn may_hold(&self, shared: &Shared, call_id: &str, local_tag: &str) -> bool {
+        *self.0.borrow() && shared.store.holds(call_id, local_tag)
+    }
+
+    /// Returns once the whole store is read back.
+    pub async fn finished(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|loading| !loading).await;
+    }
+
+    fn set(&self, loading: bool) {
+        self.0.send_replace(loading);
+    }
+}
+
+/// Reads the store back on a thread of its own and starts the paced NOTIFYs as records
+/// come. `held_while_pacing` is dropped once every resumed subscription has been started
+/// (the server is not ready until then). A stop (`shutdown`) ends the reading: what was
+/// not read stays stored, for the next start.
+pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_while_pacing: G, shutdown: watch::Receiver<bool>) {
+    let (ready, queue) = mpsc::unbounded_channel();
+    shared.loading.set(true);
+    let loader = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        load(&loader, ready, &shutdown);
+        loader.loading.set(false);
+    });
+    tokio::spawn(pace(shared.clone(), queue, per_second.max(1), held_while_pacing));
+}
+
+/// Puts every unexpired record back in the table and hands it to the pacer.
+fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle)>, shutdown: &watch::Receiver<bool>) {
     let now = crate::clock::unix_now();
+    let started = std::time::Instant::now();
     let mut counts = Resumed::default();
-    let mut ready = Vec::new();
-    for stored in shared.store.load() {
+    for stored in shared.store.records() {
+        if *shutdown.borrow() {
+            tracing::info!(read = counts.resumed + counts.expired + counts.dropped, "stopping: the stored subscriptions not read back yet stay stored for the next start");
+            return;
+        }
         if stored.expires_at <= now {
             counts.expired += 1;
             shared.store.forget(&stored);
             continue;
         }
-        match revive(shared, stored, now) {
-            Some(r) => ready.push(r),
-            None => counts.dropped += 1,
+        let Some(revived) = revive(shared, stored, now) else {
+            counts.dropped += 1;
+            continue;
+        };
+        if ready.send(revived).is_err() {
+            return; // the pacer is gone: the runtime is stopping
         }
+        counts.resumed += 1;
     }
-    counts.resumed = ready.len();
-    if !ready.is_empty() || counts.expired > 0 || counts.dropped > 0 {
-        tracing::info!(resumed = counts.resumed, expired = counts.expired, dropped = counts.dropped, "stored subscriptions loaded");
+    if counts != Resumed::default() {
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(resumed = counts.resumed, expired = counts.expired, dropped = counts.dropped, secs, "stored subscriptions loaded");
     }
-    if !ready.is_empty() {
-        tokio::spawn(pace(shared.clone(), ready, per_second.max(1), held_while_pacing));
-    }
-    counts
 }
 
 /// A stored subscription back in the table, or None (logged) when it cannot go on.
@@ -163,33 +210,47 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
 }
 
-/// Starts the resumed subscriptions at `per_second`, in steps of 10 ms, logging progress.
-async fn pace<G>(shared: Arc<Shared>, ready: Vec<(Subscription, Handle)>, per_second: u32, _held: G) {
-    let total = ready.len();
+/// Starts the resumed subscriptions at `per_second` as the load hands them over, in steps
+/// of 10 ms, logging progress.
+async fn pace<G>(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<(Subscription, Handle)>, per_second: u32, _held: G) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut next_log = total / 10;
-    let mut done = 0;
-    let mut ready = ready.into_iter();
-    while done < total {
+    let mut next_log = LOG_EVERY;
+    let (mut done, mut since, mut done_since) = (0, started, 0);
+    loop {
         tick.tick().await;
         // As many as the rate allows by the end of this tick (the first tick starts some at
         // once); a tick that came late (the workers are busy) starts more, and the slots
-        // keep that from becoming a burst.
-        let due = ((started.elapsed() + TICK).as_secs_f64() * f64::from(per_second)) as usize;
-        for (sub, mailbox) in ready.by_ref().take(due.saturating_sub(done)) {
-            actor::start_resumed(sub, shared.clone(), mailbox, slot(&in_flight).await);
+        // keep that from becoming a burst. When the load is behind, the rate counts again
+        // from when it had nothing to give, so what it gives later does not burst either.
+        let due = done_since + ((since.elapsed() + TICK).as_secs_f64() * f64::from(per_second)) as usize;
+        while done < due {
+            match queue.try_recv() {
+                Ok((sub, mailbox)) => actor::start_resumed(sub, shared.clone(), mailbox, slot(&in_flight).await),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    (since, done_since) = (Instant::now(), done);
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if done > 0 {
+                        tracing::info!(total = done, secs = started.elapsed().as_secs_f64(), "every stored subscription resumed (full-state NOTIFYs started)");
+                    }
+                    return;
+                }
+            }
             done += 1;
         }
-        if done >= next_log && done < total {
-            tracing::info!(done, total, "resuming stored subscriptions");
-            next_log += (total / 10).max(1);
+        if done >= next_log {
+            tracing::info!(done, "resuming stored subscriptions");
+            next_log += LOG_EVERY;
         }
     }
-    tracing::info!(total, secs = started.elapsed().as_secs_f64(), "every stored subscription resumed (full-state NOTIFYs started)");
 }
+
+/// Progress is logged every this many resumed subscriptions.
+const LOG_EVERY: usize = 100_000;
 
 /// How often the resumption starts what is due.
 const TICK: Duration = Duration::from_millis(10);

@@ -276,15 +276,37 @@ pub fn xmllint(schema: &str, doc: &[u8]) {
     );
 }
 
-/// A loopback port free for both UDP and TCP (for SIPp's or Kamailio's own socket).
+/// A loopback port free for both UDP and TCP (for a server that must come back on the same
+/// port after a restart, or SIPp's, Kamailio's or Redis's own socket).
+///
+/// It is taken below the kernel's ephemeral range (32768-60999 by default), so no outgoing
+/// connection can be given it while its server is down between a kill and a restart, and it
+/// is never handed out twice while this process lives: a lock file per port, held until the
+/// process ends, keeps other test processes off it too.
 pub fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::Mutex;
+    const FIRST: u16 = 20_000;
+    const COUNT: u32 = 12_000;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join("smart-presence-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = FIRST + ((start.wrapping_add(step)) % COUNT) as u16;
+        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else { continue };
+        if file.try_lock().is_err() {
+            continue; // another test process holds it
+        }
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            HELD.lock().unwrap().push(file);
             return port;
         }
     }
+    panic!("no free loopback port in {FIRST}..{}", FIRST as u32 + COUNT);
 }
 
 /// Log lines written to memory, to read what the server logged (a `tracing` writer).

@@ -155,6 +155,20 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it contains `text` (the stored subscriptions are read back while the
+    /// server already answers); fails after `WAIT`.
+    pub async fn logged(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + super::WAIT;
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "never logged {text:?}:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What store `store` (a directory of the data directory) holds on disk now.
     pub fn store_stamp(&self, store: &str) -> Stamp {
         stamp(&self.dir.join("data").join(store))
