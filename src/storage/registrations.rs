@@ -26,6 +26,10 @@ pub trait RegistrationStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
-    /// Every stored registration (expired contacts included: the registrar drops them).
-    fn load(&self) -> Vec<(String, Registration)>;
+    /// Every stored registration (expired contacts included: the registrar drops them),
+    /// read once at start. A shared store has none to give: the registrar reads its record
+    /// of an AOR at each REGISTER instead.
+    fn load(&self) -> Vec<(String, Registration)> {
+        Vec::new()
+    }
 }

@@ -8,14 +8,10 @@
 //! | `registration:<aor>` | string: [`Registration`] (postcard) | the node that took a REGISTER | the node that takes the next one; none at start | at its last contact's expiry (`EXAT`) |
 //! Must not know about SIP messages.
 
-use super::presence_feed::glob_escape;
 use super::Redis;
 use crate::storage::registrations::{Registration, RegistrationStore};
 use crate::storage::StorageError;
 use std::sync::Arc;
-
-/// Keys read at once when loading.
-const LOAD_BATCH: usize = 500;
 
 pub struct RedisRegistrations {
     redis: Arc<Redis>,
@@ -56,31 +52,6 @@ impl RegistrationStore for RedisRegistrations {
 
     fn shared(&self) -> bool {
         true
-    }
-
-    fn load(&self) -> Vec<(String, Registration)> {
-        let loaded = self.redis.run(|c| {
-            let pattern = format!("{}*", glob_escape(&self.prefix));
-            let (mut cursor, mut out) = (0u64, Vec::new());
-            loop {
-                let (next, names): (u64, Vec<String>) = ::redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(LOAD_BATCH).query(c)?;
-                if !names.is_empty() {
-                    let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET").arg(&names).query(c)?;
-                    out.extend(names.into_iter().zip(values).filter_map(|(n, v)| Some((n.strip_prefix(&self.prefix)?.to_string(), v?))));
-                }
-                if next == 0 {
-                    return Ok(out);
-                }
-                cursor = next;
-            }
-        });
-        match loaded {
-            Ok(records) => records.into_iter().filter_map(|(aor, b)| Some((aor.clone(), decode(&aor, &b)?))).collect(),
-            Err(e) => {
-                tracing::warn!("registrations not loaded from Redis (read at each REGISTER instead): {e}");
-                Vec::new()
-            }
-        }
     }
 }
 
