@@ -275,3 +275,49 @@ async fn a_node_that_missed_trimmed_changes_reloads_and_tells_its_watchers() {
     }
     notified(&mut watcher, Duration::from_secs(3), "bob online after the reload", online).await;
 }
+
+#[tokio::test]
+async fn concurrent_registers_of_one_aor_at_two_nodes_keep_every_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, nodes) = cluster(dir.path(), 2).await;
+    let (mut watcher, _) = watch(&nodes[0], BOB, "w1").await;
+    // 2 × 12 phones of bob (each its own address, so its own contact) register at once,
+    // half at each node: no node's write may drop a contact another node wrote meanwhile.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let addr = nodes[i % 2].udp;
+        tasks.push(tokio::spawn(async move {
+            let mut p = Peer::udp(addr).await;
+            p.send(register_as("bob", p.local(), &format!("r{i}"), 600).as_bytes()).await;
+            let ok = p.response(&mut Vec::new()).await;
+            assert_eq!(ok.status(), Some(200), "{}", ok.head);
+            p
+        }));
+    }
+    let mut phones = Vec::new();
+    for t in tasks {
+        phones.push(t.await.unwrap());
+    }
+    notified(&mut watcher, Duration::from_secs(2), "bob online", online).await;
+    let mut last = Peer::udp(nodes[0].udp).await;
+    last.send(register_as("bob", last.local(), "r-last", 600).as_bytes()).await;
+    let all = last.response(&mut Vec::new()).await;
+    let listed = all.headers("Contact");
+    for p in &phones {
+        let contact = format!("<sip:bob@{}>", p.local());
+        assert!(listed.iter().any(|c| c.starts_with(&contact)), "{contact} was lost to a concurrent REGISTER: {}", all.head);
+    }
+    assert_eq!(listed.len(), phones.len() + 1, "{}", all.head);
+    // Each removed at the other node: the last removal ends the one publication the
+    // registration kept (a publication orphaned by a lost entity-tag would keep bob online).
+    phones.push(last);
+    for (i, p) in phones.iter().enumerate() {
+        let mut at = Peer::udp(nodes[(i + 1) % 2].udp).await;
+        let removal = register_as("bob", p.local(), &format!("u{i}"), 0);
+        at.send(removal.as_bytes()).await;
+        let left = at.response(&mut Vec::new()).await;
+        assert_eq!(left.status(), Some(200), "{}", left.head);
+    }
+    assert_eq!(redis.query(&["EXISTS", "sp:registration:sip:bob@example.org"]).as_deref(), Some("0"), "no contact left");
+    notified(&mut watcher, Duration::from_secs(3), "bob offline once every contact is removed", offline).await;
+}

@@ -1,14 +1,18 @@
 //! The embedded registrar's registrations in Redis, shared by the nodes: one string per
 //! address of record (`registration:<aor>`, a postcard [`Registration`]) that Redis itself
 //! deletes when its last contact expires. The registrar reads an AOR's record before each
-//! change ([`RegistrationStore::shared`]), so a REGISTER may reach any node.
+//! change ([`RegistrationStore::shared`]), so a REGISTER may reach any node, and holds the
+//! AOR's lock ([`key_lock`]) from that read to its write, so that two nodes changing one AOR
+//! at once do not overwrite each other's contacts (nor the publication's entity-tag).
 //!
 //! | key | type | written by | read by | expiry |
 //! |---|---|---|---|---|
 //! | `registration:<aor>` | string: [`Registration`] (postcard) | the node that took a REGISTER | the node that takes the next one; none at start | at its last contact's expiry (`EXAT`) |
+//! | `lock:registration:<aor>` | string: a holder's token | the node serving a REGISTER of the AOR | the others serving one | released after the write; lease [`key_lock::LEASE`] |
 //! Must not know about SIP messages.
 
-use super::Redis;
+use super::{key_lock, Redis};
+use crate::storage::held::Held;
 use crate::storage::registrations::{Registration, RegistrationStore};
 use crate::storage::StorageError;
 use std::sync::Arc;
@@ -52,6 +56,10 @@ impl RegistrationStore for RedisRegistrations {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn hold(&self, aor: &str) -> Result<Held, StorageError> {
+        key_lock::hold(&self.redis, &format!("registration:{aor}"))
     }
 }
 
