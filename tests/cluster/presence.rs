@@ -90,6 +90,21 @@ async fn publish(p: &mut Peer, branch: &str, extra: &str, body: &str) -> Msg {
     p.response(&mut early).await
 }
 
+/// `count` tasks at once, alternately at the first two nodes (`f` gets the task's number and
+/// its node's SIP address); their results in order.
+async fn at_once<T, Fut>(nodes: &[ServerProcess], count: usize, f: impl Fn(usize, std::net::SocketAddr) -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..count).map(|i| tokio::spawn(f(i, nodes[i % 2].udp))).collect();
+    let mut out = Vec::with_capacity(count);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 fn etag(m: &Msg) -> String {
     assert_eq!(m.status(), Some(200), "{}", m.head);
     m.header("SIP-ETag").expect("an entity-tag").to_string()
@@ -244,18 +259,11 @@ async fn concurrent_publications_at_two_nodes_are_all_kept() {
     let (mut watcher, _) = watch(&nodes[0], BOB, "w1").await;
     // 2 × 20 PUBLISHes for bob at once, from two nodes: each must be kept (no write lost
     // to a concurrent one), so that each tag removes its own publication.
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let addr = nodes[i % 2].udp;
-        tasks.push(tokio::spawn(async move {
-            let mut p = Peer::udp(addr).await;
-            etag(&publish(&mut p, &format!("c{i}"), "Expires: 600\r\n", &open_pidf("")).await)
-        }));
-    }
-    let mut tags = Vec::new();
-    for t in tasks {
-        tags.push(t.await.unwrap());
-    }
+    let tags = at_once(&nodes, 40, |i, addr| async move {
+        let mut p = Peer::udp(addr).await;
+        etag(&publish(&mut p, &format!("c{i}"), "Expires: 600\r\n", &open_pidf("")).await)
+    })
+    .await;
     notified(&mut watcher, Duration::from_secs(2), "bob online", online).await;
     for (i, tag) in tags.iter().enumerate() {
         let mut p = Peer::udp(nodes[(i + 1) % 2].udp).await;
@@ -304,21 +312,14 @@ async fn concurrent_registers_of_one_aor_at_two_nodes_keep_every_contact() {
     let (mut watcher, _) = watch(&nodes[0], BOB, "w1").await;
     // 2 × 12 phones of bob (each its own address, so its own contact) register at once,
     // half at each node: no node's write may drop a contact another node wrote meanwhile.
-    let mut tasks = Vec::new();
-    for i in 0..24 {
-        let addr = nodes[i % 2].udp;
-        tasks.push(tokio::spawn(async move {
-            let mut p = Peer::udp(addr).await;
-            p.send(register_as("bob", p.local(), &format!("r{i}"), 600).as_bytes()).await;
-            let ok = p.response(&mut Vec::new()).await;
-            assert_eq!(ok.status(), Some(200), "{}", ok.head);
-            p
-        }));
-    }
-    let mut phones = Vec::new();
-    for t in tasks {
-        phones.push(t.await.unwrap());
-    }
+    let mut phones = at_once(&nodes, 24, |i, addr| async move {
+        let mut p = Peer::udp(addr).await;
+        p.send(register_as("bob", p.local(), &format!("r{i}"), 600).as_bytes()).await;
+        let ok = p.response(&mut Vec::new()).await;
+        assert_eq!(ok.status(), Some(200), "{}", ok.head);
+        p
+    })
+    .await;
     notified(&mut watcher, Duration::from_secs(2), "bob online", online).await;
     let mut last = Peer::udp(nodes[0].udp).await;
     last.send(register_as("bob", last.local(), "r-last", 600).as_bytes()).await;
