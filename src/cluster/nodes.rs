@@ -33,6 +33,9 @@ impl Cluster {
     pub fn list_nodes(&self) -> Result<Listing, StorageError> {
         let listed: Vec<(String, String)> = self.redis.run(|c| ::redis::cmd("HGETALL").arg(self.nodes_key()).query(c))?;
         let leases: Vec<(Option<String>, i64, Option<String>)> = self.redis.run(|c| {
+            if listed.is_empty() {
+                return Ok(Vec::new());
+            }
             let mut pipe = ::redis::pipe();
             for (name, _) in &listed {
                 pipe.cmd("GET").arg(self.lease_key(name)).cmd("PTTL").arg(self.lease_key(name)).cmd("GET").arg(self.takeover_key(name));
