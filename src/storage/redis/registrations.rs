@@ -45,7 +45,10 @@ impl RegistrationStore for RedisRegistrations {
 
     fn remove(&self, aor: &str) -> Result<(), StorageError> {
         let key = format!("{}{aor}", self.prefix);
-        self.redis.run(|c| ::redis::cmd("DEL").arg(&key).exec(c))
+        self.redis.run(|c| {
+            ::redis::cmd("DEL").arg(&key).exec(c)?;
+            self.redis.durable(c)
+        })
     }
 
     fn get(&self, aor: &str) -> Result<Option<Registration>, StorageError> {
