@@ -80,12 +80,11 @@ impl Registrar {
         written.is_ok()
     }
 
-    /// In a cluster (a shared store), `aor`'s registration as the store has it now: any
-    /// node may have changed it. None without a shared store; 503 if it cannot be read.
-    fn shared_entry(&self, req: &Request, aor: &str) -> Result<Option<Option<Aor>>, Response> {
-        let Some(store) = self.store.as_ref().filter(|s| s.shared()) else { return Ok(None) };
+    /// In a cluster, `aor`'s registration as the shared store has it now: any node may
+    /// have changed it. 503 if it cannot be read.
+    fn shared_entry(&self, req: &Request, store: &dyn RegistrationStore, aor: &str, now: Instant) -> Result<Aor, Response> {
         match store.get(aor) {
-            Ok(r) => Ok(Some(r.and_then(|r| live_aor(r, crate::clock::unix_now(), Instant::now())))),
+            Ok(r) => Ok(r.and_then(|r| live_aor(r, crate::clock::unix_now(), now)).unwrap_or_default()),
             Err(e) => {
                 tracing::warn!(aor, "registration store: {e}");
                 Err(crate::presence::publish::unavailable(req))
@@ -104,31 +103,54 @@ impl Registrar {
             return Err(Response::with_reason(req, 403, "Not Your Address Of Record"));
         }
         let asked = self.asked(req)?;
-        let shared = self.shared_entry(req, &aor)?;
-        let in_cluster = shared.is_some();
+        match self.store.as_ref().filter(|s| s.shared()) {
+            Some(store) => self.register_shared(req, store.as_ref(), &aor, asked),
+            None => Ok(self.register_local(req, &aor, asked)),
+        }
+    }
+
+    /// One process: this registrar's map is the registration. Its lock is held across the
+    /// (local, quick) store calls so that one AOR's writes land in the order of its changes.
+    fn register_local(&self, req: &Request, aor: &str, asked: Option<Vec<Asked>>) -> Response {
         let now = Instant::now();
         let mut aors = self.aors.lock();
-        match shared {
-            Some(Some(stored)) => {
-                let known = aors.insert(aor.clone(), stored);
-                keep_capabilities(aors.get_mut(&aor), known);
-            }
-            Some(None) => drop(aors.remove(&aor)),
-            None => {}
-        }
-        let entry = aors.entry(aor.clone()).or_default();
-        entry.contacts.retain(|c| c.expires_at > now);
-        match asked {
-            None => entry.contacts.clear(),
-            Some(list) => apply(&mut entry.contacts, list, now),
-        }
-        let written = self.publish(&aor, entry, now) & self.record(&aor, entry, now);
+        let entry = aors.entry(aor.to_string()).or_default();
+        change(entry, asked, now);
+        // A failed write is logged; the registration holds in memory until a restart.
+        self.publish(aor, entry, now);
+        self.record(aor, entry, now);
         let resp = with_contacts(Response::to(req, 200), &entry.contacts, now);
         if entry.contacts.is_empty() {
-            aors.remove(&aor);
+            aors.remove(aor);
         }
-        if !written && in_cluster {
-            // In a cluster the record is the registration: not kept, not acknowledged.
+        resp
+    }
+
+    /// In a cluster the shared store's record is the registration. Its lock on `aor`
+    /// serialises the nodes' read, publication and write of it (so that neither a contact
+    /// nor the publication's entity-tag another node wrote meanwhile is lost); this
+    /// process's lock is taken only around its map (the contacts' capabilities), never
+    /// across a Redis call.
+    fn register_shared(&self, req: &Request, store: &dyn RegistrationStore, aor: &str, asked: Option<Vec<Asked>>) -> Result<Response, Response> {
+        let _held = store.hold(aor).map_err(|e| {
+            tracing::warn!(aor, "registration store: {e}");
+            crate::presence::publish::unavailable(req)
+        })?;
+        let now = Instant::now();
+        let mut entry = self.shared_entry(req, store, aor, now)?;
+        keep_capabilities(&mut entry, self.aors.lock().get(aor));
+        change(&mut entry, asked, now);
+        let written = self.publish(aor, &mut entry, now) & self.record(aor, &entry, now);
+        let resp = with_contacts(Response::to(req, 200), &entry.contacts, now);
+        {
+            let mut aors = self.aors.lock();
+            match entry.contacts.is_empty() {
+                true => drop(aors.remove(aor)),
+                false => drop(aors.insert(aor.to_string(), entry)),
+            }
+        }
+        if !written {
+            // The record is the registration: not kept, not acknowledged.
             return Err(crate::presence::publish::unavailable(req));
         }
         Ok(resp)
@@ -185,6 +207,16 @@ impl Registrar {
     }
 }
 
+/// `entry` with its expired contacts dropped and the REGISTER's asked ones applied (None:
+/// all removed).
+fn change(entry: &mut Aor, asked: Option<Vec<Asked>>, now: Instant) {
+    entry.contacts.retain(|c| c.expires_at > now);
+    match asked {
+        None => entry.contacts.clear(),
+        Some(list) => apply(&mut entry.contacts, list, now),
+    }
+}
+
 fn apply(contacts: &mut Vec<Contact>, asked: Vec<Asked>, now: Instant) {
     for a in asked {
         contacts.retain(|c| c.uri != a.uri);
@@ -209,8 +241,8 @@ fn restore(store: &dyn RegistrationStore) -> HashMap<String, Aor> {
 
 /// What this node knew of the contacts' capabilities (the store does not keep them), for
 /// the same contacts read back from a shared store.
-fn keep_capabilities(entry: Option<&mut Aor>, known: Option<Aor>) {
-    let (Some(entry), Some(known)) = (entry, known) else { return };
+fn keep_capabilities(entry: &mut Aor, known: Option<&Aor>) {
+    let Some(known) = known else { return };
     for c in &mut entry.contacts {
         if let Some(k) = known.contacts.iter().find(|k| k.uri == c.uri) {
             c.capabilities = k.capabilities.clone();

@@ -28,21 +28,23 @@ pub struct NodeView {
 }
 
 impl Cluster {
-    /// Every listed node, by name.
+    /// Every listed node, by name: the list, then every node's lease, its time left and
+    /// its claimant in one pipeline.
     pub fn list_nodes(&self) -> Result<Listing, StorageError> {
         let listed: Vec<(String, String)> = self.redis.run(|c| ::redis::cmd("HGETALL").arg(self.nodes_key()).query(c))?;
+        let leases: Vec<(Option<String>, i64, Option<String>)> = self.redis.run(|c| {
+            if listed.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = ::redis::pipe();
+            for (name, _) in &listed {
+                pipe.cmd("GET").arg(self.lease_key(name)).cmd("PTTL").arg(self.lease_key(name)).cmd("GET").arg(self.takeover_key(name));
+            }
+            let flat: Vec<::redis::Value> = pipe.query(c)?;
+            flat.chunks(3).map(|one| Ok(::redis::from_redis_value(::redis::Value::Array(one.to_vec()))?)).collect()
+        })?;
         let mut nodes = Vec::with_capacity(listed.len());
-        for (name, last) in listed {
-            let (lease, left, taker): (Option<String>, i64, Option<String>) = self.redis.run(|c| {
-                ::redis::pipe()
-                    .cmd("GET")
-                    .arg(self.lease_key(&name))
-                    .cmd("PTTL")
-                    .arg(self.lease_key(&name))
-                    .cmd("GET")
-                    .arg(self.takeover_key(&name))
-                    .query(c)
-            })?;
+        for ((name, last), (lease, left, taker)) in listed.into_iter().zip(leases) {
             let info = serde_json::from_str(lease.as_deref().unwrap_or(&last)).unwrap_or_default();
             nodes.push(NodeView { alive: lease.is_some(), lease_left_ms: left.max(0) as u64, taken_over_by: taker, info, name });
         }

@@ -114,13 +114,13 @@ impl Cluster {
     /// Up to about `count` records of `dead` from `cursor`, and the cursor after them
     /// (0: done).
     fn scan_records(&self, dead: &str, cursor: u64, count: usize) -> Result<(u64, Records), StorageError> {
-        let (next, flat): (String, Vec<Vec<u8>>) = self.redis.run(|c| ::redis::cmd("HSCAN").arg(self.subs_key(dead)).arg(cursor).arg("COUNT").arg(count).query(c))?;
+        let (next, flat): (u64, Vec<Vec<u8>>) = self.redis.run(|c| ::redis::cmd("HSCAN").arg(self.subs_key(dead)).arg(cursor).arg("COUNT").arg(count).query(c))?;
         let mut pairs = Vec::with_capacity(flat.len() / 2);
         let mut items = flat.into_iter();
         while let (Some(k), Some(v)) = (items.next(), items.next()) {
             pairs.push((k, v));
         }
-        Ok((next.parse().unwrap_or(0), pairs))
+        Ok((next, pairs))
     }
 
     /// Removes the records handled, and keeps the claim alive.

@@ -26,6 +26,16 @@ pub trait RegistrationStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
-    /// Every stored registration (expired contacts included: the registrar drops them).
-    fn load(&self) -> Vec<(String, Registration)>;
+    /// A lock on `aor`'s registration across the processes sharing the store, held by the
+    /// registrar around its read, publication and write of it (nothing to take for a
+    /// store one process owns: the registrar's own lock serialises it).
+    fn hold(&self, _aor: &str) -> Result<super::Held, StorageError> {
+        Ok(super::Held::nothing())
+    }
+    /// Every stored registration (expired contacts included: the registrar drops them),
+    /// read once at start. A shared store has none to give: the registrar reads its record
+    /// of an AOR at each REGISTER instead.
+    fn load(&self) -> Vec<(String, Registration)> {
+        Vec::new()
+    }
 }

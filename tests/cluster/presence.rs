@@ -90,6 +90,21 @@ async fn publish(p: &mut Peer, branch: &str, extra: &str, body: &str) -> Msg {
     p.response(&mut early).await
 }
 
+/// `count` tasks at once, alternately at the first two nodes (`f` gets the task's number and
+/// its node's SIP address); their results in order.
+async fn at_once<T, Fut>(nodes: &[ServerProcess], count: usize, f: impl Fn(usize, std::net::SocketAddr) -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..count).map(|i| tokio::spawn(f(i, nodes[i % 2].udp))).collect();
+    let mut out = Vec::with_capacity(count);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 fn etag(m: &Msg) -> String {
     assert_eq!(m.status(), Some(200), "{}", m.head);
     m.header("SIP-ETag").expect("an entity-tag").to_string()
@@ -149,6 +164,27 @@ async fn a_publication_expires_at_every_node_after_its_node_died() {
     }
     let record = redis.query(&["GET", "sp:presence:sip:bob@example.org"]).unwrap_or_default();
     assert!(!record.is_empty(), "bob's last state (last seen) is kept");
+}
+
+#[tokio::test]
+async fn the_sweep_sets_stale_expiry_entries_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, nodes) = cluster(dir.path(), 1).await;
+    let mut p = Peer::udp(nodes[0].udp).await;
+    etag(&publish(&mut p, "p1", "Expires: 600\r\n", &open_pidf("")).await);
+    let score = || redis.query(&["ZSCORE", "sp:presence-expiry", BOB]).unwrap_or_default();
+    let real = score();
+    assert!(real.parse::<u64>().is_ok_and(|ms| ms > 1_000), "bob's expiry: {real:?}");
+    // Stale entries, as a lost write could leave them: one of a presentity with no record,
+    // bob's due though his publication is not.
+    assert_eq!(redis.query(&["ZADD", "sp:presence-expiry", "1", "sip:ghost@example.org", "1", BOB]).as_deref(), Some("1"));
+    let started = Instant::now();
+    while redis.query(&["ZSCORE", "sp:presence-expiry", "sip:ghost@example.org"]).is_some_and(|s| !s.is_empty()) || score() != real {
+        assert!(started.elapsed() < Duration::from_secs(5), "not corrected by the sweep: bob {:?}", score());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record = redis.query(&["GET", "sp:presence:sip:bob@example.org"]).unwrap_or_default();
+    assert!(!record.is_empty(), "bob's record stays");
 }
 
 #[tokio::test]
@@ -223,18 +259,11 @@ async fn concurrent_publications_at_two_nodes_are_all_kept() {
     let (mut watcher, _) = watch(&nodes[0], BOB, "w1").await;
     // 2 × 20 PUBLISHes for bob at once, from two nodes: each must be kept (no write lost
     // to a concurrent one), so that each tag removes its own publication.
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let addr = nodes[i % 2].udp;
-        tasks.push(tokio::spawn(async move {
-            let mut p = Peer::udp(addr).await;
-            etag(&publish(&mut p, &format!("c{i}"), "Expires: 600\r\n", &open_pidf("")).await)
-        }));
-    }
-    let mut tags = Vec::new();
-    for t in tasks {
-        tags.push(t.await.unwrap());
-    }
+    let tags = at_once(&nodes, 40, |i, addr| async move {
+        let mut p = Peer::udp(addr).await;
+        etag(&publish(&mut p, &format!("c{i}"), "Expires: 600\r\n", &open_pidf("")).await)
+    })
+    .await;
     notified(&mut watcher, Duration::from_secs(2), "bob online", online).await;
     for (i, tag) in tags.iter().enumerate() {
         let mut p = Peer::udp(nodes[(i + 1) % 2].udp).await;
@@ -274,4 +303,43 @@ async fn a_node_that_missed_trimmed_changes_reloads_and_tells_its_watchers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     notified(&mut watcher, Duration::from_secs(3), "bob online after the reload", online).await;
+}
+
+#[tokio::test]
+async fn concurrent_registers_of_one_aor_at_two_nodes_keep_every_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, nodes) = cluster(dir.path(), 2).await;
+    let (mut watcher, _) = watch(&nodes[0], BOB, "w1").await;
+    // 2 × 12 phones of bob (each its own address, so its own contact) register at once,
+    // half at each node: no node's write may drop a contact another node wrote meanwhile.
+    let mut phones = at_once(&nodes, 24, |i, addr| async move {
+        let mut p = Peer::udp(addr).await;
+        p.send(register_as("bob", p.local(), &format!("r{i}"), 600).as_bytes()).await;
+        let ok = p.response(&mut Vec::new()).await;
+        assert_eq!(ok.status(), Some(200), "{}", ok.head);
+        p
+    })
+    .await;
+    notified(&mut watcher, Duration::from_secs(2), "bob online", online).await;
+    let mut last = Peer::udp(nodes[0].udp).await;
+    last.send(register_as("bob", last.local(), "r-last", 600).as_bytes()).await;
+    let all = last.response(&mut Vec::new()).await;
+    let listed = all.headers("Contact");
+    for p in &phones {
+        let contact = format!("<sip:bob@{}>", p.local());
+        assert!(listed.iter().any(|c| c.starts_with(&contact)), "{contact} was lost to a concurrent REGISTER: {}", all.head);
+    }
+    assert_eq!(listed.len(), phones.len() + 1, "{}", all.head);
+    // Each removed at the other node: the last removal ends the one publication the
+    // registration kept (a publication orphaned by a lost entity-tag would keep bob online).
+    phones.push(last);
+    for (i, p) in phones.iter().enumerate() {
+        let mut at = Peer::udp(nodes[(i + 1) % 2].udp).await;
+        let removal = register_as("bob", p.local(), &format!("u{i}"), 0);
+        at.send(removal.as_bytes()).await;
+        let left = at.response(&mut Vec::new()).await;
+        assert_eq!(left.status(), Some(200), "{}", left.head);
+    }
+    assert_eq!(redis.query(&["EXISTS", "sp:registration:sip:bob@example.org"]).as_deref(), Some("0"), "no contact left");
+    notified(&mut watcher, Duration::from_secs(3), "bob offline once every contact is removed", offline).await;
 }

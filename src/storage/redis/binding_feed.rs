@@ -8,11 +8,13 @@
 //! Owns the mirror's updates, the applied position and the feed's publishing; the write
 //! scripts and the trait are `bindings.rs`'s.
 
-use super::stream::{self, Behind, EntryId, Position, StreamInfo};
 use super::binding_mirror::{Mirror, Value};
 use super::conn::Redis;
+use super::follow::{self, Follower, Pace};
+use super::stream::{self, Behind, EntryId, Position};
 use crate::numbers::E164;
 use crate::storage::feed::{Change, ChangeFeed};
+use crate::storage::StorageError;
 use ::redis::{Connection, RedisResult};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest wait of one `XREAD BLOCK` (the stop flag is checked between reads).
-const BLOCK_MS: u64 = 1000;
+const BLOCK: Duration = Duration::from_millis(1000);
 /// Stream entries read at once.
 const READ_COUNT: usize = 2000;
 /// Fields read per `HSCAN` page during a load.
@@ -146,44 +148,17 @@ impl Shared {
     /// read may be served after a script appended and trimmed several entries).
     fn step(&self, c: &mut Connection) -> RedisResult<()> {
         let last = *self.applied.lock();
-        let key = &self.keys.stream;
-        let mut pipe = ::redis::pipe();
-        pipe.atomic().cmd("XINFO").arg("STREAM").arg(key);
-        pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("STREAMS").arg(key).arg(last.id.to_string());
-        let (info, reply): (::redis::Value, Option<::redis::streams::StreamReadReply>) = match pipe.query(c) {
-            Ok(r) => r,
-            Err(e) if stream::is_missing(&e) => {
-                if last.id > EntryId::default() {
-                    return self.resync(c, "the change stream is gone from Redis");
-                }
-                return self.wait_for_change(c, last);
-            }
-            Err(e) => return Err(e),
-        };
-        match StreamInfo::read(info)?.behind(last) {
+        let (info, entries) = stream::read_after(c, &self.keys.stream, last, READ_COUNT)?;
+        match stream::gap(info.as_ref(), last) {
+            Some(Behind::Gone) => return self.resync(c, "the change stream is gone from Redis"),
             Some(Behind::Lost) => return self.resync(c, "Redis holds fewer changes than this node applied (lost in a failover or restart)"),
             Some(Behind::Trimmed(_)) => return self.resync(c, "changes this node had not read were trimmed from the stream"),
             None => {}
         }
-        let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
         if entries.is_empty() {
-            return self.wait_for_change(c, last);
+            return stream::wait_after(c, &self.keys.stream, last, BLOCK);
         }
         self.apply(entries)
-    }
-
-    /// Blocks until the stream has an entry after `last` (or [`BLOCK_MS`] passed).
-    fn wait_for_change(&self, c: &mut Connection, last: Position) -> RedisResult<()> {
-        let _: ::redis::Value = ::redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&self.keys.stream)
-            .arg(last.id.to_string())
-            .query(c)?;
-        Ok(())
     }
 
     fn apply(&self, entries: Vec<::redis::streams::StreamId>) -> RedisResult<()> {
@@ -249,43 +224,47 @@ fn diff(old: &Mirror, fresh: &Mirror) -> Vec<Change> {
 
 /// Starts the consumer thread; it runs until `shared.stop` is set.
 pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("binding-stream".into()).spawn(move || consume(&shared)).map(|_| ())
+    let pace = Pace { read_timeout: shared.redis.options().timeout + BLOCK, unreachable: RETRY, failed: RETRY };
+    let redis = shared.redis.clone();
+    let mut consumer = Consumer { shared, failing: false };
+    std::thread::Builder::new().name("binding-stream".into()).spawn(move || follow::run(&redis, pace, &mut consumer)).map(|_| ())
 }
 
-fn consume(shared: &Shared) {
-    let mut conn: Option<Connection> = None;
-    let mut failing = false;
-    let read_timeout = shared.redis.options().timeout + Duration::from_millis(BLOCK_MS);
-    while !shared.stop.load(Ordering::Relaxed) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match shared.redis.dedicated(Some(read_timeout)) {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "binding stream: Redis unreachable, lookups go on from the mirror");
-                        failing = true;
-                    }
-                    std::thread::sleep(RETRY);
-                    continue;
-                }
-            },
-        };
-        match shared.step(c) {
-            Ok(()) => {
-                if failing {
-                    tracing::info!("binding stream: Redis reachable again, catching up");
-                    failing = false;
-                }
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "binding stream read failed; reconnecting");
-                    failing = true;
-                }
-                conn = None;
-                std::thread::sleep(RETRY);
-            }
+/// The consumer thread: the shared state it applies the stream to, and whether it is
+/// failing (said once, and once when it recovers).
+struct Consumer {
+    shared: Arc<Shared>,
+    failing: bool,
+}
+
+impl Follower for Consumer {
+    fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    fn step(&mut self, conn: &mut Connection) -> Result<bool, StorageError> {
+        self.shared.step(conn).map_err(StorageError::new)?;
+        Ok(true)
+    }
+
+    fn unreachable(&mut self, e: &StorageError) {
+        if !self.failing {
+            tracing::warn!(error = %e, "binding stream: Redis unreachable, lookups go on from the mirror");
+            self.failing = true;
+        }
+    }
+
+    fn failed(&mut self, e: &StorageError) {
+        if !self.failing {
+            tracing::warn!(error = %e, "binding stream read failed; reconnecting");
+            self.failing = true;
+        }
+    }
+
+    fn went_on(&mut self) {
+        if self.failing {
+            tracing::info!("binding stream: Redis reachable again, catching up");
+            self.failing = false;
         }
     }
 }

@@ -2,17 +2,23 @@
 //! appends `{o: <writer's origin>, t: <owner key, hex>}` to the stream `ab:changes` (in the
 //! write's MULTI); a thread per node follows it with a blocking read and hands each owner
 //! key written by another node to a callback. Entries trimmed before this node read them
-//! (a gap, told as `presence_feed` does) are reported as `None`: any book may have changed.
+//! (a gap, told by `stream::missed`) are reported as `None`: any book may have changed.
 //!
 //! Owns the stream's position and connection; what a change means is the handle's.
 
-use super::presence_feed::{missed, read_after, wait_after};
-use super::stream::{EntryId, Position};
+use super::follow::{self, Follower, Pace};
+use super::stream::{self, EntryId, Position};
 use super::Redis;
 use crate::storage::address_books::{from_hex, Tag};
+use crate::storage::StorageError;
 use ::redis::Connection;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Longest blocking read.
+const BLOCK: Duration = Duration::from_secs(1);
+/// Entries read at once.
+const BATCH: usize = 512;
 
 /// Told of each change another node made: `Some(owner key)`, or `None` when changes may
 /// have been missed. Returns false once nobody listens (the thread then ends).
@@ -21,44 +27,53 @@ pub type OnChange = Box<dyn Fn(Option<Tag>) -> bool + Send>;
 /// Follows `stream` from its current end on a thread of its own, skipping entries of
 /// `origin` (this node's own writes, already marked where they were made).
 pub fn start(redis: Arc<Redis>, stream: String, origin: String, on_change: OnChange) -> std::io::Result<()> {
-    std::thread::Builder::new().name("book-feed".into()).spawn(move || follow(&redis, &stream, &origin, on_change)).map(|_| ())
+    let mut feed = Feed { stream, origin, on_change, at: None };
+    let pace = Pace { read_timeout: Duration::from_secs(3), unreachable: super::conn::BACKOFF, failed: Duration::ZERO };
+    std::thread::Builder::new().name("book-feed".into()).spawn(move || follow::run(&redis, pace, &mut feed)).map(|_| ())
 }
 
-fn follow(redis: &Redis, stream: &str, origin: &str, on_change: OnChange) {
-    let (mut conn, mut at): (Option<Connection>, Option<Position>) = (None, None);
-    loop {
-        let mut c = match conn.take().map(Ok).unwrap_or_else(|| redis.dedicated(Some(Duration::from_secs(3)))) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!("book feed: Redis unreachable: {e}");
-                std::thread::sleep(super::conn::BACKOFF);
-                continue;
-            }
-        };
-        match step(stream, origin, &on_change, &mut c, &mut at) {
-            Ok(true) => conn = Some(c),
-            Ok(false) => return,
-            Err(e) => tracing::warn!("book feed: {e}; reconnecting"),
-        }
+/// The feed thread's state: the stream, where it is in it (None: not started), whom it tells.
+struct Feed {
+    stream: String,
+    origin: String,
+    on_change: OnChange,
+    at: Option<Position>,
+}
+
+impl Follower for Feed {
+    fn stopped(&self) -> bool {
+        false
+    }
+
+    fn step(&mut self, conn: &mut Connection) -> Result<bool, StorageError> {
+        step(&self.stream, &self.origin, &self.on_change, conn, &mut self.at)
+    }
+
+    fn unreachable(&mut self, e: &StorageError) {
+        tracing::debug!("book feed: Redis unreachable: {e}");
+    }
+
+    fn failed(&mut self, e: &StorageError) {
+        tracing::warn!("book feed: {e}; reconnecting");
     }
 }
 
 /// Reads what follows `at` with the stream's state (one MULTI) and reports it; `at` None
 /// (start) begins at the stream's end. Ok(false) when nobody listens any more.
-fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection, at: &mut Option<Position>) -> Result<bool, crate::storage::StorageError> {
+fn step(stream: &str, origin: &str, on_change: &OnChange, conn: &mut Connection, at: &mut Option<Position>) -> Result<bool, StorageError> {
     let from = at.unwrap_or_default();
-    let (info, entries) = read_after(conn, stream, from)?;
+    let (info, entries) = stream::read_after(conn, stream, from, BATCH).map_err(StorageError::new)?;
     let end = info.as_ref().map_or(Position::default(), |i| i.end());
     let Some(from) = *at else {
         *at = Some(end);
         return Ok(on_change(None));
     };
-    if missed(info.as_ref(), from, "book feed") {
+    if stream::missed(info.as_ref(), from, "book feed") {
         *at = Some(end);
         return Ok(on_change(None));
     }
     if entries.is_empty() {
-        wait_after(stream, conn, from)?;
+        stream::wait_after(conn, stream, from, BLOCK).map_err(StorageError::new)?;
         return Ok(true);
     }
     let mut pos = from;

@@ -77,15 +77,15 @@ impl BudgetStore for RedisBudgets {
 /// The charge's `WATCH`, read, `MULTI`/`EXEC`, again while another node's write aborts it.
 fn compare_and_set(c: &mut ::redis::Connection, account: &str, bucket: &str, charged: &str, charge: &mut Charge<'_>) -> ::redis::RedisResult<Result<(), StorageError>> {
     for _ in 0..ATTEMPTS {
-        ::redis::cmd("WATCH").arg(&bucket).arg(&charged).query::<()>(c)?;
-        let (b, h): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::pipe().get(&bucket).get(&charged).query(c)?;
+        ::redis::cmd("WATCH").arg(bucket).arg(charged).query::<()>(c)?;
+        let (b, h): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::pipe().get(bucket).get(charged).query(c)?;
         let known = h.unwrap_or_default().chunks_exact(8).map(|x| u64::from_be_bytes(x.try_into().unwrap_or([0; 8]))).collect();
         let Some((new_bucket, hashes)) = charge(saved(b), known) else {
             ::redis::cmd("UNWATCH").query::<()>(c)?;
             return Ok(Ok(()));
         };
         let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
-        let done: Option<()> = ::redis::pipe().atomic().set(&bucket, new_bucket.to_bytes()).ignore().set(&charged, blob).ignore().query(c)?;
+        let done: Option<()> = ::redis::pipe().atomic().set(bucket, new_bucket.to_bytes()).ignore().set(charged, blob).ignore().query(c)?;
         if done.is_some() {
             return Ok(Ok(()));
         }

@@ -12,6 +12,7 @@ mod book_feed;
 mod binding_feed;
 mod binding_mirror;
 pub mod bindings;
+mod follow;
 mod budget_outage;
 pub mod budgets;
 pub mod conn;
@@ -23,6 +24,7 @@ mod presence_feed;
 mod presence_mirror;
 mod presence_state;
 mod registrations;
+mod scan;
 mod stream;
 pub mod verification;
 

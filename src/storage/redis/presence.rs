@@ -76,9 +76,14 @@ impl RedisPublications {
     /// Runs `change` on `uri`'s record in one transaction and stores the result (after
     /// dropping his expired publications); the mirror takes it at once.
     fn write<T>(&self, uri: &str, change: Change<'_, T>) -> Result<T, PublishError> {
+        self.write_as(uri, Refused::Nothing, change)
+    }
+
+    /// [`Self::write`], with what a refused change that found nothing expired does.
+    fn write_as<T>(&self, uri: &str, refused: Refused, change: Change<'_, T>) -> Result<T, PublishError> {
         let key = format!("{}{uri}", self.presentity);
         let now = unix_ms();
-        let (out, stored) = self.redis.run(|conn| self.transaction(conn, &key, uri, now, &mut *change))??;
+        let (out, stored) = self.redis.run(|conn| self.transaction(conn, &key, uri, now, refused, &mut *change))??;
         if let Some(p) = stored {
             self.mirror.apply(uri, p, now, false);
         }
@@ -88,7 +93,7 @@ impl RedisPublications {
     /// One optimistic transaction (retried on a concurrent write): the outcome, and his new
     /// record if one was stored.
     #[allow(clippy::type_complexity)]
-    fn transaction<T>(&self, conn: &mut Connection, key: &str, uri: &str, now: u64, change: Change<'_, T>) -> RedisResult<Result<(Result<T, PublishError>, Option<Presentity>), PublishError>> {
+    fn transaction<T>(&self, conn: &mut Connection, key: &str, uri: &str, now: u64, refused: Refused, change: Change<'_, T>) -> RedisResult<Result<(Result<T, PublishError>, Option<Presentity>), PublishError>> {
         for _ in 0..TRIES {
             ::redis::cmd("WATCH").arg(key).exec(conn)?;
             let raw: Option<Vec<u8>> = ::redis::cmd("GET").arg(key).query(conn)?;
@@ -104,7 +109,18 @@ impl RedisPublications {
             let expired = p.expire(now);
             let out = change(&mut p);
             if out.is_err() && !expired {
-                ::redis::cmd("UNWATCH").exec(conn)?;
+                match refused {
+                    Refused::Nothing => ::redis::cmd("UNWATCH").exec(conn)?,
+                    // Nothing of his was due: his entry in the expiry set was stale. Set
+                    // right in this transaction (a concurrent write, which sets it itself,
+                    // aborts it).
+                    Refused::FixExpiry => {
+                        let mut pipe = ::redis::pipe();
+                        pipe.atomic();
+                        self.expiry_of(&mut pipe, uri, &p);
+                        pipe.query::<Value>(conn)?;
+                    }
+                }
                 return Ok(Ok((out, None)));
             }
             if out.is_ok() {
@@ -132,39 +148,31 @@ impl RedisPublications {
         };
     }
 
-    /// Drops the expired publications of (at most [`SWEEP`]) presentities from Redis;
-    /// returns how many presentities were due.
+    /// Drops the expired publications of (at most [`SWEEP`]) presentities from Redis, and
+    /// corrects the expiry set's stale entries (one transaction each); returns how many
+    /// presentities were due.
     fn sweep(&self, now: u64) -> Result<usize, StorageError> {
         let due: Vec<String> = self.redis.run(|c| ::redis::cmd("ZRANGEBYSCORE").arg(&self.expiry).arg("-inf").arg(now).arg("LIMIT").arg(0).arg(SWEEP).query(c))?;
         for uri in &due {
-            // Nothing to change: the expiry drop (or its absence) is all the write does.
-            let written = self.write(uri, &mut |_| Err(PublishError::UnknownEtag));
-            match written {
-                Err(PublishError::UnknownEtag) => self.clear_expiry(uri, now)?,
+            // Nothing to change: the expiry drop (or the stale entry's correction) is all
+            // the write does.
+            match self.write_as(uri, Refused::FixExpiry, &mut |_| Err(PublishError::UnknownEtag)) {
                 Err(PublishError::Storage(e)) => return Err(e),
-                Ok(()) => {}
+                Err(PublishError::UnknownEtag) | Ok(()) => {}
             }
         }
         Ok(due.len())
     }
+}
 
-    /// Corrects `uri`'s entry in the expiry set when nothing of his was due (a stale
-    /// entry), watching his record so that a concurrent write wins.
-    fn clear_expiry(&self, uri: &str, now: u64) -> Result<(), StorageError> {
-        let key = format!("{}{uri}", self.presentity);
-        self.redis.run(|conn| {
-            ::redis::cmd("WATCH").arg(&key).exec(conn)?;
-            let raw: Option<Vec<u8>> = ::redis::cmd("GET").arg(&key).query(conn)?;
-            let p = raw.and_then(|b| Presentity::decode(&b).ok()).unwrap_or_default();
-            if p.earliest().is_some_and(|t| t <= now) {
-                return ::redis::cmd("UNWATCH").exec(conn);
-            }
-            let mut pipe = ::redis::pipe();
-            pipe.atomic();
-            self.expiry_of(&mut pipe, uri, &p);
-            pipe.query::<Value>(conn).map(drop)
-        })
-    }
+/// What a transaction whose change was refused, and that found nothing of his expired,
+/// writes.
+#[derive(Clone, Copy)]
+enum Refused {
+    /// Nothing (a refused PUBLISH).
+    Nothing,
+    /// His entry in the expiry set, from his record (the sweep).
+    FixExpiry,
 }
 
 impl PublicationStore for RedisPublications {

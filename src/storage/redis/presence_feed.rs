@@ -7,12 +7,12 @@
 //!
 //! Owns the feed's position and its connection; the keys' meaning is `presence`'s.
 
-use super::stream::{self, Behind, EntryId, Position, StreamInfo};
+use super::follow::{self, Follower, Pace};
 use super::presence_mirror::Mirror;
 use super::presence_state::Presentity;
-use super::Redis;
+use super::stream::{self, EntryId, Position};
+use super::{scan, Redis};
 use crate::storage::StorageError;
-use ::redis::streams::StreamRangeReply;
 use ::redis::{Connection, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -34,34 +34,41 @@ pub struct Keys {
     pub presentity: String,
 }
 
-
-
 /// Fills `mirror` from Redis, then follows the stream on a thread until `mirror` is dropped
 /// or its channel closed.
 pub fn start(keys: Keys, mirror: &Arc<Mirror>) -> Result<(), StorageError> {
     let at = reload(&keys, mirror)?;
-    let weak = Arc::downgrade(mirror);
-    std::thread::Builder::new().name("presence-feed".into()).spawn(move || follow(keys, weak, at)).map_err(StorageError::new)?;
+    let mut feed = Feed { keys, mirror: Arc::downgrade(mirror), at };
+    let pace = Pace { read_timeout: BLOCK * 3, unreachable: super::conn::BACKOFF, failed: Duration::ZERO };
+    let redis = feed.keys.redis.clone();
+    std::thread::Builder::new().name("presence-feed".into()).spawn(move || follow::run(&redis, pace, &mut feed)).map_err(StorageError::new)?;
     Ok(())
 }
 
-fn follow(keys: Keys, mirror: Weak<Mirror>, mut at: Position) {
-    let mut conn: Option<Connection> = None;
-    loop {
-        let Some(m) = mirror.upgrade().filter(|m| !m.closed()) else { return };
-        let mut c = match conn.take().map(Ok).unwrap_or_else(|| keys.redis.dedicated(Some(BLOCK * 3))) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!("presence feed: Redis unreachable: {e}");
-                drop(m);
-                std::thread::sleep(super::conn::BACKOFF);
-                continue;
-            }
-        };
-        match step(&keys, &m, &mut c, &mut at) {
-            Ok(()) => conn = Some(c),
-            Err(e) => tracing::warn!("presence feed: {e}; reconnecting"),
-        }
+/// The feed thread's state: where it is in the stream, and the mirror it fills.
+struct Feed {
+    keys: Keys,
+    mirror: Weak<Mirror>,
+    at: Position,
+}
+
+impl Follower for Feed {
+    fn stopped(&self) -> bool {
+        self.mirror.upgrade().is_none_or(|m| m.closed())
+    }
+
+    fn step(&mut self, conn: &mut Connection) -> Result<bool, StorageError> {
+        let Some(mirror) = self.mirror.upgrade() else { return Ok(false) };
+        step(&self.keys, &mirror, conn, &mut self.at)?;
+        Ok(true)
+    }
+
+    fn unreachable(&mut self, e: &StorageError) {
+        tracing::debug!("presence feed: Redis unreachable: {e}");
+    }
+
+    fn failed(&mut self, e: &StorageError) {
+        tracing::warn!("presence feed: {e}; reconnecting");
     }
 }
 
@@ -69,13 +76,13 @@ fn follow(keys: Keys, mirror: Weak<Mirror>, mut at: Position) {
 /// applies it; reloads in full if entries after `at` are gone; waits (a blocking read)
 /// when there is nothing new.
 fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) -> Result<(), StorageError> {
-    let (info, entries) = read_after(conn, &keys.stream, *at)?;
-    if missed(info.as_ref(), *at, "presence feed") {
+    let (info, entries) = stream::read_after(conn, &keys.stream, *at, BATCH).map_err(StorageError::new)?;
+    if stream::missed(info.as_ref(), *at, "presence feed") {
         *at = reload(keys, mirror)?;
         return Ok(());
     }
     if entries.is_empty() {
-        return wait(keys, conn, *at);
+        return stream::wait_after(conn, &keys.stream, *at, BLOCK).map_err(StorageError::new);
     }
     let now = unix_ms();
     for entry in entries {
@@ -85,46 +92,6 @@ fn step(keys: &Keys, mirror: &Mirror, conn: &mut Connection, at: &mut Position) 
         apply(mirror, entry.map, now);
     }
     Ok(())
-}
-
-/// The stream's state and the entries after `at` (up to [`BATCH`]), in the same instant
-/// (one MULTI); no state and no entries when there is no stream.
-pub(super) fn read_after(conn: &mut Connection, stream: &str, at: Position) -> Result<(Option<StreamInfo>, Vec<::redis::streams::StreamId>), StorageError> {
-    let snapshot: Result<(Value, StreamRangeReply), _> = ::redis::pipe()
-        .atomic()
-        .cmd("XINFO")
-        .arg("STREAM")
-        .arg(stream)
-        .cmd("XRANGE")
-        .arg(stream)
-        .arg(format!("({}", at.id.to_string()))
-        .arg("+")
-        .arg("COUNT")
-        .arg(BATCH)
-        .query(conn);
-    match snapshot {
-        Ok((info, entries)) => Ok((Some(StreamInfo::read(info).map_err(StorageError::new)?), entries.ids)),
-        Err(e) if stream::is_missing(&e) => Ok((None, Vec::new())),
-        Err(e) => Err(StorageError::new(e)),
-    }
-}
-
-/// Blocks (up to [`BLOCK`]) until an entry follows `at`; what it reads is read again by
-/// the next step, with the stream's state.
-fn wait(keys: &Keys, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
-    wait_after(&keys.stream, conn, at)
-}
-
-/// Blocks (up to [`BLOCK`]) until an entry follows `at` in `stream`.
-pub(super) fn wait_after(stream: &str, conn: &mut Connection, at: Position) -> Result<(), StorageError> {
-    let read: Result<Value, _> =
-        ::redis::cmd("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(stream).arg(at.id.to_string()).query(conn);
-    match read {
-        Ok(_) => Ok(()),
-        // A signal (SIGSTOP/SIGCONT) interrupted the wait: nothing lost, read on.
-        Err(e) if e.to_string().contains("Interrupted") => Ok(()),
-        Err(e) => Err(StorageError::new(e)),
-    }
 }
 
 /// One entry: `u` the presentity, and `s` his record, or `a` (announce him only).
@@ -142,26 +109,6 @@ fn apply(mirror: &Mirror, mut fields: std::collections::HashMap<String, Value>, 
     }
 }
 
-/// Whether entries after `at` are gone: trimmed before they were read (the oldest entry
-/// left is newer than `at`, and more were added than `at` and those left account for),
-/// or the stream lost (Redis came back without it: it is behind `at`).
-pub(super) fn missed(info: Option<&StreamInfo>, at: Position, feed: &str) -> bool {
-    let Some(info) = info else {
-        if at.id != EntryId::default() {
-            tracing::warn!("{feed}: the stream is gone (Redis lost it?): reloading");
-        }
-        return at.id != EntryId::default();
-    };
-    match info.behind(at) {
-        Some(Behind::Lost) => tracing::warn!("{feed}: the stream is behind this node (Redis lost it?): reloading"),
-        Some(Behind::Trimmed(missed)) => tracing::warn!(missed, "{feed}: changes trimmed before this node read them: reloading"),
-        None => return false,
-    }
-    true
-}
-
-
-
 /// Reads every presentity from Redis into `mirror` (announcing those that changed) and
 /// returns the stream position to follow from: taken before reading, so that a change
 /// made meanwhile is read again rather than missed.
@@ -169,22 +116,18 @@ pub fn reload(keys: &Keys, mirror: &Mirror) -> Result<Position, StorageError> {
     let started = std::time::Instant::now();
     let mut conn = keys.redis.dedicated(Some(Duration::from_secs(30)))?;
     let from = stream::info(&mut conn, &keys.stream).map_err(StorageError::new)?.map_or(Position::default(), |i| i.end());
-    let pattern = format!("{}*", glob_escape(&keys.presentity));
+    let pattern = scan::under(&keys.presentity, "*");
     let (mut cursor, mut known, now) = (0u64, HashSet::new(), unix_ms());
     loop {
-        let (next, names): (u64, Vec<String>) =
-            ::redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(RELOAD_BATCH).arg("TYPE").arg("string").query(&mut conn).map_err(StorageError::new)?;
-        if !names.is_empty() {
-            let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET").arg(&names).query(&mut conn).map_err(StorageError::new)?;
-            for (name, value) in names.iter().zip(values) {
-                let (Some(uri), Some(bytes)) = (name.strip_prefix(&keys.presentity), value) else { continue };
-                match Presentity::decode(&bytes) {
-                    Ok(p) => {
-                        known.insert(Box::<str>::from(uri));
-                        mirror.apply(uri, p, now, true);
-                    }
-                    Err(e) => tracing::warn!(uri, "presence: a stored record that does not decode skipped: {e}"),
+        let (next, page): (u64, Vec<(String, Vec<u8>)>) = scan::page(&mut conn, &pattern, cursor, RELOAD_BATCH).map_err(StorageError::new)?;
+        for (name, bytes) in page {
+            let Some(uri) = name.strip_prefix(&keys.presentity) else { continue };
+            match Presentity::decode(&bytes) {
+                Ok(p) => {
+                    known.insert(Box::<str>::from(uri));
+                    mirror.apply(uri, p, now, true);
                 }
+                Err(e) => tracing::warn!(uri, "presence: a stored record that does not decode skipped: {e}"),
             }
         }
         if next == 0 {
@@ -197,47 +140,7 @@ pub fn reload(keys: &Keys, mirror: &Mirror) -> Result<Position, StorageError> {
     Ok(from)
 }
 
-/// `text` with Redis's glob characters escaped (a key prefix in a SCAN pattern).
-pub(super) fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Wall-clock unix milliseconds (0 before the epoch).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_compare_as_redis_does_and_globs_are_escaped() {
-        assert!(EntryId::parse("10-2").unwrap() < EntryId::parse("10-10").unwrap());
-        assert!(EntryId::parse("9-99").unwrap() < EntryId::parse("10-0").unwrap());
-        assert_eq!(EntryId::parse("0-0"), Some(EntryId::default()));
-        assert_eq!(EntryId::parse("x"), None);
-        assert_eq!(glob_escape("sp*:[a]"), "sp\\*:\\[a\\]");
-    }
-
-    fn info(first: &str, added: u64, length: u64) -> StreamInfo {
-        StreamInfo { last_generated: EntryId::parse("100-0").unwrap(), first: EntryId::parse(first).unwrap(), entries_added: added, length }
-    }
-
-    #[test]
-    fn a_trimmed_entry_is_told_from_no_entry() {
-        let at = Position { id: EntryId::parse("50-0").unwrap(), count: 10 };
-        assert!(!missed(Some(&info("40-0", 30, 25)), at, "t"), "ours is still there");
-        assert!(!missed(Some(&info("60-0", 30, 20)), at, "t"), "trimmed up to ours exactly");
-        assert!(missed(Some(&info("60-0", 30, 19)), at, "t"), "one after ours trimmed");
-        assert!(missed(Some(&info("60-0", 9, 9)), at, "t"), "fewer added than we read: a new stream");
-        assert!(missed(None, at, "t") && !missed(None, Position::default(), "t"));
-    }
 }

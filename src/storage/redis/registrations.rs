@@ -1,21 +1,21 @@
 //! The embedded registrar's registrations in Redis, shared by the nodes: one string per
 //! address of record (`registration:<aor>`, a postcard [`Registration`]) that Redis itself
 //! deletes when its last contact expires. The registrar reads an AOR's record before each
-//! change ([`RegistrationStore::shared`]), so a REGISTER may reach any node.
+//! change ([`RegistrationStore::shared`]), so a REGISTER may reach any node, and holds the
+//! AOR's lock ([`key_lock`]) from that read to its write, so that two nodes changing one AOR
+//! at once do not overwrite each other's contacts (nor the publication's entity-tag).
 //!
 //! | key | type | written by | read by | expiry |
 //! |---|---|---|---|---|
 //! | `registration:<aor>` | string: [`Registration`] (postcard) | the node that took a REGISTER | the node that takes the next one; none at start | at its last contact's expiry (`EXAT`) |
+//! | `lock:registration:<aor>` | string: a holder's token | the node serving a REGISTER of the AOR | the others serving one | released after the write; lease [`key_lock::LEASE`] |
 //! Must not know about SIP messages.
 
-use super::presence_feed::glob_escape;
-use super::Redis;
+use super::{key_lock, Redis};
+use crate::storage::held::Held;
 use crate::storage::registrations::{Registration, RegistrationStore};
 use crate::storage::StorageError;
 use std::sync::Arc;
-
-/// Keys read at once when loading.
-const LOAD_BATCH: usize = 500;
 
 pub struct RedisRegistrations {
     redis: Arc<Redis>,
@@ -45,7 +45,10 @@ impl RegistrationStore for RedisRegistrations {
 
     fn remove(&self, aor: &str) -> Result<(), StorageError> {
         let key = format!("{}{aor}", self.prefix);
-        self.redis.run(|c| ::redis::cmd("DEL").arg(&key).exec(c))
+        self.redis.run(|c| {
+            ::redis::cmd("DEL").arg(&key).exec(c)?;
+            self.redis.durable(c)
+        })
     }
 
     fn get(&self, aor: &str) -> Result<Option<Registration>, StorageError> {
@@ -58,29 +61,8 @@ impl RegistrationStore for RedisRegistrations {
         true
     }
 
-    fn load(&self) -> Vec<(String, Registration)> {
-        let loaded = self.redis.run(|c| {
-            let pattern = format!("{}*", glob_escape(&self.prefix));
-            let (mut cursor, mut out) = (0u64, Vec::new());
-            loop {
-                let (next, names): (u64, Vec<String>) = ::redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(LOAD_BATCH).query(c)?;
-                if !names.is_empty() {
-                    let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET").arg(&names).query(c)?;
-                    out.extend(names.into_iter().zip(values).filter_map(|(n, v)| Some((n.strip_prefix(&self.prefix)?.to_string(), v?))));
-                }
-                if next == 0 {
-                    return Ok(out);
-                }
-                cursor = next;
-            }
-        });
-        match loaded {
-            Ok(records) => records.into_iter().filter_map(|(aor, b)| Some((aor.clone(), decode(&aor, &b)?))).collect(),
-            Err(e) => {
-                tracing::warn!("registrations not loaded from Redis (read at each REGISTER instead): {e}");
-                Vec::new()
-            }
-        }
+    fn hold(&self, aor: &str) -> Result<Held, StorageError> {
+        key_lock::hold(&self.redis, &format!("registration:{aor}"))
     }
 }
 

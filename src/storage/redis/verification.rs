@@ -12,7 +12,7 @@
 //! one node sweeps for all (`v:swept`, set for [`SWEPT_FOR`], skips the others' sweeps).
 
 use super::conn::Redis;
-use super::key_lock;
+use super::{key_lock, scan};
 use crate::numbers::E164;
 use crate::storage::held::Held;
 use crate::storage::verification::{CodeRecord, SendWindow, VerificationStore};
@@ -27,7 +27,7 @@ if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 1
 ";
 
-/// Keys asked per `SCAN` step of a sweep.
+/// Keys asked per page of a sweep.
 const SCAN_COUNT: usize = 500;
 /// After a sweep by any node, how long the others skip theirs.
 pub const SWEPT_FOR: std::time::Duration = std::time::Duration::from_secs(50);
@@ -77,20 +77,14 @@ impl RedisVerifications {
         })
     }
 
-    /// Every key matching `pattern` (under the prefix) with its value, one `SCAN` step at a time.
-    fn scan(&self, pattern: &str, each: &mut dyn FnMut(String, String) -> Result<(), StorageError>) -> Result<(), StorageError> {
-        let pattern = self.redis.key(pattern);
+    /// Every key matching `glob` (under the prefix) with its value, one page at a time.
+    fn scan(&self, glob: &str, each: &mut dyn FnMut(String, String) -> Result<(), StorageError>) -> Result<(), StorageError> {
+        let pattern = scan::under(&self.redis.key(""), glob);
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                self.redis.run(|c| ::redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT).query(c))?;
-            if !keys.is_empty() {
-                let values: Vec<Option<String>> = self.redis.run(|c| ::redis::cmd("MGET").arg(&keys).query(c))?;
-                for (k, v) in keys.into_iter().zip(values) {
-                    if let Some(v) = v {
-                        each(k, v)?;
-                    }
-                }
+            let (next, page): (u64, Vec<(String, String)>) = self.redis.run(|c| scan::page(c, &pattern, cursor, SCAN_COUNT))?;
+            for (k, v) in page {
+                each(k, v)?;
             }
             if next == 0 {
                 return Ok(());
