@@ -74,13 +74,10 @@ fn tell(taker: &Arc<Taker>, bytes: &[u8]) -> bool {
         return false;
     }
     let stored = if taker.cluster.takeover == Takeover::Adopt {
-        if subscription::resume::adopt(&taker.shared, stored, &taker.sent_by) {
-            return true;
-        }
-        // Not adopted (over this node's caps, say): the phone is told to go elsewhere.
-        match subscription::durable::decode(bytes) {
-            Some(again) => again,
-            None => return false,
+        match subscription::resume::adopt(&taker.shared, stored, &taker.sent_by) {
+            Ok(()) => return true,
+            // Not adopted (over this node's caps, say): the phone is told to go elsewhere.
+            Err(stored) => stored,
         }
     } else {
         stored

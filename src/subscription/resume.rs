@@ -90,7 +90,7 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
             shared.store.forget(&stored);
             continue;
         }
-        let Some(revived) = revive(shared, stored, now) else {
+        let Ok(revived) = revive(shared, stored, now) else {
             counts.dropped += 1;
             continue;
         };
@@ -105,15 +105,16 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
     }
 }
 
-/// A stored subscription back in the table, or None (logged) when it cannot go on.
-fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Handle)> {
+/// A stored subscription back in the table, or the record back (logged and forgotten)
+/// when it cannot go on.
+fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Result<(Subscription, Handle), Stored> {
     let mut dialog = s.dialog.clone();
     if let Err(why) = reach(&mut dialog) {
-        return drop_record(shared, &s, why);
+        return drop_record(shared, s, why);
     }
     let permit = match shared.limits.subscribe(&s.subscriber, dialog.target.remote.ip(), s.entries.len()) {
         Ok(p) => p.marked_single(s.single),
-        Err(_) => return drop_record(shared, &s, "over the subscription caps"),
+        Err(_) => return drop_record(shared, s, "over the subscription caps"),
     };
     let mut sub = unstored(s, dialog, now);
     sub.permit = Some(permit);
@@ -124,7 +125,7 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Option<(Subscription, Ha
         shared.table.follow_book(id, &owner);
         shared.lists.books.touch(&owner);
     }
-    Some((sub, mailbox))
+    Ok((sub, mailbox))
 }
 
 /// Points a stored dialog at where it can be reached from a new process: a UDP subscriber
@@ -166,18 +167,14 @@ fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription 
 /// Goes on with a subscription that another process held and recorded (a cluster node
 /// that died) as ours: back in the table, reached as `sent_by` (our Via and Contact), its
 /// full state sent at once from its reservation (a version and CSeq above any that process
-/// used: liblinphone 5.1 takes it as the new state of the same dialog). False when it
-/// cannot go on (logged).
-pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> bool {
+/// used: liblinphone 5.1 takes it as the new state of the same dialog). The record back
+/// when it cannot go on (logged).
+pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> Result<(), Stored> {
     let target = s.dialog.target;
     s.dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
-    match revive(shared, s, crate::clock::unix_now()) {
-        Some((sub, mailbox)) => {
-            actor::start(sub, shared.clone(), mailbox, None);
-            true
-        }
-        None => false,
-    }
+    let (sub, mailbox) = revive(shared, s, crate::clock::unix_now())?;
+    actor::start(sub, shared.clone(), mailbox, None);
+    Ok(())
 }
 
 /// Ends a subscription that another process held and recorded (a cluster node that died):
@@ -197,10 +194,10 @@ pub async fn deactivate_stored(shared: &Shared, s: Stored, sent_by: &str) -> boo
     true
 }
 
-fn drop_record<T>(shared: &Shared, s: &Stored, why: &str) -> Option<T> {
+fn drop_record<T>(shared: &Shared, s: Stored, why: &str) -> Result<T, Stored> {
     tracing::info!(call_id = %s.dialog.call_id(), "stored subscription not resumed: {why}; the phone re-subscribes at its next refresh");
-    shared.store.forget(s);
-    None
+    shared.store.forget(&s);
+    Err(s)
 }
 
 /// Where a TCP Contact listens: its host, when an IP address, and port (5060 by default).
