@@ -139,7 +139,7 @@ RESUMED=$(awk '/resumed; first NOTIFY at/ {print $2}' "$WORK/resume.txt")
 grep -E "stored subscriptions loaded|every stored subscription resumed" "$WORK/server-2.log" | sed 's/^/   server: /'
 printf '\n%-58s %s\n' "held subscriptions (100 numbers each):" "$HOLD" \
   "resumed (got a full-state NOTIFY after the restart):" "$RESUMED" \
-  "start-up (exec to answering OPTIONS, store loaded):" "$(printf '%.2f' "$STARTUP") s" \
+  "start-up (exec to answering OPTIONS; the store loads on):" "$(printf '%.2f' "$STARTUP") s" \
   "restart to the last resumed NOTIFY (paced at $RATE/s):" "$(printf '%.1f' "$(echo "$LAST - $T_START" | bc -l)") s" \
   "restart to the first resumed NOTIFY:" "$(printf '%.2f' "$(echo "$FIRST - $T_START" | bc -l)") s" \
   "store on disk per held subscription (sled, du):" "$((STORE_BYTES / HOLD)) bytes (after the kill: $((STORE_BYTES_AFTER / HOLD)))"

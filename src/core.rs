@@ -147,20 +147,39 @@ impl Core {
     /// `throttled`: the source is over its rate; a request gets 503 with this Retry-After.
     /// `received`: when it arrived (kept only when metrics are on).
     async fn process(self: Arc<Self>, data: Bytes, source: Source, throttled: Option<u32>, received: Option<Instant>) {
-        if self.log_messages {
-            tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(&data));
-        }
+        self.log_received(&data, &source);
         match sip::parse_message(data.clone()) {
             Ok(Message::Request(req)) => self.on_request(req, source, throttled, received).await,
-            Ok(Message::Response(resp)) => {
-                if !self.client_tx.on_response(resp) {
-                    tracing::debug!(remote = %source.remote, "response matches no transaction");
-                }
-            }
+            Ok(Message::Response(resp)) => self.on_response(resp, &source),
             // A datagram of CRLFs is a keep-alive (streams take theirs out before this).
             Err(ParseError::Empty) => tracing::trace!(remote = %source.remote, "empty message"),
             Err(e) => self.on_unparseable(&data, e, source).await,
         }
+    }
+
+    fn log_received(&self, data: &[u8], source: &Source) {
+        if self.log_messages {
+            tracing::info!(remote = %source.remote, "recv {:?}:\n{}", source.protocol, String::from_utf8_lossy(data));
+        }
+    }
+
+    fn on_response(&self, resp: Response, source: &Source) {
+        if !self.client_tx.on_response(resp) {
+            tracing::debug!(remote = %source.remote, "response matches no transaction");
+        }
+    }
+
+    /// A response to one of our requests (a phone's 200 to a NOTIFY, two per list cycle)
+    /// is routed on the reading task: parsing and routing it costs less than a task of its
+    /// own. False when `data` is not a response that parses (the task path handles it).
+    fn route_response_here(&self, data: &Bytes, source: &Source) -> bool {
+        if !data.starts_with(b"SIP/2.0 ") {
+            return false;
+        }
+        let Ok(Message::Response(resp)) = sip::parse_message(data.clone()) else { return false };
+        self.log_received(data, source);
+        self.on_response(resp, source);
+        true
     }
 
     /// A message that does not parse gets 400 when it is a request whose Via, From, To,
@@ -250,7 +269,8 @@ fn is_known_routed(m: &Method) -> bool {
     matches!(m, Method::Subscribe | Method::Publish | Method::Register | Method::Notify)
 }
 
-/// The transports' sink: hands each message to the core on its own task.
+/// The transports' sink: hands each request to the core on a task of its own; responses
+/// are routed at once.
 pub struct CoreSink(pub Arc<Core>);
 
 impl Inbound for CoreSink {
@@ -267,6 +287,9 @@ impl Inbound for CoreSink {
                 return;
             }
         };
+        if self.0.route_response_here(&data, &source) {
+            return;
+        }
         let received = metrics.map(|_| Instant::now());
         tokio::spawn(self.0.clone().process(data, source, throttled, received));
     }

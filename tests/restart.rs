@@ -190,13 +190,14 @@ async fn a_corrupt_record_is_skipped_and_a_foreign_layout_refused() {
 }
 
 /// The store is read back while the server already answers. A refresh that arrives
-/// before its dialog is read back waits for it and gets 200, not 481: its record is the
-/// last of `COPIES + 1` in key order (the others are copies of it under other Call-IDs,
-/// written into the stopped server's store), and the test checks that the load was still
-/// going when the refresh was sent.
+/// before its dialog is read back waits for it and gets 200, not 481; a subscription
+/// opened and written to the store meanwhile is not read back as a second one. The
+/// refreshed record is the last of `COPIES + 1` in key order but the new one (the others
+/// are copies of it under other Call-IDs, written into the stopped server's store), and the
+/// test checks that the load was still going when each step was done.
 #[tokio::test]
-async fn a_refresh_arriving_while_the_store_is_read_back_waits_for_its_dialog() {
-    const COPIES: usize = 10_000; // ~1.3 s of load for a debug build here
+async fn the_store_is_read_back_while_the_server_serves() {
+    const COPIES: usize = 30_000; // ~4 s of load for a debug build here
     const LAST: &str = "call-zz-last"; // after every copy's "call-c000000" in key order
     let dir = tempfile::tempdir().unwrap();
     let unlimited = "[subscription]\nresume_per_second = 20\n[limits]\nmax_subscriptions_per_account = 0\nmax_subscriptions_per_source = 0\nmax_subscriptions = 0\nmax_entries_held = 0";
@@ -204,22 +205,28 @@ async fn a_refresh_arriving_while_the_store_is_read_back_waits_for_its_dialog() 
     server.start().await;
     let mut p = Peer::udp(server.udp).await;
     let numbers: Vec<String> = (0..100).map(|i| format!("sip:+3361{:07}@example.org;user=phone", 1_000_000 + i * 7_919)).collect();
-    p.send(list_subscribe("UDP", p.local(), "zz-last", "", &resource_list(&numbers)).as_bytes()).await;
+    let body = resource_list(&numbers);
+    p.send(list_subscribe("UDP", p.local(), "zz-last", "", &body).as_bytes()).await;
     let (ok, _) = p.accepted().await;
     let tag = ok.tag("To").expect("our tag");
     server.stop();
     copy_record(&dir.path().join("data/subscriptions"), LAST, COPIES);
 
     server.start().await;
-    assert!(
-        !server.log().contains("stored subscriptions loaded"),
-        "the load ended before the refresh could be sent: raise COPIES\n{}",
-        server.log()
-    );
+    let loading = |server: &ServerProcess, step: &str| {
+        let log = server.log();
+        assert!(!log.contains("stored subscriptions loaded"), "the load ended before {step}: raise COPIES\n{log}");
+    };
+    let before = server.store_stamp("subscriptions");
+    let mut q = Peer::udp(server.udp).await;
+    q.send(list_subscribe("UDP", q.local(), "zzz-new", "", &body).as_bytes()).await; // "call-zzz-new": read last
+    assert_eq!(q.accepted().await.0.status(), Some(200));
+    server.written_back("subscriptions", before).await;
+    loading(&server, "the new subscription was written");
     p.send(refresh("UDP", p.local(), "zz-last", &tag, 2).as_bytes()).await;
     let ok = p.response(&mut Vec::new()).await;
     assert_eq!(ok.status(), Some(200), "{}", ok.head);
-    server.logged(&format!("resumed={}", COPIES + 1)).await;
+    server.logged(&format!("resumed={} ", COPIES + 1)).await;
 }
 
 /// Writes `copies` copies of the record whose Call-ID is `call_id` under other Call-IDs of

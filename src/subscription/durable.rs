@@ -27,7 +27,7 @@ use crate::dialog::Dialog;
 use crate::notification::Format;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -97,6 +97,9 @@ struct Inner {
     mirror: OnceLock<Arc<dyn Mirror>>,
     /// The mirror missed a batch: the next one rewrites it whole.
     mirror_stale: AtomicBool,
+    /// While the records are read back (`read_back`), the keys of those this process
+    /// created meanwhile: they are not read back (their dialog is in the table, or ended).
+    created_meanwhile: Mutex<Option<HashSet<Vec<u8>>>>,
 }
 
 /// A noted change of one record.
@@ -122,7 +125,7 @@ impl SubscriptionStore {
                 }
             }
         }
-        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()), mirror: OnceLock::new(), mirror_stale: AtomicBool::new(false) });
+        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()), mirror: OnceLock::new(), mirror_stale: AtomicBool::new(false), created_meanwhile: Mutex::new(None) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new().name("subscription-store".into()).spawn(move || write_behind(weak)).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
         Ok(SubscriptionStore { inner })
@@ -145,9 +148,15 @@ impl SubscriptionStore {
             subscriber,
         };
         let bytes = postcard::to_allocvec(&stored).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+        let k = key(&sub.dialog);
+        if created {
+            if let Some(meanwhile) = self.inner.created_meanwhile.lock().as_mut() {
+                meanwhile.insert(k.clone());
+            }
+        }
         let mut pending = self.inner.pending.lock();
-        let still_new = created || matches!(pending.get(&key(&sub.dialog)), Some(Change::New(_)));
-        pending.insert(key(&sub.dialog), if still_new { Change::New(bytes) } else { Change::Put(bytes) });
+        let still_new = created || matches!(pending.get(&k), Some(Change::New(_)));
+        pending.insert(k, if still_new { Change::New(bytes) } else { Change::Put(bytes) });
         Ok((version_from, cseq_from))
     }
 
@@ -162,9 +171,12 @@ impl SubscriptionStore {
         }
     }
 
-    /// Every record, read as it goes (a million records are not all held at once); one
-    /// that does not decode is logged, removed, and skipped.
-    pub fn records(&self) -> impl Iterator<Item = Stored> + '_ {
+    /// Every record, read as it goes (a million records are not all held at once) while
+    /// the server already runs: a record that this process creates meanwhile is not among
+    /// them. Call [`read_back_done`](Self::read_back_done) at the end. A record that does not
+    /// decode is logged, removed, and skipped.
+    pub fn read_back(&self) -> impl Iterator<Item = Stored> + '_ {
+        *self.inner.created_meanwhile.lock() = Some(HashSet::new());
         self.inner.db.iter().filter_map(move |item| {
             let (k, v) = match item {
                 Ok(kv) => kv,
@@ -173,7 +185,7 @@ impl SubscriptionStore {
                     return None;
                 }
             };
-            if k.as_ref() == LAYOUT_KEY {
+            if k.as_ref() == LAYOUT_KEY || self.inner.created_meanwhile.lock().as_ref().is_some_and(|c| c.contains(k.as_ref())) {
                 return None;
             }
             match postcard::from_bytes::<Stored>(&v) {
@@ -185,6 +197,11 @@ impl SubscriptionStore {
                 }
             }
         })
+    }
+
+    /// The records are read back: new ones need no more noting.
+    pub fn read_back_done(&self) {
+        *self.inner.created_meanwhile.lock() = None;
     }
 
     /// Whether a record of `dialog` is stored (not counting what is noted and not yet

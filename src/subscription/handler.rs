@@ -103,8 +103,11 @@ async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &Subs
 /// Right after a start, a dialog may be stored and not read back yet: wait for the load
 /// before looking it up (see `resume::Loading`).
 async fn wait_if_not_loaded(req: &Request, shared: &Shared, tag: &str) {
+    if !shared.loading.is_on() {
+        return;
+    }
     let call_id = req.headers.get(&HeaderName::CallId).unwrap_or_default();
-    if shared.table.find(call_id.trim(), tag).is_none() && shared.loading.may_hold(shared, call_id.trim(), tag) {
+    if shared.loading.may_hold(shared, call_id.trim(), tag) {
         shared.loading.finished().await;
     }
 }

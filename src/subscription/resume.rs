@@ -44,9 +44,15 @@ impl Default for Loading {
 }
 
 impl Loading {
-    /// Whether the store holds a record not read back yet for this dialog.
+    /// Whether the store is still being read back.
+    pub fn is_on(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Whether this dialog may be one stored and not read back yet (not in the table, and
+    /// stored). Always false once the load is over.
     pub fn may_hold(&self, shared: &Shared, call_id: &str, local_tag: &str) -> bool {
-        *self.0.borrow() && shared.store.holds(call_id, local_tag)
+        self.is_on() && shared.table.find(call_id, local_tag).is_none() && shared.store.holds(call_id, local_tag)
     }
 
     /// Returns once the whole store is read back.
@@ -70,6 +76,7 @@ pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_whi
     let loader = shared.clone();
     tokio::task::spawn_blocking(move || {
         load(&loader, ready, &shutdown);
+        loader.store.read_back_done();
         loader.loading.set(false);
     });
     tokio::spawn(pace(shared.clone(), queue, per_second.max(1), held_while_pacing));
@@ -80,7 +87,7 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
     let now = crate::clock::unix_now();
     let started = std::time::Instant::now();
     let mut counts = Resumed::default();
-    for stored in shared.store.records() {
+    for stored in shared.store.read_back() {
         if *shutdown.borrow() {
             tracing::info!(read = counts.resumed + counts.expired + counts.dropped, "stopping: the stored subscriptions not read back yet stay stored for the next start");
             return;

@@ -139,7 +139,8 @@ impl Transports {
     ) -> anyhow::Result<Transports> {
         let mut udp_sockets = Vec::new();
         for addr in udp {
-            udp_sockets.push(Arc::new(udp::bind(*addr).map_err(|e| bind_error("UDP", addr, e))?));
+            let socket = udp::bind(*addr).map_err(|e| bind_error("UDP", addr, e))?;
+            udp_sockets.push(UdpOut { v4: addr.is_ipv4(), socket: Arc::new(socket) });
         }
         let sender = Arc::new(Sender {
             udp: udp_sockets,
@@ -164,7 +165,7 @@ impl Transports {
     pub fn local_addrs(&self) -> BoundAddrs {
         let addrs = |v: &mut dyn Iterator<Item = std::io::Result<SocketAddr>>| v.filter_map(Result::ok).collect();
         BoundAddrs {
-            udp: addrs(&mut self.sender.udp.iter().map(|s| s.local_addr())),
+            udp: addrs(&mut self.sender.udp.iter().map(|s| s.socket.local_addr())),
             tcp: addrs(&mut self.tcp.iter().map(|s| s.local_addr())),
             tls: addrs(&mut self.tls.iter().map(|s| s.local_addr())),
         }
@@ -182,8 +183,8 @@ impl Transports {
             tracing::error!("transports started twice");
             return;
         }
-        for socket in &sender.udp {
-            tokio::spawn(udp::receive_loop(socket.clone(), sink.clone(), sender.shutdown.clone()));
+        for out in &sender.udp {
+            tokio::spawn(udp::receive_loop(out.socket.clone(), sink.clone(), sender.shutdown.clone()));
         }
         for listener in self.tcp {
             tokio::spawn(stream::accept_loop(listener, None, sender.clone()));
@@ -198,9 +199,15 @@ fn bind_error(what: &str, addr: &SocketAddr, e: std::io::Error) -> anyhow::Error
     anyhow::anyhow!("cannot bind {what} {addr}: {e}")
 }
 
+/// A bound UDP socket and its address family (asked of the kernel once, not per send).
+struct UdpOut {
+    v4: bool,
+    socket: Arc<UdpSocket>,
+}
+
 /// Sends bytes out; cheap to share.
 pub struct Sender {
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<UdpOut>,
     connections: Arc<ConnectionTable>,
     limits: StreamLimits,
     sink: OnceLock<Arc<dyn Inbound>>,
@@ -219,12 +226,8 @@ impl Sender {
         if data.len() > udp::MAX_DATAGRAM {
             return Err(SendError::TooLarge(data.len()));
         }
-        let socket = self
-            .udp
-            .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
-            .ok_or(SendError::NoSocket(Protocol::Udp, to))?;
-        socket.send_to(data, to).await?;
+        let out = self.udp.iter().find(|s| s.v4 == to.is_ipv4()).ok_or(SendError::NoSocket(Protocol::Udp, to))?;
+        out.socket.send_to(data, to).await?;
         Ok(())
     }
 

@@ -156,9 +156,9 @@ impl ServerProcess {
     }
 
     /// The log once it contains `text` (the stored subscriptions are read back while the
-    /// server already answers); fails after `WAIT`.
+    /// server already answers); fails after 30 s.
     pub async fn logged(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + super::WAIT;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.log();
             if log.contains(text) {
