@@ -68,8 +68,8 @@ pub fn hashes_to_bytes(hashes: &[Hash]) -> Vec<u8> {
 /// charge rewrites in the new one; anything else reads as nothing remembered.
 pub fn hashes_from_bytes(blob: &[u8]) -> Vec<Hash> {
     match blob.split_first() {
-        Some((&HASHES_V2, rest)) if rest.len() % 4 == 0 => rest.chunks_exact(4).map(|c| Hash::from_be_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        _ if blob.len() % 8 == 0 => {
+        Some((&HASHES_V2, rest)) if rest.len().is_multiple_of(4) => rest.chunks_exact(4).map(|c| Hash::from_be_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        _ if blob.len().is_multiple_of(8) => {
             let mut old: Vec<Hash> = blob.chunks_exact(8).map(|c| Hash::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
             old.dedup();
             old
