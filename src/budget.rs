@@ -18,7 +18,7 @@
 use crate::clock::unix_now;
 use crate::config::BudgetConfig;
 use crate::numbers::E164;
-use crate::storage::budgets::{BudgetStore, Saved, TokenBucket};
+use crate::storage::budgets::{BudgetStore, Hash, Saved, TokenBucket};
 use crate::storage::sled::SledBudgets;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -114,13 +114,13 @@ impl Budget {
     /// [`Budget::charge`] at a given Unix time (tests).
     pub fn charge_at(&self, account: &str, numbers: &[E164], now: u64) -> Result<Allowed, BudgetError> {
         let salt = self.store.salt();
-        let hashes: Vec<u64> = numbers.iter().map(|n| hash(&salt, account, *n)).collect();
+        let hashes: Vec<Hash> = numbers.iter().map(|n| hash(&salt, account, *n)).collect();
         let c = &self.config;
         let mut out = Allowed { allowed: Vec::new(), newly_charged: 0, over_budget: 0 };
         self.store.charge(account, &mut |saved, known| {
             let mut bucket = TokenBucket::at(saved, now, c);
             let room = (c.max_remembered as usize).saturating_sub(known.len());
-            let mut charged_now: HashSet<u64> = HashSet::new();
+            let mut charged_now: HashSet<Hash> = HashSet::new();
             out = Allowed { allowed: Vec::with_capacity(hashes.len()), newly_charged: 0, over_budget: 0 };
             for h in &hashes {
                 let is_known = charged_now.contains(h) || known.binary_search(h).is_ok();
@@ -173,15 +173,16 @@ impl Budget {
     }
 }
 
-/// The keyed hash a number is remembered by (salted: the store holds no number).
-fn hash(salt: &[u8; 16], account: &str, n: E164) -> u64 {
+/// The keyed hash a number is remembered by (salted: the store holds no number): the
+/// first 4 bytes of a SHA-256 (before, 8: the stores read those records, [`Hash`]).
+fn hash(salt: &[u8; 16], account: &str, n: E164) -> Hash {
     let mut h = Sha256::new();
     h.update(salt);
     h.update(account.as_bytes());
     h.update([0]);
     h.update(n.as_key());
     let digest = h.finalize();
-    u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+    Hash::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 #[cfg(test)]
@@ -232,9 +233,50 @@ mod tests {
         assert_eq!(b.charge_at("a", &[n, n, n], 5).unwrap().allowed, vec![true, true, true]);
     }
 
+    /// A record the store wrote before hashes were cut to 4 bytes (8-byte hashes, no
+    /// layout byte) still says which numbers were charged, and is rewritten by the next
+    /// charge in the new layout.
+    #[test]
+    fn an_old_record_of_8_byte_hashes_is_read_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let salt = [5u8; 16];
+        let old_hash = |n: E164| {
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(b"alice");
+            h.update([0]);
+            h.update(n.as_key());
+            u64::from_be_bytes(h.finalize()[..8].try_into().unwrap())
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert("salt", &salt).unwrap();
+            let mut old: Vec<u64> = nums(0..3).into_iter().map(old_hash).collect();
+            old.sort_unstable();
+            let blob: Vec<u8> = old.iter().flat_map(|h| h.to_be_bytes()).collect();
+            db.open_tree("charged").unwrap().insert("alice", blob).unwrap();
+            let bucket = TokenBucket { tokens: 1.0, updated_at: 1000, remembered: 3 };
+            db.open_tree("buckets").unwrap().insert("alice", bucket.to_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let b = budget(dir.path(), 3, 0);
+            let again = b.charge_at("alice", &nums(0..5), 1000).unwrap();
+            assert_eq!(again.allowed, vec![true, true, true, true, false], "the 3 old ones free, one token left");
+            assert_eq!(again.newly_charged, 1);
+            assert_eq!(b.status("alice").unwrap().remembered, 4);
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let blob = db.open_tree("charged").unwrap().get("alice").unwrap().unwrap();
+        assert_eq!(blob.len(), 1 + 4 * 4, "rewritten with 4-byte hashes");
+        drop(db);
+        let b = budget(dir.path(), 3, 0);
+        assert_eq!(b.charge_at("alice", &nums(0..4), 1000).unwrap().newly_charged, 0, "all four remembered");
+    }
+
     /// A second store, in memory: the rules hold through the trait whatever keeps the state.
     #[derive(Default)]
-    struct MemoryBudgets(parking_lot::Mutex<std::collections::HashMap<String, (TokenBucket, Vec<u64>)>>);
+    struct MemoryBudgets(parking_lot::Mutex<std::collections::HashMap<String, (TokenBucket, Vec<Hash>)>>);
 
     impl BudgetStore for MemoryBudgets {
         fn salt(&self) -> [u8; 16] {

@@ -29,7 +29,9 @@
 
 use crate::config::LimitsConfig;
 use parking_lot::Mutex;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +89,8 @@ pub struct Limits {
     rates: Mutex<RateTable>,
     conns: Mutex<Counts<SourceKey>>,
     subs: Mutex<SubCounts>,
+    /// Keys the hashes accounts are counted by ([`AccountKey`]).
+    account_hasher: RandomState,
     log_drop: Throttle,
     log_refusal: Throttle,
     log_conn: Throttle,
@@ -114,6 +118,7 @@ impl Limits {
             rates: Mutex::new(RateTable::new(cfg, Instant::now())),
             conns: Mutex::new(Counts::default()),
             subs: Mutex::new(SubCounts::default()),
+            account_hasher: RandomState::new(),
             log_drop: Throttle::default(),
             log_refusal: Throttle::default(),
             log_conn: Throttle::default(),
@@ -216,24 +221,24 @@ impl Limits {
     /// Takes one active-subscription slot, holding `entries` list entries, for `account`
     /// (the canonical identity, [`crate::identity`]) and the source `ip`.
     pub fn subscribe(self: &Arc<Self>, account: &str, ip: IpAddr, entries: usize) -> Result<SubPermit, Refusal> {
-        let account: Box<str> = account.into();
+        let key = self.account_key(account);
         let source = SourceKey::of(ip);
         let retry_after = self.cfg.subscription_retry_after_secs;
         let over = |n: usize, cap: usize| cap != 0 && n >= cap;
         let mut s = self.subs.lock();
         let reason = if over(s.by_account.total, self.cfg.max_subscriptions) {
             "Too Many Subscriptions"
-        } else if over(s.by_account.get(&account), self.cfg.max_subscriptions_per_account) {
+        } else if over(s.by_account.get(&key), self.cfg.max_subscriptions_per_account) {
             "Too Many Subscriptions For This Account"
         } else if !self.trusted.contains(&ip) && over(s.by_source.get(&source), self.cfg.max_subscriptions_per_source) {
             "Too Many Subscriptions From This Address"
         } else if self.cfg.max_entries_held != 0 && s.entries.saturating_add(entries) > self.cfg.max_entries_held {
             "Too Many Entries Watched"
         } else {
-            s.by_account.add(account.clone());
+            s.by_account.add(key);
             s.by_source.add(source);
             s.entries += entries;
-            return Ok(SubPermit { limits: self.clone(), account, source, entries, single: false });
+            return Ok(SubPermit { limits: self.clone(), account: key, source, entries, single: false });
         };
         drop(s);
         if let Some(suppressed) = self.log_refusal.allow(Instant::now()) {
@@ -259,7 +264,11 @@ impl Limits {
 
     /// Active subscriptions of `account` (canonical, as given to `subscribe`).
     pub fn subscriptions_of(&self, account: &str) -> usize {
-        self.subs.lock().by_account.get(account)
+        self.subs.lock().by_account.get(&self.account_key(account))
+    }
+
+    fn account_key(&self, account: &str) -> AccountKey {
+        AccountKey(self.account_hasher.hash_one(account))
     }
 }
 
@@ -278,7 +287,7 @@ impl Drop for ConnGuard {
 /// One active subscription's slot; dropping it frees the slot.
 pub struct SubPermit {
     limits: Arc<Limits>,
-    account: Box<str>,
+    account: AccountKey,
     source: SourceKey,
     entries: usize,
     single: bool,
@@ -363,9 +372,16 @@ impl<K: std::hash::Hash + Eq> Counts<K> {
     }
 }
 
+/// Who counts as one account: a keyed 64-bit hash of its canonical name, 8 bytes in the
+/// table and in each permit instead of the name twice (~60 bytes a subscription). Two
+/// accounts whose hashes collide (once in 2^64 pairs; the key is secret, so not on
+/// purpose) would share one per-account cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct AccountKey(u64);
+
 #[derive(Default)]
 struct SubCounts {
-    by_account: Counts<Box<str>>,
+    by_account: Counts<AccountKey>,
     by_source: Counts<SourceKey>,
     entries: usize,
     /// Of them, single-presentity subscriptions.

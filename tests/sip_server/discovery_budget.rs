@@ -52,10 +52,13 @@ async fn scraper_is_cut_off_while_a_normal_address_book_is_served() {
         seen.push(p.users_seen(&fetch(l, "scraper", &format!("s{list}"), &numbers)).await);
     }
     assert_eq!(seen[0], 50, "the first 5,000 fit the burst");
-    assert_eq!(seen[1..].iter().sum::<usize>(), 0, "then nothing more is revealed: {seen:?}");
+    // Then nothing more, but for the budget's 4-byte hashes (`storage::budgets::Hash`): a
+    // new number whose hash is one of the 5,000 charged passes as charged, once in ~860,000
+    // (0.3 of the 245,000 here, a user one time in a hundred of those).
+    assert!(seen[1..].iter().sum::<usize>() <= 1, "then nothing more is revealed: {seen:?}");
     let status = s.server.budget().status("scraper").unwrap();
     eprintln!("scraper budget after 50 lists: {status:?}; refused in all: {}", s.server.budget().refused_total());
-    assert!(s.server.budget().refused_total() >= 49 * 5000);
+    assert!(s.server.budget().refused_total() >= 49 * 5000 - 5);
 }
 
 #[tokio::test]

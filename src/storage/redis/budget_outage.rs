@@ -5,7 +5,7 @@
 //! more burst per node; its charges are forgotten when Redis answers again. Bounded: beyond
 //! [`ACCOUNTS`] accounts, charges fail (the budget then fails closed).
 
-use crate::storage::budgets::{Charge, Saved};
+use crate::storage::budgets::{Charge, Hash, Saved};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ pub const ACCOUNTS: usize = 100_000;
 pub struct Outage {
     /// Set by the first charge made in memory, cleared by the first made in Redis again.
     active: AtomicBool,
-    charges: Mutex<HashMap<String, (Saved, Vec<u64>)>>,
+    charges: Mutex<HashMap<String, (Saved, Vec<Hash>)>>,
 }
 
 impl Outage {

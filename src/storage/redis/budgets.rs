@@ -1,6 +1,6 @@
 //! Discovery budgets in Redis, shared by every node: per account `b:bucket:<account>` (the
 //! bucket, 20 bytes as in sled: tokens f64, updated_at u64, remembered u32, big-endian) and
-//! `b:charged:<account>` (the sorted 8-byte hashes it was charged for), and the salt in
+//! `b:charged:<account>` (the sorted 4-byte hashes it was charged for, as in sled), and the salt in
 //! `b:salt` (made once with `SET NX`, so every node hashes alike).
 //!
 //! A charge is a compare-and-set: `WATCH` both keys, read, run the handle's closure, write in
@@ -10,7 +10,7 @@
 
 use super::budget_outage::Outage;
 use super::conn::Redis;
-use crate::storage::budgets::{BudgetError, BudgetStore, Charge, Saved, TokenBucket};
+use crate::storage::budgets::{hashes_from_bytes, hashes_to_bytes, BudgetError, BudgetStore, Charge, Saved, TokenBucket};
 use crate::storage::StorageError;
 use std::sync::Arc;
 
@@ -79,13 +79,12 @@ fn compare_and_set(c: &mut ::redis::Connection, account: &str, bucket: &str, cha
     for _ in 0..ATTEMPTS {
         ::redis::cmd("WATCH").arg(bucket).arg(charged).query::<()>(c)?;
         let (b, h): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::pipe().get(bucket).get(charged).query(c)?;
-        let known = h.unwrap_or_default().chunks_exact(8).map(|x| u64::from_be_bytes(x.try_into().unwrap_or([0; 8]))).collect();
+        let known = hashes_from_bytes(&h.unwrap_or_default());
         let Some((new_bucket, hashes)) = charge(saved(b), known) else {
             ::redis::cmd("UNWATCH").query::<()>(c)?;
             return Ok(Ok(()));
         };
-        let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
-        let done: Option<()> = ::redis::pipe().atomic().set(bucket, new_bucket.to_bytes()).ignore().set(charged, blob).ignore().query(c)?;
+        let done: Option<()> = ::redis::pipe().atomic().set(bucket, new_bucket.to_bytes()).ignore().set(charged, hashes_to_bytes(&hashes)).ignore().query(c)?;
         if done.is_some() {
             return Ok(Ok(()));
         }

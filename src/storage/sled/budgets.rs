@@ -1,13 +1,15 @@
 //! Budgets in their own sled database (`data_dir/budget`), two trees:
 //!
 //! - `buckets`: account → `[tokens f64 BE][updated_at u64 BE][remembered u32 BE]`;
-//! - `charged`: account → the sorted 8-byte hashes of the numbers it was charged for, one
-//!   value per account so a charge is one read and one write whatever the list size;
+//! - `charged`: account → the sorted 4-byte hashes of the numbers it was charged for
+//!   ([`hashes_to_bytes`]; a record of the older 8-byte layout is read too, and rewritten
+//!   by the account's next charge), one value per account so a charge is one read and one
+//!   write whatever the list size;
 //!
 //! and the salt under `salt` in the default tree. Charges and resets of all accounts are
 //! serialised by one lock (one process holds the database).
 
-use crate::storage::budgets::{BudgetError, BudgetStore, Charge, Saved, TokenBucket};
+use crate::storage::budgets::{hashes_from_bytes, hashes_to_bytes, BudgetError, BudgetStore, Charge, Hash, Saved, TokenBucket};
 use crate::storage::StorageError;
 use parking_lot::Mutex;
 use std::path::Path;
@@ -55,9 +57,8 @@ impl SledBudgets {
     }
 
     /// The sorted hashes of the numbers `account` was charged for.
-    fn remembered(&self, account: &str) -> Result<Vec<u64>, StorageError> {
-        let Some(blob) = self.charged.get(account.as_bytes())? else { return Ok(Vec::new()) };
-        Ok(blob.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+    fn remembered(&self, account: &str) -> Result<Vec<Hash>, StorageError> {
+        Ok(self.charged.get(account.as_bytes())?.map_or_else(Vec::new, |blob| hashes_from_bytes(&blob)))
     }
 }
 
@@ -79,8 +80,7 @@ impl BudgetStore for SledBudgets {
         // No flush here: sled writes back within flush_every_ms. A crash can forget the
         // last instant of charges, which errs towards the user; an fsync per SUBSCRIBE
         // would cap the subscription rate.
-        let blob: Vec<u8> = hashes.iter().flat_map(|h| h.to_be_bytes()).collect();
-        self.charged.insert(account.as_bytes(), blob)?;
+        self.charged.insert(account.as_bytes(), hashes_to_bytes(&hashes))?;
         self.buckets.insert(account.as_bytes(), bucket.to_bytes())?;
         Ok(())
     }
