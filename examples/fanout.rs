@@ -317,6 +317,8 @@ async fn resume(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
         let per = (after.saturating_sub(before) * 1024) as f64 / held.max(1) as f64;
         println!("resume: server RSS {before} KiB -> {after} KiB: {per:.0} bytes per subscription (2 s after the last)");
     }
+    // A NOTIFY that came while they were opened (a binding catching up) is not the resumed one.
+    book.second.iter().for_each(|t| t.store(0, Ordering::Relaxed));
     println!("resume: held {held}/{} subscriptions of {entries} numbers; restart the server now", o.count);
     let limit = Duration::from_secs(if o.settle == 0 { 300 } else { o.settle });
     wait_for(|| Book::count(&book.second) >= held, limit).await;

@@ -209,7 +209,7 @@ impl Server {
             crate::cluster::watch::start(c.clone(), shared_for_resume.clone(), abuse.clone(), at, shutdown_rx.clone()).await?;
         }
         let resuming = health.pending("resuming subscriptions");
-        subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming, shutdown_rx.clone());
+        subscription::resume::resume(&shared_for_resume, config.subscription.resume_per_second, resuming);
         // Bound and about to be served (the kernel queues what arrives meanwhile): once a
         // request is answered, no probe may still see "listeners".
         drop(starting);
@@ -281,6 +281,8 @@ impl Server {
         // Not ready from now on: load balancers stop sending new work.
         let _stopping = self.health.pending("stopping");
         let deadline = tokio::time::Instant::now() + grace;
+        // No more read back from the store: what is not read yet stays stored.
+        self.shared.loading.stop().await;
         // In cluster mode, always, as a survivor would: the phones move to a live node at
         // once; with `cluster.takeover = "adopt"` a survivor adopts them once we leave.
         let adopted = self.cluster.as_ref().is_some_and(|c| c.takeover == crate::config::Takeover::Adopt);

@@ -7,14 +7,10 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts `serve` with UDP and the admin endpoint on free ports and TLS on `tls` (a TOML
 /// list's items), stderr to a pipe; returns once it answers OPTIONS over UDP.
 async fn serve_answering(dir: &std::path::Path, tls: &str) -> std::process::Child {
-    let port = free_udp_port();
+    let port = free_port();
     let admin = free_port();
     let config = dir.join("sp.toml");
     std::fs::write(

@@ -65,7 +65,9 @@ pub fn hashes_to_bytes(hashes: &[Hash]) -> Vec<u8> {
 
 /// Inverse of [`hashes_to_bytes`], sorted. Also reads the older layout (the sorted 8-byte
 /// hashes, whose first 4 bytes are today's hash of the same number), which the next
-/// charge rewrites in the new one; anything else reads as nothing remembered.
+/// charge of a number not remembered rewrites in the new one; anything else reads as
+/// nothing remembered. All nodes of a cluster must run the same layout (upgrade them
+/// together): an older node reads a new record as nothing remembered.
 pub fn hashes_from_bytes(blob: &[u8]) -> Vec<Hash> {
     match blob.split_first() {
         Some((&HASHES_V2, rest)) if rest.len().is_multiple_of(4) => rest.chunks_exact(4).map(|c| Hash::from_be_bytes([c[0], c[1], c[2], c[3]])).collect(),

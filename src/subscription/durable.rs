@@ -97,9 +97,10 @@ struct Inner {
     mirror: OnceLock<Arc<dyn Mirror>>,
     /// The mirror missed a batch: the next one rewrites it whole.
     mirror_stale: AtomicBool,
-    /// While the records are read back (`read_back`), the keys of those this process
-    /// created meanwhile: they are not read back (their dialog is in the table, or ended).
-    created_meanwhile: Mutex<Option<HashSet<Vec<u8>>>>,
+    /// While the records are read back (`begin_read_back` to `read_back_done`), the keys
+    /// of the dialogs this process took on otherwise meanwhile (created, adopted): they are
+    /// not read back (their dialog is in the table, or ended).
+    claimed: Mutex<Option<HashSet<Vec<u8>>>>,
 }
 
 /// A noted change of one record.
@@ -125,7 +126,7 @@ impl SubscriptionStore {
                 }
             }
         }
-        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()), mirror: OnceLock::new(), mirror_stale: AtomicBool::new(false), created_meanwhile: Mutex::new(None) });
+        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()), mirror: OnceLock::new(), mirror_stale: AtomicBool::new(false), claimed: Mutex::new(None) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new().name("subscription-store".into()).spawn(move || write_behind(weak)).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
         Ok(SubscriptionStore { inner })
@@ -150,9 +151,7 @@ impl SubscriptionStore {
         let bytes = postcard::to_allocvec(&stored).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
         let k = key(&sub.dialog);
         if created {
-            if let Some(meanwhile) = self.inner.created_meanwhile.lock().as_mut() {
-                meanwhile.insert(k.clone());
-            }
+            self.claim_key(&k);
         }
         let mut pending = self.inner.pending.lock();
         let still_new = created || matches!(pending.get(&k), Some(Change::New(_)));
@@ -171,12 +170,17 @@ impl SubscriptionStore {
         }
     }
 
-    /// Every record, read as it goes (a million records are not all held at once) while
-    /// the server already runs: a record that this process creates meanwhile is not among
-    /// them. Call [`read_back_done`](Self::read_back_done) at the end. A record that does not
+    /// From now until [`read_back_done`](Self::read_back_done), records are read back
+    /// while the server runs: the dialogs this process takes on otherwise meanwhile are
+    /// claimed (`put` of a created one, [`claim`](Self::claim)) and not read back. Call it
+    /// before anything can create a subscription.
+    pub fn begin_read_back(&self) {
+        *self.inner.claimed.lock() = Some(HashSet::new());
+    }
+
+    /// Every record but the claimed ones, read as it goes from sled; one that does not
     /// decode is logged, removed, and skipped.
     pub fn read_back(&self) -> impl Iterator<Item = Stored> + '_ {
-        *self.inner.created_meanwhile.lock() = Some(HashSet::new());
         self.inner.db.iter().filter_map(move |item| {
             let (k, v) = match item {
                 Ok(kv) => kv,
@@ -185,7 +189,7 @@ impl SubscriptionStore {
                     return None;
                 }
             };
-            if k.as_ref() == LAYOUT_KEY || self.inner.created_meanwhile.lock().as_ref().is_some_and(|c| c.contains(k.as_ref())) {
+            if k.as_ref() == LAYOUT_KEY || self.inner.claimed.lock().as_ref().is_some_and(|c| c.contains(k.as_ref())) {
                 return None;
             }
             match postcard::from_bytes::<Stored>(&v) {
@@ -199,9 +203,20 @@ impl SubscriptionStore {
         })
     }
 
-    /// The records are read back: new ones need no more noting.
+    /// This process holds `dialog` (adopted from another node): not to be read back.
+    pub fn claim(&self, dialog: &Dialog) {
+        self.claim_key(&key(dialog));
+    }
+
+    fn claim_key(&self, k: &[u8]) {
+        if let Some(claimed) = self.inner.claimed.lock().as_mut() {
+            claimed.insert(k.to_vec());
+        }
+    }
+
+    /// The records are read back: nothing more needs claiming.
     pub fn read_back_done(&self) {
-        *self.inner.created_meanwhile.lock() = None;
+        *self.inner.claimed.lock() = None;
     }
 
     /// Whether a record of `dialog` is stored (not counting what is noted and not yet

@@ -22,7 +22,7 @@
 use crate::numbers::E164;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use super::record::SubId;
 
@@ -132,7 +132,29 @@ struct Shard {
     vals: Vec<SubId>,
     len: usize,
     /// The watchers of the fingerprints marked `MANY`, two or more each, in id order.
-    many: HashMap<Print, Vec<SubId>>,
+    many: HashMap<Print, Vec<SubId>, BuildHasherDefault<Spread>>,
+}
+
+/// Hashes a fingerprint for the `many` map. A fingerprint is already a keyed hash, so
+/// spreading its bits over 64 (for the map's bucket and tag bits) is enough: no second
+/// keyed hash (SipHash) per watcher added or removed.
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl Shard {

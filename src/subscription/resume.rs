@@ -19,6 +19,7 @@ use crate::transport::Protocol;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -35,18 +36,17 @@ struct Resumed {
 /// Whether the stored subscriptions are still being read back. A request for a dialog
 /// that is not in the table then may be for one not read yet: it waits for the end of the
 /// load before it is told the dialog is unknown (before, it waited unread in the socket).
-pub struct Loading(watch::Sender<bool>);
-
-impl Default for Loading {
-    fn default() -> Self {
-        Loading(watch::Sender::new(false))
-    }
+#[derive(Default)]
+pub struct Loading {
+    on: watch::Sender<bool>,
+    /// A stop is under way: the load ends at the next record.
+    stop: AtomicBool,
 }
 
 impl Loading {
     /// Whether the store is still being read back.
     pub fn is_on(&self) -> bool {
-        *self.0.borrow()
+        *self.on.borrow()
     }
 
     /// Whether this dialog may be one stored and not read back yet (not in the table, and
@@ -57,38 +57,47 @@ impl Loading {
 
     /// Returns once the whole store is read back.
     pub async fn finished(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|loading| !loading).await;
+        let mut rx = self.on.subscribe();
+        let _ = rx.wait_for(|on| !on).await;
     }
 
-    fn set(&self, loading: bool) {
-        self.0.send_replace(loading);
+    /// Ends the load at the next record (a stop): what is not read back stays stored, for
+    /// the next start. Returns once it has ended.
+    pub async fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.finished().await;
+    }
+}
+
+/// Ends the load however the loading thread ends (a panic too): nothing then waits for it.
+struct LoadEnds(Arc<Shared>);
+
+impl Drop for LoadEnds {
+    fn drop(&mut self) {
+        self.0.store.read_back_done();
+        self.0.loading.on.send_replace(false);
     }
 }
 
 /// Reads the store back on a thread of its own and starts the paced NOTIFYs as records
 /// come. `held_while_pacing` is dropped once every resumed subscription has been started
-/// (the server is not ready until then). A stop (`shutdown`) ends the reading: what was
-/// not read stays stored, for the next start.
-pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_while_pacing: G, shutdown: watch::Receiver<bool>) {
+/// (the server is not ready until then).
+pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_while_pacing: G) {
     let (ready, queue) = mpsc::unbounded_channel();
-    shared.loading.set(true);
-    let loader = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        load(&loader, ready, &shutdown);
-        loader.store.read_back_done();
-        loader.loading.set(false);
-    });
+    shared.store.begin_read_back();
+    shared.loading.on.send_replace(true);
+    let ends = LoadEnds(shared.clone());
+    tokio::task::spawn_blocking(move || load(&ends.0, ready));
     tokio::spawn(pace(shared.clone(), queue, per_second.max(1), held_while_pacing));
 }
 
 /// Puts every unexpired record back in the table and hands it to the pacer.
-fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle)>, shutdown: &watch::Receiver<bool>) {
+fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle)>) {
     let now = crate::clock::unix_now();
     let started = std::time::Instant::now();
     let mut counts = Resumed::default();
     for stored in shared.store.read_back() {
-        if *shutdown.borrow() {
+        if shared.loading.stop.load(Ordering::Relaxed) {
             tracing::info!(read = counts.resumed + counts.expired + counts.dropped, "stopping: the stored subscriptions not read back yet stay stored for the next start");
             return;
         }
@@ -177,6 +186,7 @@ fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription 
 /// used: liblinphone 5.1 takes it as the new state of the same dialog). The record back
 /// when it cannot go on (logged).
 pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> Result<(), Stored> {
+    shared.store.claim(&s.dialog); // not to be read back as well, if this node is still loading
     let target = s.dialog.target;
     s.dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
     let (sub, mailbox) = revive(shared, s, crate::clock::unix_now())?;
@@ -234,7 +244,9 @@ async fn pace<G>(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<(Subscr
             match queue.try_recv() {
                 Ok((sub, mailbox)) => actor::start_resumed(sub, shared.clone(), mailbox, slot(&in_flight).await),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    (since, done_since) = (Instant::now(), done);
+                    // Counted from the next tick on (`elapsed` is 0 until then): one tick's
+                    // worth at the next tick, not two.
+                    (since, done_since) = (Instant::now() + TICK, done);
                     break;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => {

@@ -285,16 +285,16 @@ pub fn xmllint(schema: &str, doc: &[u8]) {
 /// process ends, keeps other test processes off it too.
 pub fn free_port() -> u16 {
     use std::sync::Mutex;
-    const FIRST: u16 = 20_000;
-    const COUNT: u32 = 12_000;
+    const FIRST: u16 = 10_000;
+    let count = ephemeral_start().saturating_sub(u32::from(FIRST)).clamp(1_000, 22_000);
     static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join("smart-presence-test-ports");
     std::fs::create_dir_all(&dir).unwrap();
     let start = std::process::id().wrapping_mul(7_919);
-    for _ in 0..COUNT {
+    for _ in 0..count {
         let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = FIRST + ((start.wrapping_add(step)) % COUNT) as u16;
+        let port = FIRST + ((start.wrapping_add(step)) % count) as u16;
         let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else { continue };
         if file.try_lock().is_err() {
             continue; // another test process holds it
@@ -306,7 +306,13 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no free loopback port in {FIRST}..{}", FIRST as u32 + COUNT);
+    panic!("no free loopback port in {FIRST}..{}", u32::from(FIRST) + count);
+}
+
+/// Where the kernel's ephemeral ports begin (32768 when it cannot be read).
+fn ephemeral_start() -> u32 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32_768)
 }
 
 /// Log lines written to memory, to read what the server logged (a `tracing` writer).
