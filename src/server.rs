@@ -177,7 +177,7 @@ impl Server {
             client_tx: client_tx.clone(),
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
-            store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
+            store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir), config.limits.max_subscriptions)?,
             metrics: metrics.clone(),
             lists: subscription::books::StoredLists::new(books.clone(), &config.address_books.list_uri(&config.domain), &config.domain)?,
             loading: Default::default(),
