@@ -56,7 +56,8 @@ python3 examples/sipp/make_lists.py --entries 100 --lines 1000 --bound-every 5 -
 cp "$WORK/bindings100.csv" "$WORK/bindings.csv"
 fill_bindings "$WORK/bindings.csv" "$BINDINGS"
 SP_PORT=$(free_port) ADMIN_PORT=$(free_port)
-server_config "$WORK/data" "$SP_PORT" "$ADMIN_PORT" warn > "$WORK/sp.toml"
+# Sized as an operator would for what it holds (a fifth above it: README, "Sizing").
+MAX_SUBSCRIPTIONS=$((HOLD * 6 / 5)) server_config "$WORK/data" "$SP_PORT" "$ADMIN_PORT" warn > "$WORK/sp.toml"
 printf '%s\n' '[notify]' 'max_body_udp = 65000' >> "$WORK/sp.toml"
 "$BIN" bindings --config "$WORK/sp.toml" import "$WORK/bindings.csv" > "$WORK/import.txt" 2> "$WORK/import.err"
 

@@ -73,7 +73,8 @@ free_port() {
 }
 
 SP_PORT=$(free_port) ADMIN_PORT=$(free_port)
-server_config "$WORK/data" "$SP_PORT" "$ADMIN_PORT" info > "$WORK/sp.toml"
+# Sized as an operator would for what it holds (a fifth above it: README, "Sizing").
+MAX_SUBSCRIPTIONS=$((HOLD * 6 / 5)) server_config "$WORK/data" "$SP_PORT" "$ADMIN_PORT" info > "$WORK/sp.toml"
 printf '%s\n' '[subscription]' "resume_per_second = $RATE" >> "$WORK/sp.toml"
 
 # start LOG: starts the server, waits until it answers OPTIONS; sets SP_PID and STARTUP (s).
