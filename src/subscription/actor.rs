@@ -49,7 +49,7 @@ pub struct Shared {
     /// The stored address books served at the list URI (`books.rs`).
     pub lists: super::books::StoredLists,
     /// Whether the store is still being read back after a start (`resume.rs`).
-    pub loading: super::resume::Loading,
+    pub loading: super::loading::Loading,
 }
 
 /// Changes waiting for the next NOTIFY.

@@ -101,13 +101,13 @@ async fn serve(req: &Request, tx: &ServerTx, shared: &Arc<Shared>, config: &Subs
 }
 
 /// Right after a start, a dialog may be stored and not read back yet: wait for the load
-/// before looking it up (see `resume::Loading`).
+/// before looking it up (see `loading.rs`).
 async fn wait_if_not_loaded(req: &Request, shared: &Shared, tag: &str) {
     if !shared.loading.is_on() {
         return;
     }
     let call_id = req.headers.get(&HeaderName::CallId).unwrap_or_default();
-    if shared.loading.may_hold(shared, call_id.trim(), tag) {
+    if shared.loading.may_hold(&shared.table, &shared.store, call_id.trim(), tag) {
         shared.loading.finished().await;
     }
 }

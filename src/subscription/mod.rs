@@ -11,6 +11,7 @@ pub mod books;
 pub mod durable;
 pub mod handler;
 pub mod live;
+pub mod loading;
 pub mod mailbox;
 pub mod phones;
 pub mod record;

@@ -5,7 +5,7 @@
 //! full-state NOTIFY with a new version at `subscription.resume_per_second` (a million
 //! resumed subscriptions must not burst); the progress is logged. Until the whole store is
 //! read, a refresh or unsubscribe for a dialog not in the table yet waits for the load to
-//! end (see [`Loading`]) instead of getting 481. Expired records are dropped. A UDP
+//! end (see `loading.rs`) instead of getting 481. Expired records are dropped. A UDP
 //! subscriber is reached at its recorded address. A TCP subscriber's connection died with
 //! the old process: the NOTIFY goes on a new connection to its Contact, once; if that fails
 //! the subscription ends (a phone behind NAT re-subscribes at its next refresh). We never
@@ -19,8 +19,7 @@ use crate::transport::Protocol;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// What a start found in the store.
@@ -33,49 +32,13 @@ struct Resumed {
     dropped: usize,
 }
 
-/// Whether the stored subscriptions are still being read back. A request for a dialog
-/// that is not in the table then may be for one not read yet: it waits for the end of the
-/// load before it is told the dialog is unknown (before, it waited unread in the socket).
-#[derive(Default)]
-pub struct Loading {
-    on: watch::Sender<bool>,
-    /// A stop is under way: the load ends at the next record.
-    stop: AtomicBool,
-}
-
-impl Loading {
-    /// Whether the store is still being read back.
-    pub fn is_on(&self) -> bool {
-        *self.on.borrow()
-    }
-
-    /// Whether this dialog may be one stored and not read back yet (not in the table, and
-    /// stored). Always false once the load is over.
-    pub fn may_hold(&self, shared: &Shared, call_id: &str, local_tag: &str) -> bool {
-        self.is_on() && shared.table.find(call_id, local_tag).is_none() && shared.store.holds(call_id, local_tag)
-    }
-
-    /// Returns once the whole store is read back.
-    pub async fn finished(&self) {
-        let mut rx = self.on.subscribe();
-        let _ = rx.wait_for(|on| !on).await;
-    }
-
-    /// Ends the load at the next record (a stop): what is not read back stays stored, for
-    /// the next start. Returns once it has ended.
-    pub async fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.finished().await;
-    }
-}
-
 /// Ends the load however the loading thread ends (a panic too): nothing then waits for it.
 struct LoadEnds(Arc<Shared>);
 
 impl Drop for LoadEnds {
     fn drop(&mut self) {
         self.0.store.read_back_done();
-        self.0.loading.on.send_replace(false);
+        self.0.loading.set(false);
     }
 }
 
@@ -83,9 +46,12 @@ impl Drop for LoadEnds {
 /// come. `held_while_pacing` is dropped once every resumed subscription has been started
 /// (the server is not ready until then).
 pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_while_pacing: G) {
+    if shared.store.is_empty() {
+        return; // a first start: ready at once
+    }
     let (ready, queue) = mpsc::unbounded_channel();
     shared.store.begin_read_back();
-    shared.loading.on.send_replace(true);
+    shared.loading.set(true);
     let ends = LoadEnds(shared.clone());
     tokio::task::spawn_blocking(move || load(&ends.0, ready));
     tokio::spawn(pace(shared.clone(), queue, per_second.max(1), held_while_pacing));
@@ -97,7 +63,7 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
     let started = std::time::Instant::now();
     let mut counts = Resumed::default();
     for stored in shared.store.read_back() {
-        if shared.loading.stop.load(Ordering::Relaxed) {
+        if shared.loading.stopping() {
             tracing::info!(read = counts.resumed + counts.expired + counts.dropped, "stopping: the stored subscriptions not read back yet stay stored for the next start");
             return;
         }
