@@ -69,10 +69,12 @@ pub fn hashes_to_bytes(hashes: &[Hash]) -> Vec<u8> {
 /// nothing remembered. All nodes of a cluster must run the same layout (upgrade them
 /// together): an older node reads a new record as nothing remembered.
 pub fn hashes_from_bytes(blob: &[u8]) -> Vec<Hash> {
+    // A hash is the first 4 bytes of each chunk, in either layout.
+    let first4 = |c: &[u8]| Hash::from_be_bytes([c[0], c[1], c[2], c[3]]);
     match blob.split_first() {
-        Some((&HASHES_V2, rest)) if rest.len().is_multiple_of(4) => rest.chunks_exact(4).map(|c| Hash::from_be_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Some((&HASHES_V2, rest)) if rest.len().is_multiple_of(4) => rest.chunks_exact(4).map(first4).collect(),
         _ if blob.len().is_multiple_of(8) => {
-            let mut old: Vec<Hash> = blob.chunks_exact(8).map(|c| Hash::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let mut old: Vec<Hash> = blob.chunks_exact(8).map(first4).collect();
             old.dedup();
             old
         }
