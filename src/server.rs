@@ -177,7 +177,7 @@ impl Server {
             client_tx: client_tx.clone(),
             table: subscriptions.clone(),
             min_interval: Duration::from_millis(config.notify.min_interval_ms),
-            store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir), config.limits.max_subscriptions)?,
+            store: subscription::durable::SubscriptionStore::open(&subscription::durable::dir_in(&config.data_dir))?,
             metrics: metrics.clone(),
             lists: subscription::books::StoredLists::new(books.clone(), &config.address_books.list_uri(&config.domain), &config.domain)?,
             loading: Default::default(),
@@ -311,7 +311,7 @@ impl Server {
                 Err(e) => tracing::error!("cluster lease not given up: {e}"),
             }
         }
-        tracing::info!(subscriptions = self.shared.store.len(), "smart-presence stopped");
+        tracing::info!(subscriptions = self.subscriptions.len(), "smart-presence stopped");
     }
 }
 

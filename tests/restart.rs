@@ -8,6 +8,9 @@ mod common;
 use common::peer::{Msg, Peer};
 use common::process::ServerProcess;
 use common::*;
+use smart_presence::storage::log::{Kind, Log};
+use smart_presence::subscription::durable;
+use std::io::Write;
 use std::time::Duration;
 
 const BOB: &str = "sip:+33612345678@example.org;user=phone";
@@ -161,44 +164,85 @@ async fn a_tcp_subscriber_that_cannot_be_reached_is_ended_and_counted_in_the_log
 }
 
 #[tokio::test]
-async fn a_corrupt_record_is_skipped_and_a_foreign_layout_refused() {
+async fn a_corrupt_record_is_skipped_a_cut_end_dropped_and_a_foreign_layout_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::new(dir.path(), "");
     server.start().await;
     let mut p = Peer::udp(server.udp).await;
     subscribe(&mut p, "UDP", "corrupt", "").await;
     server.stop();
+    let log = durable::log_in(&dir.path().join("data/subscriptions"));
+    {
+        let (mut store, _) = Log::open(&log, 1).unwrap();
+        store.push(Kind::Put, b"bogus\0record", b"\xff\x00not a record");
+        store.write().unwrap();
+    }
+    // and half an entry at the end, as a crash in the middle of a write leaves it
+    let whole = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
+    server.start().await;
+    let out = server.logged("resumed=1").await;
+    assert!(out.contains("corrupt record skipped"), "{out}");
+    assert!(out.contains("cut short"), "{out}");
+    p.notify(200).await;
+    server.stop();
+    assert!(std::fs::metadata(&log).unwrap().len() >= whole, "the cut end went, the records stayed");
+    std::fs::remove_file(&log).unwrap();
+    drop(Log::open(&log, 99).unwrap());
+    let (code, out) = server.start_failing();
+    assert_ne!(code, Some(0));
+    assert!(out.contains("has layout 99"), "a clear error: {out}");
+}
+
+/// A store of the older layout (sled, up to session 8) is copied into the log at the first
+/// start, resumed, and deleted.
+#[tokio::test]
+async fn a_store_of_the_older_layout_is_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::new(dir.path(), "");
+    server.start().await;
+    let mut p = Peer::udp(server.udp).await;
+    let first = subscribe(&mut p, "UDP", "older", "").await;
+    server.stop();
     let store = dir.path().join("data/subscriptions");
+    let log = durable::log_in(&store);
+    let (key, value) = {
+        let (store, _) = Log::open(&log, 1).unwrap();
+        let reader = store.reader().unwrap();
+        let mut scan = reader.scan();
+        let e = scan.next_entry().expect("the record").unwrap();
+        (e.key.to_vec(), e.value.to_vec())
+    };
+    std::fs::remove_file(&log).unwrap();
     {
         let db = sled::open(&store).unwrap();
-        db.insert(b"bogus\0record", b"\xff\x00not a record".to_vec()).unwrap();
+        db.insert(b"\0layout", 1u32.to_be_bytes().to_vec()).unwrap();
+        db.insert(key, value).unwrap();
         db.flush().unwrap();
     }
     server.start().await;
-    let log = server.logged("resumed=1").await;
-    assert!(log.contains("corrupt record skipped"), "{log}");
+    let out = server.logged("resumed=1").await;
+    assert!(out.contains("copied into the log"), "{out}");
+    let resumed = p.notify(200).await;
+    assert!(cseq(&resumed) > cseq(&first) && version(&resumed) > version(&first));
+    assert!(!store.join("conf").exists() && !store.join("db").exists(), "the sled files deleted");
+    server.stop();
+    server.start().await;
+    server.logged("resumed=1").await;
     p.notify(200).await;
     server.stop();
-    {
-        let db = sled::open(&store).unwrap();
-        db.insert(b"\0layout", 99u32.to_be_bytes().to_vec()).unwrap();
-        db.flush().unwrap();
-    }
-    let (code, log) = server.start_failing();
-    assert_ne!(code, Some(0));
-    assert!(log.contains("has layout 99"), "a clear error: {log}");
 }
 
 /// The store is read back while the server already answers. A refresh that arrives
 /// before its dialog is read back waits for it and gets 200, not 481; a subscription
 /// opened and written to the store meanwhile is not read back as a second one. The
-/// refreshed record is the last of `COPIES + 1` in key order but the new one (the others
-/// are copies of it under other Call-IDs, written into the stopped server's store), and the
-/// test checks that the load was still going when each step was done.
+/// refreshed record is the last of `COPIES + 1` read back (the others are copies of it
+/// under other Call-IDs, written into the stopped server's store before it), and the test
+/// checks that the load was still going when each step was done.
 #[tokio::test]
 async fn the_store_is_read_back_while_the_server_serves() {
     const COPIES: usize = 30_000; // ~4 s of load for a debug build here
-    const LAST: &str = "call-zz-last"; // after every copy's "call-c000000" in key order
+    const LAST: &str = "call-zz-last"; // the same length as every copy's "call-c000000"
     let dir = tempfile::tempdir().unwrap();
     let unlimited = "[subscription]\nresume_per_second = 20\n[limits]\nmax_subscriptions_per_account = 0\nmax_subscriptions_per_source = 0\nmax_subscriptions = 0\nmax_entries_held = 0";
     let mut server = ServerProcess::new(dir.path(), unlimited);
@@ -219,7 +263,7 @@ async fn the_store_is_read_back_while_the_server_serves() {
     };
     let before = server.store_stamp("subscriptions");
     let mut q = Peer::udp(server.udp).await;
-    q.send(list_subscribe("UDP", q.local(), "zzz-new", "", &body).as_bytes()).await; // "call-zzz-new": read last
+    q.send(list_subscribe("UDP", q.local(), "zzz-new", "", &body).as_bytes()).await; // written during the load: not one of those read back
     assert_eq!(q.accepted().await.0.status(), Some(200));
     server.written_back("subscriptions", before).await;
     loading(&server, "the new subscription was written");
@@ -230,10 +274,21 @@ async fn the_store_is_read_back_while_the_server_serves() {
 }
 
 /// Writes `copies` copies of the record whose Call-ID is `call_id` under other Call-IDs of
-/// the same length (`call-c000000`, ...), which sort before it.
+/// the same length (`call-c000000`, ...), then the record itself again: it is read back last.
 fn copy_record(store: &std::path::Path, call_id: &str, copies: usize) {
-    let db = sled::open(store).unwrap();
-    let (key, value) = db.scan_prefix(call_id.as_bytes()).next().expect("the record").unwrap();
+    let (mut log, _) = Log::open(&durable::log_in(store), 1).unwrap();
+    let (key, value) = {
+        let reader = log.reader().unwrap();
+        let mut scan = reader.scan();
+        let mut found = None;
+        while let Some(e) = scan.next_entry() {
+            let e = e.unwrap();
+            if e.key.starts_with(call_id.as_bytes()) {
+                found = Some((e.key.to_vec(), e.value.to_vec()));
+            }
+        }
+        found.expect("the record")
+    };
     let replace = |bytes: &[u8], by: &str| {
         let at = bytes.windows(call_id.len()).position(|w| w == call_id.as_bytes()).expect("the Call-ID in the record");
         [&bytes[..at], by.as_bytes(), &bytes[at + call_id.len()..]].concat()
@@ -241,9 +296,11 @@ fn copy_record(store: &std::path::Path, call_id: &str, copies: usize) {
     for i in 0..copies {
         let other = format!("call-c{i:06}");
         assert_eq!(other.len(), call_id.len());
-        db.insert(replace(&key, &other), replace(&value, &other)).unwrap();
+        log.push(Kind::Put, &replace(&key, &other), &replace(&value, &other));
     }
-    db.flush().unwrap();
+    log.push(Kind::Put, &key, &value);
+    log.write().unwrap();
+    log.sync().unwrap();
 }
 
 const OPEN: &str = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:bob@example.org"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>"#;

@@ -24,6 +24,7 @@
 //! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`]; cluster: [`redis::RedisAccounts`] |
 //! | [`AddressBookStore`] (`address_books`)       | `address_books`: `StoredBook`, `BookError`, `Tag` | [`sled::SledAddressBooks`]; cluster: [`redis::RedisAddressBooks`] |
 //! | [`VerificationStore`] (`verification`)       | `provisioning`: `StateError`            | [`sled::SledVerifications`]; cluster: [`redis::RedisVerifications`] |
+//! | (a file format, no trait) `log`             | `subscription::durable`                 | an append-only record log, for stores written far more than read |
 //! | [`NonceStore`] (`nonces`)                    | (used by `auth::digest` as is)          | [`nonces::MemoryNonces`]; cluster: [`redis::RedisNonces`] |
 //!
 //! Atomicity: every store call that writes is atomic and durable in the store, and a
@@ -42,6 +43,7 @@ pub mod bindings;
 pub mod budgets;
 pub mod feed;
 pub mod held;
+pub mod log;
 #[cfg(test)]
 mod memory_bindings;
 pub mod memory_publications;

@@ -1,5 +1,6 @@
 //! Subscriptions that survive a restart: each one is recorded when it is created, refreshed,
-//! moved (target refresh) and ended, in a sled database of its own in `data_dir`.
+//! moved (target refresh) and ended, in an append-only record log (`storage::log`) in
+//! `data_dir/subscriptions/records.log`.
 //!
 //! A record holds what it takes to go on: the dialog, the expiry, the watched list (its
 //! compact form), the NOTIFY format, and the CSeq and version *reserved* ahead. A resumed
@@ -8,15 +9,23 @@
 //! NOTIFY.
 //!
 //! Writes are behind the request path: `put` and `remove` only note the change, and a
-//! writer thread applies what was noted every `BATCH_MS` in one sled batch. A subscription
-//! created and ended within one batch never reaches sled (load tests, fetches in all but
-//! name), and a burst of new subscriptions costs one batch, not a write each. sled writes
-//! back every `FLUSH_MS`: a crash loses at most the subscriptions created, refreshed or
-//! ended in the last `BATCH_MS + FLUSH_MS`; a clean stop writes everything.
+//! writer thread appends what was noted every `BATCH_MS` in one write. A subscription
+//! created and ended within one batch never reaches the file (load tests, fetches in all
+//! but name), and a burst of new subscriptions costs one write, not one each. The file is
+//! synced every `FLUSH_MS`: a crash of the process loses at most the last `BATCH_MS` of
+//! changes, a power cut the last `BATCH_MS + FLUSH_MS`; a clean stop writes everything.
+//! The log is rewritten with only its live records once it has grown by as much as they
+//! took at the last rewrite (never while it is being read back).
 //!
-//! In cluster mode a [`Mirror`] (`cluster::records`) gets the same batches after sled, so
-//! the records reach Redis with no write per request; a batch it could not take makes it
-//! rewrite everything from sled at the next one.
+//! Nothing of a record stays in memory between a start's read back and the next: where
+//! sled kept ~140 B per held subscription in the heap, the file is in the kernel's page
+//! cache. While the records are read back, a map of their keys' hashes to where they are
+//! (24 B each) answers [`SubscriptionStore::holds`]. A store of the older layout (a sled
+//! database in the same directory) is copied into the log at the first start.
+//!
+//! In cluster mode a [`Mirror`] (`cluster::records`) gets the same batches after the file,
+//! so the records reach Redis with no write per request; a batch it could not take makes it
+//! rewrite everything from the file at the next one.
 //!
 //! Owns the records and their encoding only; the actor decides when to write, `resume.rs`
 //! when to read. Must not send anything.
@@ -28,28 +37,46 @@ use crate::notification::Format;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use crate::storage::log::{self, Kind, Log, LogError, Reader};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 /// CSeqs and versions reserved per record write.
 pub const RESERVE: u32 = 1024;
-/// How often sled writes back.
+/// How often the log is synced to disk.
 pub const FLUSH_MS: u64 = 500;
-/// How often noted changes are applied to sled.
+/// How often noted changes are appended to the log.
 pub const BATCH_MS: u64 = 100;
 /// The layout of the records; another one is refused with a clear error.
 const LAYOUT: u32 = 1;
-const LAYOUT_KEY: &[u8] = b"\0layout";
+/// The key under which the older sled store kept its layout.
+const SLED_LAYOUT_KEY: &[u8] = b"\0layout";
+/// A log smaller than this is never rewritten.
+const MIN_REWRITE: u64 = 8 << 20;
 
 /// Where the records live inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
     data_dir.join("subscriptions")
 }
 
+/// The log file inside [`dir_in`].
+pub fn log_in(dir: &Path) -> PathBuf {
+    dir.join("records.log")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("subscription store: {0}")]
+    Log(#[from] LogError),
+    #[error("subscription store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("subscription store: {0}")]
+    Encode(String),
+    #[error("subscription store of the older layout: {0}")]
     Sled(#[from] sled::Error),
     #[error("subscription store at {path} has layout {found}, this server reads layout {LAYOUT}: move it away (its subscriptions are lost; phones re-subscribe at their next refresh) or run the matching version")]
     Layout { path: String, found: u32 },
@@ -85,63 +112,81 @@ pub trait Mirror: Send + Sync {
     }
 }
 
-/// sled's page cache for a store of up to `max_subscriptions` (0: no limit): 64 bytes each,
-/// between 1 and 64 MiB. A restart reads every record and rewrites each resumed one; with
-/// a cache far below the store, sled pulls pages back from its log and rewrites them for
-/// each (300,000 resumed: 22.5 s with 64 MiB against 30.6 s with 1 MiB, BENCHMARKS.md).
-fn cache_for(max_subscriptions: usize) -> u64 {
-    const MIB: u64 = 1 << 20;
-    match max_subscriptions {
-        0 => 64 * MIB,
-        n => (n as u64).saturating_mul(64).clamp(MIB, 64 * MIB),
-    }
-}
-
 #[derive(Clone)]
 pub struct SubscriptionStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: sled::Db,
+    writer: Mutex<Writer>,
     /// Changes noted and not yet applied, by record key.
     pending: Mutex<HashMap<Vec<u8>, Change>>,
     mirror: OnceLock<Arc<dyn Mirror>>,
     /// The mirror missed a batch: the next one rewrites it whole.
     mirror_stale: AtomicBool,
     /// While the records are read back (`begin_read_back` to `read_back_done`), the keys
-    /// of the dialogs this process took on otherwise meanwhile (created, adopted): they are
-    /// not read back (their dialog is in the table, or ended).
+    /// of the dialogs this process took on otherwise meanwhile (adopted): they are not
+    /// read back (their dialog is in the table, or ended).
     claimed: Mutex<Option<HashSet<Vec<u8>>>>,
+    /// The records found at the start, until they are read back.
+    found: Mutex<Option<Found>>,
+    hasher: RandomState,
+}
+
+/// The log and what its rewrites go by; only the writer thread and a clean stop use it.
+struct Writer {
+    log: Log,
+    /// Written since the last sync.
+    unsynced: bool,
+    last_sync: Instant,
+    /// The log's size after its last rewrite (or at the start): it is rewritten once it
+    /// has grown past twice that.
+    live_size: u64,
+}
+
+/// Records as keys and encoded values.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The live records of one version of the log: their keys' hashes, where they start.
+struct Found {
+    at: HashMap<u64, u64>,
+    reader: Reader,
 }
 
 /// A noted change of one record.
 enum Change {
-    /// A record that sled has never had (so its removal cancels it).
+    /// A record that the log has never had (so its removal cancels it).
     New(Vec<u8>),
     Put(Vec<u8>),
     Remove,
 }
 
 impl SubscriptionStore {
-    /// Opens the store with a page cache sized for `max_subscriptions` (see [`cache_for`]).
-    pub fn open(dir: &Path, max_subscriptions: usize) -> Result<SubscriptionStore, StoreError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(FLUSH_MS)).cache_capacity(cache_for(max_subscriptions)).open()?;
-        match db.get(LAYOUT_KEY)? {
-            None => {
-                db.insert(LAYOUT_KEY, &LAYOUT.to_be_bytes())?;
-                db.flush()?;
-            }
-            Some(v) => {
-                let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0);
-                if found != LAYOUT {
-                    return Err(StoreError::Layout { path: dir.display().to_string(), found });
-                }
-            }
+    /// Opens the store in `dir` (creating it), copying in a store of the older layout if
+    /// there is one, and finds the records to read back.
+    pub fn open(dir: &Path) -> Result<SubscriptionStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = log_in(dir);
+        let (mut log, opened) = Log::open(&path, LAYOUT)?;
+        if opened.dropped > 0 {
+            tracing::warn!(bytes = opened.dropped, "subscription store: the end of the log was cut short (a crash while writing); the records before it are kept");
         }
-        let inner = Arc::new(Inner { db, pending: Mutex::new(HashMap::new()), mirror: OnceLock::new(), mirror_stale: AtomicBool::new(false), claimed: Mutex::new(None) });
+        from_sled(dir, &mut log)?;
+        let hasher = RandomState::new();
+        let reader = log.reader()?;
+        let (at, live_size) = live(&reader, &hasher)?;
+        let writer = Writer { live_size, log, unsynced: false, last_sync: Instant::now() };
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(writer),
+            pending: Mutex::new(HashMap::new()),
+            mirror: OnceLock::new(),
+            mirror_stale: AtomicBool::new(false),
+            claimed: Mutex::new(None),
+            found: Mutex::new((!at.is_empty()).then_some(Found { at, reader })),
+            hasher,
+        });
         let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new().name("subscription-store".into()).spawn(move || write_behind(weak)).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+        std::thread::Builder::new().name("subscription-store".into()).spawn(move || write_behind(weak))?;
         Ok(SubscriptionStore { inner })
     }
 
@@ -161,11 +206,8 @@ impl SubscriptionStore {
             single: sub.single,
             subscriber,
         };
-        let bytes = postcard::to_allocvec(&stored).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+        let bytes = postcard::to_allocvec(&stored).map_err(|e| StoreError::Encode(e.to_string()))?;
         let k = key(&sub.dialog);
-        if created {
-            self.claim_key(&k);
-        }
         let mut pending = self.inner.pending.lock();
         let still_new = created || matches!(pending.get(&k), Some(Change::New(_)));
         pending.insert(k, if still_new { Change::New(bytes) } else { Change::Put(bytes) });
@@ -174,8 +216,11 @@ impl SubscriptionStore {
 
     /// Notes that the subscription of `dialog` ended.
     pub fn remove(&self, dialog: &Dialog) {
+        self.remove_key(key(dialog));
+    }
+
+    fn remove_key(&self, k: Vec<u8>) {
         let mut pending = self.inner.pending.lock();
-        let k = key(dialog);
         if let Some(Change::New(_)) = pending.get(&k) {
             pending.remove(&k);
         } else {
@@ -184,32 +229,40 @@ impl SubscriptionStore {
     }
 
     /// From now until [`read_back_done`](Self::read_back_done), records are read back
-    /// while the server runs: the dialogs this process takes on otherwise meanwhile are
-    /// claimed (`put` of a created one, [`claim`](Self::claim)) and not read back. Call it
-    /// before anything can create a subscription.
+    /// while the server runs: the dialogs this process adopts meanwhile are claimed
+    /// ([`claim`](Self::claim)) and not read back. Call it before anything can adopt one.
     pub fn begin_read_back(&self) {
         *self.inner.claimed.lock() = Some(HashSet::new());
     }
 
-    /// Every record but the claimed ones, read as it goes from sled; one that does not
-    /// decode is logged, removed, and skipped.
+    /// Every record found at the start but the claimed ones, in the order they were
+    /// written; one that does not decode is logged, removed, and skipped.
     pub fn read_back(&self) -> impl Iterator<Item = Stored> + '_ {
-        self.inner.db.iter().filter_map(move |item| {
-            let (k, v) = match item {
-                Ok(kv) => kv,
+        let (offsets, reader) = match self.inner.found.lock().as_ref() {
+            Some(found) => {
+                let mut offsets: Vec<u64> = found.at.values().copied().collect();
+                offsets.sort_unstable();
+                (offsets, found.reader.try_clone().ok())
+            }
+            None => (Vec::new(), None),
+        };
+        let mut buffer = Vec::new();
+        offsets.into_iter().filter_map(move |offset| {
+            let entry = match reader.as_ref()?.read_at(offset, &mut buffer) {
+                Ok(entry) => entry,
                 Err(e) => {
                     tracing::error!("subscription store: cannot read a record: {e}");
                     return None;
                 }
             };
-            if k.as_ref() == LAYOUT_KEY || self.inner.claimed.lock().as_ref().is_some_and(|c| c.contains(k.as_ref())) {
+            if self.inner.claimed.lock().as_ref().is_some_and(|c| c.contains(entry.key)) {
                 return None;
             }
-            match postcard::from_bytes::<Stored>(&v) {
+            match postcard::from_bytes::<Stored>(entry.value) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::warn!(bytes = v.len(), "subscription store: a corrupt record skipped and removed: {e}");
-                    let _ = self.inner.db.remove(k);
+                    tracing::warn!(bytes = entry.value.len(), "subscription store: a corrupt record skipped and removed: {e}");
+                    self.remove_key(entry.key.to_vec());
                     None
                 }
             }
@@ -218,37 +271,35 @@ impl SubscriptionStore {
 
     /// This process holds `dialog` (adopted from another node): not to be read back.
     pub fn claim(&self, dialog: &Dialog) {
-        self.claim_key(&key(dialog));
-    }
-
-    fn claim_key(&self, k: &[u8]) {
         if let Some(claimed) = self.inner.claimed.lock().as_mut() {
-            claimed.insert(k.to_vec());
+            claimed.insert(key(dialog));
         }
     }
 
-    /// The records are read back: nothing more needs claiming.
+    /// The records are read back: nothing more needs claiming, or finding.
     pub fn read_back_done(&self) {
         *self.inner.claimed.lock() = None;
+        *self.inner.found.lock() = None;
     }
 
-    /// Whether a record of `dialog` is stored (not counting what is noted and not yet
-    /// written).
+    /// Whether a record of `dialog` was found at the start and is not read back yet
+    /// (false once they all are).
     pub fn holds(&self, call_id: &str, local_tag: &str) -> bool {
-        self.inner.db.contains_key(dialog_key(call_id, local_tag)).unwrap_or(false)
+        let hash = self.inner.hasher.hash_one(dialog_key(call_id, local_tag));
+        self.inner.found.lock().as_ref().is_some_and(|f| f.at.contains_key(&hash))
     }
 
-    /// Removes a record by its dialog key (an expired or unresumable one).
+    /// Removes a record (an expired or unresumable one).
     pub fn forget(&self, stored: &Stored) {
-        if let Err(e) = self.inner.db.remove(key(&stored.dialog)) {
-            tracing::warn!("subscription store: cannot remove a record: {e}");
-        }
+        self.remove(&stored.dialog);
     }
 
-    /// Applies what was noted and writes everything back now (a clean stop).
+    /// Applies what was noted and writes everything to disk now (a clean stop).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.apply()?;
-        self.inner.db.flush()?;
+        let mut writer = self.inner.writer.lock();
+        writer.log.sync()?;
+        writer.unsynced = false;
         Ok(())
     }
 
@@ -258,47 +309,91 @@ impl SubscriptionStore {
         let _ = self.inner.mirror.set(mirror);
     }
 
-    /// Forgets every record whose key `keep` refuses (before `resume`: a cluster node drops
-    /// the subscriptions a survivor took over).
+    /// Forgets every record found at the start whose key `keep` refuses (before `resume`:
+    /// a cluster node drops the subscriptions a survivor took over).
     pub fn retain(&self, keep: impl Fn(&[u8]) -> bool) {
-        for k in self.inner.db.iter().keys().flatten() {
-            if k.as_ref() != LAYOUT_KEY && !keep(&k) {
-                let _ = self.inner.db.remove(k);
-            }
+        let mut gone = Vec::new();
+        if let Some(Found { at, reader }) = self.inner.found.lock().as_mut() {
+            let mut buffer = Vec::new();
+            at.retain(|_, offset| match reader.read_at(*offset, &mut buffer) {
+                Ok(entry) if !keep(entry.key) => {
+                    gone.push(entry.key.to_vec());
+                    false
+                }
+                _ => true,
+            });
+        }
+        for k in gone {
+            self.remove_key(k);
         }
     }
 
-    /// Records held (once applied).
-    pub fn len(&self) -> usize {
-        self.inner.db.len().saturating_sub(1)
-    }
-
-    /// Whether no record is stored (reads at most two keys, where `len` reads them all).
+    /// Whether no record was found at the start to read back.
     pub fn is_empty(&self) -> bool {
-        self.inner.db.iter().keys().filter_map(Result::ok).all(|k| k.as_ref() == LAYOUT_KEY)
+        self.inner.found.lock().as_ref().is_none_or(|f| f.at.is_empty())
     }
 
+    /// The log's size on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.inner.writer.lock().log.end()
     }
 }
 
 impl Inner {
-    /// Applies the noted changes in one sled batch.
+    /// Appends the noted changes in one write.
     fn apply(&self) -> Result<(), StoreError> {
         let noted = std::mem::take(&mut *self.pending.lock());
         if !noted.is_empty() {
-            let mut batch = sled::Batch::default();
+            let mut writer = self.writer.lock();
             for (k, change) in &noted {
                 match change {
-                    Change::New(v) | Change::Put(v) => batch.insert(k.as_slice(), v.as_slice()),
-                    Change::Remove => batch.remove(k.as_slice()),
+                    Change::New(v) | Change::Put(v) => writer.log.push(Kind::Put, k, v),
+                    Change::Remove => writer.log.push(Kind::Remove, k, &[]),
                 }
             }
-            self.db.apply_batch(batch)?;
+            writer.log.write()?;
+            writer.unsynced = true;
         }
         self.to_mirror(&noted);
         Ok(())
+    }
+
+    /// Syncs what was written once `FLUSH_MS` have passed since the last sync, and rewrites
+    /// the log once it has doubled since the last rewrite (not while it is read back: the
+    /// reader would keep the old file's space to the end).
+    fn maintain(&self) -> Result<(), StoreError> {
+        let mut writer = self.writer.lock();
+        if writer.unsynced && writer.last_sync.elapsed() >= Duration::from_millis(FLUSH_MS) {
+            writer.log.sync()?;
+            writer.unsynced = false;
+            writer.last_sync = Instant::now();
+        }
+        let end = writer.log.end();
+        if end > MIN_REWRITE && end > 2 * writer.live_size && self.found.lock().is_none() {
+            let started = Instant::now();
+            let (at, _) = live(&writer.log.reader()?, &self.hasher)?;
+            let mut offsets: Vec<u64> = at.into_values().collect();
+            offsets.sort_unstable();
+            writer.live_size = writer.log.rewrite(offsets)?;
+            writer.unsynced = false;
+            tracing::info!(before = end, after = writer.live_size, secs = started.elapsed().as_secs_f64(), "subscription store: log rewritten with its live records");
+        }
+        Ok(())
+    }
+
+    /// Every live record, read from the log (for a mirror's rewrite).
+    fn all_records(&self) -> Result<Records, StoreError> {
+        let reader = self.writer.lock().log.reader()?;
+        let (at, _) = live(&reader, &self.hasher)?;
+        let mut offsets: Vec<u64> = at.into_values().collect();
+        offsets.sort_unstable();
+        let mut buffer = Vec::new();
+        let mut all = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let entry = reader.read_at(offset, &mut buffer)?;
+            all.push((entry.key.to_vec(), entry.value.to_vec()));
+        }
+        Ok(all)
     }
 
     /// Gives the mirror the batch just applied, or everything when it missed one.
@@ -308,8 +403,7 @@ impl Inner {
             if !mirror.reachable() {
                 return;
             }
-            let all: Vec<(Vec<u8>, Vec<u8>)> = self.db.iter().flatten().filter(|(k, _)| k.as_ref() != LAYOUT_KEY).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-            mirror.replace(&all)
+            self.all_records().map_err(|e| e.to_string()).and_then(|all| mirror.replace(&all))
         } else if noted.is_empty() {
             return;
         } else {
@@ -330,12 +424,71 @@ impl Inner {
     }
 }
 
+/// The live records of the log `reader` reads (the last entry of each key, if a put): the
+/// hash of each key and where its record starts; and the bytes they take, header included.
+/// Two keys of one hash (2^-64 a pair, keyed per process) would count as one.
+fn live(reader: &Reader, hasher: &RandomState) -> Result<(HashMap<u64, u64>, u64), StoreError> {
+    let mut at: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut size = log::HEADER;
+    let mut scan = reader.scan();
+    while let Some(entry) = scan.next_entry() {
+        let entry = entry?;
+        let hash = hasher.hash_one(entry.key);
+        let old = match entry.kind {
+            Kind::Put => {
+                size += entry.size;
+                at.insert(hash, (entry.offset, entry.size))
+            }
+            Kind::Remove => at.remove(&hash),
+        };
+        size -= old.map_or(0, |(_, s)| s);
+    }
+    Ok((at.into_iter().map(|(hash, (offset, _))| (hash, offset)).collect(), size))
+}
+
+/// Copies a store of the older layout (a sled database in `dir`) into `log`, then deletes
+/// it. A crash before the deletion copies it again at the next start: the same records
+/// again, which the last-wins reading makes harmless.
+fn from_sled(dir: &Path, log: &mut Log) -> Result<(), StoreError> {
+    if !dir.join("conf").exists() && !dir.join("db").exists() {
+        return Ok(());
+    }
+    let db = sled::Config::new().path(dir).open()?;
+    let found = db.get(SLED_LAYOUT_KEY)?.map(|v| v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0));
+    if let Some(found) = found.filter(|&f| f != LAYOUT) {
+        return Err(StoreError::Layout { path: dir.display().to_string(), found });
+    }
+    let mut copied = 0u64;
+    for item in db.iter() {
+        let (k, v) = item?;
+        if k.as_ref() != SLED_LAYOUT_KEY {
+            log.push(Kind::Put, &k, &v);
+            copied += 1;
+        }
+    }
+    log.write()?;
+    log.sync()?;
+    drop(db);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "conf" || name == "db" || name.starts_with("snap.") {
+            std::fs::remove_file(entry.path())?;
+        } else if name == "blobs" {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    tracing::info!(copied, "subscription store: the records of the older layout (sled) copied into the log");
+    Ok(())
+}
+
 /// The writer thread: applies the noted changes every `BATCH_MS` while the store lives.
 fn write_behind(store: Weak<Inner>) {
     loop {
-        std::thread::sleep(std::time::Duration::from_millis(BATCH_MS));
+        std::thread::sleep(Duration::from_millis(BATCH_MS));
         let Some(inner) = store.upgrade() else { return };
-        if let Err(e) = inner.apply() {
+        if let Err(e) = inner.apply().and_then(|()| inner.maintain()) {
             tracing::error!("subscription store: changes not written: {e}");
         }
     }
@@ -372,4 +525,67 @@ fn dialog_key(call_id: &str, local_tag: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(local_tag.as_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends `n` records of 1 KiB under keys `k0..`, then removes every key but the
+    /// multiples of ten, straight through the log (what the batches do).
+    fn fill(store: &SubscriptionStore, n: usize) {
+        let mut writer = store.inner.writer.lock();
+        for i in 0..n {
+            writer.log.push(Kind::Put, format!("k{i}").as_bytes(), &[i as u8; 1024]);
+        }
+        for i in (0..n).filter(|i| i % 10 != 0) {
+            writer.log.push(Kind::Remove, format!("k{i}").as_bytes(), &[]);
+        }
+        writer.log.write().unwrap();
+    }
+
+    #[test]
+    fn the_log_is_rewritten_with_its_live_records_once_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(&SubscriptionStore::open(dir.path()).unwrap(), 10_000);
+        let store = SubscriptionStore::open(dir.path()).unwrap();
+        let before = store.size_on_disk();
+        assert!(before > MIN_REWRITE);
+        store.inner.maintain().unwrap();
+        assert_eq!(store.size_on_disk(), before, "not while the records found at the start wait to be read back");
+        store.read_back_done();
+        store.inner.maintain().unwrap();
+        let after = store.size_on_disk();
+        assert!(after < before / 5, "{after} of {before}");
+        let mut keys: Vec<String> = store.inner.all_records().unwrap().into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect();
+        keys.sort();
+        let mut want: Vec<String> = (0..10_000).step_by(10).map(|i| format!("k{i}")).collect();
+        want.sort();
+        assert_eq!(keys, want);
+        drop(store);
+        let again = SubscriptionStore::open(dir.path()).unwrap();
+        assert_eq!(again.inner.found.lock().as_ref().unwrap().at.len(), 1_000, "the rewritten log reads back whole");
+    }
+
+    #[test]
+    fn records_found_at_the_start_are_held_until_read_back_and_retain_drops_some() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(&SubscriptionStore::open(dir.path()).unwrap(), 100);
+        let store = SubscriptionStore::open(dir.path()).unwrap();
+        let hash = |k: &str| store.inner.hasher.hash_one(k.as_bytes());
+        let found = |k: &str| store.inner.found.lock().as_ref().unwrap().at.contains_key(&hash(k));
+        assert!(found("k0") && found("k90") && !found("k1"));
+        store.retain(|k| k != b"k90");
+        assert!(found("k0") && !found("k90"));
+        assert!(!store.is_empty());
+        store.inner.apply().unwrap();
+        drop(store);
+        let store = SubscriptionStore::open(dir.path()).unwrap();
+        let at = store.inner.found.lock().as_ref().unwrap().at.len();
+        assert_eq!(at, 9, "the refused one removed in the log too");
+        store.read_back_done();
+        assert!(store.is_empty() && !store.holds("k0", ""));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(SubscriptionStore::open(empty.path()).unwrap().inner.found.lock().is_none(), "nothing to read back: rewrites may begin");
+    }
 }

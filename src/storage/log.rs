@@ -1,0 +1,460 @@
+//! An append-only file of keyed records: what a write-mostly store keeps on disk when
+//! neither random reads nor ordering by key are needed (the held subscriptions). A put or a
+//! removal is an entry appended at the end; the last entry of a key wins; a reader walks
+//! the file from the start. Nothing of it stays in the process's memory: the kernel's page
+//! cache holds the file, where sled kept about a third of what it was written in the heap
+//! (BENCHMARKS.md, "Memory per held subscription").
+//!
+//! Each entry is framed as `[length u32 LE][crc32 u32 LE][kind u8][key length u16 LE][key]
+//! [value]`, the length and checksum covering everything after them, behind a 16-byte
+//! header (magic, this framing's version, the owner's record layout). A write that a crash
+//! cut short leaves a bad last entry: [`Log::open`] cuts the file back to the last whole
+//! one, and says how much it dropped.
+//!
+//! A log grows with every write; its owner rewrites it with only the live entries
+//! ([`Log::rewrite`]) when it sees fit. Owns the file format only: which entries are live,
+//! and when to rewrite, is the owner's.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"SPLOG\r\n\0";
+const FRAMING: u32 = 1;
+/// The file's header: entries start here.
+pub const HEADER: u64 = 16;
+/// Length and checksum in front of each entry.
+const FRAME: usize = 8;
+/// An entry longer than this is damage, not a record.
+const MAX_ENTRY: u32 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path} is not a record log of this server")]
+    NotALog { path: String },
+    #[error("{path} has layout {found}, this server reads layout {expected}: move it away or run the matching version")]
+    Layout { path: String, found: u32, expected: u32 },
+}
+
+/// What an entry does to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Put,
+    Remove,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Put => 1,
+            Kind::Remove => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Put),
+            2 => Some(Kind::Remove),
+            _ => None,
+        }
+    }
+}
+
+/// One entry as read: where it starts, what it does, its key and value.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub offset: u64,
+    /// Its bytes in the file, frame included.
+    pub size: u64,
+    pub kind: Kind,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// The open log, for appending. One writer: its owner serialises the calls.
+pub struct Log {
+    path: PathBuf,
+    file: File,
+    layout: u32,
+    end: u64,
+    /// Entries framed and not yet written.
+    buffer: Vec<u8>,
+}
+
+/// What opening found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// Bytes cut off the end: a last entry that a crash left unfinished or damaged.
+    pub dropped: u64,
+}
+
+impl Log {
+    /// Opens the log at `path`, creating it with `layout` if there is none, and cuts off a
+    /// damaged end. Refuses a file of another layout or none of ours.
+    pub fn open(path: &Path, layout: u32) -> Result<(Log, Opened), LogError> {
+        let io = |source| LogError::Io { path: path.display().to_string(), source };
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        if size == 0 {
+            file.write_all_at(&header(layout), 0).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            sync_dir(path).map_err(io)?;
+            return Ok((Log { path: path.into(), file, layout, end: HEADER, buffer: Vec::new() }, Opened::default()));
+        }
+        check_header(&file, path, layout)?;
+        let end = Reader { file: file.try_clone().map_err(io)? }.valid_end().map_err(io)?;
+        if end < size {
+            file.set_len(end).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok((Log { path: path.into(), file, layout, end, buffer: Vec::new() }, Opened { dropped: size - end }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the next entry will start: the log's size once written.
+    pub fn end(&self) -> u64 {
+        self.end + self.buffer.len() as u64
+    }
+
+    /// Frames an entry; [`write`](Self::write) puts it in the file.
+    pub fn push(&mut self, kind: Kind, key: &[u8], value: &[u8]) {
+        frame(&mut self.buffer, kind, key, value);
+    }
+
+    /// Writes what was pushed, in one call. On an error nothing of it stays in the file,
+    /// and it is dropped.
+    pub fn write(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let result = self.file.write_all_at(&self.buffer, self.end);
+        if result.is_ok() {
+            self.end += self.buffer.len() as u64;
+        } else {
+            let _ = self.file.set_len(self.end); // no half entry for the next write to follow
+        }
+        self.buffer.clear();
+        result
+    }
+
+    /// Makes what was written survive a power cut.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// A reader of the log as it is now, with its own handle: it goes on reading this
+    /// version of the file after a [`rewrite`](Self::rewrite) replaced it.
+    pub fn reader(&self) -> io::Result<Reader> {
+        Ok(Reader { file: File::open(&self.path)? })
+    }
+
+    /// Replaces the log with a copy of the entries at `live` (offsets in this log, in
+    /// order), written beside it and renamed over it once synced: a crash leaves one or the
+    /// other, whole. Returns the new log's size.
+    pub fn rewrite(&mut self, live: impl IntoIterator<Item = u64>) -> io::Result<u64> {
+        self.write()?;
+        let reader = self.reader()?;
+        let next = self.path.with_extension("rewrite");
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&next)?);
+        out.write_all(&header(self.layout))?;
+        let mut size = HEADER;
+        let mut entry = Vec::new();
+        for offset in live {
+            reader.raw_at(offset, &mut entry)?;
+            out.write_all(&entry)?;
+            size += entry.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&next, &self.path)?;
+        sync_dir(&self.path)?;
+        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.end = size;
+        Ok(size)
+    }
+}
+
+/// Reads a log: from the start ([`scan`](Self::scan)) or one entry where a scan saw it.
+pub struct Reader {
+    file: File,
+}
+
+impl Reader {
+    /// A second handle on the same version of the file.
+    pub fn try_clone(&self) -> io::Result<Reader> {
+        Ok(Reader { file: self.file.try_clone()? })
+    }
+
+    /// Walks the entries from the start, in the order they were written.
+    pub fn scan(&self) -> Scan<'_> {
+        Scan { input: BufReader::with_capacity(1 << 20, &self.file), offset: HEADER, started: false, entry: Vec::new() }
+    }
+
+    /// The entry at `offset` (where a scan found it), into `buffer`.
+    pub fn read_at<'a>(&self, offset: u64, buffer: &'a mut Vec<u8>) -> io::Result<Entry<'a>> {
+        self.raw_at(offset, buffer)?;
+        parse(offset, &buffer[FRAME..]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")))
+    }
+
+    /// The framed entry at `offset`, checked.
+    fn raw_at(&self, offset: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+        let mut frame = [0u8; FRAME];
+        self.file.read_exact_at(&mut frame, offset)?;
+        let (len, crc) = lengths(&frame);
+        if len > MAX_ENTRY {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")));
+        }
+        buffer.clear();
+        buffer.extend_from_slice(&frame);
+        buffer.resize(FRAME + len as usize, 0);
+        self.file.read_exact_at(&mut buffer[FRAME..], offset + FRAME as u64)?;
+        if crc32fast::hash(&buffer[FRAME..]) != crc {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {offset}")));
+        }
+        Ok(())
+    }
+
+    /// Where the whole entries end: the first one cut short or damaged, or the file's end.
+    fn valid_end(&self) -> io::Result<u64> {
+        let mut scan = self.scan();
+        let mut end = HEADER;
+        while let Some(entry) = scan.next_entry() {
+            match entry {
+                Ok(_) => end = scan.offset,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// A walk over a log's entries (a lending iterator: each entry borrows the walk).
+pub struct Scan<'a> {
+    input: BufReader<&'a File>,
+    offset: u64,
+    started: bool,
+    entry: Vec<u8>,
+}
+
+impl Scan<'_> {
+    /// The next entry; None at the end; an error of kind `InvalidData` or `UnexpectedEof` for
+    /// an entry damaged or cut short (the walk ends there).
+    pub fn next_entry(&mut self) -> Option<io::Result<Entry<'_>>> {
+        if !self.started {
+            self.started = true;
+            if let Err(e) = io::Seek::seek(&mut self.input, io::SeekFrom::Start(HEADER)) {
+                return Some(Err(e));
+            }
+        }
+        let at = self.offset;
+        let mut frame = [0u8; FRAME];
+        match read_full(&mut self.input, &mut frame) {
+            Ok(0) => return None,
+            Ok(n) if n < FRAME => return Some(Err(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        let (len, crc) = lengths(&frame);
+        if len > MAX_ENTRY {
+            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, format!("entry at offset {at} claims {len} bytes"))));
+        }
+        self.entry.resize(len as usize, 0);
+        if let Err(e) = self.input.read_exact(&mut self.entry) {
+            return Some(Err(e));
+        }
+        if crc32fast::hash(&self.entry) != crc {
+            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {at}"))));
+        }
+        self.offset = at + (FRAME + len as usize) as u64;
+        Some(parse(at, &self.entry).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {at}"))))
+    }
+}
+
+fn header(layout: u32) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FRAMING.to_le_bytes());
+    h[12..].copy_from_slice(&layout.to_le_bytes());
+    h
+}
+
+fn check_header(file: &File, path: &Path, layout: u32) -> Result<(), LogError> {
+    let mut h = [0u8; HEADER as usize];
+    if file.read_exact_at(&mut h, 0).is_err() || &h[..8] != MAGIC || h[8..12] != FRAMING.to_le_bytes() {
+        return Err(LogError::NotALog { path: path.display().to_string() });
+    }
+    let found = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    if found != layout {
+        return Err(LogError::Layout { path: path.display().to_string(), found, expected: layout });
+    }
+    Ok(())
+}
+
+fn frame(out: &mut Vec<u8>, kind: Kind, key: &[u8], value: &[u8]) {
+    let key = &key[..key.len().min(u16::MAX as usize)];
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME]);
+    out.push(kind.byte());
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    let body = &out[start + FRAME..];
+    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + FRAME].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn lengths(frame: &[u8; FRAME]) -> (u32, u32) {
+    (u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]), u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]))
+}
+
+/// An entry's body (after the frame), or None when it does not hold together.
+fn parse(offset: u64, body: &[u8]) -> Option<Entry<'_>> {
+    let (&kind, rest) = body.split_first()?;
+    let kind = Kind::from_byte(kind)?;
+    let key_len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let rest = &rest[2..];
+    if rest.len() < key_len {
+        return None;
+    }
+    let (key, value) = rest.split_at(key_len);
+    Some(Entry { offset, size: (FRAME + body.len()) as u64, kind, key, value })
+}
+
+/// Reads until `buf` is full or the input ends; the count read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Makes a file's creation or renaming in its directory survive a power cut.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(log: &Log) -> Vec<(Kind, Vec<u8>, Vec<u8>)> {
+        let reader = log.reader().unwrap();
+        let mut scan = reader.scan();
+        let mut out = Vec::new();
+        while let Some(e) = scan.next_entry() {
+            let e = e.unwrap();
+            out.push((e.kind, e.key.to_vec(), e.value.to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn entries_read_back_in_order_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let (mut log, _) = Log::open(&path, 7).unwrap();
+        log.push(Kind::Put, b"a", b"one");
+        log.push(Kind::Remove, b"b", b"");
+        log.write().unwrap();
+        log.push(Kind::Put, b"", &[0u8; 300]);
+        log.write().unwrap();
+        drop(log);
+        let (log, opened) = Log::open(&path, 7).unwrap();
+        assert_eq!(opened.dropped, 0);
+        let got = entries(&log);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (Kind::Put, b"a".to_vec(), b"one".to_vec()));
+        assert_eq!(got[1], (Kind::Remove, b"b".to_vec(), vec![]));
+        assert_eq!(got[2].2.len(), 300);
+    }
+
+    #[test]
+    fn a_cut_or_damaged_end_is_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let (mut log, _) = Log::open(&path, 1).unwrap();
+        log.push(Kind::Put, b"kept", b"v");
+        log.write().unwrap();
+        let whole = log.end();
+        log.push(Kind::Put, b"cut", b"value");
+        log.write().unwrap();
+        drop(log);
+        // cut in the middle of the last entry
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(whole + 5).unwrap();
+        let (mut log, opened) = Log::open(&path, 1).unwrap();
+        assert_eq!(opened.dropped, 5);
+        assert_eq!(entries(&log).len(), 1);
+        // a damaged byte in a last entry of full length
+        log.push(Kind::Put, b"flipped", b"value");
+        log.write().unwrap();
+        drop(log);
+        let size = std::fs::metadata(&path).unwrap().len();
+        file.write_all_at(b"X", size - 1).unwrap();
+        let (log, opened) = Log::open(&path, 1).unwrap();
+        assert_eq!(opened.dropped, size - whole);
+        assert_eq!(entries(&log)[0].1, b"kept");
+        assert_eq!(log.end(), whole);
+    }
+
+    #[test]
+    fn another_layout_or_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        drop(Log::open(&path, 1).unwrap());
+        assert!(matches!(Log::open(&path, 2), Err(LogError::Layout { found: 1, expected: 2, .. })));
+        std::fs::write(&path, b"not a log at all, just text").unwrap();
+        assert!(matches!(Log::open(&path, 1), Err(LogError::NotALog { .. })));
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_live_entries_and_an_old_reader_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let (mut log, _) = Log::open(&path, 1).unwrap();
+        for i in 0..10u8 {
+            log.push(Kind::Put, &[i], &[i; 50]);
+        }
+        log.write().unwrap();
+        let old = log.reader().unwrap();
+        let live: Vec<u64> = {
+            let mut scan = old.scan();
+            let mut offsets = Vec::new();
+            while let Some(e) = scan.next_entry() {
+                let e = e.unwrap();
+                if e.key[0] % 3 == 0 {
+                    offsets.push(e.offset);
+                }
+            }
+            offsets
+        };
+        let size = log.rewrite(live).unwrap();
+        assert_eq!(size, std::fs::metadata(&path).unwrap().len());
+        let keys: Vec<u8> = entries(&log).iter().map(|e| e.1[0]).collect();
+        assert_eq!(keys, vec![0, 3, 6, 9]);
+        log.push(Kind::Put, b"after", b"x");
+        log.write().unwrap();
+        assert_eq!(entries(&log).len(), 5);
+        let mut buffer = Vec::new();
+        assert_eq!(old.read_at(HEADER, &mut buffer).unwrap().key, [0], "the old file, still readable");
+        drop(log);
+        assert_eq!(Log::open(&path, 1).unwrap().1.dropped, 0);
+    }
+}
