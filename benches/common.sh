@@ -11,7 +11,7 @@ build_release() {
 now() { date +%s.%N; }
 # The [limits] section of a server under load: all of it comes from 127.0.0.1, so no
 # per-source or per-account caps. MAX_SUBSCRIPTIONS (default 0: no cap) sizes the node as
-# an operator would (it also sizes the subscription store's page cache).
+# an operator would.
 no_load_caps() {
   printf '%s\n' '[limits]' 'requests_per_second = 0' 'max_subscriptions_per_account = 0' \
     'max_subscriptions_per_source = 0' "max_subscriptions = ${MAX_SUBSCRIPTIONS:-0}" 'max_entries_held = 0' 'max_connections_per_source = 0'

@@ -20,11 +20,11 @@
 //! | [`BindingStore`] (`bindings`; feed: `feed`)  | `index`: `Binding`, `Source`, `BindOutcome`, `IndexError`, `Stats`, `Rejection`, `Change`, `ChangeFeed`, `ChangeReceiver` | `index::sled_store` (sled, with an in-memory mirror); `memory_bindings` (tests) |
 //! | [`PublicationStore`] (`presence`)            | `presence`: `Live`, `Published`, `PublishError` | [`sled::SledPublications`] (wraps [`memory_publications::MemoryPublications`], recorded in sled); cluster: [`redis::RedisPublications`] |
 //! | [`RegistrationStore`] (`registrations`)      | (used by `registrar` as is)             | [`sled::SledPublications`]; cluster: [`redis::RedisRegistrations`] |
-//! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`sled::SledBudgets`]; cluster: [`redis::RedisBudgets`] |
+//! | [`BudgetStore`] (`budgets`)                  | `budget`: `BudgetError`                 | [`log_budgets::LogBudgets`] (an older [`sled::SledBudgets`] is copied in); cluster: [`redis::RedisBudgets`] |
 //! | [`AccountStore`] (`accounts`)                | `accounts`: `Account`, `AccountError`   | [`sled::SledAccounts`]; cluster: [`redis::RedisAccounts`] |
 //! | [`AddressBookStore`] (`address_books`)       | `address_books`: `StoredBook`, `BookError`, `Tag` | [`sled::SledAddressBooks`]; cluster: [`redis::RedisAddressBooks`] |
 //! | [`VerificationStore`] (`verification`)       | `provisioning`: `StateError`            | [`sled::SledVerifications`]; cluster: [`redis::RedisVerifications`] |
-//! | (a file format, no trait) `log`             | `subscription::durable`                 | an append-only record log, for stores written far more than read |
+//! | (a file format, no trait) `log`             | `subscription::durable`, `log_budgets`   | an append-only record log, for stores written far more than read |
 //! | [`NonceStore`] (`nonces`)                    | (used by `auth::digest` as is)          | [`nonces::MemoryNonces`]; cluster: [`redis::RedisNonces`] |
 //!
 //! Atomicity: every store call that writes is atomic and durable in the store, and a
@@ -44,6 +44,7 @@ pub mod budgets;
 pub mod feed;
 pub mod held;
 pub mod log;
+pub mod log_budgets;
 #[cfg(test)]
 mod memory_bindings;
 pub mod memory_publications;

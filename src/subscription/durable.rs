@@ -450,7 +450,7 @@ fn live(reader: &Reader, hasher: &RandomState) -> Result<(HashMap<u64, u64>, u64
 /// it. A crash before the deletion copies it again at the next start: the same records
 /// again, which the last-wins reading makes harmless.
 fn from_sled(dir: &Path, log: &mut Log) -> Result<(), StoreError> {
-    if !dir.join("conf").exists() && !dir.join("db").exists() {
+    if !crate::storage::sled::is_in(dir) {
         return Ok(());
     }
     let db = sled::Config::new().path(dir).open()?;
@@ -469,16 +469,7 @@ fn from_sled(dir: &Path, log: &mut Log) -> Result<(), StoreError> {
     log.write()?;
     log.sync()?;
     drop(db);
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name == "conf" || name == "db" || name.starts_with("snap.") {
-            std::fs::remove_file(entry.path())?;
-        } else if name == "blobs" {
-            std::fs::remove_dir_all(entry.path())?;
-        }
-    }
+    crate::storage::sled::remove_files(dir)?;
     tracing::info!(copied, "subscription store: the records of the older layout (sled) copied into the log");
     Ok(())
 }

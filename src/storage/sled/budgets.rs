@@ -56,6 +56,26 @@ impl SledBudgets {
         })
     }
 
+    /// Copies a store of this layout in `dir`, if there is one, as the records of
+    /// `storage::log_budgets` (`put(key, value)`: the salt under the empty key, each
+    /// account's bucket followed by its hashes); returns how many accounts. The caller
+    /// deletes it ([`super::remove_files`]) once they are safe.
+    pub fn copy_into(dir: &Path, put: &mut dyn FnMut(&[u8], &[u8])) -> Result<Option<u64>, BudgetError> {
+        if !super::is_in(dir) {
+            return Ok(None);
+        }
+        let old = SledBudgets::open(dir)?;
+        put(&[], &old.salt);
+        let mut accounts = 0;
+        for item in old.buckets.iter() {
+            let (account, bucket) = item?;
+            let hashes = old.charged.get(&account)?.map_or_else(Vec::new, |h| hashes_to_bytes(&hashes_from_bytes(&h)));
+            put(&account, &[bucket.as_ref(), &hashes].concat());
+            accounts += 1;
+        }
+        Ok(Some(accounts))
+    }
+
     /// The sorted hashes of the numbers `account` was charged for.
     fn remembered(&self, account: &str) -> Result<Vec<Hash>, StorageError> {
         Ok(self.charged.get(account.as_bytes())?.map_or_else(Vec::new, |blob| hashes_from_bytes(&blob)))

@@ -21,6 +21,26 @@ pub use verification::SledVerifications;
 
 use super::StorageError;
 
+/// Whether `dir` holds a sled database (a store of an older layout, to copy out).
+pub fn is_in(dir: &std::path::Path) -> bool {
+    dir.join("conf").exists() || dir.join("db").exists()
+}
+
+/// Deletes a sled database's files from `dir` (once copied out), leaving anything else.
+pub fn remove_files(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "conf" || name == "db" || name.starts_with("snap.") {
+            std::fs::remove_file(entry.path())?;
+        } else if name == "blobs" {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> StorageError {
         StorageError::new(e)
