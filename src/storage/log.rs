@@ -15,7 +15,10 @@
 //! ([`Log::rewrite`]) when it sees fit. Owns the file format only: which entries are live,
 //! and when to rewrite, is the owner's.
 
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,8 @@ const FRAMING: u32 = 1;
 pub const HEADER: u64 = 16;
 /// Length and checksum in front of each entry.
 const FRAME: usize = 8;
+/// A log smaller than this is not worth a rewrite.
+const MIN_REWRITE: u64 = 8 << 20;
 /// An entry longer than this is damage, not a record.
 const MAX_ENTRY: u32 = 64 << 20;
 
@@ -277,6 +282,66 @@ impl Scan<'_> {
     }
 }
 
+/// How many entries of a log are live (the last of their key, a put) and dead (replaced,
+/// removed, or a removal), as its owner counts them: a rewrite pays once the dead outnumber
+/// the live. Pure growth never makes one due.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub live: u64,
+    pub dead: u64,
+}
+
+impl Tally {
+    /// A put, of a key that had a record (`replaced`) or not.
+    pub fn put(&mut self, replaced: bool) {
+        if replaced {
+            self.dead += 1;
+        } else {
+            self.live += 1;
+        }
+    }
+
+    /// A removal, of a key that had a record (`existed`) or not.
+    pub fn remove(&mut self, existed: bool) {
+        self.dead += 1;
+        if existed {
+            self.live = self.live.saturating_sub(1);
+            self.dead += 1;
+        }
+    }
+
+    /// Whether a log of `size` bytes with these entries is worth rewriting.
+    pub fn rewrite_due(&self, size: u64) -> bool {
+        size > MIN_REWRITE && self.dead > self.live
+    }
+}
+
+/// The live entries of the log `reader` reads (the last entry of each key, if a put): the
+/// hash of each key and where its entry starts, and the tally of live and dead. Two keys of
+/// one hash (2^-64 a pair, `hasher` keyed per process) count as one: the owner checks a
+/// record's key where that matters.
+pub fn live_entries(reader: &Reader, hasher: &RandomState) -> io::Result<(HashMap<u64, u64>, Tally)> {
+    let mut at = HashMap::new();
+    let mut tally = Tally::default();
+    let mut scan = reader.scan();
+    while let Some(entry) = scan.next_entry() {
+        let entry = entry?;
+        let hash = hasher.hash_one(entry.key);
+        match entry.kind {
+            Kind::Put => tally.put(at.insert(hash, entry.offset).is_some()),
+            Kind::Remove => tally.remove(at.remove(&hash).is_some()),
+        }
+    }
+    Ok((at, tally))
+}
+
+/// Where `at`'s entries start, in the order of the file (for a rewrite or a read back).
+pub fn in_file_order(at: &HashMap<u64, u64>) -> Vec<u64> {
+    let mut offsets: Vec<u64> = at.values().copied().collect();
+    offsets.sort_unstable();
+    offsets
+}
+
 fn header(layout: u32) -> [u8; HEADER as usize] {
     let mut h = [0u8; HEADER as usize];
     h[..8].copy_from_slice(MAGIC);
@@ -412,6 +477,19 @@ mod tests {
         assert_eq!(opened.dropped, size - whole);
         assert_eq!(entries(&log)[0].1, b"kept");
         assert_eq!(log.end(), whole);
+    }
+
+    #[test]
+    fn a_rewrite_is_due_once_dead_entries_outnumber_live_ones_not_for_growth() {
+        let big = MIN_REWRITE + 1;
+        let mut tally = Tally::default();
+        (0..1000).for_each(|_| tally.put(false));
+        assert!(!tally.rewrite_due(big), "pure growth");
+        (0..400).for_each(|_| tally.put(true));
+        tally.remove(true);
+        assert_eq!(tally, Tally { live: 999, dead: 402 });
+        (0..300).for_each(|_| tally.remove(true));
+        assert!(tally.rewrite_due(big) && !tally.rewrite_due(MIN_REWRITE), "{tally:?}");
     }
 
     #[test]

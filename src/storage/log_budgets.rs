@@ -5,8 +5,8 @@
 //! (~24-40 B an account, where sled held ~250-380 B in the heap: BENCHMARKS.md, "Memory per
 //! held subscription"). A charge reads its account's record from the page cache and appends
 //! the new one; the log is synced every `SYNC_MS` by a thread of its own, and rewritten with
-//! only the live records by that thread once it has doubled (charges wait meanwhile: about
-//! a second for a million accounts). A store of the older layout (sled, in the same
+//! only the live records by that thread once the dead ones outnumber them (charges wait
+//! meanwhile: about a second for a million accounts). A store of the older layout (sled, in the same
 //! directory) is copied in at the first start.
 //!
 //! Two accounts of one hash (2^-64 a pair, keyed per process) would share a slot: the
@@ -14,7 +14,7 @@
 //! the user. Charges and resets are serialised by one lock (one process holds the file).
 
 use super::budgets::{hashes_from_bytes, hashes_to_bytes, BudgetError, BudgetStore, Charge, Hash, Saved, TokenBucket};
-use super::log::{Kind, Log, Reader, HEADER};
+use super::log::{in_file_order, live_entries, Kind, Log, Reader, Tally};
 use super::StorageError;
 use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
@@ -28,8 +28,6 @@ use std::time::Duration;
 const LAYOUT: u32 = 1;
 /// How often what was written is synced.
 const SYNC_MS: u64 = 500;
-/// A log smaller than this is never rewritten.
-const MIN_REWRITE: u64 = 8 << 20;
 /// A bucket's bytes at the head of a record.
 const BUCKET: usize = 20;
 
@@ -44,8 +42,8 @@ struct State {
     /// Each account's record, by the keyed hash of its name.
     at: HashMap<u64, u64>,
     hasher: RandomState,
-    /// The log's size at the last rewrite (or the start).
-    live_size: u64,
+    /// Its live and dead records, as counted since the last rewrite (or the start).
+    tally: Tally,
     unsynced: bool,
     /// Reused for reading records.
     buffer: Vec<u8>,
@@ -68,8 +66,8 @@ impl LogBudgets {
         }
         let hasher = RandomState::new();
         let reader = log.reader()?;
-        let (at, live_size) = scan(&reader, &hasher)?;
-        let mut state = State { log, reader, at, hasher, live_size, unsynced: false, buffer: Vec::new() };
+        let (at, tally) = live_entries(&reader, &hasher)?;
+        let mut state = State { log, reader, at, hasher, tally, unsynced: false, buffer: Vec::new() };
         let salt = match state.read(&[]).and_then(|v| <[u8; 16]>::try_from(v).ok()) {
             Some(salt) => salt,
             None => {
@@ -108,49 +106,27 @@ impl State {
         self.unsynced = true;
         let hash = self.hasher.hash_one(key);
         match kind {
-            Kind::Put => self.at.insert(hash, offset),
-            Kind::Remove => self.at.remove(&hash),
-        };
+            Kind::Put => self.tally.put(self.at.insert(hash, offset).is_some()),
+            Kind::Remove => self.tally.remove(self.at.remove(&hash).is_some()),
+        }
         Ok(())
     }
 
-    /// Rewrites the log with the live records once it has doubled since the last rewrite.
-    fn rewrite_if_grown(&mut self) -> std::io::Result<()> {
+    /// Rewrites the log with the live records once the dead ones outnumber them.
+    fn rewrite_if_due(&mut self) -> std::io::Result<()> {
         let end = self.log.end();
-        if end <= MIN_REWRITE || end <= 2 * self.live_size {
+        if !self.tally.rewrite_due(end) {
             return Ok(());
         }
-        let mut offsets: Vec<u64> = self.at.values().copied().collect();
-        offsets.sort_unstable();
-        self.live_size = self.log.rewrite(offsets)?;
+        let after = self.log.rewrite(in_file_order(&self.at))?;
         self.reader = self.log.reader()?;
-        self.at = scan(&self.reader, &self.hasher)?.0;
-        tracing::info!(before = end, after = self.live_size, "budget store: log rewritten with its live records");
+        (self.at, self.tally) = live_entries(&self.reader, &self.hasher)?;
+        tracing::info!(before = end, after, "budget store: log rewritten with its live records");
         Ok(())
     }
 }
 
-/// Every live record of the log: where it starts, by its key's hash; and their size.
-fn scan(reader: &Reader, hasher: &RandomState) -> std::io::Result<(HashMap<u64, u64>, u64)> {
-    let mut at: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut size = HEADER;
-    let mut scan = reader.scan();
-    while let Some(entry) = scan.next_entry() {
-        let entry = entry?;
-        let hash = hasher.hash_one(entry.key);
-        let old = match entry.kind {
-            Kind::Put => {
-                size += entry.size;
-                at.insert(hash, (entry.offset, entry.size))
-            }
-            Kind::Remove => at.remove(&hash),
-        };
-        size -= old.map_or(0, |(_, s)| s);
-    }
-    Ok((at.into_iter().map(|(hash, (offset, _))| (hash, offset)).collect(), size))
-}
-
-/// The store's own thread: syncs every `SYNC_MS` and rewrites the log when it has doubled.
+/// The store's own thread: syncs every `SYNC_MS` and rewrites the log when it is due.
 fn maintain(state: Weak<Mutex<State>>) {
     loop {
         std::thread::sleep(Duration::from_millis(SYNC_MS));
@@ -158,7 +134,7 @@ fn maintain(state: Weak<Mutex<State>>) {
         let mut state = state.lock();
         let synced = if state.unsynced { state.log.sync() } else { Ok(()) };
         state.unsynced = false;
-        if let Err(e) = synced.and_then(|()| state.rewrite_if_grown()) {
+        if let Err(e) = synced.and_then(|()| state.rewrite_if_due()) {
             tracing::error!("budget store: {e}");
         }
     }
@@ -234,7 +210,7 @@ mod tests {
         }
         store.reset("sip:7@example.org").unwrap();
         // (the store's thread may have rewritten it already)
-        store.state.lock().rewrite_if_grown().unwrap();
+        store.state.lock().rewrite_if_due().unwrap();
         let after = store.state.lock().log.end();
         let written = 3 * 20_000 * 400;
         assert!(after < written / 2, "{after} of more than {written} written");

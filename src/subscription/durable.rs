@@ -14,8 +14,8 @@
 //! but name), and a burst of new subscriptions costs one write, not one each. The file is
 //! synced every `FLUSH_MS`: a crash of the process loses at most the last `BATCH_MS` of
 //! changes, a power cut the last `BATCH_MS + FLUSH_MS`; a clean stop writes everything.
-//! The log is rewritten with only its live records once it has grown by as much as they
-//! took at the last rewrite (never while it is being read back).
+//! The log is rewritten with only its live records once the dead ones (replaced, removed)
+//! outnumber them (never while it is being read back).
 //!
 //! Nothing of a record stays in memory between a start's read back and the next: where
 //! sled kept ~140 B per held subscription in the heap, the file is in the kernel's page
@@ -37,7 +37,7 @@ use crate::notification::Format;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use crate::storage::log::{self, Kind, Log, LogError, Reader};
+use crate::storage::log::{self, Kind, Log, LogError, Reader, Tally};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -55,8 +55,6 @@ pub const BATCH_MS: u64 = 100;
 const LAYOUT: u32 = 1;
 /// The key under which the older sled store kept its layout.
 const SLED_LAYOUT_KEY: &[u8] = b"\0layout";
-/// A log smaller than this is never rewritten.
-const MIN_REWRITE: u64 = 8 << 20;
 
 /// Where the records live inside the data directory.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
@@ -139,9 +137,8 @@ struct Writer {
     /// Written since the last sync.
     unsynced: bool,
     last_sync: Instant,
-    /// The log's size after its last rewrite (or at the start): it is rewritten once it
-    /// has grown past twice that.
-    live_size: u64,
+    /// Its live and dead records, as counted since the last rewrite (or the start).
+    tally: Tally,
 }
 
 /// Records as keys and encoded values.
@@ -174,8 +171,8 @@ impl SubscriptionStore {
         from_sled(dir, &mut log)?;
         let hasher = RandomState::new();
         let reader = log.reader()?;
-        let (at, live_size) = live(&reader, &hasher)?;
-        let writer = Writer { live_size, log, unsynced: false, last_sync: Instant::now() };
+        let (at, tally) = log::live_entries(&reader, &hasher)?;
+        let writer = Writer { tally, log, unsynced: false, last_sync: Instant::now() };
         let inner = Arc::new(Inner {
             writer: Mutex::new(writer),
             pending: Mutex::new(HashMap::new()),
@@ -240,9 +237,7 @@ impl SubscriptionStore {
     pub fn read_back(&self) -> impl Iterator<Item = Stored> + '_ {
         let (offsets, reader) = match self.inner.found.lock().as_ref() {
             Some(found) => {
-                let mut offsets: Vec<u64> = found.at.values().copied().collect();
-                offsets.sort_unstable();
-                (offsets, found.reader.try_clone().ok())
+                (log::in_file_order(&found.at), found.reader.try_clone().ok())
             }
             None => (Vec::new(), None),
         };
@@ -347,8 +342,14 @@ impl Inner {
             let mut writer = self.writer.lock();
             for (k, change) in &noted {
                 match change {
-                    Change::New(v) | Change::Put(v) => writer.log.push(Kind::Put, k, v),
+                    Change::New(v) => writer.log.push(Kind::Put, k, v),
+                    Change::Put(v) => writer.log.push(Kind::Put, k, v),
                     Change::Remove => writer.log.push(Kind::Remove, k, &[]),
+                }
+                match change {
+                    Change::New(_) => writer.tally.put(false),
+                    Change::Put(_) => writer.tally.put(true),
+                    Change::Remove => writer.tally.remove(true),
                 }
             }
             writer.log.write()?;
@@ -359,8 +360,8 @@ impl Inner {
     }
 
     /// Syncs what was written once `FLUSH_MS` have passed since the last sync, and rewrites
-    /// the log once it has doubled since the last rewrite (not while it is read back: the
-    /// reader would keep the old file's space to the end).
+    /// the log once its dead records outnumber the live ones (not while it is read back:
+    /// the reader would keep the old file's space to the end).
     fn maintain(&self) -> Result<(), StoreError> {
         let mut writer = self.writer.lock();
         if writer.unsynced && writer.last_sync.elapsed() >= Duration::from_millis(FLUSH_MS) {
@@ -369,14 +370,13 @@ impl Inner {
             writer.last_sync = Instant::now();
         }
         let end = writer.log.end();
-        if end > MIN_REWRITE && end > 2 * writer.live_size && self.found.lock().is_none() {
+        if writer.tally.rewrite_due(end) && self.found.lock().is_none() {
             let started = Instant::now();
-            let (at, _) = live(&writer.log.reader()?, &self.hasher)?;
-            let mut offsets: Vec<u64> = at.into_values().collect();
-            offsets.sort_unstable();
-            writer.live_size = writer.log.rewrite(offsets)?;
+            let (at, _) = log::live_entries(&writer.log.reader()?, &self.hasher)?;
+            let after = writer.log.rewrite(log::in_file_order(&at))?;
+            writer.tally = Tally { live: at.len() as u64, dead: 0 };
             writer.unsynced = false;
-            tracing::info!(before = end, after = writer.live_size, secs = started.elapsed().as_secs_f64(), "subscription store: log rewritten with its live records");
+            tracing::info!(before = end, after, secs = started.elapsed().as_secs_f64(), "subscription store: log rewritten with its live records");
         }
         Ok(())
     }
@@ -384,12 +384,10 @@ impl Inner {
     /// Every live record, read from the log (for a mirror's rewrite).
     fn all_records(&self) -> Result<Records, StoreError> {
         let reader = self.writer.lock().log.reader()?;
-        let (at, _) = live(&reader, &self.hasher)?;
-        let mut offsets: Vec<u64> = at.into_values().collect();
-        offsets.sort_unstable();
+        let (at, _) = log::live_entries(&reader, &self.hasher)?;
         let mut buffer = Vec::new();
-        let mut all = Vec::with_capacity(offsets.len());
-        for offset in offsets {
+        let mut all = Vec::with_capacity(at.len());
+        for offset in log::in_file_order(&at) {
             let entry = reader.read_at(offset, &mut buffer)?;
             all.push((entry.key.to_vec(), entry.value.to_vec()));
         }
@@ -422,28 +420,6 @@ impl Inner {
         }
         self.mirror_stale.store(result.is_err(), Ordering::Relaxed);
     }
-}
-
-/// The live records of the log `reader` reads (the last entry of each key, if a put): the
-/// hash of each key and where its record starts; and the bytes they take, header included.
-/// Two keys of one hash (2^-64 a pair, keyed per process) would count as one.
-fn live(reader: &Reader, hasher: &RandomState) -> Result<(HashMap<u64, u64>, u64), StoreError> {
-    let mut at: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut size = log::HEADER;
-    let mut scan = reader.scan();
-    while let Some(entry) = scan.next_entry() {
-        let entry = entry?;
-        let hash = hasher.hash_one(entry.key);
-        let old = match entry.kind {
-            Kind::Put => {
-                size += entry.size;
-                at.insert(hash, (entry.offset, entry.size))
-            }
-            Kind::Remove => at.remove(&hash),
-        };
-        size -= old.map_or(0, |(_, s)| s);
-    }
-    Ok((at.into_iter().map(|(hash, (offset, _))| (hash, offset)).collect(), size))
 }
 
 /// Copies a store of the older layout (a sled database in `dir`) into `log`, then deletes
@@ -541,7 +517,7 @@ mod tests {
         fill(&SubscriptionStore::open(dir.path()).unwrap(), 10_000);
         let store = SubscriptionStore::open(dir.path()).unwrap();
         let before = store.size_on_disk();
-        assert!(before > MIN_REWRITE);
+        assert!(before > 8 << 20, "past the size worth a rewrite");
         store.inner.maintain().unwrap();
         assert_eq!(store.size_on_disk(), before, "not while the records found at the start wait to be read back");
         store.read_back_done();
