@@ -71,6 +71,30 @@ fn users<'a>(uris: &'a [String], contacts: &'a [String], doc: Option<&'a smart_p
         .collect()
 }
 
+/// Issue 18: a realistic address book's full state (100 entries, 20 users), what a
+/// restart's resumed NOTIFY carries: building it, and its deflate alone.
+fn bench_notify_100(c: &mut Criterion) {
+    let uris = numbers(100);
+    let contacts: Vec<String> = (0..uris.len()).map(|i| format!("sip:user{i}@example.org")).collect();
+    let rs = users(&uris, &contacts, None);
+    let n = ListNotify { list_uri: "sip:rls@example.org", version: 0, full_state: true, resources: &rs, flavor: Flavor::Linphone };
+    let mut body = Vec::new();
+    build(&n, &mut body);
+    let mut z = Vec::new();
+    deflate_zlib_into(&body, &mut z);
+    println!("full state, 100 entries / 20 users: {} bytes raw, zlib fast {}", body.len(), z.len());
+    let mut g = c.benchmark_group("notify_100_entries_20_users");
+    bench_build(&mut g, &n, body.len());
+    g.bench_function("deflate_zlib", |b| {
+        b.iter(|| {
+            z.clear();
+            deflate_zlib_into(black_box(&body), &mut z);
+            black_box(z.len());
+        })
+    });
+    g.finish();
+}
+
 /// Issue 16: the same 500-entry list, its 100 users each with a rich document.
 fn bench_notify_rich(c: &mut Criterion) {
     let uris = numbers(500);
@@ -200,5 +224,5 @@ fn bench_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_notify, bench_notify_rich, bench_parse);
+criterion_group!(benches, bench_notify, bench_notify_100, bench_notify_rich, bench_parse);
 criterion_main!(benches);
