@@ -134,7 +134,10 @@ else
   start server-2.log
 fi
 wait "$FAN_PID"; FAN_PID=""
-cat "$WORK/resume.txt" | tail -1
+# The restarted server's CPU since its exec (user + system ticks of 1/100 s).
+SERVER_CPU=$(awk '{sub(/.*\) /, ""); printf "%.1f", ($12 + $13) / 100}' "/proc/$SP_PID/stat")
+CLIENT_CPU=$(awk '/client CPU while they resumed/ {print $(NF-1)}' "$WORK/resume.txt")
+cat "$WORK/resume.txt" | tail -2 | head -1
 read -r FIRST LAST < <(awk '/resumed; first NOTIFY at/ {print $(NF-5), $(NF-2)}' "$WORK/resume.txt" | tr -d ',')
 RESUMED=$(awk '/resumed; first NOTIFY at/ {print $2}' "$WORK/resume.txt")
 grep -E "stored subscriptions loaded|every stored subscription resumed" "$WORK/server-2.log" | sed 's/^/   server: /'
@@ -143,4 +146,5 @@ printf '\n%-58s %s\n' "held subscriptions (100 numbers each):" "$HOLD" \
   "start-up (exec to answering OPTIONS; the store loads on):" "$(printf '%.2f' "$STARTUP") s" \
   "restart to the last resumed NOTIFY (paced at $RATE/s):" "$(printf '%.1f' "$(echo "$LAST - $T_START" | bc -l)") s" \
   "restart to the first resumed NOTIFY:" "$(printf '%.2f' "$(echo "$FIRST - $T_START" | bc -l)") s" \
-  "store on disk per held subscription (sled, du):" "$((STORE_BYTES / HOLD)) bytes (after the kill: $((STORE_BYTES_AFTER / HOLD)))"
+  "CPU from the restart to the last resumed NOTIFY:" "server ${SERVER_CPU} s, fan-out client ${CLIENT_CPU} s (of $(nproc) cores)" \
+  "store on disk per held subscription (record log, du):" "$((STORE_BYTES / HOLD)) bytes (after the kill: $((STORE_BYTES_AFTER / HOLD)))"

@@ -230,6 +230,14 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU seconds (user + system) a process has used, from /proc (ticks of 1/100 s).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -321,7 +329,9 @@ async fn resume(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
     book.second.iter().for_each(|t| t.store(0, Ordering::Relaxed));
     println!("resume: held {held}/{} subscriptions of {entries} numbers; restart the server now", o.count);
     let limit = Duration::from_secs(if o.settle == 0 { 300 } else { o.settle });
+    let cpu_before = cpu_secs("self");
     wait_for(|| Book::count(&book.second) >= held, limit).await;
+    println!("resume: client CPU while they resumed: {:.1} s", cpu_secs("self") - cpu_before);
     let unix_at = |ns: u64| {
         let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         now_unix - (book.now().saturating_sub(ns)) as f64 / 1e9

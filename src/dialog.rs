@@ -37,8 +37,8 @@ const PARTS: usize = 6;
 pub struct Dialog {
     /// The texts of every `Part`, one after another.
     text: Box<str>,
-    /// Where each part ends in `text`.
-    ends: [u32; PARTS],
+    /// Where each part ends in `text` (at most 64 KiB of them: a dialog needs far less).
+    ends: [u16; PARTS],
     /// Record-Route of the SUBSCRIBE, as our Route set.
     route: Box<[Box<str>]>,
     /// Where requests are sent: back along the flow the peer last used.
@@ -195,12 +195,12 @@ fn local_host(source: &Source, domain: &str) -> String {
     }
 }
 
-fn join(parts: [&str; PARTS]) -> Option<(Box<str>, [u32; PARTS])> {
+fn join(parts: [&str; PARTS]) -> Option<(Box<str>, [u16; PARTS])> {
     let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
     let mut ends = [0; PARTS];
     for (end, part) in ends.iter_mut().zip(parts) {
         text.push_str(part);
-        *end = u32::try_from(text.len()).ok()?;
+        *end = u16::try_from(text.len()).ok()?;
     }
     Some((text.into(), ends))
 }
@@ -221,7 +221,7 @@ Contact: <sip:alice@10.0.0.1:5060;transport=tcp>\r\nRecord-Route: <sip:p1;lr>, <
     }
 
     fn source(local: &str, conn: u64) -> Source {
-        Source { protocol: Protocol::Tcp, remote: "10.0.0.1:5060".parse().unwrap(), local: local.parse().unwrap(), conn: Some(ConnId(conn)) }
+        Source { protocol: Protocol::Tcp, remote: "10.0.0.1:5060".parse().unwrap(), local: local.parse().unwrap(), conn: Some(ConnId::new(conn)) }
     }
 
     #[test]
@@ -263,7 +263,7 @@ Contact: <sip:alice@10.0.0.1:5060;transport=tcp>\r\nRecord-Route: <sip:p1;lr>, <
         let moved = Retarget { remote_target: Some("sip:alice@10.9.9.9:6000;transport=tcp".into()), target: source("192.0.2.1:5070", 7).reply_target(), sent_by: "192.0.2.1:5070".into() };
         assert!(d.retarget(&moved));
         assert_eq!(d.remote_target(), "sip:alice@10.9.9.9:6000;transport=tcp");
-        assert_eq!(d.target.conn, Some(ConnId(7)));
+        assert_eq!(d.target.conn, Some(ConnId::new(7)));
         assert_eq!((d.call_id(), d.local_tag()), ("c1@host", tag.as_str()));
         let json = serde_json::to_string(&d).expect("serialises");
         let back: Dialog = serde_json::from_str(&json).expect("deserialises");

@@ -221,6 +221,7 @@ impl Limits {
     /// Takes one active-subscription slot, holding `entries` list entries, for `account`
     /// (the canonical identity, [`crate::identity`]) and the source `ip`.
     pub fn subscribe(self: &Arc<Self>, account: &str, ip: IpAddr, entries: usize) -> Result<SubPermit, Refusal> {
+        let entries = clamp_entries(entries);
         let key = self.account_key(account);
         let source = SourceKey::of(ip);
         let retry_after = self.cfg.subscription_retry_after_secs;
@@ -232,12 +233,12 @@ impl Limits {
             "Too Many Subscriptions For This Account"
         } else if !self.trusted.contains(&ip) && over(s.by_source.get(&source), self.cfg.max_subscriptions_per_source) {
             "Too Many Subscriptions From This Address"
-        } else if self.cfg.max_entries_held != 0 && s.entries.saturating_add(entries) > self.cfg.max_entries_held {
+        } else if self.cfg.max_entries_held != 0 && s.entries.saturating_add(entries as usize) > self.cfg.max_entries_held {
             "Too Many Entries Watched"
         } else {
             s.by_account.add(key);
             s.by_source.add(source);
-            s.entries += entries;
+            s.entries += entries as usize;
             return Ok(SubPermit { limits: self.clone(), account: key, source, entries, single: false });
         };
         drop(s);
@@ -289,8 +290,15 @@ pub struct SubPermit {
     limits: Arc<Limits>,
     account: AccountKey,
     source: SourceKey,
-    entries: usize,
+    /// u32, not usize: with the source's 17 bytes it keeps the permit at 40 bytes, and
+    /// every held subscription has one.
+    entries: u32,
     single: bool,
+}
+
+/// A list's entries as a permit counts them (no list comes near the limit).
+fn clamp_entries(entries: usize) -> u32 {
+    u32::try_from(entries).unwrap_or(u32::MAX)
 }
 
 impl SubPermit {
@@ -309,8 +317,9 @@ impl SubPermit {
     /// The subscription now holds `entries` (a stored list whose book changed): the count
     /// of entries held follows. Never refused: the book's own cap bounds the change.
     pub fn resize(&mut self, entries: usize) {
+        let entries = clamp_entries(entries);
         let mut s = self.limits.subs.lock();
-        s.entries = s.entries.saturating_sub(self.entries) + entries;
+        s.entries = s.entries.saturating_sub(self.entries as usize) + entries as usize;
         self.entries = entries;
     }
 }
@@ -320,7 +329,7 @@ impl Drop for SubPermit {
         let mut s = self.limits.subs.lock();
         s.by_account.sub(&self.account);
         s.by_source.sub(&self.source);
-        s.entries -= self.entries;
+        s.entries -= self.entries as usize;
         s.single -= usize::from(self.single);
     }
 }

@@ -16,11 +16,11 @@ use bytes::Bytes;
 pub struct Format {
     pub flavor: Flavor,
     pub compress: bool,
-    /// Most body bytes per NOTIFY as sent.
-    pub max_body: usize,
+    /// Most body bytes per NOTIFY as sent (u32, not usize: every subscription holds one).
+    pub max_body: u32,
     /// Most users (PIDF parts) per list NOTIFY: liblinphone 5.1's time to take one grows
     /// faster than linearly with the users in it (`notify.max_users_per_notify`).
-    pub max_users: usize,
+    pub max_users: u32,
     /// Sent in datagrams (UDP): a NOTIFY can be no larger than one.
     pub datagram: bool,
 }
@@ -41,7 +41,8 @@ impl Format {
         };
         let compress = cfg.compress && accepts_deflate;
         let max_body = if reliable { cfg.max_body_stream } else { cfg.max_body_udp };
-        Format { flavor, compress, max_body, max_users: cfg.max_users_per_notify.max(1), datagram: !reliable }
+        let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Format { flavor, compress, max_body: u32_of(max_body), max_users: u32_of(cfg.max_users_per_notify.max(1)), datagram: !reliable }
     }
 
     /// The Event header value this client matches (liblinphone 5.1 ignores `presence`).
@@ -53,10 +54,11 @@ impl Format {
     }
 
     fn budget(&self) -> usize {
+        let max_body = self.max_body as usize;
         if self.compress {
-            self.max_body.saturating_mul(ASSUMED_RATIO)
+            max_body.saturating_mul(ASSUMED_RATIO)
         } else {
-            self.max_body
+            max_body
         }
     }
 }
@@ -136,7 +138,7 @@ pub fn list_notifies(
     state: SubState,
 ) -> Vec<Request> {
     let notify = ListNotify { list_uri, version: *version, full_state, resources, flavor: format.flavor };
-    let parts = body::build_split(&notify, format.budget(), format.max_users);
+    let parts = body::build_split(&notify, format.budget(), format.max_users as usize);
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         *version = part.version + 1;

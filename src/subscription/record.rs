@@ -36,9 +36,9 @@ pub struct Subscription {
     pub cseq_limit: u32,
 }
 
-/// Two texts of a subscription in one allocation: two `Box<str>` took 8 bytes more and
-/// put the parked `Subscription` (328 bytes) in mimalloc's 384-byte size class; it now
-/// fits the 320-byte one (`actor::size_tests`).
+/// Two texts of a subscription in one allocation: two `Box<str>` took 8 bytes more, and
+/// every byte counts to keep the parked `Subscription` in mimalloc's 256-byte size class
+/// (`actor::size_tests`).
 pub struct Names {
     text: Box<str>,
     split: usize,

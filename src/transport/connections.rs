@@ -39,7 +39,7 @@ struct Tables {
 
 impl ConnectionTable {
     pub fn insert(&self, protocol: Protocol, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> ConnHandle {
-        let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let id = ConnId::new(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let handle = ConnHandle { id, tx };
         let mut t = self.inner.lock();
         t.by_id.insert(id, handle.clone());
