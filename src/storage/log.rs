@@ -49,6 +49,8 @@ pub enum LogError {
 pub enum Kind {
     Put,
     Remove,
+    /// No key's: a point in the log its owner gives a meaning to (kept by rewrites).
+    Mark,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
         match self {
             Kind::Put => 1,
             Kind::Remove => 2,
+            Kind::Mark => 3,
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Put),
             2 => Some(Kind::Remove),
+            3 => Some(Kind::Mark),
             _ => None,
         }
     }
@@ -316,30 +320,55 @@ impl Tally {
     }
 }
 
-/// The live entries of the log `reader` reads (the last entry of each key, if a put): the
-/// hash of each key and where its entry starts, and the tally of live and dead. Two keys of
-/// one hash (2^-64 a pair, `hasher` keyed per process) count as one: the owner checks a
-/// record's key where that matters.
-pub fn live_entries(reader: &Reader, hasher: &RandomState) -> io::Result<(HashMap<u64, u64>, Tally)> {
-    let mut at = HashMap::new();
-    let mut tally = Tally::default();
+/// The live entries of a log: the last entry of each key, if a put.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Where each key's entry starts, by the key's hash. Two keys of one hash (2^-64 a
+    /// pair, the hasher keyed per process) count as one: the owner checks a record's key
+    /// where that matters.
+    pub at: HashMap<u64, u64>,
+    /// Where each mark starts, in order.
+    pub marks: Vec<u64>,
+    pub tally: Tally,
+}
+
+impl Live {
+    /// The live entries and the marks, in the order of the file (what a rewrite keeps).
+    pub fn in_file_order(&self) -> Vec<u64> {
+        sorted(self.at.values().chain(&self.marks).copied())
+    }
+
+    /// The live entries alone, in the order of the file.
+    pub fn records_in_file_order(&self) -> Vec<u64> {
+        records_in_file_order(&self.at)
+    }
+}
+
+/// Where the entries of `at` start, in the order of the file.
+pub fn records_in_file_order(at: &HashMap<u64, u64>) -> Vec<u64> {
+    sorted(at.values().copied())
+}
+
+fn sorted(offsets: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut offsets: Vec<u64> = offsets.collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+/// The live entries of the log `reader` reads.
+pub fn live_entries(reader: &Reader, hasher: &RandomState) -> io::Result<Live> {
+    let mut live = Live::default();
     let mut scan = reader.scan();
     while let Some(entry) = scan.next_entry() {
         let entry = entry?;
-        let hash = hasher.hash_one(entry.key);
+        let hash = || hasher.hash_one(entry.key);
         match entry.kind {
-            Kind::Put => tally.put(at.insert(hash, entry.offset).is_some()),
-            Kind::Remove => tally.remove(at.remove(&hash).is_some()),
+            Kind::Put => live.tally.put(live.at.insert(hash(), entry.offset).is_some()),
+            Kind::Remove => live.tally.remove(live.at.remove(&hash()).is_some()),
+            Kind::Mark => live.marks.push(entry.offset),
         }
     }
-    Ok((at, tally))
-}
-
-/// Where `at`'s entries start, in the order of the file (for a rewrite or a read back).
-pub fn in_file_order(at: &HashMap<u64, u64>) -> Vec<u64> {
-    let mut offsets: Vec<u64> = at.values().copied().collect();
-    offsets.sort_unstable();
-    offsets
+    Ok(live)
 }
 
 fn header(layout: u32) -> [u8; HEADER as usize] {

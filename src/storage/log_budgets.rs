@@ -14,11 +14,10 @@
 //! the user. Charges and resets are serialised by one lock (one process holds the file).
 
 use super::budgets::{hashes_from_bytes, hashes_to_bytes, BudgetError, BudgetStore, Charge, Hash, Saved, TokenBucket};
-use super::log::{in_file_order, live_entries, Kind, Log, Reader, Tally};
+use super::log::{live_entries, Kind, Live, Log, Reader};
 use super::StorageError;
 use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -39,11 +38,10 @@ pub struct LogBudgets {
 struct State {
     log: Log,
     reader: Reader,
-    /// Each account's record, by the keyed hash of its name.
-    at: HashMap<u64, u64>,
+    /// Each account's record, by the keyed hash of its name, and the count of live and dead
+    /// records since the last rewrite (or the start).
+    live: Live,
     hasher: RandomState,
-    /// Its live and dead records, as counted since the last rewrite (or the start).
-    tally: Tally,
     unsynced: bool,
     /// Reused for reading records.
     buffer: Vec<u8>,
@@ -66,8 +64,8 @@ impl LogBudgets {
         }
         let hasher = RandomState::new();
         let reader = log.reader()?;
-        let (at, tally) = live_entries(&reader, &hasher)?;
-        let mut state = State { log, reader, at, hasher, tally, unsynced: false, buffer: Vec::new() };
+        let live = live_entries(&reader, &hasher)?;
+        let mut state = State { log, reader, live, hasher, unsynced: false, buffer: Vec::new() };
         let salt = match state.read(&[]).and_then(|v| <[u8; 16]>::try_from(v).ok()) {
             Some(salt) => salt,
             None => {
@@ -87,7 +85,7 @@ impl LogBudgets {
 impl State {
     /// The value of `key`'s record, if it has one.
     fn read(&mut self, key: &[u8]) -> Option<&[u8]> {
-        let offset = *self.at.get(&self.hasher.hash_one(key))?;
+        let offset = *self.live.at.get(&self.hasher.hash_one(key))?;
         match self.reader.read_at(offset, &mut self.buffer) {
             Ok(entry) if entry.key == key => Some(entry.value),
             Ok(_) => None, // another account of the same hash
@@ -105,9 +103,11 @@ impl State {
         self.log.write().map_err(StorageError::new)?;
         self.unsynced = true;
         let hash = self.hasher.hash_one(key);
+        let (at, tally) = (&mut self.live.at, &mut self.live.tally);
         match kind {
-            Kind::Put => self.tally.put(self.at.insert(hash, offset).is_some()),
-            Kind::Remove => self.tally.remove(self.at.remove(&hash).is_some()),
+            Kind::Put => tally.put(at.insert(hash, offset).is_some()),
+            Kind::Remove => tally.remove(at.remove(&hash).is_some()),
+            Kind::Mark => {}
         }
         Ok(())
     }
@@ -115,12 +115,12 @@ impl State {
     /// Rewrites the log with the live records once the dead ones outnumber them.
     fn rewrite_if_due(&mut self) -> std::io::Result<()> {
         let end = self.log.end();
-        if !self.tally.rewrite_due(end) {
+        if !self.live.tally.rewrite_due(end) {
             return Ok(());
         }
-        let after = self.log.rewrite(in_file_order(&self.at))?;
+        let after = self.log.rewrite(self.live.in_file_order())?;
         self.reader = self.log.reader()?;
-        (self.at, self.tally) = live_entries(&self.reader, &self.hasher)?;
+        self.live = live_entries(&self.reader, &self.hasher)?;
         tracing::info!(before = end, after, "budget store: log rewritten with its live records");
         Ok(())
     }

@@ -126,8 +126,12 @@ fn reach(dialog: &mut crate::dialog::Dialog) -> Result<(), &'static str> {
     }
 }
 
-/// The subscription a record describes, out of any table, going on from its reservation.
+/// The subscription a record describes, out of any table, going on from its reservation:
+/// up to its end when the store holds it for this start (`Stored::reserved`), else its
+/// first send rewrites the record with a new one.
 fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription {
+    let limit = |from: u32| if s.reserved { from.saturating_add(super::durable::RESERVE) } else { 0 };
+    let (version_limit, cseq_limit) = (limit(s.version_from), limit(s.cseq_from));
     let mut sub = Subscription {
         id: 0,
         dialog,
@@ -139,8 +143,8 @@ fn unstored(s: Stored, dialog: crate::dialog::Dialog, now: u64) -> Subscription 
         format: s.format,
         single: s.single,
         permit: None,
-        version_limit: 0,
-        cseq_limit: 0,
+        version_limit,
+        cseq_limit,
     };
     sub.dialog.next_cseq = s.cseq_from;
     sub
