@@ -212,6 +212,44 @@ mod tests {
     use crate::transport::{ConnId, Protocol};
     use bytes::Bytes;
 
+    /// A dialog as stored before its part ends were narrowed to u16 (the records of
+    /// earlier builds): postcard writes both as varints, so those records still decode.
+    #[derive(Serialize)]
+    struct StoredBefore {
+        text: Box<str>,
+        ends: [u32; PARTS],
+        route: Box<[Box<str>]>,
+        target: TargetBefore,
+        next_cseq: u32,
+    }
+
+    #[derive(Serialize)]
+    struct TargetBefore {
+        protocol: Protocol,
+        remote: std::net::SocketAddr,
+    }
+
+    #[test]
+    fn a_dialog_stored_with_u32_part_ends_still_decodes() {
+        let texts = ["call-1", "tag-1", "<sip:rls@example.org>", "<sip:alice@example.org>;tag=a", "sip:alice@10.0.0.1:5060", "10.0.0.2:5060"];
+        let mut ends = [0u32; PARTS];
+        let mut at = 0;
+        for (end, t) in ends.iter_mut().zip(texts) {
+            at += t.len() as u32;
+            *end = at;
+        }
+        let old = StoredBefore {
+            text: texts.concat().into(),
+            ends,
+            route: Box::new(["<sip:proxy.example.org;lr>".into()]),
+            target: TargetBefore { protocol: Protocol::Tcp, remote: "10.0.0.1:5060".parse().unwrap() },
+            next_cseq: 7,
+        };
+        let d: Dialog = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!((d.call_id(), d.local_tag(), d.remote_target()), ("call-1", "tag-1", "sip:alice@10.0.0.1:5060"));
+        assert_eq!((d.target.protocol, d.target.remote, d.target.conn, d.next_cseq), (Protocol::Tcp, old.target.remote, None, 7));
+    }
+
     fn subscribe() -> Request {
         let raw = "SUBSCRIBE sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKa\r\n\
 From: <sip:alice@example.org>;tag=abc\r\nTo: <sip:rls@example.org>\r\nCall-ID:  c1@host \r\nCSeq: 1 SUBSCRIBE\r\n\

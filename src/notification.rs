@@ -192,6 +192,23 @@ pub fn notify_request(dialog: &mut Dialog, format: Format, state: SubState, body
 
 #[cfg(test)]
 mod tests {
+    /// The format as stored before its limits were narrowed to u32 (usize then): postcard
+    /// writes both as varints, so records of earlier builds still decode.
+    #[test]
+    fn a_format_stored_with_usize_limits_still_decodes() {
+        #[derive(serde::Serialize)]
+        struct Before {
+            flavor: crate::body::Flavor,
+            compress: bool,
+            max_body: usize,
+            max_users: usize,
+            datagram: bool,
+        }
+        let old = Before { flavor: crate::body::Flavor::Linphone, compress: true, max_body: 16 * 1024, max_users: 100, datagram: true };
+        let f: super::Format = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!((f.flavor, f.compress, f.max_body, f.max_users, f.datagram), (crate::body::Flavor::Linphone, true, 16 * 1024, 100, true));
+    }
+
     #[test]
     fn the_floor_bound_is_above_the_floor() {
         let cfg = NotifyConfig::default();

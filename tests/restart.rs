@@ -180,7 +180,7 @@ async fn a_corrupt_record_is_skipped_a_cut_end_dropped_and_a_foreign_layout_refu
     let log = durable::log_in(&dir.path().join("data/subscriptions"));
     {
         let (mut store, _) = Log::open(&log, 1).unwrap();
-        store.push(Kind::Put, b"bogus\0record", b"\xff\x00not a record");
+        store.push(Kind::Put, b"bogus\0record", b"\xff\x00not a record").unwrap();
         store.write().unwrap();
     }
     // and half an entry at the end, as a crash in the middle of a write leaves it
@@ -302,9 +302,9 @@ fn copy_record(store: &std::path::Path, call_id: &str, copies: usize) {
     for i in 0..copies {
         let other = format!("call-c{i:06}");
         assert_eq!(other.len(), call_id.len());
-        log.push(Kind::Put, &replace(&key, &other), &replace(&value, &other));
+        log.push(Kind::Put, &replace(&key, &other), &replace(&value, &other)).unwrap();
     }
-    log.push(Kind::Put, &key, &value);
+    log.push(Kind::Put, &key, &value).unwrap();
     log.write().unwrap();
     log.sync().unwrap();
 }

@@ -42,6 +42,8 @@ pub enum LogError {
     NotALog { path: String },
     #[error("{path} has layout {found}, this server reads layout {expected}: move it away or run the matching version")]
     Layout { path: String, found: u32, expected: u32 },
+    #[error("{path} is open in another process (two servers on one data directory?)")]
+    Locked { path: String },
 }
 
 /// What an entry does to its key.
@@ -106,8 +108,11 @@ impl Log {
     pub fn open(path: &Path, layout: u32) -> Result<(Log, Opened), LogError> {
         let io = |source| LogError::Io { path: path.display().to_string(), source };
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        lock(&file).map_err(|_| LogError::Locked { path: path.display().to_string() })?;
         let size = file.metadata().map_err(io)?.len();
-        if size == 0 {
+        if size < HEADER {
+            // new, or its creation cut short before the header was whole
+            file.set_len(0).map_err(io)?;
             file.write_all_at(&header(layout), 0).map_err(io)?;
             file.sync_all().map_err(io)?;
             sync_dir(path).map_err(io)?;
@@ -131,9 +136,14 @@ impl Log {
         self.end + self.buffer.len() as u64
     }
 
-    /// Frames an entry; [`write`](Self::write) puts it in the file.
-    pub fn push(&mut self, kind: Kind, key: &[u8], value: &[u8]) {
+    /// Frames an entry; [`write`](Self::write) puts it in the file. Refuses a key over
+    /// 65,535 bytes or an entry over 64 MiB (a reader would take it for damage).
+    pub fn push(&mut self, kind: Kind, key: &[u8], value: &[u8]) -> io::Result<()> {
+        if key.len() > usize::from(u16::MAX) || FRAME + 3 + key.len() + value.len() > MAX_ENTRY as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("a record of {} + {} bytes is too large to log", key.len(), value.len())));
+        }
         frame(&mut self.buffer, kind, key, value);
+        Ok(())
     }
 
     /// Writes what was pushed, in one call. On an error nothing of it stays in the file,
@@ -152,41 +162,95 @@ impl Log {
         result
     }
 
+    /// The entry at `offset` of the log as it is now (after a rewrite, the new file), into
+    /// `buffer`.
+    pub fn read_at<'a>(&self, offset: u64, buffer: &'a mut Vec<u8>) -> io::Result<Entry<'a>> {
+        entry_at(&self.file, offset, buffer)
+    }
+
     /// Makes what was written survive a power cut.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 
-    /// A reader of the log as it is now, with its own handle: it goes on reading this
+    /// A reader of the log as it is now, on a handle of its own: it goes on reading this
     /// version of the file after a [`rewrite`](Self::rewrite) replaced it.
     pub fn reader(&self) -> io::Result<Reader> {
-        Ok(Reader { file: File::open(&self.path)? })
+        Ok(Reader { file: self.file.try_clone()? })
     }
 
     /// Replaces the log with a copy of the entries at `live` (offsets in this log, in
     /// order), written beside it and renamed over it once synced: a crash leaves one or the
-    /// other, whole. Returns the new log's size.
-    pub fn rewrite(&mut self, live: impl IntoIterator<Item = u64>) -> io::Result<u64> {
+    /// other, whole. Returns where each copied entry now starts, in the same order. On an
+    /// error the log is as it was (and the copy deleted); once renamed, it is the copy,
+    /// whatever follows.
+    pub fn rewrite(&mut self, live: impl IntoIterator<Item = u64>) -> io::Result<Vec<u64>> {
         self.write()?;
-        let reader = self.reader()?;
         let next = self.path.with_extension("rewrite");
-        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&next)?);
+        let copied = self.copy_to(&next, live);
+        let (file, offsets) = match copied {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = std::fs::remove_file(&next);
+                return Err(e);
+            }
+        };
+        if let Err(e) = std::fs::rename(&next, &self.path) {
+            let _ = std::fs::remove_file(&next);
+            return Err(e);
+        }
+        lock(&file)?;
+        self.end = file.metadata()?.len();
+        self.file = file;
+        if let Err(e) = sync_dir(&self.path) {
+            tracing::warn!(path = %self.path.display(), "a rewritten log's directory not synced (a power cut could bring the old one back): {e}");
+        }
+        Ok(offsets)
+    }
+
+    /// Writes a log of the entries at `live` to `next`, synced; its handle and offsets.
+    fn copy_to(&self, next: &Path, live: impl IntoIterator<Item = u64>) -> io::Result<(File, Vec<u64>)> {
+        let reader = self.reader()?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(next)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header(self.layout))?;
-        let mut size = HEADER;
+        let mut at = HEADER;
+        let mut offsets = Vec::new();
         let mut entry = Vec::new();
         for offset in live {
             reader.raw_at(offset, &mut entry)?;
             out.write_all(&entry)?;
-            size += entry.len() as u64;
+            offsets.push(at);
+            at += entry.len() as u64;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&next, &self.path)?;
-        sync_dir(&self.path)?;
-        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        self.end = size;
-        Ok(size)
+        Ok((file, offsets))
     }
+}
+
+/// The entry of `file` at `offset`, into `buffer`.
+fn entry_at<'a>(file: &File, offset: u64, buffer: &'a mut Vec<u8>) -> io::Result<Entry<'a>> {
+    raw_at(file, offset, buffer)?;
+    parse(offset, &buffer[FRAME..]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")))
+}
+
+/// The framed entry of `file` at `offset`, checked.
+fn raw_at(file: &File, offset: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+    let mut frame = [0u8; FRAME];
+    file.read_exact_at(&mut frame, offset)?;
+    let (len, crc) = lengths(&frame);
+    if len > MAX_ENTRY {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")));
+    }
+    buffer.clear();
+    buffer.extend_from_slice(&frame);
+    buffer.resize(FRAME + len as usize, 0);
+    file.read_exact_at(&mut buffer[FRAME..], offset + FRAME as u64)?;
+    if crc32fast::hash(&buffer[FRAME..]) != crc {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {offset}")));
+    }
+    Ok(())
 }
 
 /// Reads a log: from the start ([`scan`](Self::scan)) or one entry where a scan saw it.
@@ -202,31 +266,16 @@ impl Reader {
 
     /// Walks the entries from the start, in the order they were written.
     pub fn scan(&self) -> Scan<'_> {
-        Scan { input: BufReader::with_capacity(1 << 20, &self.file), offset: HEADER, started: false, entry: Vec::new() }
+        Scan { input: BufReader::with_capacity(1 << 20, At { file: &self.file, pos: HEADER }), offset: HEADER, entry: Vec::new() }
     }
 
     /// The entry at `offset` (where a scan found it), into `buffer`.
     pub fn read_at<'a>(&self, offset: u64, buffer: &'a mut Vec<u8>) -> io::Result<Entry<'a>> {
-        self.raw_at(offset, buffer)?;
-        parse(offset, &buffer[FRAME..]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")))
+        entry_at(&self.file, offset, buffer)
     }
 
-    /// The framed entry at `offset`, checked.
     fn raw_at(&self, offset: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
-        let mut frame = [0u8; FRAME];
-        self.file.read_exact_at(&mut frame, offset)?;
-        let (len, crc) = lengths(&frame);
-        if len > MAX_ENTRY {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")));
-        }
-        buffer.clear();
-        buffer.extend_from_slice(&frame);
-        buffer.resize(FRAME + len as usize, 0);
-        self.file.read_exact_at(&mut buffer[FRAME..], offset + FRAME as u64)?;
-        if crc32fast::hash(&buffer[FRAME..]) != crc {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {offset}")));
-        }
-        Ok(())
+        raw_at(&self.file, offset, buffer)
     }
 
     /// Where the whole entries end: the first one cut short or damaged, or the file's end.
@@ -246,22 +295,30 @@ impl Reader {
 
 /// A walk over a log's entries (a lending iterator: each entry borrows the walk).
 pub struct Scan<'a> {
-    input: BufReader<&'a File>,
+    input: BufReader<At<'a>>,
     offset: u64,
-    started: bool,
     entry: Vec<u8>,
+}
+
+/// Reads a file from a position of its own (`pread`): handles that share the file's
+/// offset (clones of one another) can scan at once.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl Scan<'_> {
     /// The next entry; None at the end; an error of kind `InvalidData` or `UnexpectedEof` for
     /// an entry damaged or cut short (the walk ends there).
     pub fn next_entry(&mut self) -> Option<io::Result<Entry<'_>>> {
-        if !self.started {
-            self.started = true;
-            if let Err(e) = io::Seek::seek(&mut self.input, io::SeekFrom::Start(HEADER)) {
-                return Some(Err(e));
-            }
-        }
         let at = self.offset;
         let mut frame = [0u8; FRAME];
         match read_full(&mut self.input, &mut frame) {
@@ -436,6 +493,26 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Takes the file for this process alone (sled did the same for its database): a second
+/// server on the same data directory would otherwise interleave its writes with ours.
+/// Waits up to two seconds for a holder that is closing it (the store's own thread lets go
+/// of a dropped store after its last batch).
+fn lock(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        // SAFETY: flock on a descriptor this File owns; the lock goes with the descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock || std::time::Instant::now() > until {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Makes a file's creation or renaming in its directory survive a power cut.
 fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent() {
@@ -464,10 +541,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
         let (mut log, _) = Log::open(&path, 7).unwrap();
-        log.push(Kind::Put, b"a", b"one");
-        log.push(Kind::Remove, b"b", b"");
+        log.push(Kind::Put, b"a", b"one").unwrap();
+        log.push(Kind::Remove, b"b", b"").unwrap();
         log.write().unwrap();
-        log.push(Kind::Put, b"", &[0u8; 300]);
+        log.push(Kind::Put, b"", &[0u8; 300]).unwrap();
         log.write().unwrap();
         drop(log);
         let (log, opened) = Log::open(&path, 7).unwrap();
@@ -484,10 +561,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
         let (mut log, _) = Log::open(&path, 1).unwrap();
-        log.push(Kind::Put, b"kept", b"v");
+        log.push(Kind::Put, b"kept", b"v").unwrap();
         log.write().unwrap();
         let whole = log.end();
-        log.push(Kind::Put, b"cut", b"value");
+        log.push(Kind::Put, b"cut", b"value").unwrap();
         log.write().unwrap();
         drop(log);
         // cut in the middle of the last entry
@@ -497,7 +574,7 @@ mod tests {
         assert_eq!(opened.dropped, 5);
         assert_eq!(entries(&log).len(), 1);
         // a damaged byte in a last entry of full length
-        log.push(Kind::Put, b"flipped", b"value");
+        log.push(Kind::Put, b"flipped", b"value").unwrap();
         log.write().unwrap();
         drop(log);
         let size = std::fs::metadata(&path).unwrap().len();
@@ -537,7 +614,7 @@ mod tests {
         let path = dir.path().join("x.log");
         let (mut log, _) = Log::open(&path, 1).unwrap();
         for i in 0..10u8 {
-            log.push(Kind::Put, &[i], &[i; 50]);
+            log.push(Kind::Put, &[i], &[i; 50]).unwrap();
         }
         log.write().unwrap();
         let old = log.reader().unwrap();
@@ -552,11 +629,14 @@ mod tests {
             }
             offsets
         };
-        let size = log.rewrite(live).unwrap();
-        assert_eq!(size, std::fs::metadata(&path).unwrap().len());
+        let moved = log.rewrite(live).unwrap();
+        assert_eq!(moved.len(), 4);
+        assert_eq!(log.end(), std::fs::metadata(&path).unwrap().len());
+        let mut buffer = Vec::new();
+        assert_eq!(log.read_at(moved[1], &mut buffer).unwrap().key, [3], "the entries where the rewrite says");
         let keys: Vec<u8> = entries(&log).iter().map(|e| e.1[0]).collect();
         assert_eq!(keys, vec![0, 3, 6, 9]);
-        log.push(Kind::Put, b"after", b"x");
+        log.push(Kind::Put, b"after", b"x").unwrap();
         log.write().unwrap();
         assert_eq!(entries(&log).len(), 5);
         let mut buffer = Vec::new();

@@ -200,7 +200,7 @@ impl SubscriptionStore {
         if !live.at.is_empty() {
             // This start's mark, on disk before any resumed dialog sends (`read_back`).
             marks.push(log.end());
-            log.push(Kind::Mark, &[], &[]);
+            log.push(Kind::Mark, &[], &[])?;
             log.write()?;
             log.sync()?;
         }
@@ -271,7 +271,10 @@ impl SubscriptionStore {
     /// [`Stored::reserved`]).
     pub fn read_back(&self) -> impl Iterator<Item = Stored> + '_ {
         let (offsets, marks, reader) = match self.inner.found.lock().as_ref() {
-            Some(found) => (log::records_in_file_order(&found.at), found.marks.clone(), found.reader.try_clone().ok()),
+            Some(found) => {
+                let reader = found.reader.try_clone().inspect_err(|e| tracing::error!("subscription store: the records cannot be read back (they stay stored): {e}"));
+                (log::records_in_file_order(&found.at), found.marks.clone(), reader.ok())
+            }
             None => (Vec::new(), Vec::new(), None),
         };
         // A mirror's copy of a record does not know of this log's marks: its reader (a node
@@ -317,8 +320,8 @@ impl SubscriptionStore {
         *self.inner.found.lock() = None;
     }
 
-    /// Whether a record of `dialog` was found at the start and is not read back yet
-    /// (false once they all are).
+    /// Whether a record of `dialog` was found at the start, until all of them are read
+    /// back (the caller asks the table first: one read back is in it).
     pub fn holds(&self, call_id: &str, local_tag: &str) -> bool {
         let hash = self.inner.hasher.hash_one(dialog_key(call_id, local_tag));
         self.inner.found.lock().as_ref().is_some_and(|f| f.at.contains_key(&hash))
@@ -348,7 +351,8 @@ impl SubscriptionStore {
     /// a cluster node drops the subscriptions a survivor took over).
     pub fn retain(&self, keep: impl Fn(&[u8]) -> bool) {
         let mut gone = Vec::new();
-        if let Some(Found { at, reader, .. }) = self.inner.found.lock().as_mut() {
+        let mut found = self.inner.found.lock();
+        if let Some(Found { at, reader, .. }) = found.as_mut() {
             let mut buffer = Vec::new();
             at.retain(|_, offset| match reader.read_at(*offset, &mut buffer) {
                 Ok(entry) if !keep(entry.key) => {
@@ -357,7 +361,11 @@ impl SubscriptionStore {
                 }
                 _ => true,
             });
+            if at.is_empty() {
+                *found = None; // nothing to read back: the log's rewrites may begin
+            }
         }
+        drop(found);
         for k in gone {
             self.remove_key(k);
         }
@@ -375,27 +383,38 @@ impl SubscriptionStore {
 }
 
 impl Inner {
-    /// Appends the noted changes in one write.
+    /// Appends the noted changes in one write. The writer's lock is taken first and held
+    /// throughout, so two batches (the writer thread's and a stop's `flush`) reach the file
+    /// and the mirror in the order they were noted. A batch the file refuses is noted
+    /// again (unless newer changes of its records came meanwhile), for the next try.
     fn apply(&self) -> Result<(), StoreError> {
+        let mut writer = self.writer.lock();
         let noted = std::mem::take(&mut *self.pending.lock());
         if !noted.is_empty() {
-            let mut writer = self.writer.lock();
+            let mut tally = writer.tally;
             for (k, change) in &noted {
-                match change {
-                    Change::New(v) => writer.log.push(Kind::Put, k, v),
-                    Change::Put(v) => writer.log.push(Kind::Put, k, v),
+                let pushed = match change {
+                    Change::New(v) | Change::Put(v) => writer.log.push(Kind::Put, k, v),
                     Change::Remove => writer.log.push(Kind::Remove, k, &[]),
-                }
-                match change {
-                    Change::New(_) => writer.tally.put(false),
-                    Change::Put(_) => writer.tally.put(true),
-                    Change::Remove => writer.tally.remove(true),
+                };
+                match (pushed, change) {
+                    (Err(e), _) => tracing::error!(key_bytes = k.len(), "subscription store: a record not written (lost on restart): {e}"),
+                    (Ok(()), Change::New(_)) => tally.put(false),
+                    (Ok(()), Change::Put(_)) => tally.put(true),
+                    (Ok(()), Change::Remove) => tally.remove(true),
                 }
             }
-            writer.log.write()?;
+            if let Err(e) = writer.log.write() {
+                let mut pending = self.pending.lock();
+                for (k, change) in noted {
+                    pending.entry(k).or_insert(change);
+                }
+                return Err(e.into());
+            }
+            writer.tally = tally;
             writer.unsynced = true;
         }
-        self.to_mirror(&noted);
+        self.to_mirror(&writer, &noted);
         Ok(())
     }
 
@@ -412,19 +431,24 @@ impl Inner {
         let end = writer.log.end();
         if writer.tally.rewrite_due(end) && self.found.lock().is_none() {
             let started = Instant::now();
-            let live = log::live_entries(&writer.log.reader()?, &self.hasher)?;
-            let after = writer.log.rewrite(live.in_file_order())?;
-            writer.tally = Tally { live: live.at.len() as u64, dead: 0 };
+            let rewritten = log::live_entries(&writer.log.reader()?, &self.hasher).and_then(|live| {
+                writer.log.rewrite(live.in_file_order())?;
+                Ok(live.at.len() as u64)
+            });
+            // A failure is tried again once as many dead records have come again.
+            writer.tally = Tally { live: rewritten.as_ref().map_or(writer.tally.live, |live| *live), dead: 0 };
+            rewritten?;
             writer.unsynced = false;
+            let after = writer.log.end();
             tracing::info!(before = end, after, secs = started.elapsed().as_secs_f64(), "subscription store: log rewritten with its live records");
         }
         Ok(())
     }
 
     /// Every live record, read from the log (for a mirror's rewrite).
-    fn all_records(&self) -> Result<Records, StoreError> {
-        let reader = self.writer.lock().log.reader()?;
-        let live = log::live_entries(&reader, &self.hasher)?;
+    fn all_records(writer: &Writer, hasher: &RandomState) -> Result<Records, StoreError> {
+        let reader = writer.log.reader()?;
+        let live = log::live_entries(&reader, hasher)?;
         let mut buffer = Vec::new();
         let mut all = Vec::with_capacity(live.at.len());
         for offset in live.records_in_file_order() {
@@ -435,13 +459,13 @@ impl Inner {
     }
 
     /// Gives the mirror the batch just applied, or everything when it missed one.
-    fn to_mirror(&self, noted: &HashMap<Vec<u8>, Change>) {
+    fn to_mirror(&self, writer: &Writer, noted: &HashMap<Vec<u8>, Change>) {
         let Some(mirror) = self.mirror.get() else { return };
         let result = if self.mirror_stale.load(Ordering::Relaxed) {
             if !mirror.reachable() {
                 return;
             }
-            self.all_records().map_err(|e| e.to_string()).and_then(|all| mirror.replace(&all))
+            Inner::all_records(writer, &self.hasher).map_err(|e| e.to_string()).and_then(|all| mirror.replace(&all))
         } else if noted.is_empty() {
             return;
         } else {
@@ -462,11 +486,16 @@ impl Inner {
     }
 }
 
-/// Copies a store of the older layout (a sled database in `dir`) into `log`, then deletes
-/// it. A crash before the deletion copies it again at the next start: the same records
-/// again, which the last-wins reading makes harmless.
+/// Copies a store of the older layout (a sled database in `dir`) into `log`, if the log
+/// has nothing yet, then deletes it. A log with entries is the store already (the copy was
+/// made, and a crash came before the deletion): the sled files are only deleted.
 fn from_sled(dir: &Path, log: &mut Log) -> Result<(), StoreError> {
     if !crate::storage::sled::is_in(dir) {
+        return Ok(());
+    }
+    if log.end() > log::HEADER {
+        tracing::warn!(dir = %dir.display(), "subscription store: sled files beside a log with records (a copy cut short before their deletion?): the log is kept, the sled files deleted");
+        crate::storage::sled::remove_files(dir)?;
         return Ok(());
     }
     let db = sled::Config::new().path(dir).open()?;
@@ -478,7 +507,7 @@ fn from_sled(dir: &Path, log: &mut Log) -> Result<(), StoreError> {
     for item in db.iter() {
         let (k, v) = item?;
         if k.as_ref() != SLED_LAYOUT_KEY {
-            log.push(Kind::Put, &k, &v);
+            log.push(Kind::Put, &k, &v)?;
             copied += 1;
         }
     }
@@ -543,10 +572,10 @@ mod tests {
     fn fill(store: &SubscriptionStore, n: usize) {
         let mut writer = store.inner.writer.lock();
         for i in 0..n {
-            writer.log.push(Kind::Put, format!("k{i}").as_bytes(), &[i as u8; 1024]);
+            writer.log.push(Kind::Put, format!("k{i}").as_bytes(), &[i as u8; 1024]).unwrap();
         }
         for i in (0..n).filter(|i| i % 10 != 0) {
-            writer.log.push(Kind::Remove, format!("k{i}").as_bytes(), &[]);
+            writer.log.push(Kind::Remove, format!("k{i}").as_bytes(), &[]).unwrap();
         }
         writer.log.write().unwrap();
     }
@@ -564,7 +593,7 @@ mod tests {
         store.inner.maintain().unwrap();
         let after = store.size_on_disk();
         assert!(after < before / 5, "{after} of {before}");
-        let mut keys: Vec<String> = store.inner.all_records().unwrap().into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect();
+        let mut keys: Vec<String> = Inner::all_records(&store.inner.writer.lock(), &store.inner.hasher).unwrap().into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect();
         keys.sort();
         let mut want: Vec<String> = (0..10_000).step_by(10).map(|i| format!("k{i}")).collect();
         want.sort();
@@ -592,6 +621,11 @@ mod tests {
         assert_eq!(at, 9, "the refused one removed in the log too");
         store.read_back_done();
         assert!(store.is_empty() && !store.holds("k0", ""));
+        // a node whose records a survivor took over drops them all: nothing to read back
+        drop(store);
+        let store = SubscriptionStore::open(dir.path()).unwrap();
+        store.retain(|_| false);
+        assert!(store.is_empty() && store.inner.found.lock().is_none(), "the log's rewrites may begin");
         let empty = tempfile::tempdir().unwrap();
         assert!(SubscriptionStore::open(empty.path()).unwrap().inner.found.lock().is_none(), "nothing to read back: rewrites may begin");
     }
