@@ -68,17 +68,19 @@ impl Retarget {
 
 impl Dialog {
     /// The dialog an initial SUBSCRIBE from `source` creates; `domain` stands for us when we
-    /// listen on a wildcard address. None without Call-ID, To, From or Contact.
-    pub fn from_subscribe(req: &Request, source: &Source, domain: &str) -> Option<Dialog> {
-        let call_id = req.headers.get(&HeaderName::CallId)?;
-        let to = req.headers.get(&HeaderName::To)?;
-        let remote = req.headers.get(&HeaderName::From)?;
-        let remote_target = contact_uri(req)?;
+    /// listen on a wildcard address. Err (the reason of a 400) without Call-ID, To, From or
+    /// Contact, or when their texts take more than 64 KiB.
+    pub fn from_subscribe(req: &Request, source: &Source, domain: &str) -> Result<Dialog, &'static str> {
+        let header = |name, why| req.headers.get(&name).ok_or(why);
+        let call_id = header(HeaderName::CallId, "Missing Call-ID")?;
+        let to = header(HeaderName::To, "Missing To")?;
+        let remote = header(HeaderName::From, "Missing From")?;
+        let remote_target = contact_uri(req).ok_or("Missing Contact")?;
         let route = req.headers.list(&HeaderName::RecordRoute).map(|r| r.into()).collect();
         let local_tag = new_tag();
         let parts: [&str; PARTS] = [call_id.trim(), &local_tag, &to, &remote, &remote_target, &sent_by(source, domain)];
-        let (text, ends) = join(parts)?;
-        Some(Dialog { text, ends, route, target: source.reply_target(), next_cseq: 1 })
+        let (text, ends) = join(parts).ok_or("Dialog Headers Too Long")?;
+        Ok(Dialog { text, ends, route, target: source.reply_target(), next_cseq: 1 })
     }
 
     /// Follows the peer to where an in-dialog request came from (RFC 6665 §4.1.2.1: a
@@ -260,6 +262,21 @@ Contact: <sip:alice@10.0.0.1:5060;transport=tcp>\r\nRecord-Route: <sip:p1;lr>, <
 
     fn source(local: &str, conn: u64) -> Source {
         Source { protocol: Protocol::Tcp, remote: "10.0.0.1:5060".parse().unwrap(), local: local.parse().unwrap(), conn: Some(ConnId::new(conn)) }
+    }
+
+    #[test]
+    fn a_subscribe_without_contact_or_with_texts_over_64_kib_makes_no_dialog() {
+        let raw = |to: &str, contact: &str| {
+            let raw = format!("SUBSCRIBE sip:rls@example.org SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKa\r\nFrom: <sip:alice@example.org>;tag=abc\r\nTo: {to}\r\nCall-ID: c1\r\nCSeq: 1 SUBSCRIBE\r\n{contact}\r\n");
+            let Ok(Message::Request(req)) = parse_message(Bytes::from(raw)) else { panic!("parses") };
+            req
+        };
+        let contact = "Contact: <sip:alice@10.0.0.1:5060>\r\n";
+        let at = source("192.0.2.1:5070", 1);
+        assert_eq!(Dialog::from_subscribe(&raw("<sip:rls@example.org>", ""), &at, "example.org").err(), Some("Missing Contact"));
+        let long = format!("<sip:rls@example.org;x={}>", "a".repeat(70_000));
+        assert_eq!(Dialog::from_subscribe(&raw(&long, contact), &at, "example.org").err(), Some("Dialog Headers Too Long"));
+        assert!(Dialog::from_subscribe(&raw(&long[..60_000], contact), &at, "example.org").is_ok());
     }
 
     #[test]

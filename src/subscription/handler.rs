@@ -133,7 +133,7 @@ async fn new_subscription(
         check_fits(req, format, &list.entries)?;
     }
     let permit = shared.limits.subscribe(&identity.uri, source.remote.ip(), list.entries.len()).map_err(|r| crate::core::refused(req, &r))?.marked_single(list.single);
-    let dialog = Dialog::from_subscribe(req, source, &config.domain).ok_or_else(|| Response::with_reason(req, 400, "Missing Contact"))?;
+    let dialog = Dialog::from_subscribe(req, source, &config.domain).map_err(|why| Response::with_reason(req, 400, why))?;
     let names = Names::new(req.uri.as_str(), identity.uri.as_str());
     let entries = discover(shared, identity, list.entries).await.ok_or_else(|| Response::to(req, 500))?;
     let mut resp = Response::to(req, 200)
