@@ -78,8 +78,6 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     pub offset: u64,
-    /// Its bytes in the file, frame included.
-    pub size: u64,
     pub kind: Kind,
     pub key: &'a [u8],
     pub value: &'a [u8],
@@ -125,10 +123,6 @@ impl Log {
             file.sync_all().map_err(io)?;
         }
         Ok((Log { path: path.into(), file, layout, end, buffer: Vec::new() }, Opened { dropped: size - end }))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Where the next entry will start: the log's size once written.
@@ -239,18 +233,12 @@ fn entry_at<'a>(file: &File, offset: u64, buffer: &'a mut Vec<u8>) -> io::Result
 fn raw_at(file: &File, offset: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
     let mut frame = [0u8; FRAME];
     file.read_exact_at(&mut frame, offset)?;
-    let (len, crc) = lengths(&frame);
-    if len > MAX_ENTRY {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no entry at offset {offset}")));
-    }
+    let (len, crc) = lengths(&frame, offset)?;
     buffer.clear();
     buffer.extend_from_slice(&frame);
-    buffer.resize(FRAME + len as usize, 0);
+    buffer.resize(FRAME + len, 0);
     file.read_exact_at(&mut buffer[FRAME..], offset + FRAME as u64)?;
-    if crc32fast::hash(&buffer[FRAME..]) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {offset}")));
-    }
-    Ok(())
+    check(&buffer[FRAME..], crc, offset)
 }
 
 /// Reads a log: from the start ([`scan`](Self::scan)) or one entry where a scan saw it.
@@ -327,18 +315,15 @@ impl Scan<'_> {
             Ok(_) => {}
             Err(e) => return Some(Err(e)),
         }
-        let (len, crc) = lengths(&frame);
-        if len > MAX_ENTRY {
-            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, format!("entry at offset {at} claims {len} bytes"))));
-        }
-        self.entry.resize(len as usize, 0);
-        if let Err(e) = self.input.read_exact(&mut self.entry) {
+        let (len, crc) = match lengths(&frame, at) {
+            Ok(lc) => lc,
+            Err(e) => return Some(Err(e)),
+        };
+        self.entry.resize(len, 0);
+        if let Err(e) = self.input.read_exact(&mut self.entry).and_then(|()| check(&self.entry, crc, at)) {
             return Some(Err(e));
         }
-        if crc32fast::hash(&self.entry) != crc {
-            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {at}"))));
-        }
-        self.offset = at + (FRAME + len as usize) as u64;
+        self.offset = at + (FRAME + len) as u64;
         Some(parse(at, &self.entry).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {at}"))))
     }
 }
@@ -448,8 +433,8 @@ fn check_header(file: &File, path: &Path, layout: u32) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Frames an entry onto `out` (`push` has checked its sizes).
 fn frame(out: &mut Vec<u8>, kind: Kind, key: &[u8], value: &[u8]) {
-    let key = &key[..key.len().min(u16::MAX as usize)];
     let start = out.len();
     out.extend_from_slice(&[0; FRAME]);
     out.push(kind.byte());
@@ -462,8 +447,23 @@ fn frame(out: &mut Vec<u8>, kind: Kind, key: &[u8], value: &[u8]) {
     out[start + 4..start + FRAME].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn lengths(frame: &[u8; FRAME]) -> (u32, u32) {
-    (u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]), u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]))
+/// The body length and checksum a frame (at `offset`) gives; a length past `MAX_ENTRY` is
+/// damage.
+fn lengths(frame: &[u8; FRAME], offset: u64) -> io::Result<(usize, u32)> {
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    if len > MAX_ENTRY {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("entry at offset {offset} claims {len} bytes")));
+    }
+    Ok((len as usize, u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]])))
+}
+
+/// Whether an entry's body (at `offset`) matches its frame's checksum.
+fn check(body: &[u8], crc: u32, offset: u64) -> io::Result<()> {
+    if crc32fast::hash(body) == crc {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged entry at offset {offset}")))
+    }
 }
 
 /// An entry's body (after the frame), or None when it does not hold together.
@@ -476,7 +476,7 @@ fn parse(offset: u64, body: &[u8]) -> Option<Entry<'_>> {
         return None;
     }
     let (key, value) = rest.split_at(key_len);
-    Some(Entry { offset, size: (FRAME + body.len()) as u64, kind, key, value })
+    Some(Entry { offset, kind, key, value })
 }
 
 /// Reads until `buf` is full or the input ends; the count read.

@@ -14,7 +14,7 @@
 //! the user. Charges and resets are serialised by one lock (one process holds the file).
 
 use super::budgets::{hashes_from_bytes, hashes_to_bytes, BudgetError, BudgetStore, Charge, Hash, Saved, TokenBucket};
-use super::log::{live_entries, Kind, Live, Log, Tally, HEADER};
+use super::log::{live_entries, Kind, Live, Log, Tally};
 use super::StorageError;
 use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
@@ -54,7 +54,7 @@ impl LogBudgets {
         if opened.dropped > 0 {
             tracing::warn!(bytes = opened.dropped, "budget store: the end of the log was cut short (a crash while writing); the records before it are kept");
         }
-        from_sled(dir, &mut log)?;
+        super::sled::carry_into(dir, &mut log, "budget store", |put| super::sled::SledBudgets::each_record(dir, put))?;
         let hasher = RandomState::new();
         let live = live_entries(&log.reader()?, &hasher)?;
         let mut state = State { log, live, hasher, unsynced: false, buffer: Vec::new() };
@@ -72,34 +72,6 @@ impl LogBudgets {
         std::thread::Builder::new().name("budget-store".into()).spawn(move || maintain(weak))?;
         Ok(LogBudgets { state, salt })
     }
-}
-
-/// Copies a store of the older layout (sled, in `dir`) into `log` if the log has nothing
-/// yet, then deletes it. A log with entries is the store already (the copy was made, and a
-/// crash came before the deletion): its salt must not be replaced, so the sled files are
-/// only deleted.
-fn from_sled(dir: &Path, log: &mut Log) -> Result<(), BudgetError> {
-    if !super::sled::is_in(dir) {
-        return Ok(());
-    }
-    if log.end() > HEADER {
-        tracing::warn!(dir = %dir.display(), "budget store: sled files beside a log with records (a copy cut short before their deletion?): the log is kept, the sled files deleted");
-        return Ok(super::sled::remove_files(dir)?);
-    }
-    let mut refused = None;
-    let copied = super::sled::SledBudgets::copy_into(dir, &mut |key, value| {
-        if let Err(e) = log.push(Kind::Put, key, value) {
-            refused.get_or_insert(e);
-        }
-    })?;
-    if let Some(e) = refused {
-        return Err(e.into());
-    }
-    log.write()?;
-    log.sync()?;
-    super::sled::remove_files(dir)?;
-    tracing::info!(accounts = copied.unwrap_or(0), "budget store: the records of the older layout (sled) copied into the log");
-    Ok(())
 }
 
 impl State {

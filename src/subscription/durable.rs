@@ -192,7 +192,7 @@ impl SubscriptionStore {
         if opened.dropped > 0 {
             tracing::warn!(bytes = opened.dropped, "subscription store: the end of the log was cut short (a crash while writing); the records before it are kept");
         }
-        from_sled(dir, &mut log)?;
+        crate::storage::sled::carry_into(dir, &mut log, "subscription store", |put| sled_records(dir, put))?;
         let hasher = RandomState::new();
         let reader = log.reader()?;
         let live = log::live_entries(&reader, &hasher)?;
@@ -486,37 +486,23 @@ impl Inner {
     }
 }
 
-/// Copies a store of the older layout (a sled database in `dir`) into `log`, if the log
-/// has nothing yet, then deletes it. A log with entries is the store already (the copy was
-/// made, and a crash came before the deletion): the sled files are only deleted.
-fn from_sled(dir: &Path, log: &mut Log) -> Result<(), StoreError> {
-    if !crate::storage::sled::is_in(dir) {
-        return Ok(());
-    }
-    if log.end() > log::HEADER {
-        tracing::warn!(dir = %dir.display(), "subscription store: sled files beside a log with records (a copy cut short before their deletion?): the log is kept, the sled files deleted");
-        crate::storage::sled::remove_files(dir)?;
-        return Ok(());
-    }
+/// The records of a store of the older layout (a sled database in `dir`, for
+/// `storage::sled::carry_into`): each put; how many. Another layout is refused.
+fn sled_records(dir: &Path, put: &mut dyn FnMut(&[u8], &[u8])) -> Result<u64, StoreError> {
     let db = sled::Config::new().path(dir).open()?;
     let found = db.get(SLED_LAYOUT_KEY)?.map(|v| v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0));
     if let Some(found) = found.filter(|&f| f != LAYOUT) {
         return Err(StoreError::Layout { path: dir.display().to_string(), found });
     }
-    let mut copied = 0u64;
+    let mut copied = 0;
     for item in db.iter() {
         let (k, v) = item?;
         if k.as_ref() != SLED_LAYOUT_KEY {
-            log.push(Kind::Put, &k, &v)?;
+            put(&k, &v);
             copied += 1;
         }
     }
-    log.write()?;
-    log.sync()?;
-    drop(db);
-    crate::storage::sled::remove_files(dir)?;
-    tracing::info!(copied, "subscription store: the records of the older layout (sled) copied into the log");
-    Ok(())
+    Ok(copied)
 }
 
 /// The writer thread: applies the noted changes every `BATCH_MS` while the store lives.

@@ -56,14 +56,10 @@ impl SledBudgets {
         })
     }
 
-    /// Copies a store of this layout in `dir`, if there is one, as the records of
-    /// `storage::log_budgets` (`put(key, value)`: the salt under the empty key, each
-    /// account's bucket followed by its hashes); returns how many accounts. The caller
-    /// deletes it ([`super::remove_files`]) once they are safe.
-    pub fn copy_into(dir: &Path, put: &mut dyn FnMut(&[u8], &[u8])) -> Result<Option<u64>, BudgetError> {
-        if !super::is_in(dir) {
-            return Ok(None);
-        }
+    /// The store of this layout in `dir` as the records of `storage::log_budgets`
+    /// (`put(key, value)`: the salt under the empty key, each account's bucket followed by
+    /// its hashes); returns how many accounts ([`super::carry_into`] calls it).
+    pub fn each_record(dir: &Path, put: &mut dyn FnMut(&[u8], &[u8])) -> Result<u64, BudgetError> {
         let old = SledBudgets::open(dir)?;
         put(&[], &old.salt);
         let mut accounts = 0;
@@ -73,7 +69,7 @@ impl SledBudgets {
             put(&account, &[bucket.as_ref(), &hashes].concat());
             accounts += 1;
         }
-        Ok(Some(accounts))
+        Ok(accounts)
     }
 
     /// The sorted hashes of the numbers `account` was charged for.
