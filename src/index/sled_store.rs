@@ -165,21 +165,12 @@ impl SledBindings {
     /// another process has it open.
     pub(super) fn open(dir: &Path, options: &OpenOptions) -> Result<SledBindings, IndexError> {
         std::fs::create_dir_all(dir)?;
-        // sled releases its lock when its last background task ends, which can be a moment
-        // after the previous handle was dropped: retry briefly before saying "locked".
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        // (waits a moment for a handle just dropped: `storage::sled::open`)
         let config = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(SLED_CACHE_BYTES);
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(IndexError::Locked { path: dir.to_path_buf() });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                Err(other) => return Err(other.into()),
-            }
+        let db = match crate::storage::sled::open(&config) {
+            Ok(db) => db,
+            Err(sled::Error::Io(ref io)) if crate::storage::sled::is_lock_error(io) => return Err(IndexError::Locked { path: dir.to_path_buf() }),
+            Err(other) => return Err(other.into()),
         };
         let tree = db.open_tree("bindings")?;
         let store = SledBindings {

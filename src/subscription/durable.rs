@@ -489,7 +489,7 @@ impl Inner {
 /// The records of a store of the older layout (a sled database in `dir`, for
 /// `storage::sled::carry_into`): each put; how many. Another layout is refused.
 fn sled_records(dir: &Path, put: &mut dyn FnMut(&[u8], &[u8])) -> Result<u64, StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = crate::storage::sled::open(&sled::Config::new().path(dir))?;
     let found = db.get(SLED_LAYOUT_KEY)?.map(|v| v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0));
     if let Some(found) = found.filter(|&f| f != LAYOUT) {
         return Err(StoreError::Layout { path: dir.display().to_string(), found });

@@ -53,7 +53,7 @@ impl SledAccounts {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledAccounts, AccountError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
+        let db = super::open(&sled::Config::new().path(dir).cache_capacity(16 << 20))?;
         Ok(SledAccounts {
             accounts: db.open_tree("accounts")?,
             by_number: db.open_tree("by_number")?,

@@ -40,7 +40,7 @@ impl SledAddressBooks {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledAddressBooks, BookError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(1 << 20).open()?;
+        let db = super::open(&sled::Config::new().path(dir).cache_capacity(1 << 20))?;
         Ok(SledAddressBooks { books: db.open_tree("books")?, logs: db.open_tree("logs")?, db })
     }
 }

@@ -37,7 +37,7 @@ impl SledBudgets {
         // A small cache: the store is written once per new list SUBSCRIBE and read back only on
         // the next one; with 16 MiB, sled's cache of 100,000 new accounts was ~160 bytes
         // of every held subscription.
-        let db = sled::Config::new().path(dir).cache_capacity(2 << 20).open()?;
+        let db = super::open(&sled::Config::new().path(dir).cache_capacity(2 << 20))?;
         let salt = match db.get(SALT_KEY)? {
             Some(v) if v.len() == 16 => v.as_ref().try_into().unwrap_or([0; 16]),
             _ => {

@@ -58,6 +58,26 @@ pub fn carry_into<E: From<std::io::Error>>(
     Ok(())
 }
 
+/// Opens a sled database, waiting up to two seconds for the lock on its files: sled lets
+/// go of a database this process has just closed only when its flusher thread ends, which
+/// on a loaded machine can come after an immediate reopen (a store reopened at once).
+pub fn open(config: &sled::Config) -> sled::Result<sled::Db> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if is_lock_error(&e) && std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// Whether sled failed to open because another handle holds the database.
+pub fn is_lock_error(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 /// Whether `dir` holds a sled database (a store of an older layout, to copy out).
 pub fn is_in(dir: &std::path::Path) -> bool {
     dir.join("conf").exists() || dir.join("db").exists()

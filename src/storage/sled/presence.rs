@@ -68,7 +68,7 @@ impl SledPublications {
     /// Opens (or creates) the store and puts its state back in memory; returns it with the
     /// receiving end of its change channel.
     pub fn open(dir: &Path) -> Result<(SledPublications, mpsc::UnboundedReceiver<Box<str>>), StorageError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).cache_capacity(1 << 20).open()?;
+        let db = super::open(&sled::Config::new().path(dir).flush_every_ms(Some(500)).cache_capacity(1 << 20))?;
         let (memory, rx) = MemoryPublications::new();
         let store = SledPublications {
             publications: db.open_tree("publications_v2")?,
@@ -274,14 +274,7 @@ mod tests {
             PublicationStore::remove(&store, "sip:carol@example.org", &gone).unwrap();
             store.flush().unwrap();
         }
-        // sled lets go of its files when its flusher thread does: a reopen at once can
-        // find them still held on a loaded machine
-        let reopen = || SledPublications::open(dir.path());
-        let (store, _rx) = reopen().or_else(|_| {
-            std::thread::sleep(Duration::from_secs(1));
-            reopen()
-        })
-        .unwrap();
+        let (store, _rx) = SledPublications::open(dir.path()).unwrap();
         assert_eq!(store.live(BOB).unwrap().doc.as_deref(), Some(&doc));
         let carol = store.live("sip:carol@example.org").unwrap();
         assert!(!carol.online);

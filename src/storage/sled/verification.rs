@@ -43,7 +43,7 @@ impl SledVerifications {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledVerifications, StateError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
+        let db = super::open(&sled::Config::new().path(dir).cache_capacity(16 << 20))?;
         Ok(SledVerifications {
             pending: db.open_tree("pending")?,
             refs: db.open_tree("refs")?,
