@@ -12,10 +12,13 @@
 #       # live heap by allocation site when the server is killed after the settle, in
 #       # /tmp/sp-memory-heaptrack/ (heaptrack cannot see mimalloc: build the server with
 #       # the system allocator, see BENCHMARKS.md "Memory per held subscription")
+#   bash benches/memory.sh --smaps /tmp/sp-smaps
+#       # the server's /proc/PID/smaps before the hold and after the settle (which
+#       # mappings grew: the allocator's, the thread stacks', the files')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-HOLD=100000 BINDINGS=100000 SETTLE=35 HEAPTRACK=0 BUILD=1 RATE=2000
+HOLD=100000 BINDINGS=100000 SETTLE=35 HEAPTRACK=0 BUILD=1 RATE=2000 SMAPS=
 while [ $# -gt 0 ]; do
   case $1 in
     --hold) HOLD=$2; shift ;;
@@ -23,8 +26,9 @@ while [ $# -gt 0 ]; do
     --settle) SETTLE=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --heaptrack) HEAPTRACK=1 ;;
+    --smaps) SMAPS=$2; shift ;;
     --no-build) BUILD=0 ;;
-    *) echo "usage: $0 [--hold N] [--bindings N] [--settle S] [--rate PER_S] [--heaptrack] [--no-build]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hold N] [--bindings N] [--settle S] [--rate PER_S] [--heaptrack] [--smaps DIR] [--no-build]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -88,10 +92,12 @@ answering || { echo "the server does not answer OPTIONS; log:"; cat "$WORK/serve
 PID=$SP_PID
 if [ "$HEAPTRACK" = 1 ]; then PID=$(pgrep -P "$SP_PID" -f " serve --config" | head -1); fi
 echo "== $(uptime)"
+if [ -n "$SMAPS" ]; then mkdir -p "$SMAPS"; cp "/proc/$PID/smaps" "$SMAPS/before.txt"; fi
 echo "== memory: $HOLD list subscriptions of 100 numbers held, $BINDINGS bindings"
 "$FAN" hold --target "127.0.0.1:$SP_PORT" --count "$HOLD" --lines 1000 --server-pid "$PID" --settle "$SETTLE" --rate "$RATE"
 echo "== $(uptime)"
 grep -E 'VmRSS|VmHWM' "/proc/$PID/status"
+if [ -n "$SMAPS" ]; then cp "/proc/$PID/smaps" "$SMAPS/after.txt"; echo "smaps: $SMAPS/before.txt, $SMAPS/after.txt"; fi
 if [ "$HEAPTRACK" = 1 ]; then
   # Killed, not stopped: what is still allocated shows as leaked, i.e. the live heap now.
   kill -9 "$PID"; wait "$SP_PID" || true; SP_PID=

@@ -52,6 +52,7 @@ pub mod http_listener;
 pub mod identity;
 pub mod index;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod notification;
 pub mod presence;

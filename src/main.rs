@@ -7,6 +7,8 @@ use smart_presence::cli::bindings::BindingsCommand;
 use smart_presence::server::Server;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -16,8 +18,61 @@ use tracing_subscriber::EnvFilter;
 /// in a whole huge page, sometimes after a synchronous compaction, which stalled a worker
 /// for 20-200 ms (500-number first NOTIFY p99 up to 57 ms instead of 2.5 ms) and left
 /// partly used huge pages in RSS (~200 B more per held subscription).
+///
+/// Long-lived state (`smart_presence::memory::long_lived`) comes from a mimalloc heap of
+/// its own, so that the pages of short-lived buffers empty out and go back to the kernel.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Routed = Routed;
+
+/// The heap of long-lived state; null until `main` makes it.
+static LONG_LIVED_HEAP: AtomicPtr<libmimalloc_sys::mi_heap_t> = AtomicPtr::new(std::ptr::null_mut());
+
+/// mimalloc, with long-lived allocations in their own heap (mimalloc v3 heaps serve any
+/// thread; `mi_free` frees a block of any heap).
+struct Routed;
+
+impl Routed {
+    fn long_lived_heap() -> Option<*mut libmimalloc_sys::mi_heap_t> {
+        let heap = LONG_LIVED_HEAP.load(Ordering::Relaxed);
+        (!heap.is_null() && smart_presence::memory::is_long_lived()).then_some(heap)
+    }
+}
+
+// SAFETY: every block comes from mimalloc (the default or the long-lived heap) with the
+// layout's size and alignment, and `mi_free` (`MiMalloc::dealloc`) frees blocks of any heap.
+unsafe impl GlobalAlloc for Routed {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match Self::long_lived_heap() {
+            Some(heap) => unsafe { libmimalloc_sys::mi_heap_malloc_aligned(heap, layout.size(), layout.align()).cast() },
+            None => unsafe { mimalloc::MiMalloc.alloc(layout) },
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match Self::long_lived_heap() {
+            Some(heap) => unsafe { libmimalloc_sys::mi_heap_zalloc_aligned(heap, layout.size(), layout.align()).cast() },
+            None => unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) },
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        match Self::long_lived_heap() {
+            Some(heap) => unsafe { libmimalloc_sys::mi_heap_realloc_aligned(heap, ptr.cast(), new_size, layout.align()).cast() },
+            None => unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) },
+        }
+    }
+}
+
+/// Makes the long-lived heap; first thing in `main`, before any other thread.
+fn make_long_lived_heap() {
+    // SAFETY: creates an empty heap; mimalloc is initialised on first use.
+    let heap = unsafe { libmimalloc_sys::mi_heap_new() };
+    LONG_LIVED_HEAP.store(heap, Ordering::Relaxed);
+}
 
 /// mimalloc's `mi_option_purge_delay` (its `mi_option_t` in v2 and v3; libmimalloc-sys
 /// names no constant for it).
@@ -152,6 +207,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     purge_freed_memory_at_once();
+    make_long_lived_heap();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -227,3 +283,4 @@ mod tests {
         assert!(shown("info,=[").is_none(), "an invalid filter falls back");
     }
 }
+

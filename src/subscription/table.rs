@@ -139,10 +139,10 @@ impl Table {
         }
     }
 
-    fn watchers(&self, key: &Key) -> &[SubId] {
+    fn watchers(&self, key: &Key) -> Vec<SubId> {
         match key {
             Key::Phone(n) => self.phones.watchers(*n),
-            Key::Sip(uri) => self.sips.get(uri).map_or(&[], Watchers::ids),
+            Key::Sip(uri) => self.sips.get(uri).map_or(Vec::new(), |w| w.ids().to_vec()),
         }
     }
 }
@@ -167,15 +167,17 @@ impl Subscriptions {
         let handle = Handle::default();
         let due = self.seconds(expires_at);
         let (phones, others) = phones_apart(keys);
-        let mut t = self.inner.lock();
-        let dialog = t.dialog_key(call_id, local_tag);
-        t.by_dialog.insert(dialog, id);
-        t.handles.insert(id, handle.clone());
-        t.expiry.push(Reverse((due, id)));
-        t.phones.watch_all(&phones, id);
-        for key in others {
-            t.watch(key, id);
-        }
+        crate::memory::long_lived(|| {
+            let mut t = self.inner.lock();
+            let dialog = t.dialog_key(call_id, local_tag);
+            t.by_dialog.insert(dialog, id);
+            t.handles.insert(id, handle.clone());
+            t.expiry.push(Reverse((due, id)));
+            t.phones.watch_all(&phones, id);
+            for key in others {
+                t.watch(key, id);
+            }
+        });
         (id, handle)
     }
 
@@ -225,6 +227,11 @@ impl Subscriptions {
 
     /// Forgets a subscription; `keys` are the ones it was registered with.
     pub fn remove(&self, id: SubId, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) {
+        crate::memory::long_lived(|| self.forget(id, call_id, local_tag, keys));
+    }
+
+    /// `remove`, among long-lived allocations: the index shrinks its buckets into new ones.
+    fn forget(&self, id: SubId, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) {
         let mut t = self.inner.lock();
         let dialog = t.dialog_key(call_id, local_tag);
         if t.by_dialog.get(&dialog) == Some(&id) {
@@ -264,7 +271,8 @@ impl Subscriptions {
         self.len() == 0
     }
 
-    /// Number of distinct keys watched (for stats and tests).
+    /// Entries of the reverse index: (number, subscription) pairs and SIP URIs watched
+    /// (for stats and tests).
     pub fn watched_keys(&self) -> usize {
         let t = self.inner.lock();
         t.phones.len() + t.sips.len()

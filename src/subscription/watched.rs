@@ -91,15 +91,19 @@ impl WatchedList {
         WatchedList::pack(&prefix, &suffix, &encode(&templated), others.into())
     }
 
-    /// The parts in one allocation; `prefix` and `suffix` must pass `fits_offsets`.
+    /// The parts in one allocation; `prefix` and `suffix` must pass `fits_offsets`. The
+    /// list is kept as long as its subscription: it is allocated among long-lived state
+    /// (`crate::memory`), away from the request's buffers.
     fn pack(prefix: &str, suffix: &str, gaps: &[u8], others: Others) -> WatchedList {
-        let mut packed = Vec::with_capacity(prefix.len() + suffix.len() + gaps.len());
-        packed.extend_from_slice(prefix.as_bytes());
-        packed.extend_from_slice(suffix.as_bytes());
-        packed.extend_from_slice(gaps);
-        let (prefix_end, suffix_end) = (prefix.len() as u32, (prefix.len() + suffix.len()) as u32);
-        let others = (!others.is_empty()).then(|| Box::new(others));
-        WatchedList { packed: packed.into(), prefix_end, suffix_end, others }
+        crate::memory::long_lived(|| {
+            let mut packed = Vec::with_capacity(prefix.len() + suffix.len() + gaps.len());
+            packed.extend_from_slice(prefix.as_bytes());
+            packed.extend_from_slice(suffix.as_bytes());
+            packed.extend_from_slice(gaps);
+            let (prefix_end, suffix_end) = (prefix.len() as u32, (prefix.len() + suffix.len()) as u32);
+            let others = (!others.is_empty()).then(|| Box::new(others));
+            WatchedList { packed: packed.into(), prefix_end, suffix_end, others }
+        })
     }
 
     fn others(&self) -> &[(Box<str>, Option<Key>)] {
