@@ -1,7 +1,7 @@
 //! The reverse index from watched numbers to the subscriptions watching them, packed: a
 //! million subscriptions of a hundred numbers are a hundred million entries, so each is
 //! 6 bytes (a 16-bit fingerprint of the number, a 4-byte subscription id) in a sorted
-//! array with a few percent of room, not a hash table's slot at a load of 0.7-0.9 nor a
+//! array with less than a chunk of room, not a hash table's slot at a load of 0.7-0.9 nor a
 //! `HashMap` entry (40-60 bytes).
 //!
 //! Why a fingerprint and not the number: this index only says whom to wake. A number
@@ -16,12 +16,13 @@
 //! secret, so clients cannot choose numbers that collide.
 //!
 //! A bucket is sorted by (fingerprint, id) up to `sorted`; new entries go after it,
-//! unsorted, into the room left by the last reallocation. When the room is used up the
-//! bucket is sorted into a new allocation with room for a sixteenth more: an insert moves
-//! no entry (a million subscriptions read back at start insert a hundred million), and
-//! the room costs ~3% on average. Buckets are fixed in number: nothing is ever rehashed
-//! under the subscription table's lock. At a million subscriptions a bucket holds ~1,500
-//! entries (9 KB); removing one moves half of them.
+//! unsorted, and once they outnumber an eighth of the sorted ones the bucket is sorted
+//! again: an insert moves no entry (a million subscriptions read back at start insert a
+//! hundred million). A bucket's entries sit in chunks of one size (192 bytes), so a bucket
+//! that grows takes one more chunk and frees none, and the allocator's pages of chunks stay
+//! full. Buckets are fixed in number: nothing is ever rehashed under the subscription
+//! table's lock. At a million subscriptions a bucket holds ~1,500 entries (47 chunks);
+//! removing one moves half of them.
 
 use crate::numbers::E164;
 use std::collections::hash_map::RandomState;
@@ -84,7 +85,7 @@ impl PhoneIndex {
 
     /// Bytes held by the entries, beside the fixed bucket table (tests and stats).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.iter().map(|b| b.entries.capacity() * std::mem::size_of::<Entry>()).sum()
+        self.buckets.iter().map(Bucket::heap_bytes).sum()
     }
 
     /// Subscription `id` watches `n` (again: no change).
@@ -142,32 +143,98 @@ impl PhoneIndex {
     }
 }
 
-/// One bucket: entries sorted up to `sorted`, unsorted after it.
+/// `a` and `b`, both sorted, into `out`, sorted.
+fn merge(a: &[Entry], b: &[Entry], out: &mut Vec<Entry>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
+/// Entries in a chunk: 192 bytes, one of the allocator's size classes.
+const CHUNK: usize = 32;
+
+/// One bucket: entries sorted up to `sorted`, unsorted after it, in chunks of the same
+/// size. A bucket grows a chunk at a time and never moves to a bigger allocation: buckets
+/// that grew through every size class left a few blocks behind in each class's pages,
+/// which then could not go back to the kernel (~260 bytes a subscription at 100,000).
 #[derive(Default)]
 struct Bucket {
-    entries: Vec<Entry>,
+    chunks: Vec<Box<[Entry; CHUNK]>>,
+    len: u32,
     sorted: u32,
 }
 
 impl Bucket {
-    fn sorted(&self) -> &[Entry] {
-        &self.entries[..self.sorted as usize]
+    fn len(&self) -> usize {
+        self.len as usize
     }
 
-    fn unsorted(&self) -> &[Entry] {
-        &self.entries[self.sorted as usize..]
+    fn get(&self, at: usize) -> Entry {
+        self.chunks[at / CHUNK][at % CHUNK]
+    }
+
+    fn set(&mut self, at: usize, e: Entry) {
+        self.chunks[at / CHUNK][at % CHUNK] = e;
+    }
+
+    /// The entries from `from` to `to`, chunk by chunk.
+    fn slices(&self, from: usize, to: usize) -> impl Iterator<Item = &[Entry]> + '_ {
+        let mut at = from;
+        std::iter::from_fn(move || {
+            let (chunk, first) = (at / CHUNK, at % CHUNK);
+            let n = (CHUNK - first).min(to.saturating_sub(at));
+            at += n;
+            (n > 0).then(|| &self.chunks[chunk][first..first + n])
+        })
+    }
+
+    fn entries(&self, from: usize, to: usize) -> impl Iterator<Item = Entry> + '_ {
+        self.slices(from, to).flatten().copied()
+    }
+
+    fn unsorted(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.entries(self.sorted as usize, self.len())
+    }
+
+    /// The first sorted entry for which `before` is false (the sorted part is ordered).
+    fn partition_point(&self, before: impl Fn(Entry) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.sorted as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if before(self.get(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Where `e` is in the sorted part.
+    fn find_sorted(&self, e: Entry) -> Option<usize> {
+        let at = self.partition_point(|x| x < e);
+        (at < self.sorted as usize && self.get(at) == e).then_some(at)
     }
 
     /// A read of the bucket's first and last entries, which brings them into the cache.
     fn peek(&self) -> u16 {
-        match (self.entries.first(), self.entries.last()) {
-            (Some(a), Some(z)) => a.print ^ z.id[1],
-            _ => 0,
+        match self.len() {
+            0 => 0,
+            n => self.get(0).print ^ self.get(n - 1).id[1],
         }
     }
 
     fn contains(&self, e: Entry) -> bool {
-        self.sorted().binary_search(&e).is_ok() || self.unsorted().contains(&e)
+        self.find_sorted(e).is_some() || self.unsorted().any(|x| x == e)
     }
 
     /// Adds `e` unless it is there; true when added.
@@ -179,79 +246,99 @@ impl Bucket {
         true
     }
 
-    /// Adds `e`, known not to be there.
+    /// Adds `e`, known not to be there. Once the unsorted part outgrows an eighth of the
+    /// sorted one, or a chunk (lookups read it all), the bucket is sorted again.
     fn push_new(&mut self, e: Entry) {
         debug_assert!(!self.contains(e), "a new subscription's entry is already in the index");
-        if self.entries.len() == self.entries.capacity() {
-            self.sort_into_new(self.entries.len() + 1);
+        let at = self.len();
+        if at == self.chunks.len() * CHUNK {
+            self.chunks.push(Box::new([e; CHUNK]));
         }
-        self.entries.push(e);
+        self.set(at, e);
+        self.len += 1;
+        if self.len - self.sorted > (self.sorted / 8).max(CHUNK as u32) {
+            self.sort();
+        }
     }
 
     /// Removes `e`; true when it was there.
     fn remove(&mut self, e: Entry) -> bool {
-        if let Ok(at) = self.sorted().binary_search(&e) {
-            self.entries.remove(at);
+        let in_unsorted = || self.unsorted().position(|x| x == e).map(|at| self.sorted as usize + at);
+        if let Some(at) = self.find_sorted(e) {
+            self.shift_out(at);
             self.sorted -= 1;
-        } else if let Some(at) = self.unsorted().iter().position(|x| *x == e) {
-            self.entries.swap_remove(self.sorted as usize + at);
+        } else if let Some(at) = in_unsorted() {
+            self.set(at, self.get(self.len() - 1));
         } else {
             return false;
         }
-        let len = self.entries.len();
-        if len == 0 {
-            *self = Bucket::default();
-        } else if len * 2 < self.entries.capacity() {
-            self.sort_into_new(len);
-        }
+        self.len -= 1;
+        self.release_spare();
         true
     }
 
+    /// Moves every entry after `at` one place down (the last place is then spare).
+    fn shift_out(&mut self, at: usize) {
+        let last = self.len() - 1;
+        let (mut chunk, mut from) = (at / CHUNK, at % CHUNK);
+        while chunk < last / CHUNK {
+            self.chunks[chunk].copy_within(from + 1.., from);
+            self.chunks[chunk][CHUNK - 1] = self.chunks[chunk + 1][0];
+            (chunk, from) = (chunk + 1, 0);
+        }
+        self.chunks[chunk].copy_within(from + 1..=last % CHUNK, from);
+    }
+
+    /// Frees a chunk no entry uses, and the chunk list's room once mostly unused.
+    fn release_spare(&mut self) {
+        if self.len == 0 {
+            *self = Bucket::default();
+            return;
+        }
+        if self.chunks.len() * CHUNK >= self.len() + CHUNK {
+            self.chunks.pop();
+        }
+        if self.chunks.capacity() > 2 * self.chunks.len() + 2 {
+            self.chunks.shrink_to_fit();
+        }
+    }
+
     fn watchers(&self, print: Print) -> Vec<SubId> {
-        let sorted = self.sorted();
-        let from = sorted.partition_point(|e| e.print < print);
-        let mut ids: Vec<SubId> = sorted[from..].iter().take_while(|e| e.print == print).map(|e| e.id()).collect();
+        let from = self.partition_point(|e| e.print < print);
+        let sorted = self.entries(from, self.sorted as usize).take_while(|e| e.print == print);
+        let mut ids: Vec<SubId> = sorted.map(Entry::id).collect();
         let before = ids.len();
-        ids.extend(self.unsorted().iter().filter(|e| e.print == print).map(|e| e.id()));
+        ids.extend(self.unsorted().filter(|e| e.print == print).map(Entry::id));
         if ids.len() > before {
             ids.sort_unstable();
         }
         ids
     }
 
-    /// Moves every entry, sorted, into a new allocation with room for `want` entries and
-    /// a sixteenth more (rounded up to the allocator's size class, which would hold the
-    /// difference anyway).
-    fn sort_into_new(&mut self, want: usize) {
-        let unsorted_from = self.sorted as usize;
-        self.entries[unsorted_from..].sort_unstable();
-        let cap = room_for(want + want / 16);
-        let mut merged = Vec::with_capacity(cap);
-        let (sorted, unsorted) = self.entries.split_at(unsorted_from);
-        let (mut i, mut j) = (0, 0);
-        while i < sorted.len() && j < unsorted.len() {
-            if sorted[i] <= unsorted[j] {
-                merged.push(sorted[i]);
-                i += 1;
-            } else {
-                merged.push(unsorted[j]);
-                j += 1;
-            }
+    /// Sorts the unsorted part into the sorted one, through copies of the bucket (the
+    /// thread's scratch space: a bucket at a million subscriptions is ~9 KB).
+    fn sort(&mut self) {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<Entry>, Vec<Entry>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
         }
-        merged.extend_from_slice(&sorted[i..]);
-        merged.extend_from_slice(&unsorted[j..]);
-        self.sorted = merged.len() as u32;
-        self.entries = merged;
+        SCRATCH.with_borrow_mut(|(all, merged)| {
+            all.clear();
+            self.slices(0, self.len()).for_each(|s| all.extend_from_slice(s));
+            let (sorted, unsorted) = all.split_at_mut(self.sorted as usize);
+            unsorted.sort_unstable();
+            merged.clear();
+            merge(sorted, unsorted, merged);
+            for (chunk, part) in self.chunks.iter_mut().zip(merged.chunks(CHUNK)) {
+                chunk[..part.len()].copy_from_slice(part);
+            }
+        });
+        self.sorted = self.len;
     }
-}
 
-/// Entries for at least `n`, filling the allocator's size class: mimalloc rounds a request
-/// up to one of four sizes per power of two, and the rest would be held unused.
-fn room_for(n: usize) -> usize {
-    let size = std::mem::size_of::<Entry>();
-    // SAFETY: `mi_good_size` only computes a size; it touches no memory.
-    let good = unsafe { libmimalloc_sys::mi_good_size(n * size) };
-    (good / size).max(n)
+    /// Bytes held: the chunks and the list of them.
+    fn heap_bytes(&self) -> usize {
+        self.chunks.len() * std::mem::size_of::<[Entry; CHUNK]>() + self.chunks.capacity() * std::mem::size_of::<usize>()
+    }
 }
 
 #[cfg(test)]
@@ -327,6 +414,11 @@ mod tests {
         assert_eq!(idx.heap_bytes(), 0, "memory released");
     }
 
+    fn in_order(bucket: &Bucket) -> bool {
+        let sorted: Vec<Entry> = bucket.entries(0, bucket.sorted as usize).collect();
+        sorted.windows(2).all(|w| w[0] < w[1])
+    }
+
     #[test]
     fn a_full_bucket_is_dense_and_a_drained_one_shrinks() {
         // ~1,500 entries a bucket: a million subscriptions of a hundred numbers.
@@ -335,14 +427,14 @@ mod tests {
         for i in 0..1500 {
             assert!(bucket.insert(entry(i)));
         }
-        let per_entry = (bucket.entries.capacity() * 6) as f64 / bucket.entries.len() as f64;
-        // The room: a sixteenth, and the rest of the allocator's size class (4 a power of two).
-        assert!(per_entry < 6.0 * 1.25, "{per_entry} bytes per entry");
+        let per_entry = bucket.heap_bytes() as f64 / bucket.len() as f64;
+        // The room: the last chunk's, and the list of chunks.
+        assert!(per_entry < 6.5, "{per_entry} bytes per entry");
         for i in 0..1400 {
             assert!(bucket.remove(entry(i)));
         }
-        assert!(bucket.entries.capacity() <= 2 * 100, "shrunk to {}", bucket.entries.capacity());
-        assert!(bucket.sorted().windows(2).all(|w| w[0] < w[1]));
+        assert!(bucket.heap_bytes() <= 5 * 192 + 10 * 8, "shrunk to {} bytes", bucket.heap_bytes());
+        assert!(in_order(&bucket));
     }
 
     #[derive(Debug, Clone)]
@@ -384,9 +476,10 @@ mod tests {
                     BucketOp::Insert(p, id) => prop_assert_eq!(bucket.insert(Entry::new(p, id)), model.insert((p, id))),
                     BucketOp::Remove(p, id) => prop_assert_eq!(bucket.remove(Entry::new(p, id)), model.remove(&(p, id))),
                 }
-                prop_assert_eq!(bucket.entries.len(), model.len());
-                prop_assert!(bucket.sorted().windows(2).all(|w| w[0] < w[1]), "sorted part in order");
-                prop_assert!(bucket.entries.capacity() <= 2 * bucket.entries.len().max(8), "room bounded");
+                prop_assert_eq!(bucket.len(), model.len());
+                prop_assert!(in_order(&bucket), "sorted part in order");
+                prop_assert!(bucket.chunks.len() * CHUNK < bucket.len() + CHUNK, "one chunk at most partly used");
+                prop_assert!(bucket.chunks.capacity() <= 2 * bucket.chunks.len() + 2, "chunk list bounded");
             }
             for p in 0u16..40 {
                 let want: Vec<SubId> = model.range((p, 0)..=(p, SubId::MAX)).map(|&(_, id)| id).collect();
