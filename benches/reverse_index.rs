@@ -1,6 +1,7 @@
 //! The reverse index (`subscription::phones`, issue 18): filling it with 100,000 lists of
 //! 100 numbers, as a restart loads its stored subscriptions, and a list coming and going
-//! in an index that holds them.
+//! in an index that holds them. A restart's load adds many lists at a time
+//! (`Locator::order`, `watch_ordered`).
 //!
 //! The lists are drawn from 2,000,000 mobiles, so a number is on ~5 lists, and the index
 //! (60 MB of entries) is far bigger than the processor's caches, as at a million.
@@ -43,6 +44,17 @@ fn filled(lists: &[Vec<E164>]) -> PhoneIndex {
     index
 }
 
+fn filled_by(lists: &[Vec<E164>], batch: usize) -> PhoneIndex {
+    let mut index = PhoneIndex::default();
+    let ids = 1..;
+    let numbered: Vec<(u32, &[E164])> = ids.zip(lists).map(|(id, l)| (id, l.as_slice())).collect();
+    for some in numbered.chunks(batch) {
+        let ordered = index.locator().order(some.iter().copied());
+        index.watch_ordered(ordered);
+    }
+    index
+}
+
 fn reverse_index(c: &mut Criterion) {
     let all = lists();
     let mut group = c.benchmark_group("reverse_index");
@@ -50,6 +62,11 @@ fn reverse_index(c: &mut Criterion) {
     group.bench_function("fill_100k_lists", |b| {
         b.iter_batched(|| (), |()| filled(&all), BatchSize::PerIteration)
     });
+    for batch in [1_000, 10_000] {
+        group.bench_function(format!("fill_100k_lists_{batch}_at_a_time"), |b| {
+            b.iter_batched(|| (), |()| filled_by(&all, batch), BatchSize::PerIteration)
+        });
+    }
     let mut index = filled(&all);
     let extra = list(LISTS + 1);
     group.bench_function("list_in_and_out_of_100k", |b| {

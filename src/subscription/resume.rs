@@ -57,13 +57,50 @@ pub fn resume<G: Send + 'static>(shared: &Arc<Shared>, per_second: u32, held_whi
     tokio::spawn(pace(shared.clone(), queue, per_second.max(1), held_while_pacing));
 }
 
+/// Records put back in the table before their numbers go into the reverse index, at once.
+/// A bigger batch visits each of the index's buckets less often (8,192 lists of 100
+/// numbers put ~12 entries in a bucket) and holds the table's lock longer (tens of ms).
+const LOAD_BATCH: usize = 8192;
+
+/// A batch goes to the index and the pacer once this old, full or not: the pacer is never
+/// left waiting on a slow load (a debug build, a busy machine).
+const LOAD_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Loaded subscriptions not handed to the pacer yet, and their numbers to watch.
+struct Batch {
+    revived: Vec<(Subscription, Handle)>,
+    numbers: Vec<(super::record::SubId, Vec<crate::numbers::E164>)>,
+    since: std::time::Instant,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch { revived: Vec::new(), numbers: Vec::new(), since: std::time::Instant::now() }
+    }
+
+    fn is_due(&self) -> bool {
+        self.revived.len() >= LOAD_BATCH || self.since.elapsed() >= LOAD_BATCH_AGE
+    }
+
+    /// The batch's numbers into the index, then its subscriptions to the pacer; false when
+    /// the pacer is gone (the runtime is stopping).
+    fn hand_over(&mut self, shared: &Shared, ready: &mpsc::UnboundedSender<(Subscription, Handle)>) -> bool {
+        shared.table.watch_loaded(&self.numbers);
+        self.numbers.clear();
+        self.since = std::time::Instant::now();
+        self.revived.drain(..).all(|revived| ready.send(revived).is_ok())
+    }
+}
+
 /// Puts every unexpired record back in the table and hands it to the pacer.
 fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle)>) {
     let now = crate::clock::unix_now();
     let started = std::time::Instant::now();
     let mut counts = Resumed::default();
+    let mut batch = Batch::new();
     for stored in shared.store.read_back() {
         if shared.loading.stopping() {
+            batch.hand_over(shared, &ready);
             tracing::info!(read = counts.resumed + counts.expired + counts.dropped, "stopping: the stored subscriptions not read back yet stay stored for the next start");
             return;
         }
@@ -72,14 +109,19 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
             shared.store.forget(&stored);
             continue;
         }
-        let Ok(revived) = revive(shared, stored, now) else {
+        let Ok((sub, mailbox, numbers)) = revive(shared, stored, now) else {
             counts.dropped += 1;
             continue;
         };
-        if ready.send(revived).is_err() {
-            return; // the pacer is gone: the runtime is stopping
-        }
+        batch.numbers.push((sub.id, numbers));
+        batch.revived.push((sub, mailbox));
         counts.resumed += 1;
+        if batch.is_due() && !batch.hand_over(shared, &ready) {
+            return;
+        }
+    }
+    if !batch.hand_over(shared, &ready) {
+        return;
     }
     if counts != Resumed::default() {
         let secs = started.elapsed().as_secs_f64();
@@ -87,9 +129,10 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
     }
 }
 
-/// A stored subscription back in the table, or the record back (logged and forgotten)
-/// when it cannot go on.
-fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Result<(Subscription, Handle), Stored> {
+/// A stored subscription back in the table, its numbers not watched yet (see
+/// `Subscriptions::insert_unwatched`), or the record back (logged and forgotten) when it
+/// cannot go on.
+fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Result<(Subscription, Handle, Vec<crate::numbers::E164>), Stored> {
     let mut dialog = s.dialog.clone();
     if let Err(why) = reach(&mut dialog) {
         return drop_record(shared, s, why);
@@ -100,14 +143,14 @@ fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Result<(Subscription, Ha
     };
     let mut sub = unstored(s, dialog, now);
     sub.permit = Some(permit);
-    let (id, mailbox) = shared.table.insert(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
+    let (id, mailbox, numbers) = shared.table.insert_unwatched(sub.dialog.call_id(), sub.dialog.local_tag(), sub.keys(), sub.expires_at);
     sub.id = id;
     if let Some(owner) = shared.lists.owner_of_record(sub.names.list_uri(), sub.names.subscriber()) {
         // A stored list follows its book again, and catches up with what changed meanwhile.
         shared.table.follow_book(id, &owner);
         shared.lists.books.touch(&owner);
     }
-    Ok((sub, mailbox))
+    Ok((sub, mailbox, numbers))
 }
 
 /// Points a stored dialog at where it can be reached from a new process: a UDP subscriber
@@ -159,7 +202,8 @@ pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> Result<(), S
     shared.store.claim(&s.dialog); // not to be read back as well, if this node is still loading
     let target = s.dialog.target;
     s.dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
-    let (sub, mailbox) = revive(shared, s, crate::clock::unix_now())?;
+    let (sub, mailbox, numbers) = revive(shared, s, crate::clock::unix_now())?;
+    shared.table.watch_loaded(&[(sub.id, numbers)]);
     actor::start(sub, shared.clone(), mailbox, None);
     Ok(())
 }

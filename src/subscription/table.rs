@@ -163,17 +163,38 @@ fn phones_apart(keys: impl Iterator<Item = Key>) -> (Vec<E164>, Vec<Key>) {
 impl Subscriptions {
     /// Registers a new subscription; returns its id and the receiving end for its task.
     pub fn insert(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>, expires_at: Instant) -> (SubId, Handle) {
+        let (phones, others) = phones_apart(keys);
+        self.enter(call_id, local_tag, others, expires_at, |t, id| t.phones.watch_all(&phones, id))
+    }
+
+    /// `insert` for a restart's load: the list's numbers come back, not watched yet. The
+    /// load gives many lists' numbers to `watch_loaded` at once, before it starts any of
+    /// them (only a started subscription's task removes it from the table).
+    pub fn insert_unwatched(&self, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>, expires_at: Instant) -> (SubId, Handle, Vec<E164>) {
+        let (phones, others) = phones_apart(keys);
+        let (id, handle) = self.enter(call_id, local_tag, others, expires_at, |_, _| ());
+        (id, handle, phones)
+    }
+
+    /// Subscriptions from `insert_unwatched` watch their numbers, put in the index's order
+    /// outside the lock: the lock is held for the index's writes alone.
+    pub fn watch_loaded(&self, lists: &[(SubId, Vec<E164>)]) {
+        let locator = self.inner.lock().phones.locator();
+        let ordered = locator.order(lists.iter().map(|(id, numbers)| (*id, numbers.as_slice())));
+        self.inner.lock().phones.watch_ordered(ordered);
+    }
+
+    fn enter(&self, call_id: &str, local_tag: &str, others: Vec<Key>, expires_at: Instant, watch_phones: impl FnOnce(&mut Table, SubId)) -> (SubId, Handle) {
         let id = self.new_id();
         let handle = Handle::default();
         let due = self.seconds(expires_at);
-        let (phones, others) = phones_apart(keys);
         crate::memory::long_lived(|| {
             let mut t = self.inner.lock();
             let dialog = t.dialog_key(call_id, local_tag);
             t.by_dialog.insert(dialog, id);
             t.handles.insert(id, handle.clone());
             t.expiry.push(Reverse((due, id)));
-            t.phones.watch_all(&phones, id);
+            watch_phones(&mut t, id);
             for key in others {
                 t.watch(key, id);
             }
