@@ -251,7 +251,7 @@ impl Subscriptions {
         crate::memory::long_lived(|| self.forget(id, call_id, local_tag, keys));
     }
 
-    /// `remove`, among long-lived allocations: the index shrinks its buckets into new ones.
+    /// `remove`, among long-lived allocations: the index frees chunks and shrinks their lists.
     fn forget(&self, id: SubId, call_id: &str, local_tag: &str, keys: impl Iterator<Item = Key>) {
         let mut t = self.inner.lock();
         let dialog = t.dialog_key(call_id, local_tag);
