@@ -261,6 +261,8 @@ const CHUNK: usize = 32;
 /// which then could not go back to the kernel (~260 bytes a subscription at 100,000).
 #[derive(Default)]
 struct Bucket {
+    // Boxed on purpose: each chunk is its own allocation of the one size class.
+    #[allow(clippy::vec_box)]
     chunks: Vec<Box<[Entry; CHUNK]>>,
     len: u32,
     sorted: u32,
