@@ -283,4 +283,3 @@ mod tests {
         assert!(shown("info,=[").is_none(), "an invalid filter falls back");
     }
 }
-

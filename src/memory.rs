@@ -4,8 +4,9 @@
 //! allocator pages, the pages of the short-lived ones cannot go back to the kernel while
 //! one long-lived block stays in each: at 100,000 held subscriptions, ~230 bytes a
 //! subscription of pages held by watched lists among freed transaction buffers, and as
-//! much where the reverse index's buckets had grown among them. Code that builds long-lived state runs inside `long_lived`; the
-//! binary's allocator (`src/main.rs`) then serves it from a heap of its own.
+//! much where the reverse index's buckets had grown among them. Code that builds
+//! long-lived state runs inside `long_lived`; the binary's allocator (`src/main.rs`) then
+//! serves it from a heap of its own.
 //!
 //! This module only carries the hint: it allocates nothing and works with any allocator.
 

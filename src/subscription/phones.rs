@@ -32,6 +32,7 @@ use super::record::SubId;
 
 /// Buckets: the top 16 bits of a number's hash.
 const BUCKET_BITS: u32 = 16;
+const BUCKETS: usize = 1 << BUCKET_BITS;
 
 /// One watch: a number's fingerprint and a subscription id, 6 bytes (align 2). Ordered by
 /// fingerprint, then id (kept as high and low halves so that the order is the id's).
@@ -90,7 +91,7 @@ impl Locator {
     /// `PhoneIndex::watch_ordered` visits each bucket once for the lot, not once per
     /// number: ten thousand lists put ~15 entries in a bucket for one cache miss (a
     /// restart's load). A number repeated in a list, or sharing a fingerprint, makes one
-    /// entry.
+    /// entry; each id comes once.
     pub fn order<'a>(&self, lists: impl IntoIterator<Item = (SubId, &'a [E164])>) -> Ordered {
         let mut keys = Vec::new();
         for (id, numbers) in lists {
@@ -100,16 +101,10 @@ impl Locator {
                 key(b, print, id)
             }));
             keys[from..].sort_unstable();
-            let mut kept = from;
-            for at in from..keys.len() {
-                if kept == from || keys[kept - 1] != keys[at] {
-                    keys[kept] = keys[at];
-                    kept += 1;
-                }
-            }
-            keys.truncate(kept);
         }
-        if keys.len() < 1 << BUCKET_BITS {
+        // A list's repeats are next to each other now; two lists' keys differ by their ids.
+        keys.dedup();
+        if keys.len() < BUCKETS {
             keys.sort_unstable();
             return Ordered(keys);
         }
@@ -119,7 +114,7 @@ impl Locator {
 
 /// `keys` in bucket order, by a counting sort (each bucket's in the order given).
 fn by_bucket(keys: Vec<u64>) -> Vec<u64> {
-    let mut next = vec![0u32; 1 << BUCKET_BITS];
+    let mut next = vec![0u32; BUCKETS];
     keys.iter().for_each(|k| next[unkey(*k).0] += 1);
     let mut sum = 0;
     for n in next.iter_mut() {
@@ -136,7 +131,7 @@ fn by_bucket(keys: Vec<u64>) -> Vec<u64> {
 
 impl Default for PhoneIndex {
     fn default() -> Self {
-        let buckets = (0..1usize << BUCKET_BITS).map(|_| Bucket::default()).collect();
+        let buckets = (0..BUCKETS).map(|_| Bucket::default()).collect();
         PhoneIndex { buckets, locator: Locator::default(), len: 0 }
     }
 }
@@ -182,9 +177,7 @@ impl PhoneIndex {
     /// stored subscriptions twice as slow). Numbers repeated in `numbers`, or sharing a
     /// fingerprint, make one entry.
     pub fn watch_all(&mut self, numbers: &[E164], id: SubId) {
-        let mut keys: Vec<u64> = self.warm(numbers).into_iter().map(|(b, print)| key(b, print, id)).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = self.warm(numbers, id);
         self.push_in_order(keys);
     }
 
@@ -208,17 +201,19 @@ impl PhoneIndex {
 
     /// Subscription `id` no longer watches any of `numbers` (see `unwatch`), warmed alike.
     pub fn unwatch_all(&mut self, numbers: &[E164], id: SubId) {
-        for (b, print) in self.warm(numbers) {
-            self.len -= usize::from(self.buckets[b].remove(Entry::new(print, id)));
+        for k in self.warm(numbers, id) {
+            let (b, e) = unkey(k);
+            self.len -= usize::from(self.buckets[b].remove(e));
         }
     }
 
-    /// Where each number goes, after a read of its bucket's first and last entries.
-    fn warm(&self, numbers: &[E164]) -> Vec<(usize, Print)> {
-        let located: Vec<(usize, Print)> = numbers.iter().map(|n| self.locate(*n)).collect();
-        let touched = located.iter().fold(0, |acc, &(b, _)| acc ^ self.buckets[b].peek());
+    /// The entries of `id` watching `numbers` (see `Locator::order`), after a read of each
+    /// one's bucket's first and last entries.
+    fn warm(&self, numbers: &[E164], id: SubId) -> Vec<u64> {
+        let Ordered(keys) = self.locator.order([(id, numbers)]);
+        let touched = keys.iter().fold(0, |acc, &k| acc ^ self.buckets[unkey(k).0].peek());
         std::hint::black_box(touched);
-        located
+        keys
     }
 
     /// Subscription `id` no longer watches `n`, nor any number of the same fingerprint:

@@ -66,16 +66,18 @@ const LOAD_BATCH: usize = 8192;
 /// left waiting on a slow load (a debug build, a busy machine).
 const LOAD_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Loaded subscriptions not handed to the pacer yet, and their numbers to watch.
+/// Loaded subscriptions not handed to the pacer yet, with their numbers to watch.
 struct Batch {
-    revived: Vec<(Subscription, Handle)>,
-    numbers: Vec<(super::record::SubId, Vec<crate::numbers::E164>)>,
+    revived: Vec<Revived>,
     since: std::time::Instant,
 }
 
+/// A subscription back in the table, its numbers not watched yet (see `revive`).
+type Revived = (Subscription, Handle, Vec<crate::numbers::E164>);
+
 impl Batch {
     fn new() -> Batch {
-        Batch { revived: Vec::new(), numbers: Vec::new(), since: std::time::Instant::now() }
+        Batch { revived: Vec::new(), since: std::time::Instant::now() }
     }
 
     fn is_due(&self) -> bool {
@@ -85,10 +87,9 @@ impl Batch {
     /// The batch's numbers into the index, then its subscriptions to the pacer; false when
     /// the pacer is gone (the runtime is stopping).
     fn hand_over(&mut self, shared: &Shared, ready: &mpsc::UnboundedSender<(Subscription, Handle)>) -> bool {
-        shared.table.watch_loaded(&self.numbers);
-        self.numbers.clear();
+        shared.table.watch_loaded(self.revived.iter().map(|(sub, _, numbers)| (sub.id, numbers.as_slice())));
         self.since = std::time::Instant::now();
-        self.revived.drain(..).all(|revived| ready.send(revived).is_ok())
+        self.revived.drain(..).all(|(sub, mailbox, _)| ready.send((sub, mailbox)).is_ok())
     }
 }
 
@@ -109,12 +110,11 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
             shared.store.forget(&stored);
             continue;
         }
-        let Ok((sub, mailbox, numbers)) = revive(shared, stored, now) else {
+        let Ok(revived) = revive(shared, stored, now) else {
             counts.dropped += 1;
             continue;
         };
-        batch.numbers.push((sub.id, numbers));
-        batch.revived.push((sub, mailbox));
+        batch.revived.push(revived);
         counts.resumed += 1;
         if batch.is_due() && !batch.hand_over(shared, &ready) {
             return;
@@ -132,7 +132,7 @@ fn load(shared: &Arc<Shared>, ready: mpsc::UnboundedSender<(Subscription, Handle
 /// A stored subscription back in the table, its numbers not watched yet (see
 /// `Subscriptions::insert_unwatched`), or the record back (logged and forgotten) when it
 /// cannot go on.
-fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Result<(Subscription, Handle, Vec<crate::numbers::E164>), Stored> {
+fn revive(shared: &Arc<Shared>, s: Stored, now: u64) -> Result<Revived, Stored> {
     let mut dialog = s.dialog.clone();
     if let Err(why) = reach(&mut dialog) {
         return drop_record(shared, s, why);
@@ -203,7 +203,7 @@ pub fn adopt(shared: &Arc<Shared>, mut s: Stored, sent_by: &str) -> Result<(), S
     let target = s.dialog.target;
     s.dialog.retarget(&crate::dialog::Retarget { remote_target: None, target, sent_by: sent_by.to_string() });
     let (sub, mailbox, numbers) = revive(shared, s, crate::clock::unix_now())?;
-    shared.table.watch_loaded(&[(sub.id, numbers)]);
+    shared.table.watch_loaded([(sub.id, numbers.as_slice())]);
     actor::start(sub, shared.clone(), mailbox, None);
     Ok(())
 }

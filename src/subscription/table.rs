@@ -178,9 +178,9 @@ impl Subscriptions {
 
     /// Subscriptions from `insert_unwatched` watch their numbers, put in the index's order
     /// outside the lock: the lock is held for the index's writes alone.
-    pub fn watch_loaded(&self, lists: &[(SubId, Vec<E164>)]) {
+    pub fn watch_loaded<'a>(&self, lists: impl IntoIterator<Item = (SubId, &'a [E164])>) {
         let locator = self.inner.lock().phones.locator();
-        let ordered = locator.order(lists.iter().map(|(id, numbers)| (*id, numbers.as_slice())));
+        let ordered = locator.order(lists);
         self.inner.lock().phones.watch_ordered(ordered);
     }
 
