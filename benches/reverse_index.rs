@@ -1,6 +1,7 @@
 //! The reverse index (`subscription::phones`, issue 18): filling it with 100,000 lists of
 //! 100 numbers, as a restart loads its stored subscriptions, and a list coming and going
-//! in an index that holds them. A restart's load adds many lists at a time
+//! in an index that holds them (the same list each time, its buckets in the cache, and a
+//! new one each time, as on the wire). A restart's load adds many lists at a time
 //! (`Locator::order`, `watch_ordered`).
 //!
 //! The lists are drawn from 2,000,000 mobiles, so a number is on ~5 lists, and the index
@@ -73,6 +74,16 @@ fn reverse_index(c: &mut Criterion) {
         b.iter(|| {
             index.watch_all(&extra, LISTS + 1);
             index.unwatch_all(&extra, LISTS + 1);
+        })
+    });
+    // The same with a different list each time, as on the wire: its buckets are cold.
+    let others: Vec<Vec<E164>> = (LISTS + 2..LISTS + 10_002).map(list).collect();
+    let mut turn = others.iter().cycle();
+    group.bench_function("cold_list_in_and_out_of_100k", |b| {
+        b.iter(|| {
+            let numbers = turn.next().expect("a cycle never ends");
+            index.watch_all(numbers, LISTS + 1);
+            index.unwatch_all(numbers, LISTS + 1);
         })
     });
     group.finish();

@@ -199,20 +199,70 @@ impl PhoneIndex {
         });
     }
 
-    /// Subscription `id` no longer watches any of `numbers` (see `unwatch`), warmed alike.
+    /// Subscription `id` no longer watches any of `numbers` (see `unwatch`). Each entry is
+    /// looked for in every bucket at once (`find_all`), so that the cache misses of a
+    /// hundred searches overlap instead of queueing: removing a list from an index of
+    /// 100,000 was ~80 µs of waiting, a quarter of a list cycle's CPU.
     pub fn unwatch_all(&mut self, numbers: &[E164], id: SubId) {
-        for k in self.warm(numbers, id) {
-            let (b, e) = unkey(k);
-            self.len -= usize::from(self.buckets[b].remove(e));
+        let Ordered(keys) = self.locator.order([(id, numbers)]);
+        let places = self.find_all(&keys);
+        let bucket_of = |i: usize| keys.get(i).map(|k| unkey(*k).0);
+        for (i, place) in places.into_iter().enumerate() {
+            let (b, e) = unkey(keys[i]);
+            // Places in a bucket change as entries leave it: a bucket met twice is searched again.
+            let shared = (i > 0 && bucket_of(i - 1) == Some(b)) || bucket_of(i + 1) == Some(b);
+            let bucket = &mut self.buckets[b];
+            if let Some(place) = if shared { bucket.place(e) } else { place } {
+                bucket.remove_at(place);
+                self.len -= 1;
+            }
         }
     }
 
-    /// The entries of `id` watching `numbers` (see `Locator::order`), after a read of each
-    /// one's bucket's first and last entries.
+    /// Where each entry `keys` name is, searched in step: each round asks for the cache
+    /// lines of every search's next probe before reading any of them.
+    fn find_all(&self, keys: &[u64]) -> Vec<Option<Place>> {
+        let buckets: Vec<(&Bucket, Entry)> = keys.iter().map(|k| unkey(*k)).map(|(b, e)| (&self.buckets[b], e)).collect();
+        buckets.iter().for_each(|(b, _)| prefetch(*b));
+        buckets.iter().for_each(|(b, _)| b.prefetch_chunk_list());
+        buckets.iter().for_each(|(b, _)| b.prefetch_unsorted());
+        let mut places: Vec<Option<Place>> = buckets.iter().map(|(b, e)| b.place_unsorted(*e)).collect();
+        let mut ranges: Vec<(usize, usize)> = buckets.iter().zip(&places).map(|((b, _), p)| (0, if p.is_some() { 0 } else { b.sorted as usize })).collect();
+        loop {
+            let mut searching = false;
+            for ((b, _), &(lo, hi)) in buckets.iter().zip(&ranges).filter(|(_, (lo, hi))| lo < hi) {
+                prefetch(b.entry_ptr(lo + (hi - lo) / 2));
+                searching = true;
+            }
+            if !searching {
+                break;
+            }
+            for ((b, e), (lo, hi)) in buckets.iter().zip(ranges.iter_mut()).filter(|(_, (lo, hi))| lo < hi) {
+                let mid = *lo + (*hi - *lo) / 2;
+                if b.get(mid) < *e {
+                    *lo = mid + 1;
+                } else {
+                    *hi = mid;
+                }
+            }
+        }
+        for (((b, e), (at, _)), place) in buckets.iter().zip(ranges).zip(places.iter_mut()) {
+            if place.is_none() && at < b.sorted as usize && b.get(at) == *e {
+                *place = Some(Place::Sorted(at));
+            }
+        }
+        places
+    }
+
+    /// The entries of `id` watching `numbers` (see `Locator::order`), with the cache lines
+    /// their pushes write asked for: every bucket's, then every chunk list's, then every
+    /// tail's, each pass before the next reads what the last asked for.
     fn warm(&self, numbers: &[E164], id: SubId) -> Vec<u64> {
         let Ordered(keys) = self.locator.order([(id, numbers)]);
-        let touched = keys.iter().fold(0, |acc, &k| acc ^ self.buckets[unkey(k).0].peek());
-        std::hint::black_box(touched);
+        let buckets = || keys.iter().map(|k| &self.buckets[unkey(*k).0]);
+        buckets().for_each(|b| prefetch(b));
+        buckets().for_each(Bucket::prefetch_chunk_list);
+        buckets().for_each(Bucket::prefetch_end);
         keys
     }
 
@@ -229,6 +279,25 @@ impl PhoneIndex {
         let (b, print) = self.locate(n);
         self.buckets[b].watchers(print)
     }
+}
+
+/// Asks the processor for `p`'s cache line without waiting for it (a hint: nothing is read).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes nothing, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Where an entry is in its bucket.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    Sorted(usize),
+    Unsorted(usize),
 }
 
 /// `a` and `b`, both sorted, into `out`, sorted.
@@ -315,16 +384,8 @@ impl Bucket {
         (at < self.sorted as usize && self.get(at) == e).then_some(at)
     }
 
-    /// A read of the bucket's first and last entries, which brings them into the cache.
-    fn peek(&self) -> u16 {
-        match self.len() {
-            0 => 0,
-            n => self.get(0).print ^ self.get(n - 1).id[1],
-        }
-    }
-
     fn contains(&self, e: Entry) -> bool {
-        self.find_sorted(e).is_some() || self.unsorted().any(|x| x == e)
+        self.place(e).is_some()
     }
 
     /// Adds `e` unless it is there; true when added.
@@ -350,20 +411,53 @@ impl Bucket {
         }
     }
 
+    /// Where `e` is: first in the unsorted tail (at most an eighth of the bucket, or a
+    /// chunk, and where a subscription's entries are until the next sort), then in the
+    /// sorted part.
+    fn place(&self, e: Entry) -> Option<Place> {
+        self.place_unsorted(e).or_else(|| self.find_sorted(e).map(Place::Sorted))
+    }
+
+    fn place_unsorted(&self, e: Entry) -> Option<Place> {
+        self.unsorted().position(|x| x == e).map(|at| Place::Unsorted(self.sorted as usize + at))
+    }
+
     /// Removes `e`; true when it was there.
     fn remove(&mut self, e: Entry) -> bool {
-        let in_unsorted = || self.unsorted().position(|x| x == e).map(|at| self.sorted as usize + at);
-        if let Some(at) = self.find_sorted(e) {
-            self.shift_out(at);
-            self.sorted -= 1;
-        } else if let Some(at) = in_unsorted() {
-            self.set(at, self.get(self.len() - 1));
-        } else {
-            return false;
+        self.place(e).map(|at| self.remove_at(at)).is_some()
+    }
+
+    /// Removes the entry at `place` (from `place`, with nothing changed since).
+    fn remove_at(&mut self, place: Place) {
+        match place {
+            Place::Sorted(at) => {
+                self.shift_out(at);
+                self.sorted -= 1;
+            }
+            Place::Unsorted(at) => self.set(at, self.get(self.len() - 1)),
         }
         self.len -= 1;
         self.release_spare();
-        true
+    }
+
+    /// The address of entry `at` (a place of an allocated chunk), for `prefetch`.
+    fn entry_ptr(&self, at: usize) -> *const Entry {
+        &self.chunks[at / CHUNK][at % CHUNK]
+    }
+
+    fn prefetch_chunk_list(&self) {
+        prefetch(self.chunks.as_ptr());
+    }
+
+    /// The lines of the last entry and of the next free place, where a push writes.
+    fn prefetch_end(&self) {
+        let room = self.chunks.len() * CHUNK;
+        self.len().checked_sub(1).into_iter().chain(Some(self.len()).filter(|at| *at < room)).for_each(|at| prefetch(self.entry_ptr(at)));
+    }
+
+    /// Every cache line of the unsorted tail (ten entries a line and more).
+    fn prefetch_unsorted(&self) {
+        (self.sorted as usize..self.len()).step_by(8).chain(self.len().checked_sub(1)).for_each(|at| prefetch(self.entry_ptr(at)));
     }
 
     /// Moves every entry after `at` one place down (the last place is then spare).
