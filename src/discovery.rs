@@ -64,8 +64,7 @@ impl Discovery {
     /// A list SUBSCRIBE's entries, classified, with the numbers new to the seeker charged;
     /// those over the budget lose their key: answered as not users, never watched.
     pub fn entries(&self, who: &Seeker, uris: Vec<String>) -> Vec<Entry> {
-        let region = self.region(who, None);
-        let mut entries = resolution::classify(uris, region);
+        let mut entries = resolution::classify_lazily(uris, || self.region(who, None));
         let phones: Vec<(usize, E164)> = entries
             .iter()
             .enumerate()

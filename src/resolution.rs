@@ -17,7 +17,7 @@ pub enum Key {
 }
 
 /// One list entry: the URI as the client wrote it (echoed byte for byte) and its key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub uri: Box<str>,
     pub key: Option<Key>,
@@ -46,6 +46,25 @@ pub fn classify(uris: Vec<String>, region: Option<Region>) -> Vec<Entry> {
             Entry { uri: uri.into(), key }
         })
         .collect()
+}
+
+/// As [`classify`], with the region asked for only when an entry is not read without
+/// one (a national number): most lists are all in E.164, and finding the region reads
+/// the index.
+pub fn classify_lazily(uris: Vec<String>, region: impl FnOnce() -> Option<Region>) -> Vec<Entry> {
+    let mut entries = classify(uris, None);
+    let mut region = Some(region);
+    let mut known = None;
+    for e in entries.iter_mut().filter(|e| e.key.is_none()) {
+        let region = *known.get_or_insert_with(|| region.take().and_then(|f| f()));
+        if region.is_none() {
+            break;
+        }
+        if let UriKind::Phone(n) = numbers::from_uri(&e.uri, region) {
+            e.key = Some(Key::Phone(n));
+        }
+    }
+    entries
 }
 
 /// The subscriber's region: the country of a number bound to his SIP URI, else `default`.
@@ -125,5 +144,22 @@ mod tests {
         assert!(err.to_string().contains("33612345678"), "the raw error would leak it");
         assert!(!loggable(&err).contains("33612345678"));
         assert!(loggable(&IndexError::Corrupt("number key".into())).contains("number key"));
+    }
+
+    #[test]
+    fn the_region_is_asked_for_only_by_national_numbers() {
+        let e164 = vec!["sip:+33612345678@example.org;user=phone".to_string(), "sip:alice@example.org".to_string()];
+        let entries = classify_lazily(e164.clone(), || panic!("no entry needs a region"));
+        assert_eq!(entries, classify(e164, None));
+
+        let mixed = vec!["sip:0612345678@example.org;user=phone".to_string(), "sip:+14155550100@example.org;user=phone".to_string(), "tel:not-a-number".to_string()];
+        let mut asked = 0;
+        let entries = classify_lazily(mixed.clone(), || {
+            asked += 1;
+            Some(phonenumber::country::Id::FR)
+        });
+        assert_eq!(asked, 1);
+        assert_eq!(entries, classify(mixed, Some(phonenumber::country::Id::FR)));
+        assert!(matches!(entries[0].key, Some(Key::Phone(_))), "read in the subscriber's region");
     }
 }

@@ -1,7 +1,7 @@
 //! Typed views of the headers the server acts on: Via, name-addr headers (From, To, Contact)
 //! and CSeq. Parsed on demand from the raw values in `Headers`.
 
-use super::message::{split_list, HeaderName, Headers, Method};
+use super::message::{list_elements, HeaderName, Headers, Method};
 use super::uri::{split_hostport, split_params, Uri, UriError};
 
 /// One Via entry (RFC 3261 §20.42, RFC 3581 rport).
@@ -11,7 +11,9 @@ pub struct Via {
     pub transport: String,
     pub host: String,
     pub port: Option<u16>,
-    pub params: Vec<(String, Option<String>)>,
+    /// The parameters as written (`;branch=z9hG4bK..;rport`), read by [`Via::param`]: a
+    /// Via is parsed several times a request, and most of its parameters are never asked.
+    params: String,
 }
 
 impl Via {
@@ -26,16 +28,17 @@ impl Via {
         if !name.eq_ignore_ascii_case("SIP") {
             return Err(UriError("bad Via protocol"));
         }
-        let (sent_by, params) = split_params(rest);
+        let (sent_by, params) = rest.split_once(';').unwrap_or((rest, ""));
         let (host, port) = split_hostport(sent_by)?;
-        Ok(Via { transport: transport.to_ascii_uppercase(), host, port, params })
+        Ok(Via { transport: transport.to_ascii_uppercase(), host, port, params: params.to_string() })
     }
 
+    /// A parameter: Some(None) when it has no value (`rport`), None when absent.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+        self.params.split(';').find_map(|p| {
+            let (n, v) = p.split_once('=').map_or((p, None), |(n, v)| (n, Some(v.trim())));
+            n.trim().eq_ignore_ascii_case(name).then_some(v)
+        })
     }
 
     pub fn branch(&self) -> Option<&str> {
@@ -54,7 +57,7 @@ impl Via {
 /// The top Via of a message, parsed.
 pub fn top_via(headers: &Headers) -> Result<Via, UriError> {
     let first = headers.get(&HeaderName::Via).ok_or(UriError("missing Via"))?;
-    let top = split_list(&first).into_iter().next().ok_or(UriError("empty Via"))?;
+    let top = list_elements(&first).next().ok_or(UriError("empty Via"))?;
     Via::parse(top)
 }
 

@@ -283,8 +283,33 @@ impl Headers {
 
 /// Splits a header value at top-level commas: not inside quotes or angle brackets.
 pub fn split_list(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut angle, mut escaped) = (0, false, false, false);
+    list_elements(value).collect()
+}
+
+/// The elements of a comma-separated header value, trimmed, the empty ones left out
+/// (commas inside quotes or angle brackets do not split), one at a time.
+pub fn list_elements(value: &str) -> impl Iterator<Item = &str> + '_ {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        while let Some(text) = rest {
+            let (element, after) = match element_end(text) {
+                Some(i) => (&text[..i], Some(&text[i + 1..])),
+                None => (text, None),
+            };
+            rest = after;
+            let element = element.trim();
+            if !element.is_empty() {
+                return Some(element);
+            }
+        }
+        None
+    })
+}
+
+/// Where the first element of a list ends: its comma outside quotes and angle brackets.
+fn element_end(value: &str) -> Option<usize> {
+    memchr::memchr(b',', value.as_bytes())?; // most values are one element
+    let (mut quoted, mut angle, mut escaped) = (false, false, false);
     for (i, c) in value.char_indices() {
         match c {
             _ if escaped => escaped = false,
@@ -292,16 +317,11 @@ pub fn split_list(value: &str) -> Vec<&str> {
             '"' => quoted = !quoted,
             '<' if !quoted => angle = true,
             '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
-            }
+            ',' if !quoted && !angle => return Some(i),
             _ => {}
         }
     }
-    parts.push(value[start..].trim());
-    parts.retain(|p| !p.is_empty());
-    parts
+    None
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@ pub fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// Parses one complete message. The body is everything after the blank line; the caller
