@@ -53,14 +53,12 @@ pub fn classify(uris: Vec<String>, region: Option<Region>) -> Vec<Entry> {
 /// the index.
 pub fn classify_lazily(uris: Vec<String>, region: impl FnOnce() -> Option<Region>) -> Vec<Entry> {
     let mut entries = classify(uris, None);
-    let mut region = Some(region);
-    let mut known = None;
+    if entries.iter().all(|e| e.key.is_some()) {
+        return entries;
+    }
+    let Some(region) = region() else { return entries };
     for e in entries.iter_mut().filter(|e| e.key.is_none()) {
-        let region = *known.get_or_insert_with(|| region.take().and_then(|f| f()));
-        if region.is_none() {
-            break;
-        }
-        if let UriKind::Phone(n) = numbers::from_uri(&e.uri, region) {
+        if let UriKind::Phone(n) = numbers::from_uri(&e.uri, Some(region)) {
             e.key = Some(Key::Phone(n));
         }
     }

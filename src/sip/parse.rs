@@ -25,7 +25,7 @@ pub enum ParseError {
 /// Accepts CRLFCRLF and, leniently, LFLF.
 pub fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
-    while let Some(pos) = memchr(b'\n', &buf[i..]) {
+    while let Some(pos) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + pos;
         let next = nl + 1;
         if buf.get(next) == Some(&b'\n') {
@@ -37,10 +37,6 @@ pub fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
         i = next;
     }
     None
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    memchr::memchr(needle, hay)
 }
 
 /// Parses one complete message. The body is everything after the blank line; the caller
@@ -122,7 +118,7 @@ impl Iterator for Lines<'_> {
             return None;
         }
         let start = self.pos;
-        let nl = memchr(b'\n', &self.buf[start..]).map(|p| start + p);
+        let nl = memchr::memchr(b'\n', &self.buf[start..]).map(|p| start + p);
         let end = nl.unwrap_or(self.buf.len());
         self.pos = nl.map_or(self.buf.len(), |p| p + 1);
         let trimmed = if end > start && self.buf[end - 1] == b'\r' { end - 1 } else { end };
@@ -144,7 +140,7 @@ fn parse_headers(head: &Bytes, lines: Lines<'_>) -> Result<Headers, ParseError> 
         if let Some((name, parts)) = pending.take() {
             headers.push(finish_header(head, name, &parts));
         }
-        let colon = memchr(b':', line).ok_or(ParseError::HeaderLine)?;
+        let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
         let name = std::str::from_utf8(&line[..colon]).map_err(|_| ParseError::HeaderLine)?;
         let name = name.trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.bytes().all(is_token_char) {

@@ -222,10 +222,7 @@ impl PhoneIndex {
     /// Where each entry `keys` name is, searched in step: each round asks for the cache
     /// lines of every search's next probe before reading any of them.
     fn find_all(&self, keys: &[u64]) -> Vec<Option<Place>> {
-        let buckets: Vec<(&Bucket, Entry)> = keys.iter().map(|k| unkey(*k)).map(|(b, e)| (&self.buckets[b], e)).collect();
-        buckets.iter().for_each(|(b, _)| prefetch(*b));
-        buckets.iter().for_each(|(b, _)| b.prefetch_chunk_list());
-        buckets.iter().for_each(|(b, _)| b.prefetch_unsorted());
+        let buckets = self.prefetched(keys, Bucket::prefetch_unsorted);
         let mut places: Vec<Option<Place>> = buckets.iter().map(|(b, e)| b.place_unsorted(*e)).collect();
         let mut ranges: Vec<(usize, usize)> = buckets.iter().zip(&places).map(|((b, _), p)| (0, if p.is_some() { 0 } else { b.sorted as usize })).collect();
         loop {
@@ -247,22 +244,29 @@ impl PhoneIndex {
             }
         }
         for (((b, e), (at, _)), place) in buckets.iter().zip(ranges).zip(places.iter_mut()) {
-            if place.is_none() && at < b.sorted as usize && b.get(at) == *e {
-                *place = Some(Place::Sorted(at));
+            if place.is_none() {
+                *place = b.sorted_at(at, *e).map(Place::Sorted);
             }
         }
         places
     }
 
+    /// The buckets and entries `keys` name, with the cache lines that are read next asked
+    /// for: every bucket's, then every chunk list's, then what `then` asks of each bucket,
+    /// each pass before the next reads what the last asked for.
+    fn prefetched(&self, keys: &[u64], then: fn(&Bucket)) -> Vec<(&Bucket, Entry)> {
+        let buckets: Vec<(&Bucket, Entry)> = keys.iter().map(|k| unkey(*k)).map(|(b, e)| (&self.buckets[b], e)).collect();
+        buckets.iter().for_each(|(b, _)| prefetch(*b));
+        buckets.iter().for_each(|(b, _)| prefetch(b.chunks.as_ptr()));
+        buckets.iter().for_each(|(b, _)| then(b));
+        buckets
+    }
+
     /// The entries of `id` watching `numbers` (see `Locator::order`), with the cache lines
-    /// their pushes write asked for: every bucket's, then every chunk list's, then every
-    /// tail's, each pass before the next reads what the last asked for.
+    /// their pushes write asked for (`prefetched`).
     fn warm(&self, numbers: &[E164], id: SubId) -> Vec<u64> {
         let Ordered(keys) = self.locator.order([(id, numbers)]);
-        let buckets = || keys.iter().map(|k| &self.buckets[unkey(*k).0]);
-        buckets().for_each(|b| prefetch(b));
-        buckets().for_each(Bucket::prefetch_chunk_list);
-        buckets().for_each(Bucket::prefetch_end);
+        self.prefetched(&keys, Bucket::prefetch_end);
         keys
     }
 
@@ -380,7 +384,11 @@ impl Bucket {
 
     /// Where `e` is in the sorted part.
     fn find_sorted(&self, e: Entry) -> Option<usize> {
-        let at = self.partition_point(|x| x < e);
+        self.sorted_at(self.partition_point(|x| x < e), e)
+    }
+
+    /// `at` when the sorted part holds `e` there (`at`: where a search for `e` ended).
+    fn sorted_at(&self, at: usize, e: Entry) -> Option<usize> {
         (at < self.sorted as usize && self.get(at) == e).then_some(at)
     }
 
@@ -443,10 +451,6 @@ impl Bucket {
     /// The address of entry `at` (a place of an allocated chunk), for `prefetch`.
     fn entry_ptr(&self, at: usize) -> *const Entry {
         &self.chunks[at / CHUNK][at % CHUNK]
-    }
-
-    fn prefetch_chunk_list(&self) {
-        prefetch(self.chunks.as_ptr());
     }
 
     /// The lines of the last entry and of the next free place, where a push writes.
