@@ -22,7 +22,6 @@ use crate::storage::budgets::{BudgetStore, Hash, Saved, TokenBucket};
 use crate::storage::log_budgets::LogBudgets;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,19 +114,24 @@ impl Budget {
     pub fn charge_at(&self, account: &str, numbers: &[E164], now: u64) -> Result<Allowed, BudgetError> {
         let salt = self.store.salt();
         let hashes: Vec<Hash> = numbers.iter().map(|n| hash(&salt, account, *n)).collect();
+        // A number may come twice (two spellings of it): only then is a new number looked
+        // for among those charged by this call.
+        let mut sorted = hashes.clone();
+        sorted.sort_unstable();
+        let has_repeats = sorted.windows(2).any(|w| w[0] == w[1]);
         let c = &self.config;
         let mut out = Allowed { allowed: Vec::new(), newly_charged: 0, over_budget: 0 };
         self.store.charge(account, &mut |saved, known| {
             let mut bucket = TokenBucket::at(saved, now, c);
             let room = (c.max_remembered as usize).saturating_sub(known.len());
-            let mut charged_now: HashSet<Hash> = HashSet::new();
+            let mut charged_now: Vec<Hash> = Vec::new();
             out = Allowed { allowed: Vec::with_capacity(hashes.len()), newly_charged: 0, over_budget: 0 };
             for h in &hashes {
-                let is_known = charged_now.contains(h) || known.binary_search(h).is_ok();
+                let is_known = known.binary_search(h).is_ok() || (has_repeats && charged_now.contains(h));
                 let ok = is_known || bucket.take();
                 if !is_known && ok {
                     out.newly_charged += 1;
-                    charged_now.insert(*h);
+                    charged_now.push(*h);
                 } else if !ok {
                     out.over_budget += 1;
                 }

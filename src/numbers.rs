@@ -75,7 +75,11 @@ impl E164 {
     /// Appends `+` and the digits to `out`, as `Display` writes them, without the
     /// formatting machinery (list NOTIFYs write a hundred of these).
     pub fn push_to(&self, out: &mut String) {
-        let mut buf = [0u8; 20];
+        out.push_str(self.write_to(&mut [0; 21]));
+    }
+
+    /// `+` and the digits, as `Display` writes them, in `buf` (no allocation).
+    pub fn write_to<'a>(&self, buf: &'a mut [u8; 21]) -> &'a str {
         let mut i = buf.len();
         let mut v = self.0;
         loop {
@@ -86,8 +90,10 @@ impl E164 {
                 break;
             }
         }
-        out.push('+');
-        out.extend(buf[i..].iter().map(|b| char::from(*b)));
+        i -= 1;
+        buf[i] = b'+';
+        // ASCII digits and `+` only.
+        std::str::from_utf8(&buf[i..]).unwrap_or_default()
     }
 
     /// Builds a number from its digits, applying the same checks as [`normalize`].

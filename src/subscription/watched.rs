@@ -243,8 +243,9 @@ fn decode(gaps: &[u8]) -> Vec<E164> {
 /// The prefix and suffix around the number when `e` is written `…{E.164}…`.
 fn template_of(e: &Entry) -> Option<(String, String)> {
     let Some(Key::Phone(n)) = e.key else { return None };
-    let number = n.to_string();
-    let at = e.uri.find(&number)?;
+    let mut text = [0; 21];
+    let number = n.write_to(&mut text);
+    let at = e.uri.find(number)?;
     Some((e.uri[..at].to_string(), e.uri[at + number.len()..].to_string()))
 }
 
@@ -254,7 +255,8 @@ fn fits_offsets(prefix: &str, suffix: &str) -> bool {
 }
 
 fn fits(uri: &str, prefix: &str, suffix: &str, n: E164) -> bool {
-    let number = n.to_string();
+    let mut text = [0; 21];
+    let number = n.write_to(&mut text);
     uri.len() == prefix.len() + number.len() + suffix.len()
         && uri.starts_with(prefix)
         && uri.ends_with(suffix)
