@@ -78,15 +78,30 @@ fn make_long_lived_heap() {
 /// names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed pages go back to the kernel at once instead of after mimalloc's default second,
-/// which it counts only when the heap is next used: an idle server holding 100,000
-/// subscriptions kept ~250 B of freed memory each (BENCHMARKS.md, "Memory per held
-/// subscription"). An operator's `MIMALLOC_PURGE_DELAY` wins.
-fn purge_freed_memory_at_once() {
+/// How long freed pages stay with mimalloc before going back to the kernel.
+const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+
+/// Freed pages go back to the kernel a second after they empty out, and are purged then
+/// even when the server has gone idle. At once (a delay of 0) cost a tenth of a busy
+/// list cycle in page faults and `madvise` (BENCHMARKS.md, session 14); left to
+/// mimalloc, the delay is counted only when a heap is next used, and an idle server
+/// holding 100,000 subscriptions kept ~250 B of freed memory each ("Memory per held
+/// subscription"). A thread of its own therefore asks mimalloc every second to purge
+/// what is due (mimalloc's purge is program-wide). An operator's `MIMALLOC_PURGE_DELAY`
+/// wins.
+fn purge_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's options (any value is valid); first thing in
         // `main`, before any other thread exists (mimalloc: "not thread safe").
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+    let purge = || loop {
+        std::thread::sleep(Duration::from_millis(PURGE_DELAY_MS as u64));
+        // SAFETY: collects this thread's (empty) heap and has the arenas purge what is pending.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    };
+    if let Err(e) = std::thread::Builder::new().name("memory-purge".into()).spawn(purge) {
+        eprintln!("smart-presence: no memory-purge thread ({e}): freed memory goes back to the kernel only while busy");
     }
 }
 
@@ -206,8 +221,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    purge_freed_memory_at_once();
     make_long_lived_heap();
+    purge_freed_memory();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -104,6 +104,7 @@ pub fn is_writable_uri(uri: &str) -> bool {
 
 /// Writes the whole body for `n` into `out` (appending) and returns its Content-Type value.
 pub fn build(n: &ListNotify, out: &mut Vec<u8>) -> ContentType {
+    out.reserve(size_hint(n));
     let w = Writer::new(n);
     let items = n
         .resources
@@ -113,6 +114,21 @@ pub fn build(n: &ListNotify, out: &mut Vec<u8>) -> ContentType {
     w.body(out, n.version, n.full_state, items);
     w.content_type()
 }
+
+/// About the size of `n`'s whole body, so that it is written without growing its buffer
+/// (each growth copies it, and the buffers a list NOTIFY grows through are pages faulted
+/// in and given back every time).
+fn size_hint(n: &ListNotify) -> usize {
+    n.resources.iter().fold(512 + n.list_uri.len(), |size, r| {
+        let user = r.user.as_ref().map_or(0, |u| PART_SIZE + r.uri.len() + u.contact.len());
+        size + RESOURCE_SIZE + r.uri.len() + user
+    })
+}
+
+/// A resource's RLMI element beyond its URI, with an instance.
+const RESOURCE_SIZE: usize = 80;
+/// A user's PIDF part beyond its URIs (part headers, tuple, status, person).
+const PART_SIZE: usize = 700;
 
 /// The smallest body a full state of `n` can be sent in: the RLMI listing every resource,
 /// without any user's part (a split never goes below it: the RLMI of a full state is whole).
@@ -600,6 +616,21 @@ Content-Type: application/pidf+xml;charset=\"UTF-8\"\r\n\
                 user: if c.is_empty() { None } else { user(c) },
             })
             .collect()
+    }
+
+    #[test]
+    fn a_list_body_is_written_without_growing_its_buffer() {
+        for every in [1, 5, 1000] {
+            let data = many(100, every);
+            let rs = states(&data);
+            for flavor in [Flavor::Linphone, Flavor::Rfc] {
+                let n = ListNotify { list_uri: LIST, version: 0, full_state: true, resources: &rs, flavor };
+                let mut out = Vec::new();
+                build(&n, &mut out);
+                let hint = size_hint(&n);
+                assert!(out.len() <= hint && hint < out.len() * 2, "{} bytes, hint {hint}", out.len());
+            }
+        }
     }
 
     #[test]
