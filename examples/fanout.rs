@@ -274,7 +274,7 @@ async fn fanout(o: &Opts, run: u32, sockets: &[Arc<UdpSocket>], book: &Book) {
 /// (line chosen at random among `lines`, entry `e`), the others random `+337` mobiles.
 fn held_number(i: usize, e: usize, lines: usize) -> String {
     let r = mix((i as u64) << 16 | e as u64);
-    if e % 5 == 0 {
+    if e.is_multiple_of(5) {
         format!("+3361{:04}{:03}", r % lines as u64, e)
     } else {
         format!("+337{:08}", r % 100_000_000)

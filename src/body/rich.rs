@@ -181,7 +181,7 @@ impl Ns {
 }
 
 /// The path below `<presence>` as (namespace, name) pairs, for matching.
-fn below<'p>(path: &'p [(Ns, Box<str>)]) -> Vec<(Ns, &'p str)> {
+fn below(path: &[(Ns, Box<str>)]) -> Vec<(Ns, &str)> {
     path.iter().skip(1).map(|(n, s)| (*n, &**s)).collect()
 }
 

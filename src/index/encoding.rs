@@ -61,7 +61,7 @@ pub(super) fn decode_value(n: E164, v: &[u8]) -> Result<Binding, IndexError> {
 }
 
 pub(super) fn decode_numbers(v: &[u8]) -> Result<Vec<E164>, IndexError> {
-    if v.len() % 8 != 0 {
+    if !v.len().is_multiple_of(8) {
         return Err(IndexError::Corrupt(format!("reverse value of {} bytes", v.len())));
     }
     v.chunks_exact(8).map(|c| E164::from_key(c).ok_or_else(|| IndexError::Corrupt("number in reverse value".into()))).collect()
