@@ -81,20 +81,21 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed pages stay with mimalloc before going back to the kernel.
 const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
-/// Freed pages go back to the kernel a second after they empty out, and are purged then
-/// even when the server has gone idle. At once (a delay of 0) cost a tenth of a busy
-/// list cycle in page faults and `madvise` (BENCHMARKS.md, session 14); left to
-/// mimalloc, the delay is counted only when a heap is next used, and an idle server
-/// holding 100,000 subscriptions kept ~250 B of freed memory each ("Memory per held
-/// subscription"). A thread of its own therefore asks mimalloc every second to purge
-/// what is due (mimalloc's purge is program-wide). An operator's `MIMALLOC_PURGE_DELAY`
-/// wins.
+/// Freed pages go back to the kernel within about a second of emptying out, even when the
+/// server has gone idle. At once (a delay of 0) cost a tenth of a busy list cycle in page
+/// faults and `madvise` (BENCHMARKS.md, session 14); left to mimalloc, the delay is
+/// counted only when a heap is next used, and an idle server holding 100,000
+/// subscriptions kept ~250 B of freed memory each ("Memory per held subscription"). A
+/// thread of its own therefore has mimalloc purge what is pending every second
+/// (mimalloc's purge is program-wide). An operator's `MIMALLOC_PURGE_DELAY` wins: then
+/// neither the delay nor the thread is ours.
 fn purge_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's options (any value is valid); first thing in
-        // `main`, before any other thread exists (mimalloc: "not thread safe").
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
     }
+    // SAFETY: sets one of mimalloc's options (any value is valid); first thing in `main`,
+    // before any other thread exists (mimalloc: "not thread safe").
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let purge = || loop {
         std::thread::sleep(Duration::from_millis(PURGE_DELAY_MS as u64));
         // SAFETY: collects this thread's (empty) heap and has the arenas purge what is pending.
